@@ -1,0 +1,88 @@
+"""Default hyper-parameters for SRGAN training: the paper's, field by field.
+
+Every number from Ledig et al. (CVPR 2017) lives here, with the section of the paper
+or ../shared/REFERENCE.md it comes from. Variants (x4.py, quickstart.py) import this
+file and override fields.
+
+  python -m srgan_jax.main --config=configs/default.py --workdir=/tmp/srgan
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The paper's SRGAN-VGG54 at x4, reading HR images from local folders."""
+  config = ml_collections.ConfigDict()
+
+  config.seed = 0  # Batches, crops and initialisation depend only on this and the step.
+  config.scale = 4  # Upscaling factor (2, 4 or 8); the paper's results are x4.
+
+  # Generator: SRResNet (paper Fig. 4, top).
+  config.generator = ml_collections.ConfigDict()
+  config.generator.num_blocks = 16  # B residual blocks.
+  config.generator.features = 64  # Width of every conv before upsampling.
+  config.generator.upsample_features = 256  # conv 3x3 256 before each pixel shuffle x2.
+  config.generator.output_activation = 'none'  # The paper has none; 'tanh' bounds it.
+
+  # Discriminator (paper Fig. 4, bottom): 8 convs of 64,64,128,128,256,256,512,512.
+  config.discriminator = ml_collections.ConfigDict()
+  config.discriminator.dense_features = 1024
+  config.discriminator.negative_slope = 0.2  # LeakyReLU alpha.
+
+  # 'float32', or 'bfloat16' for bf16 compute with float32 parameters, BatchNorm
+  # statistics and losses.
+  config.dtype = 'float32'
+
+  config.batch_size = 16  # Global minibatch: 16 crops, each from a different image.
+
+  # Input pipeline (tf.data, or a device-resident source).
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'folders'  # 'folders', 'tfds', or 'device' (decoded once onto the accelerator).
+  config.data.folders = ['../shared/datasets/T91', '../shared/datasets/BSD200']
+  config.data.tfds_name = 'div2k/bicubic_x4'  # Used when source == 'tfds'.
+  config.data.tfds_split = 'train'
+  config.data.tfds_image_key = 'hr'  # The HR image feature ('image' for imagenet2012).
+  config.data.tfds_data_dir = None  # None: TFDS default; local path or gs://.
+  config.data.crop_size = 96  # HR crop side (paper: 96x96); a multiple of scale.
+  config.data.augment = True  # Random flips and 90-degree rotations.
+  config.data.cache = True  # Keep decoded images in memory (small sets: T91, BSD200).
+  config.data.crops_per_image = 1  # Streaming sources: crops taken per decoded image.
+  config.data.prefetch = 2  # Host batches prepared ahead.
+
+  # Adam for both networks (paper Sec. 3.2): beta1 = 0.9.
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.999
+
+  # Phase 1, SRResNet: pixel MSE on [-1, 1] images, lr 1e-4 for 10^6 updates.
+  config.srresnet = ml_collections.ConfigDict()
+  config.srresnet.num_steps = 1_000_000
+  config.srresnet.learning_rate = 1e-4
+
+  # Phase 2, SRGAN: initialised from the SRResNet; 10^5 updates at lr 1e-4, then
+  # 10^5 at 1e-5; D and G updated alternately (k = 1).
+  config.srgan = ml_collections.ConfigDict()
+  config.srgan.num_steps = 200_000
+  config.srgan.learning_rate = 1e-4
+  config.srgan.decay_steps = 100_000  # After this many SRGAN steps...
+  config.srgan.decay_factor = 0.1  # ...the learning rate becomes 1e-5.
+  config.srgan.content_loss = 'vgg54'  # 'mse', 'vgg22' (relu2_2) or 'vgg54' (relu5_4).
+  config.srgan.adversarial_weight = 1e-3  # perceptual = content + 1e-3 x adversarial.
+  config.srgan.vgg_feature_scale = 1 / 12.75  # VGG maps rescaled to an MSE-like scale.
+  # VGG19 weights converted by `python -m srgan_jax.vgg19 import`; None = the cache.
+  config.srgan.vgg_weights = None
+  # Start the SRGAN phase from another run's SRResNet (a workdir); None = this run's.
+  config.srgan.init_from = None
+
+  # Exponential moving average of generator weights; 0 disables it (the paper has none).
+  config.ema_decay = 0.0
+
+  # Logging, checkpoints, evaluation.
+  config.log_every_steps = 100  # Metrics are fetched from the device this often.
+  config.checkpoint_every_steps = 5_000
+  config.keep_checkpoints = 3  # The latest K checkpoints are kept.
+  config.eval_every_steps = 20_000
+  config.eval_folders = ['../shared/datasets/Set5', '../shared/datasets/Set14']
+  config.num_summary_images = 3  # SR images written to TensorBoard per evaluation.
+  config.profile_steps = 5  # Steps traced by the clu profiler once the run is warm (0: off).
+
+  return config

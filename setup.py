@@ -1,0 +1,36 @@
+"""srgan_jax: SRGAN (Ledig et al., CVPR 2017) in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name='srgan_jax',
+    version='0.1.0',
+    description='Photo-realistic 4x super-resolution (SRResNet / SRGAN) in JAX/Flax',
+    packages=setuptools.find_packages(include=['srgan_jax', 'srgan_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.7,<0.11',
+        'flax>=0.11,<0.13',
+        'optax>=0.2.5,<0.3',
+        'orbax-checkpoint>=0.11.20,<0.13',
+        # tf.data and TFDS only: the models, train steps and benchmark never import it.
+        'tensorflow-cpu>=2.18,<2.22',
+        'tensorflow-datasets>=4.9.7,<4.10',
+        'tensorboard>=2.18,<2.22',  # clu's summary writer needs it; tensorflow-cpu 2.21 no longer pulls it in.
+        'numpy>=1.26,<3',
+        'ml-collections>=1.0,<2',
+        'clu>=0.0.12,<0.1',
+        'absl-py>=2.1',
+        'pillow>=10',
+        # Sample photographs for the offline quickstart ship inside its wheel.
+        'scikit-image>=0.24,<0.27',
+    ],
+    extras_require={
+        'gpu': ['jax[cuda12]>=0.7,<0.11'],
+        'tpu': ['jax[tpu]>=0.7,<0.11'],
+        'torch': ['torch>=2.4'],
+        # 2.13.0 is pinned so that test machines take the local CPU wheel rather than
+        # the newest CUDA build with several GB of dependencies.
+        'test': ['pytest>=8', 'torch==2.13.0'],
+    },
+)

@@ -1,0 +1,57 @@
+"""Trains or evaluates SRGAN. The only module with flags.
+
+  python -m srgan_jax.main --config=configs/x4.py --workdir=gs://BUCKET/run
+  python -m srgan_jax.main --config=configs/x4.py --workdir=W --mode=evaluate [--step=N]
+
+Config fields can be overridden, e.g. --config.batch_size=32. Multi-host runs (a
+Cloud TPU VM pod slice, or processes started with JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES and JAX_PROCESS_ID set) call jax.distributed.initialize() first.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from srgan_jax import evaluate
+from srgan_jax import train
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs (local or gs://).')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate'],
+                          'train: run or resume training; evaluate: score a checkpoint.')
+_STEP = flags.DEFINE_integer('step', None, 'With --mode=evaluate: the checkpoint step (default latest).')
+config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _initialise_distributed() -> None:
+  """Starts JAX's multi-host runtime when this is one process of several."""
+  if os.environ.get('JAX_COORDINATOR_ADDRESS'):
+    jax.distributed.initialize(
+        coordinator_address=os.environ['JAX_COORDINATOR_ADDRESS'],
+        num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+        process_id=int(os.environ['JAX_PROCESS_ID']))
+  elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):  # A Cloud TPU pod slice.
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  _initialise_distributed()
+  logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), jax.devices()[0].platform)
+  config = flags.FLAGS.config
+  if _MODE.value == 'train':
+    train.train_and_evaluate(config, _WORKDIR.value)
+    print(f'Checkpoints, TensorBoard logs and evaluation images are in {_WORKDIR.value}')
+  else:
+    evaluate.evaluate_workdir(_WORKDIR.value, config.eval_folders, step=_STEP.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,474 @@
+"""SRResNet and SRGAN training: states, jitted sharded steps, and the training loop.
+
+The two phases of the paper run in one workdir with one global step counter:
+steps [0, srresnet.num_steps) train the generator alone with pixel MSE; the next
+srgan.num_steps train it against the discriminator. Everything that varies between
+steps (crops, augmentation) is keyed by (config.seed, step), so a resumed run repeats
+an uninterrupted one exactly.
+
+Sharding: one 'data' mesh axis over every device of every host; batches are split
+along it and the states are replicated, so BatchNorm statistics and gradients cover
+the global batch. This module does not import tensorflow (the input pipeline does,
+lazily, when a tf.data source is used).
+"""
+
+import functools
+import signal
+from typing import Any, Callable, Iterator
+
+from absl import logging
+from clu import metric_writers
+from clu import metrics
+from clu import periodic_actions
+from etils import epath
+import flax
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from srgan_jax import checkpointing
+from srgan_jax import losses
+from srgan_jax import models
+
+SRRESNET, SRGAN = 'srresnet', 'srgan'
+
+
+class TrainState(train_state.TrainState):
+  """A TrainState that also carries BatchNorm statistics and, optionally, an EMA."""
+  batch_stats: Any
+  ema_params: Any = None
+
+
+@flax.struct.dataclass
+class FirstNonFinite(metrics.Metric):
+  """The first step whose loss was NaN or infinite (-1 while all are finite)."""
+  step: jax.Array
+
+  @classmethod
+  def from_model_output(cls, *, loss: jax.Array, step: jax.Array, **_) -> 'FirstNonFinite':
+    return cls(jnp.where(jnp.isfinite(loss), -1, step).astype(jnp.int32))
+
+  @classmethod
+  def empty(cls) -> 'FirstNonFinite':
+    return cls(jnp.array(-1, jnp.int32))
+
+  def merge(self, other: 'FirstNonFinite') -> 'FirstNonFinite':
+    return type(self)(jnp.where(self.step >= 0, self.step, other.step))
+
+  def compute(self) -> jax.Array:
+    return self.step
+
+
+@flax.struct.dataclass
+class SRResNetMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  learning_rate: metrics.LastValue.from_output('learning_rate')
+  grad_norm: metrics.Average.from_output('grad_norm')
+  first_nonfinite_step: FirstNonFinite
+
+
+@flax.struct.dataclass
+class SRGANMetrics(metrics.Collection):
+  generator_loss: metrics.Average.from_output('generator_loss')
+  content_loss: metrics.Average.from_output('content_loss')
+  adversarial_loss: metrics.Average.from_output('adversarial_loss')
+  discriminator_loss: metrics.Average.from_output('discriminator_loss')
+  d_real: metrics.Average.from_output('d_real')  # Mean D(HR): near 1 when D wins.
+  d_fake: metrics.Average.from_output('d_fake')  # Mean D(G(LR)).
+  learning_rate: metrics.LastValue.from_output('learning_rate')
+  generator_grad_norm: metrics.Average.from_output('generator_grad_norm')
+  discriminator_grad_norm: metrics.Average.from_output('discriminator_grad_norm')
+  first_nonfinite_step: FirstNonFinite
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or infinite loss."""
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.dtype]
+
+
+def create_generator(config: ml_collections.ConfigDict) -> models.SRResNet:
+  return models.SRResNet(scale=config.scale, dtype=compute_dtype(config), **config.generator)
+
+
+def create_discriminator(config: ml_collections.ConfigDict) -> models.Discriminator:
+  return models.Discriminator(dtype=compute_dtype(config), **config.discriminator)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, phase: str) -> optax.GradientTransformation:
+  """Adam (beta1 0.9) with the phase's schedule: constant 1e-4 for the SRResNet;
+  1e-4 then 1e-5 after srgan.decay_steps for SRGAN (both networks)."""
+  if phase == SRRESNET:
+    schedule = optax.constant_schedule(config.srresnet.learning_rate)
+  else:
+    schedule = optax.piecewise_constant_schedule(
+        config.srgan.learning_rate, {config.srgan.decay_steps: config.srgan.decay_factor})
+  # inject_hyperparams keeps the current learning rate in the optimizer state for logging.
+  return optax.inject_hyperparams(optax.adam)(
+      learning_rate=schedule, b1=config.adam_b1, b2=config.adam_b2)
+
+
+def create_train_state(rng: jax.Array, model: flax.linen.Module, input_shape: tuple[int, ...],
+                       tx: optax.GradientTransformation, ema: bool = False) -> TrainState:
+  """Initialises a model's variables and wraps them with its optimizer."""
+  variables = model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
+  params = variables['params']
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           batch_stats=variables['batch_stats'],
+                           ema_params=params if ema else None)
+
+
+def create_states(config: ml_collections.ConfigDict, phase: str) -> tuple[TrainState, TrainState]:
+  """Freshly initialised generator and discriminator states for a phase."""
+  crop = config.data.crop_size
+  if crop % config.scale or crop % 16:
+    raise ValueError(f'data.crop_size {crop} must be a multiple of scale {config.scale} '
+                     'and of 16 (the discriminator halves it four times)')
+  g_rng, d_rng = jax.random.split(jax.random.key(config.seed))
+  lr_side = crop // config.scale
+  generator = create_train_state(g_rng, create_generator(config), (1, lr_side, lr_side, 3),
+                                 create_optimizer(config, phase), ema=config.ema_decay > 0)
+  discriminator = create_train_state(d_rng, create_discriminator(config), (1, crop, crop, 3),
+                                     create_optimizer(config, SRGAN))
+  return generator, discriminator
+
+
+def start_srgan_phase(generator: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+  """The SRGAN generator: the SRResNet's weights with a fresh Adam on the SRGAN schedule."""
+  tx = create_optimizer(config, SRGAN)
+  return TrainState.create(apply_fn=generator.apply_fn, params=generator.params, tx=tx,
+                           batch_stats=generator.batch_stats,
+                           ema_params=generator.params if config.ema_decay > 0 else None)
+
+
+def _update_generator(state: TrainState, grads: Any, batch_stats: Any,
+                      ema_decay: float) -> TrainState:
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if ema_decay > 0:
+    state = state.replace(ema_params=optax.incremental_update(
+        state.params, state.ema_params, step_size=1 - ema_decay))
+  return state
+
+
+def _learning_rate(state: TrainState) -> jax.Array:
+  """The rate of the update just applied (inject_hyperparams stores it in the state)."""
+  return state.opt_state.hyperparams['learning_rate']
+
+
+def srresnet_train_step(state: TrainState, train_metrics: SRResNetMetrics,
+                        batch: dict[str, jax.Array], step: jax.Array, *, ema_decay: float
+                        ) -> tuple[TrainState, SRResNetMetrics]:
+  """One SRResNet update: pixel MSE between G(LR) and HR, both in [-1, 1]."""
+  def loss_fn(params):
+    sr, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
+                                 batch['lr'], train=True, mutable=['batch_stats'])
+    return losses.pixel_mse(sr, batch['hr']), updates['batch_stats']
+
+  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = _update_generator(state, grads, batch_stats, ema_decay)
+  update = SRResNetMetrics.single_from_model_output(
+      loss=loss, learning_rate=_learning_rate(state), grad_norm=optax.global_norm(grads), step=step)
+  return state, train_metrics.merge(update)
+
+
+def srgan_train_step(generator: TrainState, discriminator: TrainState,
+                     train_metrics: SRGANMetrics, batch: dict[str, jax.Array],
+                     vgg_params: Any, step: jax.Array, *, content_loss: str,
+                     adversarial_weight: float, vgg_feature_scale: float,
+                     vgg_preprocessing: str, ema_decay: float, dtype: Any
+                     ) -> tuple[TrainState, TrainState, SRGANMetrics]:
+  """One SRGAN update of D then G (k = 1), in one compiled program.
+
+  G runs forward once; D is updated on (HR, G(LR)); G's perceptual loss (content +
+  1e-3 x adversarial) is then taken against the updated D and pulled back through the
+  saved forward pass.
+  """
+  lr, hr = batch['lr'], batch['hr']
+
+  def generate(params):
+    sr, updates = generator.apply_fn(
+        {'params': params, 'batch_stats': generator.batch_stats}, lr, train=True,
+        mutable=['batch_stats'])
+    return sr, updates['batch_stats']
+
+  sr, generator_vjp, generator_batch_stats = jax.vjp(generate, generator.params, has_aux=True)
+
+  def discriminate(params, batch_stats, images):
+    logits, updates = discriminator.apply_fn(
+        {'params': params, 'batch_stats': batch_stats}, images, train=True,
+        mutable=['batch_stats'])
+    return logits, updates['batch_stats']
+
+  def discriminator_loss_fn(params):
+    # Real and fake batches pass separately, so each has its own BN statistics.
+    real_logits, batch_stats = discriminate(params, discriminator.batch_stats, hr)
+    fake_logits, batch_stats = discriminate(params, batch_stats, jax.lax.stop_gradient(sr))
+    loss = losses.discriminator_loss(real_logits, fake_logits)
+    return loss, (real_logits, fake_logits, batch_stats)
+
+  (d_loss, (real_logits, fake_logits, d_batch_stats)), d_grads = jax.value_and_grad(
+      discriminator_loss_fn, has_aux=True)(discriminator.params)
+  discriminator = discriminator.apply_gradients(grads=d_grads, batch_stats=d_batch_stats)
+
+  content_loss_fn = losses.make_content_loss(
+      content_loss, vgg_params, vgg_preprocessing, vgg_feature_scale, dtype)
+
+  def perceptual_loss_fn(sr):
+    # The updated D judges G's output; its BN statistic updates from this pass are
+    # not kept (D was already updated on this batch).
+    logits, _ = discriminate(discriminator.params, discriminator.batch_stats, sr)
+    content = content_loss_fn(sr, hr)
+    adversarial = losses.generator_adversarial_loss(logits)
+    return content + adversarial_weight * adversarial, (content, adversarial)
+
+  (g_loss, (content, adversarial)), sr_grads = jax.value_and_grad(
+      perceptual_loss_fn, has_aux=True)(sr)
+  (g_grads,) = generator_vjp(sr_grads)
+  generator = _update_generator(generator, g_grads, generator_batch_stats, ema_decay)
+
+  update = SRGANMetrics.single_from_model_output(
+      generator_loss=g_loss, content_loss=content, adversarial_loss=adversarial,
+      discriminator_loss=d_loss, d_real=jnp.mean(jax.nn.sigmoid(real_logits)),
+      d_fake=jnp.mean(jax.nn.sigmoid(fake_logits)),
+      learning_rate=_learning_rate(generator),  # D follows the same schedule.
+      generator_grad_norm=optax.global_norm(g_grads),
+      discriminator_grad_norm=optax.global_norm(d_grads),
+      loss=g_loss + d_loss, step=step)
+  return generator, discriminator, train_metrics.merge(update)
+
+
+def create_mesh() -> jax.sharding.Mesh:
+  """A 1-D data-parallel mesh over every device of every host.
+
+  Auto axis: XLA propagates the batch sharding through the networks (the default,
+  Explicit, would need every reshape in the models annotated).
+  """
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def shard_batch(local_batch: dict[str, np.ndarray],
+                sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
+  """The global batch, from this host's part of it."""
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def create_input_iterator(config: ml_collections.ConfigDict,
+                          start_step: int) -> Iterator[dict[str, np.ndarray]]:
+  """This host's batches for steps start_step, start_step + 1, ..."""
+  if config.batch_size % jax.device_count():
+    raise ValueError(f'batch_size {config.batch_size} must be a multiple of the '
+                     f'{jax.device_count()} devices')
+  from srgan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.create_train_iterator(
+      config.data, scale=config.scale, batch_size=config.batch_size // jax.process_count(),
+      seed=config.seed, start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count())
+
+
+def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str]:
+  """VGG19 parameters and preprocessing for a VGG content loss, else (None, 'caffe')."""
+  if config.srgan.num_steps == 0 or config.srgan.content_loss == 'mse':
+    return None, 'caffe'
+  from srgan_jax import vgg19  # pylint: disable=g-import-not-at-top
+  return vgg19.load_params(config.srgan.vgg_weights)
+
+
+def initialise_srgan_generator(generator: TrainState, config: ml_collections.ConfigDict,
+                               replicated: jax.sharding.NamedSharding) -> TrainState:
+  """The generator the SRGAN phase starts from (paper: the trained SRResNet).
+
+  With srgan.init_from set, its weights come from that workdir's latest checkpoint;
+  otherwise from this run's SRResNet phase.
+  """
+  if config.srgan.init_from:
+    _, variables, source_config = checkpointing.load_generator(
+        config.srgan.init_from, ema=False)
+    if (source_config.generator.to_dict(), source_config.scale) != (
+        config.generator.to_dict(), config.scale):
+      raise checkpointing.CheckpointError(
+          f'srgan.init_from={config.srgan.init_from} has generator '
+          f'{source_config.generator.to_dict()} x{source_config.scale}, this config '
+          f'{config.generator.to_dict()} x{config.scale}')
+    variables = jax.device_put(variables, replicated)
+    generator = generator.replace(params=variables['params'],
+                                  batch_stats=variables['batch_stats'])
+  elif config.srresnet.num_steps == 0:
+    logging.warning('SRGAN phase starts from a random generator: the paper initialises '
+                    'it from a trained SRResNet (set srgan.init_from).')
+  return jax.jit(functools.partial(start_srgan_phase, config=config),
+                 out_shardings=replicated)(generator)
+
+
+class PreemptionWatcher:
+  """Notices SIGTERM (preemption, job schedulers) so the loop can save and stop.
+
+  One process: a signal handler. Several: JAX's preemption sync service, which makes
+  every process agree on the step at which to stop.
+  """
+
+  def __init__(self):
+    self._signalled = False
+    self._previous = None
+    if jax.process_count() == 1:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # Not the main thread: leave signals alone.
+        pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint at the end of this step.')
+    self._signalled = True
+
+  def reached(self, step: int, manager: Any) -> bool:
+    if jax.process_count() > 1:
+      return manager.reached_preemption(step)
+    return self._signalled
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,
+                   replicated: jax.sharding.NamedSharding) -> tuple[Callable, Callable]:
+  """The jitted SRResNet and SRGAN steps: states and metrics donated and replicated."""
+  srresnet_step = jax.jit(
+      functools.partial(srresnet_train_step, ema_decay=config.ema_decay),
+      donate_argnums=(0, 1), out_shardings=replicated)
+  srgan_step = jax.jit(
+      functools.partial(
+          srgan_train_step, content_loss=config.srgan.content_loss,
+          adversarial_weight=config.srgan.adversarial_weight,
+          vgg_feature_scale=config.srgan.vgg_feature_scale,
+          vgg_preprocessing=vgg_preprocessing, ema_decay=config.ema_decay,
+          dtype=compute_dtype(config)),
+      donate_argnums=(0, 1, 2), out_shardings=replicated)
+  return srresnet_step, srgan_step
+
+
+def _empty_metrics(phase: str, replicated: jax.sharding.NamedSharding) -> metrics.Collection:
+  collection = SRResNetMetrics if phase == SRRESNET else SRGANMetrics
+  return jax.device_put(collection.empty(), replicated)
+
+
+def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
+  """Raises NonFiniteLossError if any step since the last check had a bad loss."""
+  bad_step = int(jax.device_get(train_metrics.first_nonfinite_step.compute()))
+  if bad_step >= 0:
+    manager.wait_until_finished()
+    raise NonFiniteLossError(
+        f'the training loss became NaN or infinite at step {bad_step}; stopped. The '
+        f'latest checkpoint ({manager.latest_step()}) in {manager.directory} is from '
+        'before it and intact.')
+
+
+def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
+                       writer: metric_writers.MetricWriter, step: int) -> dict[str, Any]:
+  """PSNR/SSIM (Y channel, MATLAB conventions) on the config's benchmark folders."""
+  from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  variables = {'params': generator.ema_params if generator.ema_params is not None
+               else generator.params, 'batch_stats': generator.batch_stats}
+  model = models.SRResNet(scale=config.scale, **config.generator)
+  samples = []
+  upscale = evaluate.generator_upscale_fn(model, variables)
+  folders = [folder for folder in config.eval_folders if epath.Path(folder).is_dir()]
+  for missing in sorted(set(config.eval_folders) - set(folders)):
+    logging.warning('Evaluation folder %s not found; skipped.', missing)
+
+  def upscale_and_keep(lr):
+    sr = upscale(lr)
+    if len(samples) < config.num_summary_images:
+      samples.append(sr)
+    return sr
+
+  results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale)
+  writer.write_scalars(step, {f'eval/{name}/{metric}': value[metric]
+                              for name, value in results.items() for metric in ('psnr', 'ssim')})
+  if samples:
+    writer.write_images(step, {f'eval/sample{i}': sample[None] for i, sample in enumerate(samples)})
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                       ) -> tuple[TrainState, TrainState]:
+  """Runs (or resumes) both phases in ``workdir``; returns the final states."""
+  srresnet_steps, total_steps = config.srresnet.num_steps, (
+      config.srresnet.num_steps + config.srgan.num_steps)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  mesh = create_mesh()
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
+  manager = checkpointing.create_manager(workdir, config)
+  start_step = manager.latest_step() or 0
+  phase = SRRESNET if start_step < srresnet_steps else SRGAN
+
+  generator, discriminator = jax.jit(
+      functools.partial(create_states, config, phase), out_shardings=replicated)()
+  if start_step:
+    generator, discriminator, record = checkpointing.restore(
+        manager, start_step, generator, discriminator, config)
+    logging.info('Resumed from %s at step %d.', manager.directory, start_step)
+    if phase == SRGAN and record['phase'] == SRRESNET:  # Saved right at the switch.
+      phase = SRRESNET
+  if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
+    (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+
+  vgg_params, vgg_preprocessing = load_vgg(config)
+  vgg_params = jax.device_put(vgg_params, replicated)
+  srresnet_step, srgan_step = _compile_steps(config, vgg_preprocessing, replicated)
+  train_metrics = _empty_metrics(phase, replicated)
+  batches = create_input_iterator(config, start_step)
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
+  if jax.process_index() == 0 and config.profile_steps:
+    hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
+                                          logdir=workdir))
+  preemption = PreemptionWatcher()
+  logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
+               start_step, total_steps, srresnet_steps, jax.device_count())
+  try:
+    with jax.set_mesh(mesh):
+      for step in range(start_step, total_steps):
+        if phase == SRRESNET and step >= srresnet_steps:
+          phase = SRGAN
+          generator = initialise_srgan_generator(generator, config, replicated)
+          train_metrics = _empty_metrics(phase, replicated)
+        batch = shard_batch(next(batches), data_sharding)
+        with jax.profiler.StepTraceAnnotation('train', step_num=step):
+          if phase == SRRESNET:
+            generator, train_metrics = srresnet_step(generator, train_metrics, batch, step)
+          else:
+            generator, discriminator, train_metrics = srgan_step(
+                generator, discriminator, train_metrics, batch, vgg_params, step)
+        done = step + 1
+        for hook in hooks:
+          hook(done)
+        if done % config.log_every_steps == 0 or done in (srresnet_steps, total_steps):
+          _check_finite(train_metrics, manager)
+          summary = {f'train/{phase}/{k}': v for k, v in train_metrics.compute().items()
+                     if k != 'first_nonfinite_step'}
+          writer.write_scalars(done, jax.device_get(summary))
+          train_metrics = _empty_metrics(phase, replicated)
+        if done % config.eval_every_steps == 0 or done == total_steps:
+          evaluate_generator(generator, config, writer, done)
+        preempted = preemption.reached(done, manager)
+        if preempted or manager.should_save(done) or done == total_steps:
+          _check_finite(train_metrics, manager)
+          checkpointing.save(manager, done, generator, discriminator,
+                             checkpointing.run_record(done, phase, config), force=True)
+        if preempted:
+          logging.warning('Preempted: saved step %d in %s; rerun to resume.',
+                          done, manager.directory)
+          break
+  finally:
+    preemption.close()
+    manager.wait_until_finished()
+    writer.flush()
+  return generator, discriminator
