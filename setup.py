@@ -7,7 +7,7 @@ setuptools.setup(
     version='0.1.0',
     description='Photo-realistic 4x super-resolution (SRResNet / SRGAN) in JAX/Flax',
     packages=setuptools.find_packages(include=['srgan_jax', 'srgan_jax.*']),
-    python_requires='>=3.10',
+    python_requires='>=3.11',
     install_requires=[
         'jax>=0.7,<0.11',
         'flax>=0.11,<0.13',
