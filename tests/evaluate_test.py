@@ -1,0 +1,121 @@
+"""Tests for srgan_jax.evaluate: the published bicubic baseline, the library, the CLI."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import image_set
+from srgan_jax import bicubic
+from srgan_jax import evaluate
+from srgan_jax import metrics
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# Bicubic x4, Y channel, 4-pixel border (EDSR/RCAN tables; datasets/README.md).
+PUBLISHED_BICUBIC_X4 = {
+    'Set5': (28.42, 0.8104),
+    'Set14': (26.00, 0.7027),
+    'BSD100': (25.96, 0.6675),
+}
+
+
+def _check_published(name, result):
+  psnr, ssim = PUBLISHED_BICUBIC_X4[name]
+  assert result['psnr'] == pytest.approx(psnr, abs=0.02)
+  assert result['ssim'] == pytest.approx(ssim, abs=0.002)
+
+
+def test_bicubic_baseline_reproduces_published_numbers():
+  folders = [image_set(name) for name in PUBLISHED_BICUBIC_X4]
+  upscale_fn = evaluate.make_upscale_fn('bicubic', 4)
+  results = evaluate.evaluate_sets(upscale_fn, folders, 4)
+  print('\n' + evaluate.format_table(results))
+  assert list(results) == list(PUBLISHED_BICUBIC_X4)
+  assert [result['images'] for result in results.values()] == [5, 14, 100]
+  for name, result in results.items():
+    _check_published(name, result)
+
+
+def test_cli_writes_json_and_images(tmp_path):
+  output = tmp_path / 'results.json'
+  command = [sys.executable, '-m', 'srgan_jax.evaluate', '--model=bicubic', '--scale=4',
+             f'--data={image_set("Set5")}', f'--output={output}', f'--save_dir={tmp_path}']
+  completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+  assert 'Set5' in completed.stdout and 'PSNR' in completed.stdout
+  results = json.loads(output.read_text())
+  assert list(results) == ['Set5'] and results['Set5']['images'] == 5
+  _check_published('Set5', results['Set5'])
+  saved = sorted(path.name for path in (tmp_path / 'Set5').iterdir())
+  expected = [path.stem + '.png' for path in evaluate.list_images(image_set('Set5'))]
+  assert saved == expected
+
+
+def test_importing_evaluate_leaves_tensorflow_out():
+  code = 'import sys, srgan_jax.evaluate; assert "tensorflow" not in sys.modules'
+  subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True)
+
+
+def _write_folder(folder):
+  """Images of sizes not multiple of 4 in every accepted format, one grayscale, a stray file."""
+  rng = np.random.default_rng(0)
+
+  def smooth(height, width, *channels):
+    noise = rng.uniform(0, 255, (height // 4 + 1, width // 4 + 1, *channels))
+    return np.clip(bicubic.imresize(noise, 4)[:height, :width], 0, 255).astype(np.uint8)
+
+  Image.fromarray(smooth(35, 42, 3)).save(folder / 'a.png')
+  Image.fromarray(smooth(30, 45), 'L').save(folder / 'b.png')
+  Image.fromarray(smooth(40, 29, 3)).save(folder / 'c.bmp')
+  (folder / 'notes.txt').write_text('not an image')
+
+
+def test_evaluate_folder_crops_scores_and_saves(tmp_path):
+  _write_folder(tmp_path)
+  seen = []
+
+  def upscale_fn(lr):
+    seen.append(lr.shape)
+    return bicubic.imresize(lr, 4)
+
+  result = evaluate.evaluate_folder(upscale_fn, tmp_path, 4, save_dir=tmp_path / 'sr')
+  # 35x42 -> 32x40, 30x45 -> 28x44 (kept single-channel), 40x29 -> 40x28.
+  assert seen == [(8, 10, 3), (7, 11, 1), (10, 7, 3)]
+  assert result['images'] == 3
+  psnrs, ssims = [], []
+  for name in ('a.png', 'b.png', 'c.bmp'):
+    with Image.open(tmp_path / name) as image:
+      hr = np.asarray(image)
+    hr = hr[:hr.shape[0] // 4 * 4, :hr.shape[1] // 4 * 4]
+    sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
+    with Image.open(tmp_path / 'sr' / (name.split('.')[0] + '.png')) as saved:
+      np.testing.assert_array_equal(np.asarray(saved), sr)
+    psnrs.append(metrics.psnr(sr, hr, 4))
+    ssims.append(metrics.ssim(sr, hr, 4))
+  assert result['psnr'] == pytest.approx(np.mean(psnrs), abs=1e-12)
+  assert result['ssim'] == pytest.approx(np.mean(ssims), abs=1e-12)
+
+
+def test_evaluate_folder_rejects_wrong_output(tmp_path):
+  _write_folder(tmp_path)
+  with pytest.raises(ValueError, match='expected uint8'):
+    evaluate.evaluate_folder(lambda lr: bicubic.imresize(lr, 2), tmp_path, 4)
+  with pytest.raises(ValueError, match='expected uint8'):
+    evaluate.evaluate_folder(lambda lr: bicubic.imresize(lr.astype(float), 4), tmp_path, 4)
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(FileNotFoundError):
+    evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), empty, 4)
+
+
+def test_format_table():
+  table = evaluate.format_table({'Set5': {'psnr': 28.43141, 'ssim': 0.81127, 'images': 5},
+                                 'BSD100': {'psnr': 25.9634, 'ssim': 0.6682, 'images': 100}})
+  lines = table.splitlines()
+  assert lines[0].split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM']
+  assert lines[1].split() == ['Set5', '5', '28.4314', '0.8113']
+  assert lines[2].split() == ['BSD100', '100', '25.9634', '0.6682']
