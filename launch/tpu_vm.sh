@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# Trains srgan_jax on a Cloud TPU VM: one host (v4-8, v5litepod-8, v6e-8, ...) or a
+# pod slice (v4-32, v5litepod-32, ...), where every worker runs the same command and
+# srgan_jax.main joins them with jax.distributed.initialize().
+#
+# Usage: launch/tpu_vm.sh [--dry-run] COMMAND
+#   create   create the TPU VM
+#   install  copy this checkout to every worker (or git clone REPO_URL there),
+#            pip install it with jax[tpu] into ~/srgan_venv, import the VGG19 weights
+#   train    start training in the background on every worker (log: ~/srgan_train.log)
+#   logs     follow worker 0's log
+#   delete   delete the TPU VM
+#   all      create, install, train
+#
+# Variables (environment):
+#   TPU_NAME          required. Name of the TPU VM.
+#   ZONE              required. A zone offering ACCELERATOR_TYPE
+#                     (https://cloud.google.com/tpu/docs/regions-zones).
+#   PROJECT           Google Cloud project; default: gcloud's core/project.
+#   ACCELERATOR_TYPE  default v5litepod-8.
+#   RUNTIME_VERSION   TPU software version; default from ACCELERATOR_TYPE:
+#                     v6e -> v2-alpha-tpuv6e, v5p -> v2-alpha-tpuv5,
+#                     v5litepod/v5e -> v2-alpha-tpuv5-lite, v2/v3/v4 -> tpu-ubuntu2204-base.
+#   SPOT              1: create a Spot TPU VM (--spot); default 0.
+#   PREEMPTIBLE       1: create a (legacy) preemptible TPU VM (--preemptible); default 0.
+#   CONFIG            config file, relative to the repository root; default configs/x4.py.
+#   WORKDIR           required by train and all. gs:// directory for checkpoints and
+#                     summaries: shared by all workers, outlives the VM, so a new VM
+#                     with the same WORKDIR resumes from its latest checkpoint.
+#   TFDS_DATA_DIR     TFDS data directory (gs://...); default: the config's.
+#   EXTRA_ARGS        more flags for srgan_jax.main, e.g. '--config.batch_size=32';
+#                     split into words like a shell does (quotes respected, nothing
+#                     expanded).
+#   REPO_URL          if set, install git-clones it on the workers instead of copying
+#                     this checkout (tracked and non-ignored files as they are now).
+#   REPO_REF          branch, tag or commit of REPO_URL; default: its default branch.
+#   VGG_SOURCE        --source of `python -m srgan_jax.vgg19 import` run by install on
+#                     every worker; default keras (downloads); empty: skip.
+#   DRY_RUN           1 (or --dry-run): print the gcloud commands, one per line
+#                     prefixed '+ ', instead of running them.
+set -euo pipefail
+
+: "${TPU_NAME:=}" "${ZONE:=}" "${PROJECT:=}"
+: "${ACCELERATOR_TYPE:=v5litepod-8}" "${RUNTIME_VERSION:=}"
+: "${SPOT:=0}" "${PREEMPTIBLE:=0}"
+: "${CONFIG:=configs/x4.py}" "${WORKDIR:=}" "${TFDS_DATA_DIR:=}" "${EXTRA_ARGS:=}"
+: "${REPO_URL:=}" "${REPO_REF:=HEAD}" "${VGG_SOURCE=keras}" "${DRY_RUN:=0}"
+
+# Where things live on every worker: the tilde is for the workers' shell to expand.
+# shellcheck disable=SC2088
+readonly REMOTE_REPO='~/srgan_jax' REMOTE_VENV='~/srgan_venv'
+# shellcheck disable=SC2088
+readonly REMOTE_LOG='~/srgan_train.log' REMOTE_PID='~/srgan_train.pid'
+STAGE_DIR=''
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+die() {
+  echo "tpu_vm.sh: error: $*" >&2
+  exit 1
+}
+
+# Fails, naming all of them, unless every variable named is non-empty.
+require() {
+  local name missing=''
+  for name in "$@"; do
+    [[ -n ${!name} ]] || missing+=" $name"
+  done
+  [[ -z $missing ]] || die "missing required variable(s):$missing (see $0 --help)"
+}
+
+# Prints one word so that a shell reads it back unchanged.
+shell_quote() {
+  local escaped="'\\''"
+  case $1 in
+    '' | *[!A-Za-z0-9_./:=@%+,-]*) printf "'%s'" "${1//\'/$escaped}" ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+
+# Prints the command as one '+ ' line; runs it unless DRY_RUN (then on stdout only).
+run() {
+  local line='+' word
+  for word in "$@"; do
+    line+=" $(shell_quote "$word")"
+  done
+  if [[ $DRY_RUN == 1 ]]; then
+    printf '%s\n' "$line"
+  else
+    printf '%s\n' "$line" >&2
+    "$@"
+  fi
+}
+
+# gcloud compute tpus tpu-vm ARGS..., in ZONE and PROJECT.
+tpu_vm() {
+  run gcloud compute tpus tpu-vm "$@" --zone="$ZONE" ${PROJECT:+"--project=$PROJECT"}
+}
+
+default_runtime_version() {
+  case $ACCELERATOR_TYPE in
+    v6e-*) echo v2-alpha-tpuv6e ;;
+    v5p-*) echo v2-alpha-tpuv5 ;;
+    v5litepod-* | v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v2-* | v3-* | v4-*) echo tpu-ubuntu2204-base ;;
+    *)
+      die "no default RUNTIME_VERSION for ACCELERATOR_TYPE=$ACCELERATOR_TYPE; set RUNTIME_VERSION"
+      ;;
+  esac
+}
+
+# EXTRA_ARGS as shell-quoted words, each preceded by a space. xargs splits it the way
+# a shell would, without expanding anything, so the workers get exactly these words.
+quoted_extra_args() {
+  [[ $EXTRA_ARGS =~ [^[:space:]] ]] || return 0
+  local words word
+  words=$(printf '%s' "$EXTRA_ARGS" | xargs printf '%s\n') ||
+    die "cannot split EXTRA_ARGS (unbalanced quotes?)"
+  while IFS= read -r word; do
+    printf ' %q' "$word"
+  done <<<"$words"
+}
+
+check_variables() {
+  local command=$1
+  require TPU_NAME ZONE
+  [[ $DRY_RUN == 0 || $DRY_RUN == 1 ]] || die "DRY_RUN must be 0 or 1, got '$DRY_RUN'"
+  if [[ $command == create || $command == all ]]; then
+    require ACCELERATOR_TYPE
+    [[ $SPOT == 0 || $SPOT == 1 ]] || die "SPOT must be 0 or 1, got '$SPOT'"
+    [[ $PREEMPTIBLE == 0 || $PREEMPTIBLE == 1 ]] ||
+      die "PREEMPTIBLE must be 0 or 1, got '$PREEMPTIBLE'"
+    [[ $SPOT$PREEMPTIBLE != 11 ]] || die "set SPOT=1 or PREEMPTIBLE=1, not both"
+    [[ -n $RUNTIME_VERSION ]] || RUNTIME_VERSION=$(default_runtime_version)
+  fi
+  if [[ $command == train || $command == all ]]; then
+    require WORKDIR CONFIG
+    # Local disks are per worker and vanish with a preempted VM; checkpoints must not.
+    [[ $WORKDIR == gs://* ]] ||
+      die "WORKDIR must be a gs:// path (shared by all workers, outlives the VM), got '$WORKDIR'"
+  fi
+}
+
+# Copies what git would ship (tracked and untracked-but-not-ignored files, as they
+# are in the working tree) to $STAGE_DIR/srgan_jax, leaving .git, virtual
+# environments and run directories behind.
+stage_checkout() {
+  local repo file
+  repo=$(cd "$(dirname "$0")/.." && pwd)
+  git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 ||
+    die "$repo is not a git checkout; set REPO_URL to install from a git remote"
+  STAGE_DIR=$(mktemp -d)
+  trap 'rm -rf "$STAGE_DIR"' EXIT
+  mkdir "$STAGE_DIR/srgan_jax"
+  git -C "$repo" ls-files -z --cached --others --exclude-standard |
+    while IFS= read -r -d '' file; do
+      # Tracked files deleted from the working tree are not shipped.
+      if [[ -e $repo/$file ]]; then printf '%s\0' "$file"; fi
+    done |
+    (cd "$repo" && tar --null -T - -cf -) | tar -C "$STAGE_DIR/srgan_jax" -xf -
+}
+
+cmd_create() {
+  local flags=("--accelerator-type=$ACCELERATOR_TYPE" "--version=$RUNTIME_VERSION")
+  if [[ $SPOT == 1 ]]; then flags+=(--spot); fi
+  if [[ $PREEMPTIBLE == 1 ]]; then flags+=(--preemptible); fi
+  tpu_vm create "$TPU_NAME" "${flags[@]}"
+}
+
+cmd_install() {
+  local remote='set -euo pipefail'
+  if [[ -n $REPO_URL ]]; then
+    remote+="; [ -d $REMOTE_REPO/.git ] || git clone --quiet $(printf %q "$REPO_URL") $REMOTE_REPO"
+    remote+="; git -C $REMOTE_REPO fetch --quiet origin $(printf %q "$REPO_REF")"
+    remote+="; git -C $REMOTE_REPO checkout --quiet --detach FETCH_HEAD"
+  else
+    stage_checkout
+    # Into the home directory: scp -r puts (or merges) the folder at ~/srgan_jax.
+    tpu_vm scp --recurse "$STAGE_DIR/srgan_jax" "$TPU_NAME:" --worker=all
+  fi
+  # JAX needs Python >= 3.11; Ubuntu 22.04 TPU images have 3.10, newer ones more.
+  remote+="; if python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'"
+  remote+="; then py=python3; else py=python3.11; fi"
+  # The apt lock may still be held by the VM's first-boot updates.
+  remote+="; sudo apt-get -qq -o DPkg::Lock::Timeout=600 update"
+  remote+="; sudo DEBIAN_FRONTEND=noninteractive"
+  remote+=" apt-get -qq -o DPkg::Lock::Timeout=600 install -y \"\$py-venv\""
+  remote+="; [ -x $REMOTE_VENV/bin/python ] || \"\$py\" -m venv $REMOTE_VENV"
+  remote+="; $REMOTE_VENV/bin/pip install -q -U pip"
+  remote+="; cd $REMOTE_REPO && $REMOTE_VENV/bin/pip install -q -e '.[tpu]'"
+  if [[ -n $VGG_SOURCE ]]; then
+    remote+="; $REMOTE_VENV/bin/python -m srgan_jax.vgg19 import --source=$(printf %q "$VGG_SOURCE")"
+  fi
+  tpu_vm ssh "$TPU_NAME" --worker=all --command="$remote"
+}
+
+cmd_train() {
+  local main
+  main="$REMOTE_VENV/bin/python -m srgan_jax.main"
+  main+=" --config=$(printf %q "$CONFIG") --workdir=$(printf %q "$WORKDIR")"
+  if [[ -n $TFDS_DATA_DIR ]]; then
+    main+=" --config.data.tfds_data_dir=$(printf %q "$TFDS_DATA_DIR")"
+  fi
+  main+=$(quoted_extra_args)
+  local remote="set -eu; cd $REMOTE_REPO"
+  # A second job would find the TPU busy and fail; say why instead.
+  remote+="; if [ -f $REMOTE_PID ] && kill -0 \"\$(cat $REMOTE_PID)\" 2>/dev/null; then"
+  remote+=" echo \"\$(hostname): already training, pid \$(cat $REMOTE_PID)\" >&2; exit 1; fi"
+  # Unbuffered, so the log shows progress as it happens; all three streams
+  # redirected, so the ssh session ends while the job runs on.
+  remote+="; PYTHONUNBUFFERED=1 nohup $main >>$REMOTE_LOG 2>&1 </dev/null &"
+  remote+=" echo \$! >$REMOTE_PID; echo \"\$(hostname): started pid \$!, log $REMOTE_LOG\""
+  tpu_vm ssh "$TPU_NAME" --worker=all --command="$remote"
+}
+
+cmd_logs() {
+  tpu_vm ssh "$TPU_NAME" --worker=0 --command="tail -n 100 -F $REMOTE_LOG"
+}
+
+cmd_delete() {
+  tpu_vm delete "$TPU_NAME" --quiet
+}
+
+main() {
+  local arg command=''
+  for arg in "$@"; do
+    case $arg in
+      --dry-run) DRY_RUN=1 ;;
+      -h | --help)
+        usage
+        exit 0
+        ;;
+      create | install | train | logs | delete | all)
+        [[ -z $command ]] || die "one command at a time, got '$command' and '$arg'"
+        command=$arg
+        ;;
+      *)
+        usage >&2
+        die "unknown argument '$arg'"
+        ;;
+    esac
+  done
+  if [[ -z $command ]]; then
+    usage >&2
+    die "no command given"
+  fi
+  # Everything is checked before the first gcloud call, so that `all` cannot stop
+  # half-way (with a VM running) over a missing variable.
+  check_variables "$command"
+  case $command in
+    all)
+      cmd_create
+      cmd_install
+      cmd_train
+      ;;
+    *) "cmd_$command" ;;
+  esac
+}
+
+main "$@"
