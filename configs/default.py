@@ -24,8 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.generator.upsample_features = 256  # conv 3x3 256 before each pixel shuffle x2.
   config.generator.output_activation = 'none'  # The paper has none; 'tanh' bounds it.
 
-  # Discriminator (paper Fig. 4, bottom): 8 convs of 64,64,128,128,256,256,512,512.
+  # Discriminator (paper Fig. 4, bottom): (channels, stride) of its eight 3x3 convs,
+  # k3n64s1, k3n64s2, k3n128s1, ... BN after all but the first.
   config.discriminator = ml_collections.ConfigDict()
+  config.discriminator.convs = ((64, 1), (64, 2), (128, 1), (128, 2),
+                                (256, 1), (256, 2), (512, 1), (512, 2))
   config.discriminator.dense_features = 1024
   config.discriminator.negative_slope = 0.2  # LeakyReLU alpha.
 
@@ -38,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Input pipeline (tf.data, or a device-resident source).
   config.data = ml_collections.ConfigDict()
   config.data.source = 'folders'  # 'folders', 'tfds', or 'device' (decoded once onto the accelerator).
+  # Folders searched recursively for images (or single image files).
   config.data.folders = ['../shared/datasets/T91', '../shared/datasets/BSD200']
   config.data.tfds_name = 'div2k/bicubic_x4'  # Used when source == 'tfds'.
   config.data.tfds_split = 'train'

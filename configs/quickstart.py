@@ -14,8 +14,14 @@ import skimage
 
 from configs import default
 
-# scikit-image's bundled sample photographs (astronaut, coffee, chelsea, ...).
-SAMPLE_PHOTOS = os.path.join(os.path.dirname(skimage.__file__), 'data')
+# The photographs among scikit-image's bundled samples (its folder also holds
+# charts, text, logos and synthetic images).
+SAMPLE_PHOTOS = [
+    os.path.join(os.path.dirname(skimage.__file__), 'data', name) for name in (
+        'astronaut.png', 'brick.png', 'camera.png', 'chelsea.png', 'coffee.png',
+        'coins.png', 'grass.png', 'gravel.png', 'hubble_deep_field.jpg', 'ihc.png',
+        'moon.png', 'motorcycle_left.png', 'motorcycle_right.png', 'retina.jpg',
+        'rocket.jpg')]
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -24,9 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.generator.num_blocks = 4
   config.generator.features = 32
   config.generator.upsample_features = 128
+  config.discriminator.convs = tuple((channels // 4, stride)  # Quarter widths.
+                                     for channels, stride in config.discriminator.convs)
   config.discriminator.dense_features = 128
   config.batch_size = 8
-  config.data.folders = [SAMPLE_PHOTOS]
+  config.data.folders = SAMPLE_PHOTOS
   config.data.crop_size = 48
   config.srresnet.num_steps = 300
   config.srresnet.learning_rate = 5e-4  # Higher than the paper's to get somewhere fast.

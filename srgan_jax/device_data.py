@@ -163,8 +163,8 @@ class DeviceDataSource:
       raise ValueError(f'Need seed >= 0 and 0 <= process_index < process_count, got '
                        f'{seed}, {process_index}, {process_count}')
     # pylint: disable=protected-access  # One set of file and decoding rules for both sources.
-    source = input_pipeline._folder_source(data_config.folders, process_index, process_count)
-    images = input_pipeline._decode_all(source, crop_size, process_index, process_count)
+    source = input_pipeline.folder_source(data_config.folders, process_index, process_count)
+    images = input_pipeline.decode_all(source, crop_size, process_index, process_count)
     # pylint: enable=protected-access
     pages, table = _pack(images, page_bytes, 3 * crop_size)
     device = jax.local_devices()[0]

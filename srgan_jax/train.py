@@ -8,18 +8,16 @@ an uninterrupted one exactly.
 
 Sharding: one 'data' mesh axis over every device of every host; batches are split
 along it and the states are replicated, so BatchNorm statistics and gradients cover
-the global batch. This module does not import tensorflow (the input pipeline does,
-lazily, when a tf.data source is used).
+the global batch. Importing this module does not import tensorflow: the tf.data
+input pipeline and clu's TensorBoard writer are imported by the training loop only.
 """
 
 import functools
 import signal
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TYPE_CHECKING
 
 from absl import logging
-from clu import metric_writers
 from clu import metrics
-from clu import periodic_actions
 from etils import epath
 import flax
 from flax.training import train_state
@@ -32,6 +30,9 @@ import optax
 from srgan_jax import checkpointing
 from srgan_jax import losses
 from srgan_jax import models
+
+if TYPE_CHECKING:  # clu's writers and periodic actions import tensorflow.
+  from clu import metric_writers  # pylint: disable=g-bad-import-order
 
 SRRESNET, SRGAN = 'srresnet', 'srgan'
 
@@ -97,7 +98,9 @@ def create_generator(config: ml_collections.ConfigDict) -> models.SRResNet:
 
 
 def create_discriminator(config: ml_collections.ConfigDict) -> models.Discriminator:
-  return models.Discriminator(dtype=compute_dtype(config), **config.discriminator)
+  options = config.discriminator.to_dict()
+  options['convs'] = tuple(tuple(conv) for conv in options['convs'])  # Hashable.
+  return models.Discriminator(dtype=compute_dtype(config), **options)
 
 
 def create_optimizer(config: ml_collections.ConfigDict, phase: str) -> optax.GradientTransformation:
@@ -252,7 +255,7 @@ def create_mesh() -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def shard_batch(local_batch: dict[str, np.ndarray],
+def shard_batch(local_batch: dict[str, np.ndarray | jax.Array],
                 sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
   """The global batch, from this host's part of it."""
   return jax.tree_util.tree_map(
@@ -265,6 +268,12 @@ def create_input_iterator(config: ml_collections.ConfigDict,
   if config.batch_size % jax.device_count():
     raise ValueError(f'batch_size {config.batch_size} must be a multiple of the '
                      f'{jax.device_count()} devices')
+  if config.data.source == 'device':  # No tensorflow: decoded once onto the accelerator.
+    from srgan_jax import device_data  # pylint: disable=g-import-not-at-top
+    source = device_data.DeviceDataSource(
+        config.data, scale=config.scale, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    return source.batches(start_step, config.batch_size // jax.process_count())
   from srgan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   return input_pipeline.create_train_iterator(
       config.data, scale=config.scale, batch_size=config.batch_size // jax.process_count(),
@@ -371,7 +380,7 @@ def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
 
 
 def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
-                       writer: metric_writers.MetricWriter, step: int) -> dict[str, Any]:
+                       writer: 'metric_writers.MetricWriter', step: int) -> dict[str, Any]:
   """PSNR/SSIM (Y channel, MATLAB conventions) on the config's benchmark folders."""
   from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
   variables = {'params': generator.ema_params if generator.ema_params is not None
@@ -385,8 +394,7 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
 
   def upscale_and_keep(lr):
     sr = upscale(lr)
-    if len(samples) < config.num_summary_images:
-      samples.append(sr)
+    samples.extend(sr[:config.num_summary_images - len(samples)])
     return sr
 
   results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale)
@@ -400,6 +408,9 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> tuple[TrainState, TrainState]:
   """Runs (or resumes) both phases in ``workdir``; returns the final states."""
+  # Imported here: they import tensorflow (for TensorBoard), which the steps do not need.
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   srresnet_steps, total_steps = config.srresnet.num_steps, (
       config.srresnet.num_steps + config.srgan.num_steps)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)

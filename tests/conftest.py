@@ -2,12 +2,23 @@
 
 import os
 import pathlib
+import tempfile
 
 import jax
 import pytest
 
 # Sharding tests compare 8 devices with 1; must run before any JAX computation.
 jax.config.update('jax_num_cpu_devices', 8)
+# Compilation dominates the suite on 2 cores, and many tests build the same programs
+# (a resumed run compiles what the first run did): keep compiled programs on disk,
+# also for the subprocesses the tests start (JAX reads these variables at import).
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'srgan_jax_test_xla_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

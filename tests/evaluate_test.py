@@ -80,11 +80,11 @@ def test_evaluate_folder_crops_scores_and_saves(tmp_path):
 
   def upscale_fn(lr):
     seen.append(lr.shape)
-    return bicubic.imresize(lr, 4)
+    return evaluate.bicubic_upscale(lr, 4)
 
   result = evaluate.evaluate_folder(upscale_fn, tmp_path, 4, save_dir=tmp_path / 'sr')
   # 35x42 -> 32x40, 30x45 -> 28x44 (kept single-channel), 40x29 -> 40x28.
-  assert seen == [(8, 10, 3), (7, 11, 1), (10, 7, 3)]
+  assert seen == [(1, 8, 10, 3), (1, 7, 11, 1), (1, 10, 7, 3)]
   assert result['images'] == 3
   psnrs, ssims = [], []
   for name in ('a.png', 'b.png', 'c.bmp'):
@@ -103,9 +103,10 @@ def test_evaluate_folder_crops_scores_and_saves(tmp_path):
 def test_evaluate_folder_rejects_wrong_output(tmp_path):
   _write_folder(tmp_path)
   with pytest.raises(ValueError, match='expected uint8'):
-    evaluate.evaluate_folder(lambda lr: bicubic.imresize(lr, 2), tmp_path, 4)
+    evaluate.evaluate_folder(lambda lr: evaluate.bicubic_upscale(lr, 2), tmp_path, 4)
   with pytest.raises(ValueError, match='expected uint8'):
-    evaluate.evaluate_folder(lambda lr: bicubic.imresize(lr.astype(float), 4), tmp_path, 4)
+    evaluate.evaluate_folder(
+        lambda lr: evaluate.bicubic_upscale(lr.astype(float), 4), tmp_path, 4)
   empty = tmp_path / 'empty'
   empty.mkdir()
   with pytest.raises(FileNotFoundError):
