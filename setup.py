@@ -22,6 +22,7 @@ setuptools.setup(
         'clu>=0.0.12,<0.1',
         'absl-py>=2.1',
         'pillow>=10',
+        'tqdm>=4.60',  # Progress bars of super_resolve.
         # Sample photographs for the offline quickstart ship inside its wheel.
         'scikit-image>=0.24,<0.27',
     ],

@@ -33,38 +33,8 @@ set -euo pipefail
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
-die() {
-  echo "gpu_local.sh: error: $*" >&2
-  exit 1
-}
-
-# Prints one word so that a shell reads it back unchanged.
-shell_quote() {
-  local escaped="'\\''"
-  case $1 in
-    '' | *[!A-Za-z0-9_./:=@%+,-]*) printf "'%s'" "${1//\'/$escaped}" ;;
-    *) printf '%s' "$1" ;;
-  esac
-}
-
-# Prints the command as one '+ ' line: on stdout for a dry run, else on stderr.
-show() {
-  local line='+' word
-  for word in "$@"; do
-    line+=" $(shell_quote "$word")"
-  done
-  if [[ $DRY_RUN == 1 ]]; then
-    printf '%s\n' "$line"
-  else
-    printf '%s\n' "$line" >&2
-  fi
-}
-
-# Prints the command, then runs it unless DRY_RUN.
-run() {
-  show "$@"
-  if [[ $DRY_RUN == 0 ]]; then "$@"; fi
-}
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {
   local arg

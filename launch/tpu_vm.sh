@@ -55,10 +55,8 @@ STAGE_DIR=''
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
-die() {
-  echo "tpu_vm.sh: error: $*" >&2
-  exit 1
-}
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Fails, naming all of them, unless every variable named is non-empty.
 require() {
@@ -67,29 +65,6 @@ require() {
     [[ -n ${!name} ]] || missing+=" $name"
   done
   [[ -z $missing ]] || die "missing required variable(s):$missing (see $0 --help)"
-}
-
-# Prints one word so that a shell reads it back unchanged.
-shell_quote() {
-  local escaped="'\\''"
-  case $1 in
-    '' | *[!A-Za-z0-9_./:=@%+,-]*) printf "'%s'" "${1//\'/$escaped}" ;;
-    *) printf '%s' "$1" ;;
-  esac
-}
-
-# Prints the command as one '+ ' line; runs it unless DRY_RUN (then on stdout only).
-run() {
-  local line='+' word
-  for word in "$@"; do
-    line+=" $(shell_quote "$word")"
-  done
-  if [[ $DRY_RUN == 1 ]]; then
-    printf '%s\n' "$line"
-  else
-    printf '%s\n' "$line" >&2
-    "$@"
-  fi
 }
 
 # gcloud compute tpus tpu-vm ARGS..., in ZONE and PROJECT.

@@ -157,15 +157,10 @@ class DeviceDataSource:
         usable image on this host.
     """
     crop_size = data_config.crop_size
-    if crop_size % scale:
-      raise ValueError(f'data.crop_size {crop_size} is not a multiple of the scale {scale}')
-    if seed < 0 or not 0 <= process_index < process_count:
-      raise ValueError(f'Need seed >= 0 and 0 <= process_index < process_count, got '
-                       f'{seed}, {process_index}, {process_count}')
-    # pylint: disable=protected-access  # One set of file and decoding rules for both sources.
+    input_pipeline.check_settings(crop_size, scale, seed, process_index, process_count)
+    # One set of file and decoding rules for both sources.
     source = input_pipeline.folder_source(data_config.folders, process_index, process_count)
     images = input_pipeline.decode_all(source, crop_size, process_index, process_count)
-    # pylint: enable=protected-access
     pages, table = _pack(images, page_bytes, 3 * crop_size)
     device = jax.local_devices()[0]
     self._pages = jax.device_put(pages, device)

@@ -140,6 +140,16 @@ def _load_usable(source: _Source, index: int, crop_size: int) -> tuple[np.ndarra
   return image, ''
 
 
+def check_settings(crop_size: int, scale: int, seed: int, process_index: int,
+                   process_count: int) -> None:
+  """Raises ValueError for settings no training source can serve."""
+  if crop_size % scale:
+    raise ValueError(f'data.crop_size {crop_size} is not a multiple of the scale {scale}')
+  if seed < 0 or not 0 <= process_index < process_count:
+    raise ValueError(f'Need seed >= 0 and 0 <= process_index < process_count, got '
+                     f'{seed}, {process_index}, {process_count}')
+
+
 def folder_source(folders: str | Sequence[str], process_index: int,
                   process_count: int) -> _Source:
   """Image files under ``folders`` (directories, or image files named one by one),
@@ -313,11 +323,7 @@ class TrainInput:
         ``batch_size`` usable images on this host.
     """
     crop_size = data_config.crop_size
-    if crop_size % scale:
-      raise ValueError(f'data.crop_size {crop_size} is not a multiple of the scale {scale}')
-    if seed < 0 or not 0 <= process_index < process_count:
-      raise ValueError(f'Need seed >= 0 and 0 <= process_index < process_count, got '
-                       f'{seed}, {process_index}, {process_count}')
+    check_settings(crop_size, scale, seed, process_index, process_count)
     if data_config.source == 'folders':
       source = folder_source(data_config.folders, process_index, process_count)
     elif data_config.source == 'tfds':
