@@ -41,8 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Input pipeline (tf.data, or a device-resident source).
   config.data = ml_collections.ConfigDict()
   config.data.source = 'folders'  # 'folders', 'tfds', or 'device' (decoded once onto the accelerator).
-  # Folders searched recursively for images (or single image files).
-  config.data.folders = ['../shared/datasets/T91', '../shared/datasets/BSD200']
+  # Folders searched recursively for images (or single image files). Tuples, not
+  # lists, so that --config.data.folders="('a', 'b')" can override them.
+  config.data.folders = ('../shared/datasets/T91', '../shared/datasets/BSD200')
   config.data.tfds_name = 'div2k/bicubic_x4'  # Used when source == 'tfds'.
   config.data.tfds_split = 'train'
   config.data.tfds_image_key = 'hr'  # The HR image feature ('image' for imagenet2012).
@@ -85,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3  # The latest K checkpoints are kept.
   config.eval_every_steps = 20_000
-  config.eval_folders = ['../shared/datasets/Set5', '../shared/datasets/Set14']
+  config.eval_folders = ('../shared/datasets/Set5', '../shared/datasets/Set14')
   config.num_summary_images = 3  # SR images written to TensorBoard per evaluation.
   config.profile_steps = 5  # Steps traced by the clu profiler once the run is warm (0: off).
 

@@ -16,12 +16,12 @@ from configs import default
 
 # The photographs among scikit-image's bundled samples (its folder also holds
 # charts, text, logos and synthetic images).
-SAMPLE_PHOTOS = [
+SAMPLE_PHOTOS = tuple(
     os.path.join(os.path.dirname(skimage.__file__), 'data', name) for name in (
         'astronaut.png', 'brick.png', 'camera.png', 'chelsea.png', 'coffee.png',
         'coins.png', 'grass.png', 'gravel.png', 'hubble_deep_field.jpg', 'ihc.png',
         'moon.png', 'motorcycle_left.png', 'motorcycle_right.png', 'retina.jpg',
-        'rocket.jpg')]
+        'rocket.jpg'))
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -44,6 +44,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 25
   config.checkpoint_every_steps = 100
   config.eval_every_steps = 200
-  config.eval_folders = ['../shared/datasets/Set5']
+  config.eval_folders = ('../shared/datasets/Set5',)
   config.profile_steps = 0
   return config

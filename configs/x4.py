@@ -22,6 +22,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.tfds_image_key = 'image'
   config.data.cache = False  # ImageNet does not fit in memory.
   config.data.crops_per_image = 1  # Each crop of a batch from a different image.
-  config.eval_folders = ['../shared/datasets/Set5', '../shared/datasets/Set14',
-                         '../shared/datasets/BSD100']
+  config.eval_folders = ('../shared/datasets/Set5', '../shared/datasets/Set14',
+                         '../shared/datasets/BSD100')
   return config

@@ -1,0 +1,152 @@
+"""Training-loop tests: resume equals uninterrupted, NaN stops cleanly, quickstart end to end."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+from conftest import REPO, image_set
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import quickstart
+from srgan_jax import checkpointing
+from srgan_jax import train
+
+
+def _write_images(folder: pathlib.Path, count: int, size: tuple[int, int], seed: int) -> None:
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(seed)
+  for i in range(count):
+    coarse = rng.uniform(0, 255, (size[0] // 8, size[1] // 8, 3))
+    image = np.kron(coarse, np.ones((8, 8, 1))).astype(np.uint8)
+    Image.fromarray(image).save(folder / f'img{i:02d}.png')
+
+
+@pytest.fixture(scope='module')
+def data_dirs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('data')
+  _write_images(root / 'train', 10, (48, 56), seed=0)
+  _write_images(root / 'eval', 2, (32, 40), seed=1)
+  return root
+
+
+def tiny_config(data_dirs, srresnet_steps=4, srgan_steps=4):
+  config = quickstart.get_config()
+  config.generator.num_blocks = 1
+  config.generator.features = 8
+  config.generator.upsample_features = 32
+  config.discriminator.convs = ((8, 1), (8, 2), (16, 1), (16, 2), (16, 1), (16, 2), (32, 1), (32, 2))
+  config.discriminator.dense_features = 16
+  config.batch_size = 8  # One crop per simulated device (conftest: 8).
+  config.data.folders = (str(data_dirs / 'train'),)
+  config.data.crop_size = 32
+  config.srresnet.num_steps = srresnet_steps
+  config.srgan.num_steps = srgan_steps
+  config.srgan.decay_steps = 2
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 1000
+  config.eval_folders = (str(data_dirs / 'eval'),)
+  config.ema_decay = 0.9
+  return config
+
+
+def _leaves(states):
+  return jax.tree_util.tree_leaves(jax.device_get(
+      [(s.params, s.batch_stats, s.ema_params) for s in states]))
+
+
+def test_resume_equals_uninterrupted(data_dirs, tmp_path):
+  """Stopped at the phase switch and mid-SRGAN, then resumed: the same final weights."""
+  uninterrupted = train.train_and_evaluate(tiny_config(data_dirs), str(tmp_path / 'a'))
+  workdir = str(tmp_path / 'b')
+  train.train_and_evaluate(tiny_config(data_dirs, srgan_steps=0), workdir)  # Stops at 4.
+  assert checkpointing.latest_step(workdir) == 4
+  train.train_and_evaluate(tiny_config(data_dirs, srgan_steps=2), workdir)  # 4 -> 6.
+  assert checkpointing.latest_step(workdir) == 6
+  resumed = train.train_and_evaluate(tiny_config(data_dirs), workdir)  # 6 -> 8.
+  a, b = _leaves(uninterrupted), _leaves(resumed)
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  # The run trained: SRGAN moved the weights away from the SRResNet's.
+  srresnet = checkpointing.load_generator(workdir, step=4, ema=False)[1]['params']
+  final = jax.device_get(resumed[0].params)
+  assert max(np.max(np.abs(x - y)) for x, y in zip(
+      jax.tree_util.tree_leaves(srresnet), jax.tree_util.tree_leaves(final))) > 1e-5
+
+
+def test_resume_with_another_architecture_is_a_clear_error(data_dirs, tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(tiny_config(data_dirs, srresnet_steps=2, srgan_steps=0), workdir)
+  config = tiny_config(data_dirs, srresnet_steps=4, srgan_steps=0)
+  config.generator.features = 16
+  with pytest.raises(checkpointing.CheckpointError, match=r'incompatible config.*generator'):
+    train.train_and_evaluate(config, workdir)
+
+
+def test_nan_loss_stops_with_step_and_keeps_good_checkpoints(data_dirs, tmp_path, monkeypatch):
+  create = train.create_input_iterator
+
+  def poisoned(config, start_step):
+    for step, batch in enumerate(create(config, start_step), start_step):
+      if step == 5:
+        batch = {**batch, 'hr': np.full_like(batch['hr'], np.nan)}
+      yield batch
+
+  monkeypatch.setattr(train, 'create_input_iterator', poisoned)
+  workdir = str(tmp_path / 'nan')
+  with pytest.raises(train.NonFiniteLossError, match='at step 5'):
+    train.train_and_evaluate(tiny_config(data_dirs), workdir)
+  assert checkpointing.latest_step(workdir) == 4
+  _, variables, _ = checkpointing.load_generator(workdir)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(variables))
+
+
+def _run(*args, cwd=REPO):
+  result = subprocess.run([sys.executable, '-m', *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def test_quickstart_end_to_end_then_evaluate_checkpoint(tmp_path):
+  """The README's main job at test size, then both evaluation commands on its checkpoint."""
+  set5 = image_set('Set5')
+  workdir = tmp_path / 'quickstart'
+  stdout = _run('srgan_jax.main', '--config=configs/quickstart.py', f'--workdir={workdir}',
+                '--config.srresnet.num_steps=4', '--config.srgan.num_steps=2',
+                '--config.srgan.decay_steps=1', '--config.generator.num_blocks=1',
+                '--config.generator.features=8', '--config.generator.upsample_features=32',
+                '--config.discriminator.dense_features=16', '--config.batch_size=4',
+                '--config.data.crop_size=32', '--config.log_every_steps=2',
+                '--config.checkpoint_every_steps=2', f'--config.eval_folders=("{set5}",)')
+  assert str(workdir) in stdout
+  assert checkpointing.latest_step(str(workdir)) == 6
+  assert list(workdir.glob('events.out.tfevents.*'))
+  assert json.loads((workdir / 'config.json').read_text())['generator']['features'] == 8
+
+  output = tmp_path / 'results.json'
+  stdout = _run('srgan_jax.evaluate', f'--workdir={workdir}', f'--data={set5}',
+                f'--output={output}', f'--save_dir={tmp_path / "sr"}', '--compare')
+  results = json.loads(output.read_text())
+  assert results['Set5']['images'] == 5
+  assert 0 < results['Set5']['psnr'] < 60 and 0 < results['Set5']['ssim'] <= 1
+  assert results['Set5']['bicubic'] == pytest.approx({'psnr': 28.43, 'ssim': 0.811}, abs=0.01)
+  assert 'bicubic PSNR' in stdout
+  with Image.open(tmp_path / 'sr' / 'Set5' / 'compare' / 'baby.png') as comparison, \
+       Image.open(set5 / 'baby.png') as hr:
+    assert comparison.size == (4 * hr.size[0], hr.size[1])
+
+  stdout = _run('srgan_jax.main', '--config=configs/quickstart.py', f'--workdir={workdir}',
+                '--mode=evaluate', '--step=4', f'--config.eval_folders=("{set5}",)')
+  assert 'Set5' in stdout and 'bicubic PSNR' in stdout
+
+
+def test_evaluate_workdir_without_checkpoint_is_a_clear_error(tmp_path):
+  from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  with pytest.raises(checkpointing.CheckpointError, match='no checkpoints'):
+    evaluate.evaluate_workdir(str(tmp_path), [str(tmp_path)])
