@@ -175,7 +175,7 @@ def srresnet_train_step(state: TrainState, train_metrics: SRResNetMetrics,
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = _update_generator(state, grads, batch_stats, ema_decay)
   update = SRResNetMetrics.single_from_model_output(
-      loss=loss, learning_rate=_learning_rate(state), grad_norm=optax.global_norm(grads), step=step)
+      loss=loss, learning_rate=_learning_rate(state), grad_norm=optax.tree.norm(grads), step=step)
   return state, train_metrics.merge(update)
 
 
@@ -239,8 +239,8 @@ def srgan_train_step(generator: TrainState, discriminator: TrainState,
       discriminator_loss=d_loss, d_real=jnp.mean(jax.nn.sigmoid(real_logits)),
       d_fake=jnp.mean(jax.nn.sigmoid(fake_logits)),
       learning_rate=_learning_rate(generator),  # D follows the same schedule.
-      generator_grad_norm=optax.global_norm(g_grads),
-      discriminator_grad_norm=optax.global_norm(d_grads),
+      generator_grad_norm=optax.tree.norm(g_grads),
+      discriminator_grad_norm=optax.tree.norm(d_grads),
       loss=g_loss + d_loss, step=step)
   return generator, discriminator, train_metrics.merge(update)
 

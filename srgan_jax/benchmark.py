@@ -1,0 +1,664 @@
+r"""Throughput of training and inference, optionally against the same model in PyTorch.
+
+  python -m srgan_jax.benchmark --run=srresnet,srgan,inference --batch_sizes=16,128 \
+      --dtype=bfloat16 --json=/tmp/benchmark.json
+  python -m srgan_jax.benchmark --run=srresnet,inference --batch_sizes=16 --compare=torch
+  python -m srgan_jax.benchmark --run=pipeline --batch_sizes=16      # tf.data alone
+
+What is timed (run from the repository root: the configs come from configs/default.py):
+
+* ``srresnet``: the SRResNet (pixel MSE) train step, and ``srgan``: the full SRGAN
+  step (D update on HR and G(LR), then G on VGG54 content + 1e-3 adversarial), both
+  the jitted, sharded, state-donating steps of ``train.py`` at the paper's shape
+  (96x96 HR crops, x4) for each ``--batch_sizes``. Batches are synthetic and already
+  on the devices, so this is the step alone, without input. The VGG19 of the content
+  loss has random weights in the real layout: the work is the same as with the
+  trained weights, which timing does not need.
+* ``inference``: jitted generator application (``train=False``) at each LR side of
+  ``--inference_sizes``, on one device; reported as output megapixels per second.
+* ``pipeline``: the tf.data input pipeline alone (HR crops per second), only when
+  tensorflow is installed; it is the only part that imports it.
+
+Each line is timed over ``--steps`` calls after compilation and ``--warmup`` calls,
+with one host synchronisation at the end, not per step. FLOPs per step come from
+XLA's cost analysis of the compiled program (every op XLA counts; convolutions as 2
+FLOPs per multiply-add, not counting kernel taps on the zero padding); model FLOP utilisation (MFU) divides them by the step time
+and the device's peak from ``PEAK_TFLOPS`` (not reported where the peak is unknown,
+e.g. CPUs).
+
+``--compare=torch`` runs a PyTorch implementation of the same networks, losses and
+steps (below; its losses equal the JAX ones on the same weights, see
+tests/benchmark_test.py), starting from the same weights, on the same kind of device
+(CUDA when JAX is on GPUs, else CPU), channels_last, with bf16 autocast for
+``--dtype=bfloat16`` and optionally ``torch.compile``, and prints the ratio of
+JAX to PyTorch images per second on each line.
+"""
+
+from collections.abc import Callable, Sequence
+import functools
+import importlib.util
+import json
+import os
+import platform
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from configs import default
+from srgan_jax import losses
+from srgan_jax import models
+from srgan_jax import train
+from srgan_jax import vgg19
+
+BENCHMARKS = ('srresnet', 'srgan', 'inference', 'pipeline')
+RANDOM_VGG_NOTE = ('VGG19 weights are random values in the real layout: the same work as '
+                   'trained weights, which timing does not need.')
+
+# Dense peak TFLOP/s per device, by device_kind substring (first match, lower case).
+# float32 is at JAX's default matmul precision: TF32 tensor cores on NVIDIA Ampere and
+# later, one bf16 pass on TPUs (hence the same figure as bfloat16 there).
+# Spec sheets; a bf16 matrix product measured about 790 TFLOP/s on an H200 here
+# (shared/REFERENCE.md), so an MFU above ~0.8 is not reachable on H100/H200.
+PEAK_TFLOPS = (
+    ('h100 pcie', {'bfloat16': 756.0, 'float32': 378.0}),
+    ('h100', {'bfloat16': 989.0, 'float32': 494.0}),
+    ('h200', {'bfloat16': 989.0, 'float32': 494.0}),
+    ('a100', {'bfloat16': 312.0, 'float32': 156.0}),
+    ('l4', {'bfloat16': 121.0, 'float32': 60.0}),
+    ('tpu v4', {'bfloat16': 275.0, 'float32': 275.0}),
+    ('tpu v5 lite', {'bfloat16': 197.0, 'float32': 197.0}),  # v5e.
+    ('tpu v5', {'bfloat16': 459.0, 'float32': 459.0}),  # v5p.
+    ('tpu v6 lite', {'bfloat16': 918.0, 'float32': 918.0}),  # v6e (Trillium).
+)
+
+
+def peak_tflops(device_kind: str, dtype: str) -> float | None:
+  """The device's dense peak TFLOP/s for a compute dtype, or None when unknown."""
+  kind = device_kind.lower()
+  for name, peaks in PEAK_TFLOPS:
+    if name in kind:
+      return peaks[dtype]
+  return None
+
+
+def benchmark_config(*, batch_size: int, crop_size: int = 96, dtype: str = 'float32',
+                     widths: tuple[int, int] | None = None) -> ml_collections.ConfigDict:
+  """configs/default.py with the benchmark's batch, crop and dtype.
+
+  ``widths = (num_blocks, features)`` narrows the generator (small test runs), with
+  the paper's ratio of 4 between the upsampling and body widths.
+  """
+  config = default.get_config()
+  config.batch_size = batch_size
+  config.data.crop_size = crop_size
+  config.dtype = dtype
+  if widths:
+    config.generator.num_blocks, config.generator.features = widths
+    config.generator.upsample_features = 4 * widths[1]
+  return config
+
+
+def random_vgg_params(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+  """VGG19 parameters with random values in the layout of ``vgg19.param_shapes()``.
+
+  He-normal kernels keep the activations of the 16 layers at a steady scale, so the
+  losses stay finite and comparable between implementations.
+  """
+  rng = np.random.default_rng(seed)
+  params = {}
+  for name, shapes in vgg19.param_shapes().items():
+    height, width, in_channels, _ = shapes['kernel']
+    std = np.sqrt(2.0 / (height * width * in_channels))
+    params[name] = {'kernel': rng.standard_normal(shapes['kernel'], np.float32) * std,
+                    'bias': np.zeros(shapes['bias'], np.float32)}
+  return params
+
+
+def synthetic_batch(batch_size: int, crop_size: int, scale: int,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+  """Random LR in [0, 1] and HR in [-1, 1], NHWC float32, as the input pipeline gives."""
+  rng = np.random.default_rng(seed)
+  lr_size = crop_size // scale
+  return {'lr': rng.uniform(0, 1, (batch_size, lr_size, lr_size, 3)).astype(np.float32),
+          'hr': rng.uniform(-1, 1, (batch_size, crop_size, crop_size, 3)).astype(np.float32)}
+
+
+def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
+  """FLOPs per call on one device, from XLA's cost analysis (None if not given).
+
+  JAX 0.10 returns a dict; older releases returned a list with one dict per program.
+  The program is the per-device one after SPMD partitioning.
+  """
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  flops = (cost or {}).get('flops')
+  return float(flops) if flops and flops > 0 else None
+
+
+def time_loop(step: Callable[[Any], Any], carry: Any, steps: int, warmup: int,
+              sync: Callable[[Any], Any] = jax.block_until_ready) -> float:
+  """Seconds per call of ``carry = step(carry)`` after ``warmup`` calls.
+
+  The host waits (``sync``) only before and after the timed calls, so device work
+  queues up as it does in the training loop.
+  """
+  for _ in range(warmup):
+    carry = step(carry)
+  sync(carry)
+  start = time.perf_counter()
+  for _ in range(steps):
+    carry = step(carry)
+  sync(carry)
+  return (time.perf_counter() - start) / steps
+
+
+def _rates(seconds: float, images: int, flops: float | None, peak: float | None,
+           num_devices: int = 1) -> dict[str, Any]:
+  """Timing fields of a result line; ``flops`` are per device."""
+  tflops = flops / seconds / 1e12 if flops else None
+  return {'ms_per_step': seconds * 1e3, 'images_per_s': images / seconds,
+          'flops_per_step': flops * num_devices if flops else None,
+          'tflops_per_s_per_device': tflops,
+          'mfu': tflops / peak if tflops and peak else None}
+
+
+def time_train_step(config: ml_collections.ConfigDict, phase: str, generator: train.TrainState,
+                    discriminator: train.TrainState, batch: dict[str, jax.Array],
+                    vgg_params: Any, replicated: jax.sharding.NamedSharding, *,
+                    steps: int, warmup: int, peak: float | None) -> dict[str, Any]:
+  """Times train.py's jitted step of a phase; the states are donated (consumed)."""
+  srresnet_step, srgan_step = train._compile_steps(config, 'caffe', replicated)  # pylint: disable=protected-access
+  train_metrics = train._empty_metrics(phase, replicated)  # pylint: disable=protected-access
+  if phase == train.SRRESNET:
+    jitted, carry, rest = srresnet_step, (generator, train_metrics), (batch, 0)
+  else:
+    jitted, carry, rest = srgan_step, (generator, discriminator, train_metrics), (
+        batch, vgg_params, 0)
+  start = time.perf_counter()
+  compiled = jitted.lower(*carry, *rest).compile()
+  compile_s = time.perf_counter() - start
+  seconds = time_loop(lambda states: compiled(*states, *rest), carry, steps, warmup)
+  return {'compile_s': compile_s, **_rates(seconds, config.batch_size, compiled_flops(compiled),
+                                           peak, jax.device_count())}
+
+
+def generator_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Freshly initialised generator variables (host numpy), as the train state has them."""
+  model = train.create_generator(config)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(config.seed), jnp.zeros((1, 8, 8, 3), jnp.float32))
+  return jax.device_get(variables)
+
+
+def time_inference(config: ml_collections.ConfigDict, variables: dict[str, Any],
+                   lr_images: np.ndarray, *, steps: int, warmup: int,
+                   peak: float | None) -> dict[str, Any]:
+  """Times jitted generator inference (``train=False``) on the first device."""
+  device = jax.devices()[0]
+  model = train.create_generator(config)
+  variables = jax.device_put(variables, device)
+  lr = jax.device_put(lr_images, device)
+  start = time.perf_counter()
+  compiled = jax.jit(functools.partial(model.apply, train=False)).lower(variables, lr).compile()
+  compile_s = time.perf_counter() - start
+  # Every output is kept so that the final sync waits for all of them.
+  seconds = time_loop(lambda outputs: [*outputs, compiled(variables, lr)], [], steps, warmup)
+  rates = _rates(seconds, len(lr_images), compiled_flops(compiled), peak)
+  output_pixels = lr_images.shape[0] * lr_images.shape[1] * lr_images.shape[2] * config.scale**2
+  return {'compile_s': compile_s, **rates, 'megapixels_per_s': output_pixels / seconds / 1e6}
+
+
+def time_pipeline(config: ml_collections.ConfigDict, *, steps: int,
+                  warmup: int) -> dict[str, Any]:
+  """Times the tf.data input pipeline alone: host batches of HR crops and their LR.
+
+  The first timed calls may find batches already prefetched (``data.prefetch``):
+  time many more steps than that.
+  """
+  from srgan_jax import input_pipeline  # pylint: disable=g-import-not-at-top  # Imports tensorflow.
+  batches = input_pipeline.create_train_iterator(
+      config.data, scale=config.scale, batch_size=config.batch_size, seed=config.seed,
+      start_step=0)
+  seconds = time_loop(lambda _: next(batches), None, steps, warmup, sync=lambda _: None)
+  return _rates(seconds, config.batch_size, None, None)
+
+
+# PyTorch implementation. Parameters are trees of tensors that mirror the Flax trees
+# (same names, torch layouts), and the networks are functions of them, so that Flax
+# weights copy over by one tree map and torch is imported only when asked for.
+
+
+def _crd_channel_order(channels: int, factor: int = 2) -> np.ndarray:
+  """Flax output channel of each torch channel of a conv before a pixel shuffle.
+
+  models.pixel_shuffle reads channel (i*r + j)*C + c for sub-pixel (i, j) of output
+  channel c (TF depth_to_space); torch's pixel_shuffle reads c*r*r + i*r + j.
+  """
+  out_channel, sub_pixel = np.divmod(np.arange(channels), factor * factor)
+  return sub_pixel * (channels // (factor * factor)) + out_channel
+
+
+def torch_tree(tree: Any, *, device: str, channels_last: bool, requires_grad: bool) -> Any:
+  """A Flax parameter or BatchNorm-statistics tree as torch tensors in torch layouts.
+
+  Conv kernels HWIO -> OIHW, Dense kernels (in, out) -> (out, in), PReLU slopes of
+  shape () -> (1,); the rest as is. The generator's upsampling convs get their output
+  channels reordered for torch's pixel shuffle (see _crd_channel_order).
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+
+  def convert(path, leaf):
+    names = [entry.key for entry in path]
+    value = np.asarray(leaf, np.float32)
+    if names[0].startswith('up') and names[0].endswith('_conv'):
+      value = value[..., _crd_channel_order(value.shape[-1])]
+    if names[-1] == 'kernel':
+      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+    elif names[-1] == 'negative_slope':
+      value = value.reshape(1)
+    tensor = torch.tensor(value, device=device)
+    if tensor.ndim == 4 and channels_last:
+      tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor.requires_grad_(requires_grad)
+
+  return jax.tree_util.tree_map_with_path(convert, tree)
+
+
+def _torch_conv(x: Any, params: dict[str, Any], stride: int = 1) -> Any:
+  """A conv with Flax's 'SAME' padding (for stride 2 on an even side: one pixel at
+  the end only, where torch's symmetric padding would shift the sampling grid)."""
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
+  kernel = params['kernel'].shape[-1]
+  size = x.shape[-1]
+  total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+  low, high = total // 2, total - total // 2
+  if low != high:
+    x = F.pad(x, (low, high, low, high))
+    low = 0
+  return F.conv2d(x, params['kernel'], params['bias'], stride=stride, padding=low)
+
+
+def _torch_batch_norm(x: Any, params: dict[str, Any], stats: dict[str, Any] | None,
+                      train: bool) -> Any:
+  """Flax BatchNorm (momentum 0.9 = torch 0.1, eps 1e-5). With ``stats`` None, a
+  training pass whose statistic updates are discarded, as in the SRGAN G loss.
+
+  (torch updates the running variance with the unbiased batch variance, Flax with
+  the biased one; this changes only the running statistics, never a training loss.)
+  """
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
+  stats = stats or {'mean': None, 'var': None}
+  return F.batch_norm(x, stats['mean'], stats['var'], params['scale'], params['bias'],
+                      training=train, momentum=1 - models.BN_MOMENTUM, eps=models.BN_EPSILON)
+
+
+def torch_generator(params: dict[str, Any], stats: dict[str, Any], lr: Any, *, train: bool,
+                    output_activation: str = 'none') -> Any:
+  """models.SRResNet: LR NCHW in [0, 1] -> SR NCHW float32; updates ``stats`` in place
+  when training."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
+  x = F.prelu(_torch_conv(lr, params['head_conv']), params['head_prelu']['negative_slope'])
+  head = x
+  for i in range(sum(name.startswith('block') for name in params)):
+    p, s = params[f'block{i}'], stats[f'block{i}']
+    y = _torch_batch_norm(_torch_conv(x, p['conv1']), p['bn1'], s['bn1'], train)
+    y = F.prelu(y, p['prelu']['negative_slope'])
+    x = x + _torch_batch_norm(_torch_conv(y, p['conv2']), p['bn2'], s['bn2'], train)
+  x = _torch_batch_norm(_torch_conv(x, params['body_conv']), params['body_bn'],
+                        stats['body_bn'], train) + head
+  for i in range(sum(name.startswith('up') and name.endswith('_conv') for name in params)):
+    x = F.pixel_shuffle(_torch_conv(x, params[f'up{i}_conv']), 2)
+    x = F.prelu(x, params[f'up{i}_prelu']['negative_slope'])
+  x = _torch_conv(x, params['tail_conv'])
+  if output_activation == 'tanh':
+    x = torch.tanh(x)
+  return x.float()
+
+
+def torch_discriminator(params: dict[str, Any], stats: dict[str, Any] | None, images: Any, *,
+                        strides: Sequence[int], negative_slope: float) -> Any:
+  """models.Discriminator in training mode: images NCHW -> logits [n] float32.
+
+  ``stats`` None discards the BatchNorm statistic updates.
+  """
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
+  x = images
+  for i, stride in enumerate(strides):
+    x = _torch_conv(x, params[f'conv{i}'], stride)
+    if i > 0:
+      x = _torch_batch_norm(x, params[f'bn{i}'], stats and stats[f'bn{i}'], True)
+    x = F.leaky_relu(x, negative_slope)
+  x = x.permute(0, 2, 3, 1).flatten(1)  # NHWC order, that of the Flax Dense kernel.
+  x = F.leaky_relu(F.linear(x, params['dense1']['kernel'], params['dense1']['bias']),
+                   negative_slope)
+  return F.linear(x, params['dense2']['kernel'], params['dense2']['bias'])[:, 0].float()
+
+
+def torch_vgg_features(params: dict[str, Any], images: Any, bgr_mean: Any, layer: str) -> Any:
+  """vgg19.VGG19 to ``relu{i}_{j}`` with 'caffe' preprocessing: images NCHW in [-1, 1],
+  ``bgr_mean`` the tensor of vgg19.CAFFE_BGR_MEAN, shaped [1, 3, 1, 1]."""
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
+  x = (images.float().flip(1) + 1.0) * 127.5 - bgr_mean  # RGB [-1, 1] -> BGR 0..255 - mean.
+  last = vgg19.CONV_NAMES.index('conv' + layer[len('relu'):])
+  for name in vgg19.CONV_NAMES[:last + 1]:
+    if name.endswith('_1') and name != 'conv1_1':
+      x = F.max_pool2d(x, 2)
+    x = F.relu(_torch_conv(x, params[name]))
+  return x.float()
+
+
+class TorchSRGAN:
+  """The SRResNet and SRGAN train steps and generator inference in PyTorch.
+
+  Same networks, losses, optimizer (Adam, optax's defaults) and order of updates as
+  train.srresnet_train_step and train.srgan_train_step, from the same Flax weights;
+  the JAX steps' metrics (gradient norms, D outputs) are left out. Images are NHWC
+  numpy arrays, turned into NCHW tensors (channels_last: no copy).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, phase: str,
+               generator: dict[str, Any], discriminator: dict[str, Any] | None = None,
+               vgg_params: Any = None, *, device: str = 'cpu', channels_last: bool = True,
+               compile_networks: bool = False):
+    import torch  # pylint: disable=g-import-not-at-top
+    self._torch = torch
+    self.device = device
+    self.channels_last = channels_last
+    self._autocast = functools.partial(torch.autocast, device_type=device,
+                                       dtype=torch.bfloat16, enabled=config.dtype == 'bfloat16')
+    tree = functools.partial(torch_tree, device=device, channels_last=channels_last)
+    self.g_params = tree(generator['params'], requires_grad=True)
+    self.g_stats = tree(generator['batch_stats'], requires_grad=False)
+    learning_rate = (config.srresnet.learning_rate if phase == train.SRRESNET
+                     else config.srgan.learning_rate)
+    adam = functools.partial(torch.optim.Adam, lr=learning_rate, eps=1e-8, fused=True,
+                             betas=(config.adam_b1, config.adam_b2))
+    self.g_optimizer = adam(jax.tree_util.tree_leaves(self.g_params))
+    maybe_compile = torch.compile if compile_networks else lambda fn: fn
+    self._generator = maybe_compile(functools.partial(
+        torch_generator, output_activation=config.generator.output_activation))
+    if discriminator is not None:
+      self.d_params = tree(discriminator['params'], requires_grad=True)
+      self.d_stats = tree(discriminator['batch_stats'], requires_grad=False)
+      self.d_optimizer = adam(jax.tree_util.tree_leaves(self.d_params))
+      self._discriminator = maybe_compile(functools.partial(
+          torch_discriminator, strides=[stride for _, stride in config.discriminator.convs],
+          negative_slope=config.discriminator.negative_slope))
+    if vgg_params is not None:
+      self.vgg_params = tree(vgg_params, requires_grad=False)
+      self._bgr_mean = torch.tensor(vgg19.CAFFE_BGR_MEAN, device=device).view(1, 3, 1, 1)
+      self._vgg = maybe_compile(functools.partial(
+          torch_vgg_features, layer=losses.VGG_CONTENT_LAYERS[config.srgan.content_loss]))
+    self.adversarial_weight = config.srgan.adversarial_weight
+    self.vgg_feature_scale = config.srgan.vgg_feature_scale
+
+  def images(self, nhwc: np.ndarray) -> Any:
+    """A device tensor NCHW from NHWC numpy (channels_last memory, or contiguous)."""
+    x = self._torch.from_numpy(np.ascontiguousarray(nhwc)).to(self.device).permute(0, 3, 1, 2)
+    return x if self.channels_last else x.contiguous()
+
+  def synchronize(self, _: Any = None) -> None:
+    """Waits for queued device work (CUDA runs asynchronously; CPU does not)."""
+    if self.device == 'cuda':
+      self._torch.cuda.synchronize()
+
+  def srresnet_step(self, lr: Any, hr: Any) -> Any:
+    """One SRResNet update; returns the pixel MSE before it."""
+    F = self._torch.nn.functional  # pylint: disable=invalid-name
+    with self._autocast():
+      sr = self._generator(self.g_params, self.g_stats, lr, train=True)
+    loss = F.mse_loss(sr, hr.float())
+    self.g_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    self.g_optimizer.step()
+    return loss.detach()
+
+  def _content_loss(self, sr: Any, hr: Any) -> Any:
+    maps = self._vgg(self.vgg_params, self._torch.cat([sr, hr]), self._bgr_mean)
+    maps = maps * self.vgg_feature_scale
+    sr_maps, hr_maps = maps.chunk(2)
+    return self._torch.nn.functional.mse_loss(sr_maps, hr_maps.detach())
+
+  def srgan_step(self, lr: Any, hr: Any) -> dict[str, Any]:
+    """One update of D then G (k = 1); returns the losses as the JAX step defines them."""
+    F = self._torch.nn.functional  # pylint: disable=invalid-name
+    bce = F.binary_cross_entropy_with_logits
+    with self._autocast():
+      sr = self._generator(self.g_params, self.g_stats, lr, train=True)
+      # Real and fake batches pass separately, so each has its own BN statistics.
+      real = self._discriminator(self.d_params, self.d_stats, hr)
+      fake = self._discriminator(self.d_params, self.d_stats, sr.detach())
+    d_loss = bce(real, self._torch.ones_like(real)) + bce(fake, self._torch.zeros_like(fake))
+    self.d_optimizer.zero_grad(set_to_none=True)
+    d_loss.backward()
+    self.d_optimizer.step()
+    with self._autocast():
+      logits = self._discriminator(self.d_params, None, sr)  # The updated D.
+      content = self._content_loss(sr, hr)
+    adversarial = bce(logits, self._torch.ones_like(logits))
+    g_loss = content + self.adversarial_weight * adversarial
+    self.g_optimizer.zero_grad(set_to_none=True)
+    # Only G's gradients: D's weight gradients of this pass are never computed.
+    g_loss.backward(inputs=self.g_optimizer.param_groups[0]['params'])
+    self.g_optimizer.step()
+    return {'discriminator_loss': d_loss.detach(), 'content_loss': content.detach(),
+            'adversarial_loss': adversarial.detach(), 'generator_loss': g_loss.detach()}
+
+  def generate(self, lr: Any) -> Any:
+    """Generator inference (running BatchNorm statistics), SR NCHW float32."""
+    with self._torch.inference_mode(), self._autocast():
+      return self._generator(self.g_params, self.g_stats, lr, train=False)
+
+
+def torch_device() -> str:
+  """Where the PyTorch comparison runs: the same kind of device as JAX."""
+  backend = jax.default_backend()
+  if backend not in ('cpu', 'gpu'):
+    raise ValueError(f'--compare=torch needs JAX on CPU or GPU, not {backend}')
+  return 'cuda' if backend == 'gpu' else 'cpu'
+
+
+def _host_variables(state: train.TrainState) -> dict[str, Any]:
+  return jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
+
+
+def _with_torch(row: dict[str, Any], seconds: float, images: int) -> dict[str, Any]:
+  """A result line with the PyTorch timing and the JAX / PyTorch throughput ratio."""
+  torch_rates = {'ms_per_step': seconds * 1e3, 'images_per_s': images / seconds}
+  return {**row, 'torch': torch_rates,
+          'jax_over_torch': row['images_per_s'] / torch_rates['images_per_s']}
+
+
+def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inference'),
+                   batch_sizes: Sequence[int] = (16,), crop_size: int = 96,
+                   inference_sizes: Sequence[int] = (64, 128), inference_batch: int = 1,
+                   dtype: str = 'float32', steps: int = 10, warmup: int = 2,
+                   widths: tuple[int, int] | None = None, compare: str | None = None,
+                   torch_compile: bool = False, torch_channels_last: bool = True,
+                   data_folders: Sequence[str] | None = None,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Runs the requested benchmarks; returns {'environment', 'notes', 'results'}.
+
+  Each result line is logged as soon as it is measured.
+  """
+  unknown = set(benchmarks) - set(BENCHMARKS)
+  if unknown:
+    raise ValueError(f'unknown benchmarks {sorted(unknown)}; choose from {BENCHMARKS}')
+  if compare not in (None, 'torch'):
+    raise ValueError(f"compare must be None or 'torch', got {compare!r}")
+  device_kind = jax.devices()[0].device_kind
+  peak = peak_tflops(device_kind, dtype)
+  environment = {
+      'jax': jax.__version__, 'backend': jax.default_backend(), 'device_kind': device_kind,
+      'device_count': jax.device_count(), 'dtype': dtype, 'peak_tflops_per_device': peak,
+      'xla_flags': os.environ.get('XLA_FLAGS', ''), 'python': platform.python_version(),
+      'steps': steps, 'warmup': warmup, 'widths': widths}
+  notes = []
+  device = None  # Where PyTorch runs; None: no comparison.
+  if compare == 'torch':
+    import torch  # pylint: disable=g-import-not-at-top
+    device = torch_device()
+    environment.update(torch=torch.__version__, torch_device=device,
+                       torch_threads=torch.get_num_threads(), torch_compile=torch_compile,
+                       torch_channels_last=torch_channels_last)
+  torch_options = {'device': device, 'channels_last': torch_channels_last,
+                   'compile_networks': torch_compile}
+  results = []
+
+  def add(row: dict[str, Any]) -> None:
+    results.append(row)
+    log(format_row(row))
+
+  mesh = train.create_mesh()
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
+  host_vgg = device_vgg = None
+  if 'srgan' in benchmarks:
+    notes.append(RANDOM_VGG_NOTE)
+    host_vgg = random_vgg_params()
+    device_vgg = jax.device_put(host_vgg, replicated)
+  for phase in (train.SRRESNET, train.SRGAN):
+    if phase not in benchmarks:
+      continue
+    for batch_size in batch_sizes:
+      config = benchmark_config(batch_size=batch_size, crop_size=crop_size, dtype=dtype,
+                                widths=widths)
+      generator, discriminator = jax.jit(
+          functools.partial(train.create_states, config, phase), out_shardings=replicated)()
+      if device:  # Host copies, taken before the JAX step consumes (donates) the states.
+        initial = [_host_variables(generator)]
+        if phase == train.SRGAN:
+          initial += [_host_variables(discriminator), host_vgg]
+      host_batch = synthetic_batch(batch_size, crop_size, config.scale)
+      batch = train.shard_batch(host_batch, data_sharding)
+      with jax.set_mesh(mesh):
+        row = time_train_step(config, phase, generator, discriminator, batch, device_vgg,
+                              replicated, steps=steps, warmup=warmup, peak=peak)
+      row = {'benchmark': f'{phase}_step', 'batch_size': batch_size, 'hr_size': crop_size,
+             **row}
+      if device:
+        torch_model = TorchSRGAN(config, phase, *initial, **torch_options)
+        torch_step = (torch_model.srresnet_step if phase == train.SRRESNET
+                      else torch_model.srgan_step)
+        lr, hr = torch_model.images(host_batch['lr']), torch_model.images(host_batch['hr'])
+        seconds = time_loop(lambda _: torch_step(lr, hr), None, steps, warmup,
+                            sync=torch_model.synchronize)
+        row = _with_torch(row, seconds, batch_size)
+      add(row)
+  if 'inference' in benchmarks:
+    config = benchmark_config(batch_size=inference_batch, crop_size=crop_size, dtype=dtype,
+                              widths=widths)
+    variables = generator_variables(config)
+    if device:
+      torch_model = TorchSRGAN(config, train.SRRESNET, variables, **torch_options)
+    rng = np.random.default_rng(0)
+    for size in inference_sizes:
+      lr_images = rng.uniform(0, 1, (inference_batch, size, size, 3)).astype(np.float32)
+      row = time_inference(config, variables, lr_images, steps=steps, warmup=warmup, peak=peak)
+      row = {'benchmark': 'inference', 'batch_size': inference_batch,
+             'hr_size': size * config.scale, **row}
+      if device:
+        lr = torch_model.images(lr_images)
+        seconds = time_loop(lambda _: torch_model.generate(lr), None, steps, warmup,
+                            sync=torch_model.synchronize)
+        row = _with_torch(row, seconds, inference_batch)
+      add(row)
+  if 'pipeline' in benchmarks:
+    if importlib.util.find_spec('tensorflow') is None:
+      notes.append('pipeline: skipped, tensorflow is not installed.')
+      log(notes[-1])
+    else:
+      for batch_size in batch_sizes:
+        config = benchmark_config(batch_size=batch_size, crop_size=crop_size, dtype=dtype)
+        if data_folders:
+          config.data.folders = list(data_folders)
+        row = time_pipeline(config, steps=steps, warmup=warmup)
+        add({'benchmark': 'pipeline', 'batch_size': batch_size, 'hr_size': crop_size, **row})
+  return {'environment': environment, 'notes': notes, 'results': results}
+
+
+_COLUMNS = (('benchmark', 'benchmark', '{}'), ('batch', 'batch_size', '{}'),
+            ('HR side', 'hr_size', '{}'), ('ms/step', 'ms_per_step', '{:.1f}'),
+            ('images/s', 'images_per_s', '{:.2f}'), ('MP/s', 'megapixels_per_s', '{:.2f}'),
+            ('TFLOP/s/dev', 'tflops_per_s_per_device', '{:.3f}'), ('MFU', 'mfu', '{:.1%}'),
+            ('torch ms', ('torch', 'ms_per_step'), '{:.1f}'),
+            ('torch img/s', ('torch', 'images_per_s'), '{:.2f}'),
+            ('JAX/torch', 'jax_over_torch', '{:.2f}'))
+
+
+def format_row(row: dict[str, Any]) -> str:
+  """One result line of the table ('-' for what was not measured)."""
+  cells = []
+  for _, key, fmt in _COLUMNS:
+    value = row.get(key[0], {}).get(key[1]) if isinstance(key, tuple) else row.get(key)
+    cells.append('-' if value is None else fmt.format(value))
+  return ' | '.join(cells)
+
+
+def format_table(report: dict[str, Any]) -> str:
+  """The report as a Markdown table, with the environment and notes above it."""
+  environment = ', '.join(f'{k}={v}' for k, v in report['environment'].items() if v)
+  lines = [environment, *report['notes'],
+           ' | '.join(title for title, _, _ in _COLUMNS),
+           ' | '.join('---' for _ in _COLUMNS)]
+  lines += [format_row(row) for row in report['results']]
+  return '\n'.join(lines)
+
+
+def _define_flags() -> None:
+  """The command-line flags, defined only when this module is the program."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  flags.DEFINE_list('run', ['srresnet', 'srgan', 'inference'],
+                    f'What to time, among {", ".join(BENCHMARKS)}.')
+  flags.DEFINE_list('batch_sizes', ['16', '64'],
+                    'Global batch sizes of the train steps (and the pipeline); 16 is the paper\'s.')
+  flags.DEFINE_integer('crop_size', 96, 'HR crop side of the train steps (paper: 96).')
+  flags.DEFINE_list('inference_sizes', ['64', '128', '256'], 'LR sides for generator inference.')
+  flags.DEFINE_integer('inference_batch', 1, 'Images per generator inference call.')
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
+  flags.DEFINE_integer('steps', 20, 'Timed calls per line.')
+  flags.DEFINE_integer('warmup', 3, 'Untimed calls after compilation.')
+  flags.DEFINE_string('json', None, 'Write the report as JSON to this path.')
+  flags.DEFINE_enum('compare', None, ['torch'], 'Also time the PyTorch implementation.')
+  flags.DEFINE_bool('torch_compile', False, 'torch.compile the PyTorch networks.')
+  flags.DEFINE_bool('torch_channels_last', True, 'PyTorch tensors in channels_last memory.')
+  flags.DEFINE_list('widths', None, 'num_blocks,features of the generator (small test runs).')
+  flags.DEFINE_list('data_folders', None, 'HR image folders for --run=pipeline '
+                    '(default: configs/default.py).')
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  widths = tuple(int(w) for w in f.widths) if f.widths else None
+  if widths is not None and len(widths) != 2:
+    raise app.UsageError('--widths takes num_blocks,features')
+  report = run_benchmarks(
+      benchmarks=f.run, batch_sizes=[int(b) for b in f.batch_sizes], crop_size=f.crop_size,
+      inference_sizes=[int(s) for s in f.inference_sizes], inference_batch=f.inference_batch,
+      dtype=f.dtype, steps=f.steps, warmup=f.warmup, widths=widths, compare=f.compare,
+      torch_compile=f.torch_compile, torch_channels_last=f.torch_channels_last,
+      data_folders=f.data_folders)
+  print(format_table(report))
+  if f.json:
+    with open(f.json, 'w') as file:
+      json.dump(report, file, indent=2)
+    print(f'wrote {f.json}')
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  _define_flags()
+  app.run(main)
