@@ -420,6 +420,11 @@ class TrainInput:
     """A ``tf.data.Dataset`` of the batches of steps ``start_step, start_step + 1, ...``."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+    if tf.config.list_physical_devices('GPU'):  # A full tensorflow on a GPU machine:
+      try:  # keep TF off the accelerators JAX trains on.
+        tf.config.set_visible_devices([], 'GPU')
+      except RuntimeError:  # TF already started on them; nothing to change now.
+        logging.warning('tensorflow already uses the GPUs; tf.data may take GPU memory.')
     k = self._crops_per_image
     crop = self._config.crop_size
     first_group = start_step // k
