@@ -6,7 +6,14 @@ and inference need only the workdir). No RNG state is stored: crops, batches and
 initialisation are keyed by (config.seed, step), so step and config determine the rest.
 
 Layout: ``WORKDIR/checkpoints/<step>/{generator,discriminator,run}``. Workdirs may be
-local paths or gs:// URLs (Orbax writes through etils.epath).
+local paths or gs:// URLs (Orbax writes through etils.epath). Orbax writes each
+checkpoint under ``<step>.orbax-checkpoint-tmp`` and renames it when complete, so a
+process killed mid-save leaves only that temporary directory: it is never taken for a
+checkpoint, and the next training run deletes it.
+
+Every failure here is a CheckpointError that names the checkpoint's path and says
+what is wrong with it (a config whose shapes differ, a damaged directory, a failed
+write); the Orbax or TensorStore error it comes from stays chained to it.
 """
 
 import json
@@ -19,9 +26,16 @@ from etils import epath
 
 from srgan_jax import models
 
-# Config fields that fix the shapes in a checkpoint: a run resumed or evaluated with
-# other values cannot use it.
-ARCHITECTURE_FIELDS = ('scale', 'generator', 'discriminator')
+# What fixes the structure and shapes of the saved states, by config field: a run
+# resumed with other values cannot restore them. The crop size sets the input width
+# of the discriminator's dense layer; EMA weights are stored only when ema_decay > 0.
+_STRUCTURE_FIELDS = {
+    'scale': lambda config: config['scale'],
+    'generator': lambda config: config['generator'],
+    'discriminator': lambda config: config['discriminator'],
+    'data.crop_size': lambda config: config['data']['crop_size'],
+    'ema_decay > 0': lambda config: config['ema_decay'] > 0,
+}
 
 
 class CheckpointError(RuntimeError):
@@ -30,6 +44,23 @@ class CheckpointError(RuntimeError):
 
 def checkpoint_dir(workdir: str) -> epath.Path:
   return epath.Path(workdir) / 'checkpoints'
+
+
+def _summary(error: Exception) -> str:
+  """The first line of an error, without TensorStore's spec dump (kept in the chain)."""
+  lines = str(error).strip().splitlines()
+  text = lines[0].split(' [tensorstore_spec')[0] if lines else ''
+  text = text if len(text) <= 300 else text[:300] + '...'
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
+
+
+def _damaged(manager: ocp.CheckpointManager, step: int, error: Exception) -> CheckpointError:
+  """The error for a checkpoint that Orbax cannot read although the config fits."""
+  others = [other for other in manager.all_steps() if other != step]
+  return CheckpointError(
+      f'checkpoint {manager.directory / str(step)} cannot be read: it is damaged, incomplete, '
+      f'or from other model code ({_summary(error)}). Other checkpoints in '
+      f'{manager.directory}: {others or "none"}; delete this one to resume from the newest.')
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict,
@@ -41,6 +72,8 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict,
       preservation_policy=ocp.checkpoint_managers.LatestN(config.keep_checkpoints),
       read_only=read_only,
       create=not read_only,
+      # Left by a process killed while saving; ignored when listing steps either way.
+      cleanup_tmp_directories=not read_only,
   )
   try:
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
@@ -55,11 +88,32 @@ def run_record(step: int, phase: str, config: ml_collections.ConfigDict) -> dict
 
 def save(manager: ocp.CheckpointManager, step: int, generator: Any, discriminator: Any,
          record: dict[str, Any], force: bool = False) -> bool:
-  """Saves (asynchronously) if the policy says so or ``force``; True when saved."""
-  return manager.save(step, force=force, args=ocp.args.Composite(
-      generator=ocp.args.StandardSave(generator),
-      discriminator=ocp.args.StandardSave(discriminator),
-      run=ocp.args.JsonSave(record)))
+  """Saves (asynchronously) if the policy says so or ``force``; True when saved.
+
+  Raises:
+    CheckpointError: this save failed to start, or an earlier asynchronous one
+      failed (Orbax reports a background failure at the next save).
+  """
+  try:
+    return manager.save(step, force=force, args=ocp.args.Composite(
+        generator=ocp.args.StandardSave(generator),
+        discriminator=ocp.args.StandardSave(discriminator),
+        run=ocp.args.JsonSave(record)))
+  except Exception as error:  # Disk full, permissions, quota: any failed write.
+    raise CheckpointError(
+        f'writing a checkpoint in {manager.directory} failed ({_summary(error)}; reported '
+        f'at step {step}); the latest complete checkpoint is step {manager.latest_step()}'
+    ) from error
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous save in flight; a failed write is a CheckpointError."""
+  try:
+    manager.wait_until_finished()
+  except Exception as error:  # Disk full, permissions, quota: any failed write.
+    raise CheckpointError(
+        f'writing a checkpoint in {manager.directory} failed ({_summary(error)}); the '
+        f'latest complete checkpoint is step {manager.latest_step()}') from error
 
 
 def read_record(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
@@ -67,18 +121,17 @@ def read_record(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
   try:
     restored = manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))
   except Exception as error:  # Orbax raises many types for a damaged directory.
-    raise CheckpointError(
-        f'checkpoint {manager.directory / str(step)} is unreadable: {error}') from error
+    raise _damaged(manager, step, error) from error
   return restored['run']
 
 
 def check_architecture(record: dict[str, Any], config: ml_collections.ConfigDict,
                        path: epath.Path) -> None:
-  """Raises CheckpointError naming each architecture field that differs."""
+  """Raises CheckpointError naming each config field that changes the saved shapes."""
   stored = record['config']
   current = json.loads(config.to_json_best_effort())
-  differences = [f'{field}: checkpoint has {stored.get(field)!r}, config has {current[field]!r}'
-                 for field in ARCHITECTURE_FIELDS if stored.get(field) != current[field]]
+  differences = [f'{field}: checkpoint has {value(stored)!r}, config has {value(current)!r}'
+                 for field, value in _STRUCTURE_FIELDS.items() if value(stored) != value(current)]
   if differences:
     raise CheckpointError(f'checkpoint {path} is from an incompatible config: '
                           + '; '.join(differences))
@@ -86,7 +139,12 @@ def check_architecture(record: dict[str, Any], config: ml_collections.ConfigDict
 
 def restore(manager: ocp.CheckpointManager, step: int, generator: Any, discriminator: Any,
             config: ml_collections.ConfigDict) -> tuple[Any, Any, dict[str, Any]]:
-  """Restores both states into the structure, shapes and shardings of the given ones."""
+  """Restores both states into the structure, shapes and shardings of the given ones.
+
+  Raises:
+    CheckpointError: the checkpoint is from a config with other shapes (naming the
+      fields), or is damaged.
+  """
   path = manager.directory / str(step)
   record = read_record(manager, step)
   check_architecture(record, config, path)
@@ -96,7 +154,7 @@ def restore(manager: ocp.CheckpointManager, step: int, generator: Any, discrimin
         generator=ocp.args.StandardRestore(abstract(generator)),
         discriminator=ocp.args.StandardRestore(abstract(discriminator))))
   except Exception as error:
-    raise CheckpointError(f'checkpoint {path} could not be restored: {error}') from error
+    raise _damaged(manager, step, error) from error
   return restored['generator'], restored['discriminator'], record
 
 
@@ -120,19 +178,27 @@ def load_generator(workdir: str, step: int | None = None, ema: bool = True
   directory = checkpoint_dir(workdir)
   if not directory.exists():
     raise CheckpointError(f'no checkpoints in {workdir} (expected {directory})')
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False)) as manager:
+  # The handlers let item_metadata read the generator's shapes without restoring it.
+  with ocp.CheckpointManager(directory, item_handlers={
+      'generator': ocp.StandardCheckpointHandler(), 'run': ocp.JsonCheckpointHandler()},
+                             options=ocp.CheckpointManagerOptions(read_only=True,
+                                                                  create=False)) as manager:
     step = manager.latest_step() if step is None else step
     if step is None or step not in manager.all_steps():
       raise CheckpointError(f'no checkpoint at step {step} in {directory}; '
                             f'steps present: {list(manager.all_steps())}')
     record = read_record(manager, step)
+    # Onto this host's first device, whatever devices saved it: without a target,
+    # Orbax restores onto the saving run's devices and fails on other machines.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     try:
+      target = jax.tree_util.tree_map(
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+          manager.item_metadata(step)['generator'])
       state = manager.restore(step, args=ocp.args.Composite(
-          generator=ocp.args.StandardRestore()))['generator']
+          generator=ocp.args.StandardRestore(target)))['generator']
     except Exception as error:
-      raise CheckpointError(
-          f'checkpoint {directory / str(step)} could not be restored: {error}') from error
+      raise _damaged(manager, step, error) from error
   config = ml_collections.ConfigDict(record['config'])
   model = models.SRResNet(scale=config.scale, **config.generator)
   params = state['params']

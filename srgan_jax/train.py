@@ -365,14 +365,16 @@ def _compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,
 
 def _empty_metrics(phase: str, replicated: jax.sharding.NamedSharding) -> metrics.Collection:
   collection = SRResNetMetrics if phase == SRRESNET else SRGANMetrics
-  return jax.device_put(collection.empty(), replicated)
+  # Made on the devices: device_put of host values onto a multi-host sharding first
+  # checks that every host holds the same values (a collective per leaf).
+  return jax.jit(collection.empty, out_shardings=replicated)()
 
 
 def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
   """Raises NonFiniteLossError if any step since the last check had a bad loss."""
   bad_step = int(jax.device_get(train_metrics.first_nonfinite_step.compute()))
   if bad_step >= 0:
-    manager.wait_until_finished()
+    checkpointing.wait_until_finished(manager)
     raise NonFiniteLossError(
         f'the training loss became NaN or infinite at step {bad_step}; stopped. The '
         f'latest checkpoint ({manager.latest_step()}) in {manager.directory} is from '
@@ -413,11 +415,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   srresnet_steps, total_steps = config.srresnet.num_steps, (
       config.srresnet.num_steps + config.srgan.num_steps)
+  manager = checkpointing.create_manager(workdir, config)  # First: checks the workdir.
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   mesh = create_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-  manager = checkpointing.create_manager(workdir, config)
   start_step = manager.latest_step() or 0
   phase = SRRESNET if start_step < srresnet_steps else SRGAN
 
@@ -445,41 +447,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
                start_step, total_steps, srresnet_steps, jax.device_count())
   try:
-    with jax.set_mesh(mesh):
-      for step in range(start_step, total_steps):
-        if phase == SRRESNET and step >= srresnet_steps:
-          phase = SRGAN
-          generator = initialise_srgan_generator(generator, config, replicated)
-          train_metrics = _empty_metrics(phase, replicated)
-        batch = shard_batch(next(batches), data_sharding)
-        with jax.profiler.StepTraceAnnotation('train', step_num=step):
-          if phase == SRRESNET:
-            generator, train_metrics = srresnet_step(generator, train_metrics, batch, step)
-          else:
-            generator, discriminator, train_metrics = srgan_step(
-                generator, discriminator, train_metrics, batch, vgg_params, step)
-        done = step + 1
-        for hook in hooks:
-          hook(done)
-        if done % config.log_every_steps == 0 or done in (srresnet_steps, total_steps):
-          _check_finite(train_metrics, manager)
-          summary = {f'train/{phase}/{k}': v for k, v in train_metrics.compute().items()
-                     if k != 'first_nonfinite_step'}
-          writer.write_scalars(done, jax.device_get(summary))
-          train_metrics = _empty_metrics(phase, replicated)
-        if done % config.eval_every_steps == 0 or done == total_steps:
-          evaluate_generator(generator, config, writer, done)
-        preempted = preemption.reached(done, manager)
-        if preempted or manager.should_save(done) or done == total_steps:
-          _check_finite(train_metrics, manager)
-          checkpointing.save(manager, done, generator, discriminator,
-                             checkpointing.run_record(done, phase, config), force=True)
-        if preempted:
-          logging.warning('Preempted: saved step %d in %s; rerun to resume.',
-                          done, manager.directory)
-          break
+    for step in range(start_step, total_steps):
+      if phase == SRRESNET and step >= srresnet_steps:
+        phase = SRGAN
+        generator = initialise_srgan_generator(generator, config, replicated)
+        train_metrics = _empty_metrics(phase, replicated)
+      # Outside the mesh context: the device source makes each host's batch on one
+      # of its devices before it joins the global batch.
+      batch = shard_batch(next(batches), data_sharding)
+      with jax.set_mesh(mesh), jax.profiler.StepTraceAnnotation('train', step_num=step):
+        if phase == SRRESNET:
+          generator, train_metrics = srresnet_step(generator, train_metrics, batch, step)
+        else:
+          generator, discriminator, train_metrics = srgan_step(
+              generator, discriminator, train_metrics, batch, vgg_params, step)
+      done = step + 1
+      for hook in hooks:
+        hook(done)
+      if done % config.log_every_steps == 0 or done in (srresnet_steps, total_steps):
+        _check_finite(train_metrics, manager)
+        summary = {f'train/{phase}/{k}': v for k, v in train_metrics.compute().items()
+                   if k != 'first_nonfinite_step'}
+        writer.write_scalars(done, jax.device_get(summary))
+        train_metrics = _empty_metrics(phase, replicated)
+      if done % config.eval_every_steps == 0 or done == total_steps:
+        evaluate_generator(generator, config, writer, done)
+      preempted = preemption.reached(done, manager)
+      if preempted or manager.should_save(done) or done == total_steps:
+        _check_finite(train_metrics, manager)
+        checkpointing.save(manager, done, generator, discriminator,
+                           checkpointing.run_record(done, phase, config), force=True)
+      if preempted:
+        logging.warning('Preempted: saved step %d in %s; rerun to resume.',
+                        done, manager.directory)
+        break
   finally:
     preemption.close()
-    manager.wait_until_finished()
+    checkpointing.wait_until_finished(manager)
     writer.flush()
   return generator, discriminator

@@ -150,3 +150,14 @@ def test_evaluate_workdir_without_checkpoint_is_a_clear_error(tmp_path):
   from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
   with pytest.raises(checkpointing.CheckpointError, match='no checkpoints'):
     evaluate.evaluate_workdir(str(tmp_path), [str(tmp_path)])
+
+
+def test_device_source_trains_on_eight_devices(data_dirs, tmp_path):
+  """data.source='device': each host's batch is made on one of its devices, then
+  joins the global batch sharded over all eight."""
+  config = tiny_config(data_dirs, srresnet_steps=2, srgan_steps=2)
+  config.data.source = 'device'
+  workdir = str(tmp_path / 'device')
+  generator, _ = train.train_and_evaluate(config, workdir)
+  assert checkpointing.latest_step(workdir) == 4
+  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(generator.params))
