@@ -37,3 +37,18 @@ def image_set(name: str) -> pathlib.Path:
       pytest.fail(message)
     pytest.skip(message)
   return path
+
+
+def tiny_quickstart_config():
+  """The quickstart config at test size: tiny widths, 32x32 crops, batch 8 (one crop
+  per simulated device). Tests share it, so they also share compiled programs."""
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  config = quickstart.get_config()
+  config.generator.num_blocks = 1
+  config.generator.features = 8
+  config.generator.upsample_features = 32
+  config.discriminator.convs = ((8, 1), (8, 2), (16, 1), (16, 2), (16, 1), (16, 2), (32, 1), (32, 2))
+  config.discriminator.dense_features = 16
+  config.data.crop_size = 32
+  config.batch_size = 8
+  return config

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO
+from conftest import REPO, tiny_quickstart_config
 import jax
 import ml_collections
 import numpy as np
@@ -24,7 +24,6 @@ import orbax.checkpoint as ocp
 from PIL import Image
 import pytest
 
-from configs import quickstart
 from srgan_jax import checkpointing
 from srgan_jax import train
 
@@ -201,14 +200,7 @@ def write_images(folder: pathlib.Path, count: int = 10) -> None:
 def tiny_config(data_dir: pathlib.Path, srresnet_steps: int,
                 srgan_steps: int) -> ml_collections.ConfigDict:
   """The quickstart run at test size: tiny widths, 32x32 crops, batch 8, EMA on."""
-  config = quickstart.get_config()
-  config.generator.num_blocks = 1
-  config.generator.features = 8
-  config.generator.upsample_features = 32
-  config.discriminator.convs = ((8, 1), (8, 2), (16, 1), (16, 2), (16, 1), (16, 2), (32, 1),
-                               (32, 2))
-  config.discriminator.dense_features = 16
-  config.batch_size = 8
+  config = tiny_quickstart_config()
   config.data.source = 'folders'
   config.data.folders = [str(data_dir)]
   config.data.crop_size = 32

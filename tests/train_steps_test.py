@@ -9,21 +9,13 @@ import numpy as np
 import optax
 import pytest
 
-from configs import quickstart
+from conftest import tiny_quickstart_config
 from srgan_jax import losses
 from srgan_jax import train
 
 
 def tiny_config():
-  config = quickstart.get_config()
-  config.generator.num_blocks = 1
-  config.generator.features = 8
-  config.generator.upsample_features = 32
-  config.discriminator.convs = ((8, 1), (8, 2), (16, 1), (16, 2), (16, 1), (16, 2), (32, 1), (32, 2))
-  config.discriminator.dense_features = 16
-  config.data.crop_size = 32
-  config.batch_size = 8
-  return config
+  return tiny_quickstart_config()
 
 
 def _mesh(num_devices):

@@ -5,13 +5,12 @@ import pathlib
 import subprocess
 import sys
 
-from conftest import REPO, image_set
+from conftest import REPO, image_set, tiny_quickstart_config
 import jax
 import numpy as np
 from PIL import Image
 import pytest
 
-from configs import quickstart
 from srgan_jax import checkpointing
 from srgan_jax import train
 
@@ -34,15 +33,8 @@ def data_dirs(tmp_path_factory):
 
 
 def tiny_config(data_dirs, srresnet_steps=4, srgan_steps=4):
-  config = quickstart.get_config()
-  config.generator.num_blocks = 1
-  config.generator.features = 8
-  config.generator.upsample_features = 32
-  config.discriminator.convs = ((8, 1), (8, 2), (16, 1), (16, 2), (16, 1), (16, 2), (32, 1), (32, 2))
-  config.discriminator.dense_features = 16
-  config.batch_size = 8  # One crop per simulated device (conftest: 8).
+  config = tiny_quickstart_config()
   config.data.folders = (str(data_dirs / 'train'),)
-  config.data.crop_size = 32
   config.srresnet.num_steps = srresnet_steps
   config.srgan.num_steps = srgan_steps
   config.srgan.decay_steps = 2
