@@ -158,13 +158,18 @@ def restore(manager: ocp.CheckpointManager, step: int, generator: Any, discrimin
   return restored['generator'], restored['discriminator'], record
 
 
+def _reader(directory: epath.Path, **kwargs: Any) -> ocp.CheckpointManager:
+  """A manager that only reads the checkpoints in ``directory``."""
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True, create=False), **kwargs)
+
+
 def latest_step(workdir: str) -> int | None:
   """The newest complete checkpoint step in a workdir, or None."""
   directory = checkpoint_dir(workdir)
   if not directory.exists():
     return None
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False)) as manager:
+  with _reader(directory) as manager:
     return manager.latest_step()
 
 
@@ -179,10 +184,9 @@ def load_generator(workdir: str, step: int | None = None, ema: bool = True
   if not directory.exists():
     raise CheckpointError(f'no checkpoints in {workdir} (expected {directory})')
   # The handlers let item_metadata read the generator's shapes without restoring it.
-  with ocp.CheckpointManager(directory, item_handlers={
-      'generator': ocp.StandardCheckpointHandler(), 'run': ocp.JsonCheckpointHandler()},
-                             options=ocp.CheckpointManagerOptions(read_only=True,
-                                                                  create=False)) as manager:
+  with _reader(directory, item_handlers={
+      'generator': ocp.StandardCheckpointHandler(), 'run': ocp.JsonCheckpointHandler()}
+               ) as manager:
     step = manager.latest_step() if step is None else step
     if step is None or step not in manager.all_steps():
       raise CheckpointError(f'no checkpoint at step {step} in {directory}; '
