@@ -5,7 +5,7 @@ r"""Throughput of training and inference, optionally against the same model in P
   python -m srgan_jax.benchmark --run=srresnet,inference --batch_sizes=16 --compare=torch
   python -m srgan_jax.benchmark --run=pipeline --batch_sizes=16      # tf.data alone
 
-What is timed (run from the repository root: the configs come from configs/default.py):
+What is timed (the configs come from srgan_jax/configs/default.py):
 
 * ``srresnet``: the SRResNet (pixel MSE) train step, and ``srgan``: the full SRGAN
   step (D update on HR and G(LR), then G on VGG54 content + 1e-3 adversarial), both
@@ -48,11 +48,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import default
 from srgan_jax import losses
 from srgan_jax import models
+from srgan_jax import paths
 from srgan_jax import train
 from srgan_jax import vgg19
+from srgan_jax.configs import default
 
 BENCHMARKS = ('srresnet', 'srgan', 'inference', 'pipeline')
 RANDOM_VGG_NOTE = ('VGG19 weights are random values in the real layout: the same work as '
@@ -631,7 +632,7 @@ def _define_flags() -> None:
   flags.DEFINE_bool('torch_channels_last', True, 'PyTorch tensors in channels_last memory.')
   flags.DEFINE_list('widths', None, 'num_blocks,features of the generator (small test runs).')
   flags.DEFINE_list('data_folders', None, 'HR image folders for --run=pipeline '
-                    '(default: configs/default.py).')
+                    '(default: srgan_jax/configs/default.py).')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -649,12 +650,13 @@ def main(argv: Sequence[str]) -> None:
       inference_sizes=[int(s) for s in f.inference_sizes], inference_batch=f.inference_batch,
       dtype=f.dtype, steps=f.steps, warmup=f.warmup, widths=widths, compare=f.compare,
       torch_compile=f.torch_compile, torch_channels_last=f.torch_channels_last,
-      data_folders=f.data_folders)
+      data_folders=f.data_folders and [paths.absolute(folder) for folder in f.data_folders])
   print(format_table(report))
   if f.json:
-    with open(f.json, 'w') as file:
+    output = paths.absolute(f.json)
+    with open(output, 'w') as file:
       json.dump(report, file, indent=2)
-    print(f'wrote {f.json}')
+    print(f'wrote {output}')
 
 
 if __name__ == '__main__':

@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from srgan_jax import models
+from srgan_jax import paths
 
 # What fixes the structure and shapes of the saved states, by config field: a run
 # resumed with other values cannot restore them. The crop size sets the input width
@@ -43,7 +44,9 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
-  return epath.Path(workdir) / 'checkpoints'
+  # Orbax and TensorStore refuse relative paths (and a relative path would change
+  # meaning if the working directory did), so local workdirs are made absolute.
+  return epath.Path(paths.absolute(workdir)) / 'checkpoints'
 
 
 def _summary(error: Exception) -> str:
@@ -104,6 +107,20 @@ def save(manager: ocp.CheckpointManager, step: int, generator: Any, discriminato
         f'writing a checkpoint in {manager.directory} failed ({_summary(error)}; reported '
         f'at step {step}); the latest complete checkpoint is step {manager.latest_step()}'
     ) from error
+
+
+def check_for_errors(manager: ocp.CheckpointManager) -> None:
+  """Raises CheckpointError at once if a background write has failed (non-blocking).
+
+  Orbax itself reports a failed asynchronous save only at the next save, which
+  would lose every step in between.
+  """
+  try:
+    manager.check_for_errors()
+  except Exception as error:  # Disk full, permissions, quota: any failed write.
+    raise CheckpointError(
+        f'writing a checkpoint in {manager.directory} failed ({_summary(error)}); the '
+        f'latest complete checkpoint is step {manager.latest_step()}') from error
 
 
 def wait_until_finished(manager: ocp.CheckpointManager) -> None:

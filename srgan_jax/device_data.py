@@ -57,6 +57,7 @@ import numpy as np
 
 from srgan_jax import bicubic
 from srgan_jax import input_pipeline
+from srgan_jax import paths
 
 # Bytes per page of the image buffer; the pages overlap by one crop row.
 PAGE_BYTES = 1 << 20
@@ -202,8 +203,8 @@ class DeviceDataSource:
 
 
 def _define_flags() -> None:
-  flags.DEFINE_list('folders', ['../shared/datasets/T91', '../shared/datasets/BSD200'],
-                    'Training image folders.')
+  flags.DEFINE_list('folders', [paths.dataset('T91'), paths.dataset('BSD200')],
+                    'Training image folders (default: in $SRGAN_DATASETS).')
   flags.DEFINE_integer('batch_size', 16, 'Crops per step.')
   flags.DEFINE_integer('crop_size', 96, 'HR crop side.')
   flags.DEFINE_integer('scale', 4, 'Super-resolution factor.')
@@ -214,7 +215,7 @@ def _benchmark(argv: Sequence[str]) -> None:
   """Prints this device's crops per second, after compilation."""
   del argv
   config = ml_collections.ConfigDict(
-      {'folders': flags.FLAGS.folders, 'crop_size': flags.FLAGS.crop_size, 'augment': True})
+      {'folders': [paths.absolute(folder) for folder in flags.FLAGS.folders], 'crop_size': flags.FLAGS.crop_size, 'augment': True})
   source = DeviceDataSource(config, scale=flags.FLAGS.scale, seed=0)
   batch_size, steps = flags.FLAGS.batch_size, flags.FLAGS.steps
   jax.block_until_ready(source.batch(0, batch_size))

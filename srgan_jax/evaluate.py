@@ -27,6 +27,7 @@ from PIL import Image
 
 from srgan_jax import bicubic
 from srgan_jax import metrics
+from srgan_jax import paths
 
 # A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
 # c = 1 or 3.
@@ -241,17 +242,22 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
   model = options.model or ('srgan' if options.workdir else 'bicubic')
+  # Relative paths are relative to where the command was started.
+  folders = [paths.absolute(folder) for folder in options.data]
+  save_dir = paths.absolute(options.save_dir) if options.save_dir else None
   if model == 'srgan':
     if not options.workdir:
       raise app.UsageError('--model=srgan needs --workdir')
-    results = evaluate_workdir(options.workdir, options.data, options.step, options.ema,
-                               options.save_dir, options.compare)
+    results = evaluate_workdir(paths.absolute(options.workdir), folders, options.step,
+                               options.ema, save_dir, options.compare)
   else:
-    results = evaluate_sets(make_upscale_fn(model, options.scale), options.data,
-                            options.scale, options.save_dir, options.compare)
+    results = evaluate_sets(make_upscale_fn(model, options.scale), folders,
+                            options.scale, save_dir, options.compare)
     print(format_table(results))
   if options.output:
-    pathlib.Path(options.output).write_text(json.dumps(results, indent=2) + '\n')
+    output = pathlib.Path(paths.absolute(options.output))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + '\n')
 
 
 if __name__ == '__main__':

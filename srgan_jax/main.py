@@ -17,6 +17,7 @@ import jax
 from ml_collections import config_flags
 
 from srgan_jax import evaluate
+from srgan_jax import paths
 from srgan_jax import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs (local or gs://).')
@@ -46,11 +47,14 @@ def main(argv):
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   config = flags.FLAGS.config
+  # Relative paths are relative to where the command was started, once and for all.
+  workdir = paths.absolute(_WORKDIR.value)
+  paths.absolute_config_paths(config)
   if _MODE.value == 'train':
-    train.train_and_evaluate(config, _WORKDIR.value)
-    print(f'Checkpoints, TensorBoard logs and evaluation images are in {_WORKDIR.value}')
+    train.train_and_evaluate(config, workdir)
+    print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
   else:
-    evaluate.evaluate_workdir(_WORKDIR.value, config.eval_folders, step=_STEP.value)
+    evaluate.evaluate_workdir(workdir, config.eval_folders, step=_STEP.value)
 
 
 if __name__ == '__main__':

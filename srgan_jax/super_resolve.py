@@ -27,6 +27,7 @@ import numpy as np
 
 from srgan_jax import bicubic
 from srgan_jax import image_io
+from srgan_jax import paths
 
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff'})
 
@@ -279,9 +280,10 @@ def main(argv: list[str]) -> int:
     else:
       if not options.workdir:
         raise app.UsageError('--workdir is required for --model=srgan')
-      upscale, scale = _srgan_upscaler(options.workdir, options.step, options.scale,
+      upscale, scale = _srgan_upscaler(paths.absolute(options.workdir), options.step, options.scale,
                                        options.tile, options.overlap, options.batch, on_tiles)
-    summary = super_resolve_paths(upscale, options.input, options.output, scale=scale,
+    summary = super_resolve_paths(upscale, paths.absolute(options.input),
+                                  paths.absolute(options.output), scale=scale,
                                   overwrite=options.overwrite, progress=True)
   megapixels = summary.output_pixels / 1e6
   # ru_maxrss is in KiB on Linux; host memory only (not accelerator memory).

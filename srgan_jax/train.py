@@ -444,6 +444,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
                                           logdir=workdir))
   preemption = PreemptionWatcher()
+  saved_once = False
   logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
                start_step, total_steps, srresnet_steps, jax.device_count())
   try:
@@ -472,11 +473,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         train_metrics = _empty_metrics(phase, replicated)
       if done % config.eval_every_steps == 0 or done == total_steps:
         evaluate_generator(generator, config, writer, done)
+      checkpointing.check_for_errors(manager)  # A failed background write stops here.
       preempted = preemption.reached(done, manager)
       if preempted or manager.should_save(done) or done == total_steps:
         _check_finite(train_metrics, manager)
         checkpointing.save(manager, done, generator, discriminator,
                            checkpointing.run_record(done, phase, config), force=True)
+        if not saved_once:  # The first write of a run is waited for: a workdir that
+          checkpointing.wait_until_finished(manager)  # cannot be written fails now.
+          saved_once = True
       if preempted:
         logging.warning('Preempted: saved step %d in %s; rerun to resume.',
                         done, manager.directory)

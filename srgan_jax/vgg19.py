@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from srgan_jax import paths
+
 # Output channels of the convolutions of each of the five blocks.
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512),
           (512, 512, 512, 512))
@@ -333,7 +335,10 @@ def main(argv: Sequence[str]) -> None:
   if list(argv[1:]) != ['import']:
     raise app.UsageError('usage: python -m srgan_jax.vgg19 import '
                          '--source=keras|PATH.h5|PATH.pth [--output=PATH]')
-  path = import_weights(flags.FLAGS.source, flags.FLAGS.output)
+  source, output = flags.FLAGS.source, flags.FLAGS.output
+  # Relative paths are relative to where the command was started.
+  path = import_weights(source if source == 'keras' else paths.absolute(source),
+                        paths.absolute(output) if output else None)
   _, preprocessing = load_params(path)
   print(f'wrote VGG19 weights ({preprocessing} preprocessing) to {path}')
 

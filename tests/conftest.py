@@ -42,7 +42,7 @@ def image_set(name: str) -> pathlib.Path:
 def tiny_quickstart_config():
   """The quickstart config at test size: tiny widths, 32x32 crops, batch 8 (one crop
   per simulated device). Tests share it, so they also share compiled programs."""
-  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from srgan_jax.configs import quickstart  # pylint: disable=g-import-not-at-top
   config = quickstart.get_config()
   config.generator.num_blocks = 1
   config.generator.features = 8

@@ -8,6 +8,9 @@ file and override fields.
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+from srgan_jax import paths
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -43,11 +46,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.source = 'folders'  # 'folders', 'tfds', or 'device' (decoded once onto the accelerator).
   # Folders searched recursively for images (or single image files). Tuples, not
   # lists, so that --config.data.folders="('a', 'b')" can override them.
-  config.data.folders = ('../shared/datasets/T91', '../shared/datasets/BSD200')
+  # The image sets are looked up in $SRGAN_DATASETS (default ../shared/datasets).
+  config.data.folders = (paths.dataset('T91'), paths.dataset('BSD200'))
   config.data.tfds_name = 'div2k/bicubic_x4'  # Used when source == 'tfds'.
   config.data.tfds_split = 'train'
   config.data.tfds_image_key = 'hr'  # The HR image feature ('image' for imagenet2012).
-  config.data.tfds_data_dir = None  # None: TFDS default; local path or gs://.
+  # Unset: TFDS's default (~/tensorflow_datasets); a local path or gs://.
+  config.data.tfds_data_dir = config_dict.placeholder(str)
   config.data.crop_size = 96  # HR crop side (paper: 96x96); a multiple of scale.
   config.data.augment = True  # Random flips and 90-degree rotations.
   config.data.cache = True  # Keep decoded images in memory (small sets: T91, BSD200).
@@ -73,10 +78,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.srgan.content_loss = 'vgg54'  # 'mse', 'vgg22' (relu2_2) or 'vgg54' (relu5_4).
   config.srgan.adversarial_weight = 1e-3  # perceptual = content + 1e-3 x adversarial.
   config.srgan.vgg_feature_scale = 1 / 12.75  # VGG maps rescaled to an MSE-like scale.
-  # VGG19 weights converted by `python -m srgan_jax.vgg19 import`; None = the cache.
-  config.srgan.vgg_weights = None
-  # Start the SRGAN phase from another run's SRResNet (a workdir); None = this run's.
-  config.srgan.init_from = None
+  # VGG19 weights converted by `python -m srgan_jax.vgg19 import`; unset = the cache.
+  # (Placeholders: unset by default, yet --config.srgan.vgg_weights=PATH works.)
+  config.srgan.vgg_weights = config_dict.placeholder(str)
+  # Start the SRGAN phase from another run's SRResNet (a workdir); unset = this run's.
+  config.srgan.init_from = config_dict.placeholder(str)
 
   # Exponential moving average of generator weights; 0 disables it (the paper has none).
   config.ema_decay = 0.0
@@ -86,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3  # The latest K checkpoints are kept.
   config.eval_every_steps = 20_000
-  config.eval_folders = ('../shared/datasets/Set5', '../shared/datasets/Set14')
+  config.eval_folders = (paths.dataset('Set5'), paths.dataset('Set14'))
   config.num_summary_images = 3  # SR images written to TensorBoard per evaluation.
   config.profile_steps = 5  # Steps traced by the clu profiler once the run is warm (0: off).
 

@@ -15,7 +15,8 @@ import os
 import ml_collections
 import skimage
 
-from configs import default
+from srgan_jax import paths
+from srgan_jax.configs import default
 
 # The photographs among scikit-image's bundled samples (its folder also holds
 # charts, text, logos and synthetic images).
@@ -47,6 +48,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 25
   config.checkpoint_every_steps = 250
   config.eval_every_steps = 500
-  config.eval_folders = ('../shared/datasets/Set5',)
+  config.eval_folders = (paths.dataset('Set5'),)
   config.profile_steps = 0
   return config

@@ -11,7 +11,8 @@ imagenet2012 prepared under tfds_data_dir (or use div2k/bicubic_x4 with image ke
 
 import ml_collections
 
-from configs import default
+from srgan_jax import paths
+from srgan_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -22,6 +23,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.tfds_image_key = 'image'
   config.data.cache = False  # ImageNet does not fit in memory.
   config.data.crops_per_image = 1  # Each crop of a batch from a different image.
-  config.eval_folders = ('../shared/datasets/Set5', '../shared/datasets/Set14',
-                         '../shared/datasets/BSD100')
+  config.eval_folders = tuple(paths.dataset(name) for name in ('Set5', 'Set14', 'BSD100'))
   return config

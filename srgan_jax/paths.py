@@ -1,0 +1,55 @@
+"""Where files are: user paths made absolute once, and the benchmark image sets.
+
+Paths given by a user (flags, config fields) may be relative to the directory the
+command was started from. Orbax and TensorStore need absolute paths, and a path that
+is resolved later, after something changed the working directory, means another
+file; so every entry point turns local paths into absolute ones where they enter,
+with ``absolute``. Remote paths (gs://, s3://, ...) are left as they are.
+"""
+
+import os
+from typing import Any
+
+# The evaluation sets (Set5, Set14, BSD100, ...) and the training folders of the
+# default config are looked up in this folder; see the README for where to get them.
+DATASETS_ENV = 'SRGAN_DATASETS'
+DEFAULT_DATASETS = os.path.join('..', 'shared', 'datasets')
+
+
+def is_remote(path: str) -> bool:
+  """True for URLs such as gs://bucket/run, which are not local files."""
+  return '://' in path
+
+
+def absolute(path: str | os.PathLike[str]) -> str:
+  """``path`` as an absolute local path (``~`` expanded), or unchanged if remote."""
+  path = os.fspath(path)
+  if not path or is_remote(path):
+    return path
+  return os.path.abspath(os.path.expanduser(path))
+
+
+def datasets_dir() -> str:
+  """The folder holding the image sets: ``$SRGAN_DATASETS``, else ../shared/datasets."""
+  return absolute(os.environ.get(DATASETS_ENV) or DEFAULT_DATASETS)
+
+
+def dataset(name: str) -> str:
+  """The folder of one image set, e.g. ``dataset('Set5')``."""
+  return os.path.join(datasets_dir(), name)
+
+
+# The config fields that hold user paths, as (section, field); tuples of paths too.
+CONFIG_PATH_FIELDS = (('data', 'folders'), ('data', 'tfds_data_dir'), (None, 'eval_folders'),
+                      ('srgan', 'init_from'), ('srgan', 'vgg_weights'))
+
+
+def absolute_config_paths(config: Any) -> None:
+  """Makes every local path of a training config absolute, in place."""
+  for section, field in CONFIG_PATH_FIELDS:
+    parent = config if section is None else config[section]
+    value = parent[field]
+    if isinstance(value, (tuple, list)):
+      parent[field] = type(value)(absolute(path) for path in value)
+    elif value:
+      parent[field] = absolute(value)
