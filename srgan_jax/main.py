@@ -1,7 +1,8 @@
-"""Trains or evaluates SRGAN. The only module with flags.
+"""Trains or evaluates SRGAN.
 
   python -m srgan_jax.main --config=configs/x4.py --workdir=gs://BUCKET/run
   python -m srgan_jax.main --config=configs/x4.py --workdir=W --mode=evaluate [--step=N]
+  python -m srgan_jax.main --config=quickstart --workdir=runs/quickstart  # A shipped config.
 
 Config fields can be overridden, e.g. --config.batch_size=32. Multi-host runs (a
 Cloud TPU VM pod slice, or processes started with JAX_COORDINATOR_ADDRESS,
@@ -16,6 +17,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from srgan_jax import configs
 from srgan_jax import evaluate
 from srgan_jax import paths
 from srgan_jax import train
@@ -24,7 +26,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and l
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate'],
                           'train: run or resume training; evaluate: score a checkpoint.')
 _STEP = flags.DEFINE_integer('step', None, 'With --mode=evaluate: the checkpoint step (default latest).')
-config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Training configuration: a file, or the name of one that ships in '
+    f'srgan_jax/configs ({", ".join(configs.names())}).', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -57,5 +61,14 @@ def main(argv):
     evaluate.evaluate_workdir(workdir, config.eval_folders, step=_STEP.value)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, where --config may also name a config shipped in the package."""
+  def named(arg: str) -> str:
+    if arg.startswith('--config='):
+      return '--config=' + configs.config_path(arg[len('--config='):])
+    return arg
+  return flags.FLAGS([named(arg) for arg in argv])
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -381,6 +381,20 @@ def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
         'before it and intact.')
 
 
+def existing_eval_folders(config: ml_collections.ConfigDict) -> list[str]:
+  """The evaluation folders that exist (the benchmark sets are optional)."""
+  return [folder for folder in config.eval_folders if epath.Path(folder).is_dir()]
+
+
+def _report_missing_eval_folders(config: ml_collections.ConfigDict) -> None:
+  """One line naming the evaluation sets that are absent and how to provide them."""
+  missing = sorted(set(config.eval_folders) - set(existing_eval_folders(config)))
+  if missing:
+    logging.warning('Evaluation set(s) not found, training without evaluating on them: %s '
+                    '(set $SRGAN_DATASETS or --config.eval_folders; see the README\'s '
+                    '"Image sets").', ', '.join(missing))
+
+
 def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
                        writer: 'metric_writers.MetricWriter', step: int) -> dict[str, Any]:
   """PSNR/SSIM (Y channel, MATLAB conventions) on the config's benchmark folders."""
@@ -390,9 +404,7 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
   model = models.SRResNet(scale=config.scale, **config.generator)
   samples = []
   upscale = evaluate.generator_upscale_fn(model, variables)
-  folders = [folder for folder in config.eval_folders if epath.Path(folder).is_dir()]
-  for missing in sorted(set(config.eval_folders) - set(folders)):
-    logging.warning('Evaluation folder %s not found; skipped.', missing)
+  folders = existing_eval_folders(config)  # Missing ones were reported at the start.
 
   def upscale_and_keep(lr):
     sr = upscale(lr)
@@ -445,6 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                                           logdir=workdir))
   preemption = PreemptionWatcher()
   saved_once = False
+  _report_missing_eval_folders(config)
   logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
                start_step, total_steps, srresnet_steps, jax.device_count())
   try:
