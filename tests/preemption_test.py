@@ -384,3 +384,29 @@ def test_disk_full_during_a_save_is_reported_and_leaves_no_checkpoint(data_dir, 
     checkpointing.save(manager, 6, state, state,
                        checkpointing.run_record(6, train.SRRESNET, config), force=True)
   assert steps_on_disk(workdir) == ['2', '6']  # Orbax deleted the temporary directory.
+
+
+def test_training_stops_at_a_failed_first_save_not_one_save_later(data_dir, tmp_path,
+                                                                  monkeypatch):
+  """The first write of a run is waited for, so a workdir Orbax cannot write to stops
+  the run at that save (Orbax alone reports it one save later, steps lost between)."""
+  save_json = ocp.JsonCheckpointHandler._save_fn  # pylint: disable=protected-access
+  steps_seen = []
+
+  async def disk_full_at_step_2(self, record, directory):
+    steps_seen.append(record['step'])
+    if record['step'] == 2:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    await save_json(self, record, directory)
+
+  monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', disk_full_at_step_2)
+  workdir = tmp_path / 'run'
+  config = tiny_config(data_dir, 6, 0)
+  config.checkpoint_every_steps = 2
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r'No space left on device.*latest complete checkpoint is step None'
+                     ) as error:
+    train.train_and_evaluate(config, str(workdir))
+  assert 'reported at step' not in str(error.value)  # Not found by a later save.
+  assert steps_seen == [2]
+  assert steps_on_disk(workdir) == ['2.orbax-checkpoint-tmp']
