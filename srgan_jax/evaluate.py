@@ -230,7 +230,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
   flags.DEFINE_bool('ema', True, 'Use the EMA generator weights when the run kept them.')
   flags.DEFINE_integer('scale', 4, 'bicubic: upscaling factor (also the shaved border).')
-  flags.DEFINE_multi_string('data', None, 'Folder of HR images; repeat for several sets.')
+  flags.DEFINE_multi_string('data', None, 'Folder of HR images, or the name of a set in '
+                            '$SRGAN_DATASETS (e.g. Set5); repeat for several sets.')
   flags.DEFINE_string('output', None, 'Write the results here as JSON.')
   flags.DEFINE_string('save_dir', None, 'Write the SR images here, one folder per set.')
   flags.DEFINE_bool('compare', False, 'Also write LR | bicubic | SR | HR images (needs --save_dir).')
@@ -243,7 +244,7 @@ def main(argv: Sequence[str]) -> None:
   options = flags.FLAGS
   model = options.model or ('srgan' if options.workdir else 'bicubic')
   # Relative paths are relative to where the command was started.
-  folders = [paths.absolute(folder) for folder in options.data]
+  folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
   if model == 'srgan':
     if not options.workdir:

@@ -39,6 +39,17 @@ def dataset(name: str) -> str:
   return os.path.join(datasets_dir(), name)
 
 
+def image_folder(name_or_path: str) -> str:
+  """A folder given by path, or by the name of a set in the datasets folder.
+
+  ``Set5`` means ``$SRGAN_DATASETS/Set5`` unless ``./Set5`` exists; anything with a
+  path separator is a path.
+  """
+  if is_remote(name_or_path) or os.sep in name_or_path or os.path.exists(name_or_path):
+    return absolute(name_or_path)
+  return dataset(name_or_path)
+
+
 # The config fields that hold user paths, as (section, field); tuples of paths too.
 CONFIG_PATH_FIELDS = (('data', 'folders'), ('data', 'tfds_data_dir'), (None, 'eval_folders'),
                       ('srgan', 'init_from'), ('srgan', 'vgg_weights'))
