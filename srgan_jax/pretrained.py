@@ -67,13 +67,13 @@ def load(name: str) -> tuple[Any, dict[str, Any], Any]:
     UnknownModelError: no such model; the message lists the shipped ones.
     ValueError: the weights file is not the one its record describes.
   """
+  record = describe(name)  # First: an unknown name fails fast, before JAX starts.
   # Imported here: --help and the bicubic method need neither JAX nor Flax.
   import flax.serialization  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from srgan_jax import models  # pylint: disable=g-import-not-at-top
 
-  record = describe(name)
   path = directory() / f'{name}.msgpack'
   data = path.read_bytes()
   if hashlib.sha256(data).hexdigest() != record['msgpack_sha256']:
