@@ -12,6 +12,12 @@ BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
   python -m srgan_jax.evaluate --model=bicubic --scale=4 \\
       --data=../shared/datasets/Set5 --data=../shared/datasets/Set14 \\
       --output=results.json
+
+A shipped model by name (``pretrained``), with comparison images (LR | bicubic |
+SR | HR) of every image and a 3x enlarged region of interest of one (HR pixels):
+
+  python -m srgan_jax.evaluate --model=cpu_small --data=../shared/datasets/Set5 \
+      --save_dir=sr --compare --crop=butterfly:96,64,64,64 --zoom=3
 """
 
 import functools

@@ -146,6 +146,7 @@ def plot_learning_curves(curves: dict[str, dict[str, Curve]],
   for ax, metric in zip(axes, METRICS):
     if srgan_from is not None:
       ax.axvline(srgan_from, color='grey', linestyle=':', linewidth=1, label='SRGAN from here')
+    ax.set_xlim(left=0)  # Where training started, for scale.
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel('training step')
     ax.set_ylabel(_LABELS[metric])

@@ -102,7 +102,7 @@ def model_flag_help() -> str:
   """The --model help text of the commands, with the shipped names of this install."""
   return ('bicubic: MATLAB imresize; srgan: the generator of --workdir; or a shipped '
           f'model by name: {", ".join(names()) or "none in this install"} '
-          '(see python -m srgan_jax.pretrained list).')
+          '(python -m srgan_jax.pretrained lists them).')
 
 
 def main(argv: Sequence[str]) -> None:
