@@ -93,7 +93,7 @@ def load_generator(model: str, workdir: str | None = None, step: int | None = No
     return load(model)
   if not workdir:
     raise UnknownModelError('--model=srgan needs --workdir (or name a shipped model: '
-                     f'{", ".join(names()) or "none shipped"})')
+                            f'{", ".join(names()) or "none shipped"})')
   from srgan_jax import checkpointing  # pylint: disable=g-import-not-at-top  # Orbax.
   return checkpointing.load_generator(workdir, step, ema)
 
@@ -111,7 +111,8 @@ def main(argv: Sequence[str]) -> None:
     raise ValueError(f'unexpected arguments: {argv[1:]}')
   for name in names():
     scores = describe(name)['scores']
-    print(name, '  '.join(f'{s}: {r["psnr"]:.2f} dB / {r["ssim"]:.4f}'
+    print(name, '  '.join(f'{s}: {r["psnr"]:.2f} dB / {r["ssim"]:.4f} (bicubic '
+                          f'{r["bicubic"]["psnr"]:.2f} / {r["bicubic"]["ssim"]:.4f})'
                           for s, r in scores.items()))
   print(f'({len(names())} in {directory()})')
 

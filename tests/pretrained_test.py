@@ -82,6 +82,7 @@ def test_unknown_name_lists_the_shipped_ones(tiny_run, models_dir):
     pretrained.load('nope')
   with pytest.raises(pretrained.UnknownModelError, match='needs --workdir'):
     pretrained.load_generator('srgan')
+  assert 'shipped model by name: tiny ' in pretrained.model_flag_help()  # --help.
 
 
 def test_changed_weights_file_is_refused(tiny_run, models_dir):
