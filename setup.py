@@ -7,6 +7,8 @@ setuptools.setup(
     version='0.1.0',
     description='Photo-realistic 4x super-resolution (SRResNet / SRGAN) in JAX/Flax',
     packages=setuptools.find_packages(include=['srgan_jax', 'srgan_jax.*']),
+    # The shipped generators (srgan_jax.pretrained), loadable by name after install.
+    package_data={'srgan_jax': ['pretrained_models/*.msgpack', 'pretrained_models/*.json']},
     python_requires='>=3.11',
     install_requires=[
         'jax>=0.7,<0.11',
@@ -23,6 +25,7 @@ setuptools.setup(
         'absl-py>=2.1',
         'pillow>=10',
         'tqdm>=4.60',  # Progress bars of super_resolve.
+        'matplotlib>=3.8',  # Learning-curve plots (srgan_jax.plot).
         # Sample photographs for the offline quickstart ship inside its wheel.
         'scikit-image>=0.24,<0.27',
     ],

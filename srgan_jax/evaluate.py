@@ -12,12 +12,19 @@ BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
   python -m srgan_jax.evaluate --model=bicubic --scale=4 \\
       --data=../shared/datasets/Set5 --data=../shared/datasets/Set14 \\
       --output=results.json
+
+A shipped model by name (``pretrained``), with comparison images (LR | bicubic |
+SR | HR) of every image and a 3x enlarged region of interest of one (HR pixels):
+
+  python -m srgan_jax.evaluate --model=cpu_small --data=../shared/datasets/Set5 \
+      --save_dir=sr --compare --crop=butterfly:96,64,64,64 --zoom=3
 """
 
 import functools
 import json
 import pathlib
-from typing import Any, Callable, Sequence
+import re
+from typing import Any, Callable, NamedTuple, Sequence
 
 from absl import app
 from absl import flags
@@ -28,6 +35,7 @@ from PIL import Image
 from srgan_jax import bicubic
 from srgan_jax import metrics
 from srgan_jax import paths
+from srgan_jax import pretrained
 
 # A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
 # c = 1 or 3.
@@ -71,6 +79,12 @@ def make_upscale_fn(model: str, scale: int) -> UpscaleFn:
   raise ValueError(f'unknown model {model!r}')
 
 
+@functools.cache
+def bicubic_scores(folder: str, scale: int) -> dict[str, float | int]:
+  """The bicubic baseline's ``evaluate_folder`` result, computed once per process."""
+  return evaluate_folder(make_upscale_fn('bicubic', scale), folder, scale)
+
+
 def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
   """A trained generator as an UpscaleFn, data-parallel over every device.
 
@@ -109,12 +123,42 @@ def _same_size_batches(images: Sequence[np.ndarray], batch_size: int) -> list[li
           for i in range(0, len(group), batch_size)]
 
 
+class Crop(NamedTuple):
+  """A region of interest of one image, in HR pixels, shown ``zoom`` times enlarged."""
+  image: str  # The file name without suffix, e.g. 'butterfly'.
+  x: int
+  y: int
+  width: int
+  height: int
+  zoom: int = 1
+
+  @property
+  def file_name(self) -> str:
+    return f'{self.image}_x{self.x}_y{self.y}_{self.width}x{self.height}.png'
+
+
+def parse_crop(spec: str, zoom: int = 1) -> Crop:
+  """``'NAME:x,y,w,h'`` (HR pixels) as a Crop."""
+  match = re.fullmatch(r'([^:]+):(\d+),(\d+),(\d+),(\d+)', spec.strip())
+  if not match or min(int(match[4]), int(match[5]), zoom) < 1:
+    raise ValueError(f'crop {spec!r} is not NAME:x,y,width,height (HR pixels, positive '
+                     'size), e.g. butterfly:96,64,64,48')
+  return Crop(match[1], *map(int, match.groups()[1:]), zoom=zoom)
+
+
 def comparison_image(lr: np.ndarray, bicubic_sr: np.ndarray, sr: np.ndarray,
-                     hr: np.ndarray) -> np.ndarray:
-  """LR (nearest-upsampled) | bicubic | SR | HR, side by side, uint8."""
+                     hr: np.ndarray, crop: Crop | None = None) -> np.ndarray:
+  """LR (nearest-upsampled) | bicubic | SR | HR, side by side, uint8; with ``crop``,
+  each panel cut to the same HR region (so they stay in register) and enlarged."""
   scale = hr.shape[0] // lr.shape[0]
-  nearest = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
-  return np.concatenate([nearest, bicubic_sr, sr, hr], axis=1)
+  panels = [np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1), bicubic_sr, sr, hr]
+  if crop is not None:
+    if crop.x + crop.width > hr.shape[1] or crop.y + crop.height > hr.shape[0]:
+      raise ValueError(f'crop {crop} lies outside {crop.image} (HR {hr.shape[1]}x'
+                       f'{hr.shape[0]} after cropping to a multiple of the scale)')
+    panels = [np.repeat(np.repeat(panel[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width],
+                                  crop.zoom, axis=0), crop.zoom, axis=1) for panel in panels]
+  return np.concatenate(panels, axis=1)
 
 
 def _save_png(path: pathlib.Path, image: np.ndarray) -> None:
@@ -124,7 +168,8 @@ def _save_png(path: pathlib.Path, image: np.ndarray) -> None:
 def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: int,
                     save_dir: str | pathlib.Path | None = None,
                     compare_dir: str | pathlib.Path | None = None,
-                    batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float | int]:
+                    batch_size: int = EVAL_BATCH_SIZE,
+                    crops: Sequence[Crop] = ()) -> dict[str, float | int]:
   """Mean PSNR/SSIM of ``upscale_fn`` over the images of ``folder``.
 
   Args:
@@ -134,6 +179,8 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     save_dir: if set, the SR images are written there as PNG, named after the HR files.
     compare_dir: if set, LR | bicubic | SR | HR comparison images are written there.
     batch_size: most images of one size per ``upscale_fn`` call.
+    crops: regions of interest; those of this folder's images are written to
+      ``compare_dir`` as ``Crop.file_name``, beside the whole comparison images.
 
   Returns:
     ``{'psnr': dB, 'ssim': ..., 'images': count}``.
@@ -161,27 +208,34 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     if save_dir is not None:
       _save_png(pathlib.Path(save_dir) / f'{path.stem}.png', sr)
     if compare_dir is not None:
-      _save_png(pathlib.Path(compare_dir) / f'{path.stem}.png',
-                comparison_image(lr, bicubic.imresize(lr, scale), sr, hr))
+      bicubic_sr = bicubic.imresize(lr, scale)
+      for crop in [None] + [crop for crop in crops if crop.image == path.stem]:
+        _save_png(pathlib.Path(compare_dir) / (crop.file_name if crop else f'{path.stem}.png'),
+                  comparison_image(lr, bicubic_sr, sr, hr, crop))
   return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'images': len(paths)}
 
 
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,
-                  save_dir: str | pathlib.Path | None = None, compare: bool = False
-                  ) -> dict[str, dict[str, Any]]:
+                  save_dir: str | pathlib.Path | None = None, compare: bool = False,
+                  crops: Sequence[Crop] = ()) -> dict[str, dict[str, Any]]:
   """``evaluate_folder`` on each folder, keyed by folder name.
 
-  With ``save_dir``, SR images go to ``save_dir/<set>/`` and, with ``compare``,
-  comparison images to ``save_dir/<set>/compare/``.
+  With ``save_dir``, SR images go to ``save_dir/<set>/`` and, with ``compare`` (or
+  ``crops``), comparison images to ``save_dir/<set>/compare/``.
   """
+  compare = compare or bool(crops)
   if compare and save_dir is None:
     raise ValueError('comparison images need a save_dir')
+  stems = {path.stem for folder in folders for path in list_images(folder)}
+  unknown = sorted({crop.image for crop in crops} - stems)
+  if unknown:  # Before the evaluation, not after it.
+    raise ValueError(f'crops name images that are in none of the sets: {unknown}')
   results = {}
   for folder in folders:
     name = pathlib.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
     results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,
-                                    set_dir / 'compare' if compare else None)
+                                    set_dir / 'compare' if compare else None, crops=crops)
   return results
 
 
@@ -192,17 +246,26 @@ def evaluate_workdir(workdir: str, folders: Sequence[str | pathlib.Path],
   """Scores a run's checkpoint (latest unless ``step``) with the bicubic baseline beside it.
 
   The architecture and scale come from the checkpoint, so only the workdir is needed.
+  See ``evaluate_model``.
+  """
+  return evaluate_model(*pretrained.load_generator('srgan', workdir, step, ema), folders,
+                        save_dir, compare)
+
+
+def evaluate_model(model: Any, variables: Any, config: Any,
+                   folders: Sequence[str | pathlib.Path],
+                   save_dir: str | pathlib.Path | None = None, compare: bool = False,
+                   crops: Sequence[Crop] = ()) -> dict[str, dict[str, Any]]:
+  """Scores a generator (``pretrained.load_generator``'s triple) beside bicubic.
+
   Each set's entry is the model's ``{'psnr', 'ssim', 'images'}`` plus
   ``'bicubic': {'psnr', 'ssim'}``; the table is printed.
   """
-  from srgan_jax import checkpointing  # pylint: disable=g-import-not-at-top
-
-  model, variables, config = checkpointing.load_generator(workdir, step, ema)
   results = evaluate_sets(generator_upscale_fn(model, variables), folders, config.scale,
-                          save_dir, compare)
-  baseline = evaluate_sets(make_upscale_fn('bicubic', config.scale), folders, config.scale)
-  for name, result in results.items():
-    result['bicubic'] = {key: baseline[name][key] for key in ('psnr', 'ssim')}
+                          save_dir, compare, crops)
+  for folder, result in zip(folders, results.values()):
+    baseline = bicubic_scores(str(folder), config.scale)
+    result['bicubic'] = {key: baseline[key] for key in ('psnr', 'ssim')}
   print(format_table(results))
   return results
 
@@ -223,9 +286,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def _define_flags() -> None:
-  flags.DEFINE_enum('model', None, ['bicubic', 'srgan'],
-                    'bicubic: the baseline; srgan: the generator of --workdir '
-                    '(the default when --workdir is given).')
+  flags.DEFINE_string('model', None, pretrained.model_flag_help() +
+                      ' Default: srgan with --workdir, else bicubic.')
   flags.DEFINE_string('workdir', None, 'Training workdir whose checkpoint to evaluate.')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
   flags.DEFINE_bool('ema', True, 'Use the EMA generator weights when the run kept them.')
@@ -235,6 +297,10 @@ def _define_flags() -> None:
   flags.DEFINE_string('output', None, 'Write the results here as JSON.')
   flags.DEFINE_string('save_dir', None, 'Write the SR images here, one folder per set.')
   flags.DEFINE_bool('compare', False, 'Also write LR | bicubic | SR | HR images (needs --save_dir).')
+  flags.DEFINE_multi_string('crop', [], 'NAME:x,y,w,h: also a comparison image of that '
+                            'region (HR pixels) of image NAME (file name without suffix); '
+                            'repeatable; implies --compare.')
+  flags.DEFINE_integer('zoom', 1, 'Enlarge the --crop images this many times (nearest).')
   flags.mark_flag_as_required('data')
 
 
@@ -246,15 +312,18 @@ def main(argv: Sequence[str]) -> None:
   # Relative paths are relative to where the command was started.
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
-  if model == 'srgan':
-    if not options.workdir:
-      raise app.UsageError('--model=srgan needs --workdir')
-    results = evaluate_workdir(paths.absolute(options.workdir), folders, options.step,
-                               options.ema, save_dir, options.compare)
-  else:
+  crops = [parse_crop(spec, options.zoom) for spec in options.crop]
+  if model == 'bicubic':
     results = evaluate_sets(make_upscale_fn(model, options.scale), folders,
-                            options.scale, save_dir, options.compare)
+                            options.scale, save_dir, options.compare, crops)
     print(format_table(results))
+  else:
+    try:  # A workdir's generator (srgan) or a shipped model's, by name.
+      generator = pretrained.load_generator(model, options.workdir and paths.absolute(
+          options.workdir), options.step, options.ema)
+    except pretrained.UnknownModelError as error:  # Lists the shipped names.
+      raise app.UsageError(str(error)) from error
+    results = evaluate_model(*generator, folders, save_dir, options.compare, crops)
   if options.output:
     output = pathlib.Path(paths.absolute(options.output))
     output.parent.mkdir(parents=True, exist_ok=True)

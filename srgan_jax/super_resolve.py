@@ -1,7 +1,10 @@
 r"""Super-resolve any image, of any size, with seamless tiles.
 
   python -m srgan_jax.super_resolve --workdir=runs/srgan --input=photos/ --output=sr/
+  python -m srgan_jax.super_resolve --model=cpu_small --input=photos/ --output=sr/
   python -m srgan_jax.super_resolve --model=bicubic --input=cat.jpg --output=cat_x4.png
+
+--model=NAME runs a generator shipped inside the package (see ``pretrained``).
 
 The input is a file or a folder (searched recursively for png, jpg/jpeg, bmp, webp,
 tif/tiff); outputs are PNGs, mirroring the folder structure. How grayscale, alpha,
@@ -21,13 +24,14 @@ import os
 import pathlib
 import resource
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from srgan_jax import bicubic
 from srgan_jax import image_io
 from srgan_jax import paths
+from srgan_jax import pretrained
 
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff'})
 
@@ -232,16 +236,14 @@ def super_resolve_paths(upscale_image_fn: UpscaleImageFn, inputs: str | os.PathL
   return summary
 
 
-def _srgan_upscaler(workdir: str, step: int | None, scale: int | None, tile: int,
+def _srgan_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
                     overlap: int | None, batch_size: int,
                     progress: Callable[[int, int], None]) -> tuple[UpscaleImageFn, int]:
-  """The trained generator of a workdir as an UpscaleImageFn, and its scale."""
-  # Imported here: the bicubic model needs neither JAX compilation nor Orbax.
+  """A trained generator (``pretrained.load_generator``) as an UpscaleImageFn, and its scale."""
+  # Imported here: the bicubic model needs no JAX compilation.
   import jax  # pylint: disable=g-import-not-at-top
-  from srgan_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from srgan_jax import models  # pylint: disable=g-import-not-at-top
 
-  model, variables, _ = checkpointing.load_generator(workdir, step)
   if scale is not None and scale != model.scale:
     raise ValueError(f'--scale={scale} but the checkpoint is a x{model.scale} generator')
   if overlap is None:
@@ -278,10 +280,13 @@ def main(argv: list[str]) -> int:
       scale = options.scale or 4
       upscale = lambda rgb: bicubic.imresize(rgb.astype(np.float64), scale)
     else:
-      if not options.workdir:
-        raise app.UsageError('--workdir is required for --model=srgan')
-      upscale, scale = _srgan_upscaler(paths.absolute(options.workdir), options.step, options.scale,
-                                       options.tile, options.overlap, options.batch, on_tiles)
+      try:  # A workdir's generator (srgan) or a shipped model's, by name.
+        model, variables, _ = pretrained.load_generator(
+            options.model, options.workdir and paths.absolute(options.workdir), options.step)
+      except pretrained.UnknownModelError as error:  # Lists the shipped names.
+        raise app.UsageError(str(error)) from error
+      upscale, scale = _srgan_upscaler(model, variables, options.scale, options.tile,
+                                       options.overlap, options.batch, on_tiles)
     summary = super_resolve_paths(upscale, paths.absolute(options.input),
                                   paths.absolute(options.output), scale=scale,
                                   overwrite=options.overwrite, progress=True)
@@ -301,8 +306,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoints (srgan).')
   flags.DEFINE_string('input', None, 'Image file, or folder searched recursively.')
   flags.DEFINE_string('output', None, 'Output .png path or folder.')
-  flags.DEFINE_enum('model', 'srgan', ['srgan', 'bicubic'],
-                    'srgan: the workdir generator; bicubic: MATLAB imresize (no checkpoint).')
+  flags.DEFINE_string('model', 'srgan', pretrained.model_flag_help())
   flags.DEFINE_integer('scale', None,
                        'Upscaling factor: bicubic only (default 4); srgan takes it from '
                        'the checkpoint.')

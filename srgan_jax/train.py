@@ -412,8 +412,13 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
     return sr
 
   results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale)
-  writer.write_scalars(step, {f'eval/{name}/{metric}': value[metric]
-                              for name, value in results.items() for metric in ('psnr', 'ssim')})
+  # The bicubic baseline (computed once per process) too, as a flat line beside each
+  # curve in TensorBoard and in srgan_jax.plot.
+  baselines = {name: evaluate.bicubic_scores(folder, config.scale)
+               for name, folder in zip(results, folders)}
+  writer.write_scalars(step, {f'eval/{name}/{prefix}{metric}': value[metric]
+                              for source, prefix in ((results, ''), (baselines, 'bicubic_'))
+                              for name, value in source.items() for metric in ('psnr', 'ssim')})
   if samples:
     writer.write_images(step, {f'eval/sample{i}': sample[None] for i, sample in enumerate(samples)})
   return results

@@ -52,3 +52,38 @@ def tiny_quickstart_config():
   config.data.crop_size = 32
   config.batch_size = 8
   return config
+
+
+def write_blocky_images(folder: pathlib.Path, count: int, size: tuple[int, int],
+                        seed: int) -> None:
+  """``count`` random RGB PNGs of ``size`` (height, width), made of 8x8 flat blocks."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(seed)
+  for i in range(count):
+    coarse = rng.uniform(0, 255, (size[0] // 8, size[1] // 8, 3))
+    Image.fromarray(np.kron(coarse, np.ones((8, 8, 1))).astype(np.uint8)).save(
+        folder / f'img{i:02d}.png')
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
+  """A tiny trained run, shared by the tests of what reads runs (export, plots):
+  (workdir, its evaluation folder). 4 SRResNet steps with EMA weights, evaluated at
+  steps 2 and 4 on two 32x40 images."""
+  from srgan_jax import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('tiny_run')
+  write_blocky_images(root / 'train', 10, (48, 56), seed=0)
+  write_blocky_images(root / 'eval', 2, (32, 40), seed=1)
+  config = tiny_quickstart_config()
+  config.data.folders = (str(root / 'train'),)
+  config.srresnet.num_steps = 4
+  config.srgan.num_steps = 0
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 2
+  config.eval_folders = (str(root / 'eval'),)
+  config.ema_decay = 0.9
+  train.train_and_evaluate(config, str(root / 'workdir'))
+  return root / 'workdir', root / 'eval'
