@@ -71,28 +71,23 @@ def make_upscale_fn(model: str, scale: int) -> UpscaleFn:
 
 
 def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
-  """A trained generator as an UpscaleFn, data-parallel over every device.
+  """A trained generator as an UpscaleFn, data-parallel over every device of every process.
 
-  Grayscale LR is replicated to RGB and the SR turned back into one channel with
-  the BT.601 luma weights (those of the Y channel), so a gray image is scored on
-  its own intensity, as the bicubic baseline is.
+  On several processes, every process calls it with the same images and gets all the
+  SR images back (see ``distributed.data_parallel``). Grayscale LR is replicated to
+  RGB and the SR turned back into one channel with the BT.601 luma weights (those of
+  the Y channel), so a gray image is scored on its own intensity, as the bicubic
+  baseline is.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from srgan_jax import train  # pylint: disable=g-import-not-at-top
+  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top
 
-  mesh = train.create_mesh()
-  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-  variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.P()))
-  apply = jax.jit(lambda v, lr: metrics.to_pixels(model.apply(v, lr, train=False)))
+  apply = distributed.data_parallel(
+      lambda v, lr: metrics.to_pixels(model.apply(v, lr, train=False)), variables)
 
   def upscale(lr: np.ndarray) -> np.ndarray:
-    count, channels = lr.shape[0], lr.shape[-1]
     rgb = np.broadcast_to(lr, (*lr.shape[:3], 3)).astype(np.float32) / 255
-    padded = -(-count // jax.device_count()) * jax.device_count()  # Fill every device.
-    rgb = np.concatenate([rgb, np.zeros((padded - count, *rgb.shape[1:]), np.float32)])
-    sr = np.asarray(jax.device_get(apply(variables, jax.device_put(rgb, data_sharding))))
-    sr = sr[:count]
-    if channels == 1:
+    sr = np.asarray(apply(rgb))
+    if lr.shape[-1] == 1:
       sr = np.round(sr @ np.array([0.299, 0.587, 0.114]))[..., None]
     return sr.astype(np.uint8)
 
@@ -192,17 +187,23 @@ def evaluate_workdir(workdir: str, folders: Sequence[str | pathlib.Path],
 
   The architecture and scale come from the checkpoint, so only the workdir is needed.
   Each set's entry is the model's ``{'psnr', 'ssim', 'images'}`` plus
-  ``'bicubic': {'psnr', 'ssim'}``; the table is printed.
+  ``'bicubic': {'psnr', 'ssim'}``; the table is printed. On several processes, all of
+  them compute (and return) the results; process 0 alone writes images and prints.
   """
   from srgan_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top
 
   model, variables, config = checkpointing.load_generator(workdir, step, ema)
+  writes = distributed.is_main_process()
+  if not writes:
+    save_dir, compare = None, False
   results = evaluate_sets(generator_upscale_fn(model, variables), folders, config.scale,
                           save_dir, compare)
   baseline = evaluate_sets(make_upscale_fn('bicubic', config.scale), folders, config.scale)
   for name, result in results.items():
     result['bicubic'] = {key: baseline[name][key] for key in ('psnr', 'ssim')}
-  print(format_table(results))
+  if writes:
+    print(format_table(results))
   return results
 
 
@@ -241,16 +242,20 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
   model = options.model or ('srgan' if options.workdir else 'bicubic')
+  writes = True
   if model == 'srgan':
     if not options.workdir:
       raise app.UsageError('--model=srgan needs --workdir')
+    from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
+    distributed.initialise()
     results = evaluate_workdir(options.workdir, options.data, options.step, options.ema,
                                options.save_dir, options.compare)
+    writes = distributed.is_main_process()
   else:
     results = evaluate_sets(make_upscale_fn(model, options.scale), options.data,
                             options.scale, options.save_dir, options.compare)
     print(format_table(results))
-  if options.output:
+  if options.output and writes:
     pathlib.Path(options.output).write_text(json.dumps(results, indent=2) + '\n')
 
 
