@@ -18,9 +18,10 @@ other JAX call), as every entry point does first:
 """
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 COORDINATOR_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
@@ -79,6 +80,18 @@ def initialise(environ: Mapping[str, str] | None = None) -> None:
   if arguments is None or jax.distributed.is_initialized():
     return
   jax.distributed.initialize(**arguments)
+
+
+def on_every_process(values: Sequence[bool]) -> list[bool]:
+  """Each value and-ed over all processes (the same list on every process).
+
+  For decisions every process must take alike, such as which folders to evaluate:
+  computations over all devices hang or fail unless all processes run them.
+  """
+  values = np.asarray(values, bool)
+  if jax.process_count() == 1 or not values.size:
+    return values.tolist()
+  return multihost_utils.process_allgather(values).all(axis=0).tolist()
 
 
 def is_main_process() -> bool:

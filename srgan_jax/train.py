@@ -384,15 +384,20 @@ def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
 def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
                        writer: 'metric_writers.MetricWriter', step: int) -> dict[str, Any]:
   """PSNR/SSIM (Y channel, MATLAB conventions) on the config's benchmark folders."""
+  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top
   from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
   variables = {'params': generator.ema_params if generator.ema_params is not None
                else generator.params, 'batch_stats': generator.batch_stats}
   model = models.SRResNet(scale=config.scale, **config.generator)
   samples = []
   upscale = evaluate.generator_upscale_fn(model, variables)
-  folders = [folder for folder in config.eval_folders if epath.Path(folder).is_dir()]
+  # All hosts evaluate the same folders: those that every host has.
+  present = distributed.on_every_process(
+      [epath.Path(folder).is_dir() for folder in config.eval_folders])
+  folders = [folder for folder, ok in zip(config.eval_folders, present) if ok]
   for missing in sorted(set(config.eval_folders) - set(folders)):
-    logging.warning('Evaluation folder %s not found; skipped.', missing)
+    logging.warning('Evaluation folder %s not found (on this host or another); skipped.',
+                    missing)
 
   def upscale_and_keep(lr):
     sr = upscale(lr)

@@ -94,6 +94,11 @@ def test_detection_reads_what_jax_found_at_import():
   assert distributed._jax_found_cloud_tpu() is False  # pylint: disable=protected-access
 
 
+def test_on_every_process_is_the_values_on_one():
+  assert distributed.on_every_process([True, False]) == [True, False]
+  assert distributed.on_every_process([]) == []
+
+
 def test_data_parallel_pads_splits_and_returns_every_row():
   """8 devices here; 3 and 11 rows are padded to 8 and 16, and cut back."""
   calls = []
@@ -131,6 +136,7 @@ os.environ.pop('TPU_SKIP_MDS_QUERY', None)  # Set at import: no TPU chips here.
 from srgan_jax import distributed
 distributed.initialise()
 print('process', jax.process_index(), 'of', jax.process_count(), jax.device_count(), 'devices')
+print('on every process:', distributed.on_every_process([True, jax.process_index() == 0]))
 '''
 
 
@@ -196,3 +202,4 @@ def test_cloud_tpu_vm_pod_starts_from_the_metadata(tmp_path):
   for worker, (process, output) in enumerate(zip(processes, outputs)):
     assert process.returncode == 0, output[-3000:]
     assert f'process {worker} of 2 4 devices' in output, output[-3000:]
+    assert 'on every process: [True, False]' in output  # Process 1 says no to the second.
