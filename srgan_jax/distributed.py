@@ -15,6 +15,11 @@ other JAX call), as every entry point does first:
   ``SRGAN_CLOUD_TPU=0`` turns the detection off. A one-host TPU VM is initialised
   the same way (one process; harmless).
 - Otherwise, one process on one machine: nothing to start.
+
+Evaluation and super-resolution then run every computation on all processes alike:
+`data_parallel` splits a batch that every process holds over all devices and gives
+every process the outputs; `on_every_process` makes decisions (which folders exist)
+the same everywhere; `is_main_process` says who writes.
 """
 
 import os
