@@ -11,7 +11,7 @@ setuptools.setup(
     package_data={'srgan_jax': ['pretrained_models/*.msgpack', 'pretrained_models/*.json']},
     python_requires='>=3.11',
     install_requires=[
-        'jax>=0.7,<0.11',
+        'jax>=0.7.1,<0.11',  # jax.set_mesh is new in 0.7.1.
         'flax>=0.11,<0.13',
         'optax>=0.2.5,<0.3',
         'orbax-checkpoint>=0.11.20,<0.13',
@@ -30,8 +30,11 @@ setuptools.setup(
         'scikit-image>=0.24,<0.27',
     ],
     extras_require={
-        'gpu': ['jax[cuda12]>=0.7,<0.11'],
-        'tpu': ['jax[tpu]>=0.7,<0.11'],
+        # JAX's CUDA 13 wheels, as JAX recommends: NVIDIA driver >= 580 on Linux.
+        'gpu': ['jax[cuda13]>=0.7.1,<0.11'],
+        # For drivers from 525 to 579 (CUDA 12).
+        'gpu-cuda12': ['jax[cuda12]>=0.7.1,<0.11'],
+        'tpu': ['jax[tpu]>=0.7.1,<0.11'],
         'torch': ['torch>=2.4'],
         # 2.13.0 is pinned so that test machines take the local CPU wheel rather than
         # the newest CUDA build with several GB of dependencies.

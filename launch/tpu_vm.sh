@@ -7,7 +7,9 @@
 #   create   create the TPU VM
 #   install  copy this checkout to every worker (or git clone REPO_URL there),
 #            pip install it with jax[tpu] into ~/srgan_venv, import the VGG19 weights
-#   train    start training in the background on every worker (log: ~/srgan_train.log)
+#   train    start training in the background on every worker (log: ~/srgan_train.log),
+#            with SRGAN_CLOUD_TPU=1: srgan_jax starts JAX's distributed runtime, which
+#            reads the pod's workers from the VM metadata
 #   logs     follow worker 0's log
 #   delete   delete the TPU VM
 #   all      create, install, train
@@ -27,7 +29,9 @@
 #   WORKDIR           required by train and all. gs:// directory for checkpoints and
 #                     summaries: shared by all workers, outlives the VM, so a new VM
 #                     with the same WORKDIR resumes from its latest checkpoint.
-#   TFDS_DATA_DIR     TFDS data directory (gs://...); default: the config's.
+#   TFDS_DATA_DIR     required by train and all. gs:// TFDS data directory, which every
+#                     worker reads (--config.data.tfds_data_dir); or the word config to
+#                     keep the config's data settings (a config that reads no TFDS).
 #   EXTRA_ARGS        more flags for srgan_jax.main, e.g. '--config.batch_size=32';
 #                     split into words like a shell does (quotes respected, nothing
 #                     expanded).
@@ -109,10 +113,13 @@ check_variables() {
     [[ -n $RUNTIME_VERSION ]] || RUNTIME_VERSION=$(default_runtime_version)
   fi
   if [[ $command == train || $command == all ]]; then
-    require WORKDIR CONFIG
+    require WORKDIR CONFIG TFDS_DATA_DIR
     # Local disks are per worker and vanish with a preempted VM; checkpoints must not.
     [[ $WORKDIR == gs://* ]] ||
       die "WORKDIR must be a gs:// path (shared by all workers, outlives the VM), got '$WORKDIR'"
+    # Every worker of a pod reads its share of the data: from a bucket, not a local disk.
+    [[ $TFDS_DATA_DIR == gs://* || $TFDS_DATA_DIR == config ]] ||
+      die "TFDS_DATA_DIR must be a gs:// path (read by every worker) or 'config', got '$TFDS_DATA_DIR'"
   fi
 }
 
@@ -145,7 +152,9 @@ cmd_create() {
 cmd_install() {
   local remote='set -euo pipefail'
   if [[ -n $REPO_URL ]]; then
-    remote+="; [ -d $REMOTE_REPO/.git ] || git clone --quiet $(printf %q "$REPO_URL") $REMOTE_REPO"
+    # An earlier install's copy (no .git) is replaced: git clone needs an empty folder.
+    remote+="; [ -d $REMOTE_REPO/.git ] || { rm -rf $REMOTE_REPO"
+    remote+=" && git clone --quiet $(printf %q "$REPO_URL") $REMOTE_REPO; }"
     remote+="; git -C $REMOTE_REPO fetch --quiet origin $(printf %q "$REPO_REF")"
     remote+="; git -C $REMOTE_REPO checkout --quiet --detach FETCH_HEAD"
   else
@@ -173,7 +182,7 @@ cmd_train() {
   local main
   main="$REMOTE_VENV/bin/python -m srgan_jax.main"
   main+=" --config=$(printf %q "$CONFIG") --workdir=$(printf %q "$WORKDIR")"
-  if [[ -n $TFDS_DATA_DIR ]]; then
+  if [[ $TFDS_DATA_DIR != config ]]; then
     main+=" --config.data.tfds_data_dir=$(printf %q "$TFDS_DATA_DIR")"
   fi
   main+=$(quoted_extra_args)
@@ -183,7 +192,9 @@ cmd_train() {
   remote+=" echo \"\$(hostname): already training, pid \$(cat $REMOTE_PID)\" >&2; exit 1; fi"
   # Unbuffered, so the log shows progress as it happens; all three streams
   # redirected, so the ssh session ends while the job runs on.
-  remote+="; PYTHONUNBUFFERED=1 nohup $main >>$REMOTE_LOG 2>&1 </dev/null &"
+  # SRGAN_CLOUD_TPU=1: a Cloud TPU VM, so srgan_jax.distributed starts JAX's runtime
+  # with no arguments (JAX reads the workers from the metadata), detection or not.
+  remote+="; PYTHONUNBUFFERED=1 SRGAN_CLOUD_TPU=1 nohup $main >>$REMOTE_LOG 2>&1 </dev/null &"
   remote+=" echo \$! >$REMOTE_PID; echo \"\$(hostname): started pid \$!, log $REMOTE_LOG\""
   tpu_vm ssh "$TPU_NAME" --worker=all --command="$remote"
 }

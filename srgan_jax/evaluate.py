@@ -86,28 +86,23 @@ def bicubic_scores(folder: str, scale: int) -> dict[str, float | int]:
 
 
 def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
-  """A trained generator as an UpscaleFn, data-parallel over every device.
+  """A trained generator as an UpscaleFn, data-parallel over every device of every process.
 
-  Grayscale LR is replicated to RGB and the SR turned back into one channel with
-  the BT.601 luma weights (those of the Y channel), so a gray image is scored on
-  its own intensity, as the bicubic baseline is.
+  On several processes, every process calls it with the same images and gets all the
+  SR images back (see ``distributed.data_parallel``). Grayscale LR is replicated to
+  RGB and the SR turned back into one channel with the BT.601 luma weights (those of
+  the Y channel), so a gray image is scored on its own intensity, as the bicubic
+  baseline is.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from srgan_jax import train  # pylint: disable=g-import-not-at-top
+  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top
 
-  mesh = train.create_mesh()
-  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-  variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.P()))
-  apply = jax.jit(lambda v, lr: metrics.to_pixels(model.apply(v, lr, train=False)))
+  apply = distributed.data_parallel(
+      lambda v, lr: metrics.to_pixels(model.apply(v, lr, train=False)), variables)
 
   def upscale(lr: np.ndarray) -> np.ndarray:
-    count, channels = lr.shape[0], lr.shape[-1]
     rgb = np.broadcast_to(lr, (*lr.shape[:3], 3)).astype(np.float32) / 255
-    padded = -(-count // jax.device_count()) * jax.device_count()  # Fill every device.
-    rgb = np.concatenate([rgb, np.zeros((padded - count, *rgb.shape[1:]), np.float32)])
-    sr = np.asarray(jax.device_get(apply(variables, jax.device_put(rgb, data_sharding))))
-    sr = sr[:count]
-    if channels == 1:
+    sr = np.asarray(apply(rgb))
+    if lr.shape[-1] == 1:
       sr = np.round(sr @ np.array([0.299, 0.587, 0.114]))[..., None]
     return sr.astype(np.uint8)
 
@@ -259,14 +254,21 @@ def evaluate_model(model: Any, variables: Any, config: Any,
   """Scores a generator (``pretrained.load_generator``'s triple) beside bicubic.
 
   Each set's entry is the model's ``{'psnr', 'ssim', 'images'}`` plus
-  ``'bicubic': {'psnr', 'ssim'}``; the table is printed.
+  ``'bicubic': {'psnr', 'ssim'}``; the table is printed. On several processes, all of
+  them compute (and return) the results; process 0 alone writes images and prints.
   """
+  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
+
+  writes = distributed.is_main_process()
+  if not writes:
+    save_dir, compare, crops = None, False, ()
   results = evaluate_sets(generator_upscale_fn(model, variables), folders, config.scale,
                           save_dir, compare, crops)
   for folder, result in zip(folders, results.values()):
     baseline = bicubic_scores(str(folder), config.scale)
     result['bicubic'] = {key: baseline[key] for key in ('psnr', 'ssim')}
-  print(format_table(results))
+  if writes:
+    print(format_table(results))
   return results
 
 
@@ -313,18 +315,22 @@ def main(argv: Sequence[str]) -> None:
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
   crops = [parse_crop(spec, options.zoom) for spec in options.crop]
+  writes = True
   if model == 'bicubic':
     results = evaluate_sets(make_upscale_fn(model, options.scale), folders,
                             options.scale, save_dir, options.compare, crops)
     print(format_table(results))
   else:
+    from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
+    distributed.initialise()
     try:  # A workdir's generator (srgan) or a shipped model's, by name.
       generator = pretrained.load_generator(model, options.workdir and paths.absolute(
           options.workdir), options.step, options.ema)
     except pretrained.UnknownModelError as error:  # Lists the shipped names.
       raise app.UsageError(str(error)) from error
     results = evaluate_model(*generator, folders, save_dir, options.compare, crops)
-  if options.output:
+    writes = distributed.is_main_process()
+  if options.output and writes:
     output = pathlib.Path(paths.absolute(options.output))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + '\n')

@@ -6,10 +6,9 @@
 
 Config fields can be overridden, e.g. --config.batch_size=32. Multi-host runs (a
 Cloud TPU VM pod slice, or processes started with JAX_COORDINATOR_ADDRESS,
-JAX_NUM_PROCESSES and JAX_PROCESS_ID set) call jax.distributed.initialize() first.
+JAX_NUM_PROCESSES and JAX_PROCESS_ID set) start JAX's distributed runtime first
+(see srgan_jax/distributed.py).
 """
-
-import os
 
 from absl import app
 from absl import flags
@@ -18,6 +17,7 @@ import jax
 from ml_collections import config_flags
 
 from srgan_jax import configs
+from srgan_jax import distributed
 from srgan_jax import evaluate
 from srgan_jax import paths
 from srgan_jax import train
@@ -32,21 +32,10 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _initialise_distributed() -> None:
-  """Starts JAX's multi-host runtime when this is one process of several."""
-  if os.environ.get('JAX_COORDINATOR_ADDRESS'):
-    jax.distributed.initialize(
-        coordinator_address=os.environ['JAX_COORDINATOR_ADDRESS'],
-        num_processes=int(os.environ['JAX_NUM_PROCESSES']),
-        process_id=int(os.environ['JAX_PROCESS_ID']))
-  elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):  # A Cloud TPU pod slice.
-    jax.distributed.initialize()
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  _initialise_distributed()
+  distributed.initialise()  # Before any other JAX call.
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
@@ -56,7 +45,8 @@ def main(argv):
   paths.absolute_config_paths(config)
   if _MODE.value == 'train':
     train.train_and_evaluate(config, workdir)
-    print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
+    if distributed.is_main_process():
+      print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
   else:
     evaluate.evaluate_workdir(workdir, config.eval_folders, step=_STEP.value)
 

@@ -190,12 +190,14 @@ def super_resolve_image(upscale_image_fn: UpscaleImageFn, image: image_io.Loaded
 
 def super_resolve_paths(upscale_image_fn: UpscaleImageFn, inputs: str | os.PathLike[str],
                         output: str | os.PathLike[str], *, scale: int,
-                        overwrite: bool = False, progress: bool = False) -> Summary:
+                        overwrite: bool = False, progress: bool = False,
+                        write: bool = True) -> Summary:
   """Super-resolves a file or a folder of images into PNGs.
 
   Unreadable images (and outputs that cannot be written) are reported in the summary
   and skipped; the others are processed. Existing outputs are kept unless
-  ``overwrite``.
+  ``overwrite``; which those are is decided before the first image, so that processes
+  that compute together (see ``write``) process the same images.
 
   Args:
     upscale_image_fn: LR float32 [H, W, 3] in [0, 1] -> SR [H*scale, W*scale, 3] in
@@ -205,25 +207,30 @@ def super_resolve_paths(upscale_image_fn: UpscaleImageFn, inputs: str | os.PathL
     scale: the upscaling factor of ``upscale_image_fn``.
     overwrite: replace existing outputs.
     progress: show a progress bar over images.
+    write: write the outputs; False on all processes of several but the first, which
+      compute every image with it and leave the writing to it.
   """
   inputs, output = pathlib.Path(inputs), pathlib.Path(output)
   if not inputs.exists():
     raise FileNotFoundError(f'no such input: {inputs}')
-  pairs = collect_inputs(inputs, output)
   summary = Summary()
+  pairs = []
+  for source, target in collect_inputs(inputs, output):
+    if target.exists() and not overwrite:
+      summary.skipped.append(target)
+    else:
+      pairs.append((source, target))
   start = time.perf_counter()
   if progress:
     import tqdm  # pylint: disable=g-import-not-at-top  # Command line only.
     pairs = tqdm.tqdm(pairs, unit='img', dynamic_ncols=True)
   for source, target in pairs:
-    if target.exists() and not overwrite:
-      summary.skipped.append(target)
-      continue
     try:
       image = image_io.load_image(source)
       sr, alpha = super_resolve_image(upscale_image_fn, image, scale)
-      target.parent.mkdir(parents=True, exist_ok=True)
-      image_io.save_image(target, sr, alpha, image.grayscale, image.bit_depth)
+      if write:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image_io.save_image(target, sr, alpha, image.grayscale, image.bit_depth)
     except image_io.UnreadableImageError as error:  # Its message names the file.
       summary.failed.append((source, str(error)))
       continue
@@ -239,21 +246,24 @@ def super_resolve_paths(upscale_image_fn: UpscaleImageFn, inputs: str | os.PathL
 def _srgan_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
                     overlap: int | None, batch_size: int,
                     progress: Callable[[int, int], None]) -> tuple[UpscaleImageFn, int]:
-  """A trained generator (``pretrained.load_generator``) as an UpscaleImageFn, and its scale."""
+  """A trained generator (``pretrained.load_generator``) as an UpscaleImageFn, and its scale.
+
+  Each batch of tiles is split over every device of every process
+  (``distributed.data_parallel``); on several processes, all of them call it with
+  the same image.
+  """
   # Imported here: the bicubic model needs no JAX compilation.
-  import jax  # pylint: disable=g-import-not-at-top
+  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top
   from srgan_jax import models  # pylint: disable=g-import-not-at-top
 
   if scale is not None and scale != model.scale:
     raise ValueError(f'--scale={scale} but the checkpoint is a x{model.scale} generator')
   if overlap is None:
     overlap = models.generator_receptive_radius(model.num_blocks, model.scale)
-  # Variables are an argument, not a closure constant, so they are not baked into
-  # the compiled program.
-  apply = jax.jit(lambda v, lr: model.apply(v, lr, train=False))
+  apply = distributed.data_parallel(lambda v, lr: model.apply(v, lr, train=False), variables)
 
   def upscale(rgb: np.ndarray) -> np.ndarray:
-    sr = upscale_tiled(lambda lr: apply(variables, lr), rgb, scale=model.scale, tile=tile,
+    sr = upscale_tiled(apply, rgb, scale=model.scale, tile=tile,
                        overlap=overlap, batch_size=batch_size, progress=progress)
     return (sr + 1.0) / 2.0
 
@@ -268,8 +278,15 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
+  writes = True  # On several processes, all compute and process 0 writes and reports.
+  if options.model != 'bicubic':  # A generator: JAX, maybe on several processes.
+    if options.model == 'srgan' and not options.workdir:
+      raise app.UsageError('--workdir is required for --model=srgan')
+    from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
+    distributed.initialise()
+    writes = distributed.is_main_process()
   with tqdm.tqdm(unit='tile', leave=False, dynamic_ncols=True, position=1,
-                 disable=options.model == 'bicubic') as tile_bar:
+                 disable=options.model == 'bicubic' or not writes) as tile_bar:
 
     def on_tiles(done: int, total: int) -> None:
       if tile_bar.total != total or done < tile_bar.n:  # A new image.
@@ -289,7 +306,9 @@ def main(argv: list[str]) -> int:
                                        options.overlap, options.batch, on_tiles)
     summary = super_resolve_paths(upscale, paths.absolute(options.input),
                                   paths.absolute(options.output), scale=scale,
-                                  overwrite=options.overwrite, progress=True)
+                                  overwrite=options.overwrite, progress=writes, write=writes)
+  if not writes:
+    return summary.exit_code
   megapixels = summary.output_pixels / 1e6
   # ru_maxrss is in KiB on Linux; host memory only (not accelerator memory).
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

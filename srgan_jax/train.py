@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from srgan_jax import checkpointing
+from srgan_jax import distributed
 from srgan_jax import losses
 from srgan_jax import models
 
@@ -382,15 +383,23 @@ def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
 
 
 def existing_eval_folders(config: ml_collections.ConfigDict) -> list[str]:
-  """The evaluation folders that exist (the benchmark sets are optional)."""
-  return [folder for folder in config.eval_folders if epath.Path(folder).is_dir()]
+  """The evaluation folders that exist (the benchmark sets are optional).
+
+  All hosts evaluate the same folders, those that every host has (otherwise they
+  would run different programs and wait for each other forever); every process
+  must call this.
+  """
+  present = distributed.on_every_process(
+      [epath.Path(folder).is_dir() for folder in config.eval_folders])
+  return [folder for folder, ok in zip(config.eval_folders, present) if ok]
 
 
 def _report_missing_eval_folders(config: ml_collections.ConfigDict) -> None:
   """One line naming the evaluation sets that are absent and how to provide them."""
   missing = sorted(set(config.eval_folders) - set(existing_eval_folders(config)))
   if missing:
-    logging.warning('Evaluation set(s) not found, training without evaluating on them: %s '
+    logging.warning('Evaluation set(s) not found (on this host or another), training '
+                    'without evaluating on them: %s '
                     '(set $SRGAN_DATASETS or --config.eval_folders; see the README\'s '
                     '"Image sets").', ', '.join(missing))
 

@@ -35,9 +35,11 @@ from srgan_jax import train
 #     checkpoint directory into place, after touching OUT/hanging;
 #   WORKER_SGD: plain SGD (learning rate 0.05) in place of Adam (multihost_test.sgd);
 # and, when training returns, OUT/process<index>.npz holds the final states' leaves
-# (state0, state1, ...) and the batches this process read (steps, lr, hr).
+# (state0, state1, ...) and the batches this process read (steps, lr, hr); after each
+# evaluation, OUT/eval<index>.json its results so far ({step: evaluate_generator's}).
 WORKER = '''\
 import asyncio
+import json
 import os
 import pathlib
 import time
@@ -60,6 +62,7 @@ OUT = pathlib.Path(os.environ['WORKER_OUT'])
 PAUSE_AT = int(os.environ.get('WORKER_PAUSE_AT', -1))
 HANG_SAVE = os.environ.get('WORKER_HANG_SAVE')
 batches = {}
+evaluations = {}
 
 
 def wait_for(path):
@@ -89,6 +92,13 @@ def recorded_run(config, workdir):
   return states
 
 
+def recorded_evaluation(generator, config, writer, step):
+  results = evaluate_generator(generator, config, writer, step)
+  evaluations[step] = results
+  (OUT / f'eval{jax.process_index()}.json').write_text(json.dumps(evaluations))
+  return results
+
+
 async def hanging_finalize(self):
   if self.get_final().name == HANG_SAVE:
     (OUT / 'hanging').touch()
@@ -99,6 +109,8 @@ async def hanging_finalize(self):
 create_input_iterator, run = train.create_input_iterator, train.train_and_evaluate
 train.create_input_iterator = lambda config, step: hooked(create_input_iterator(config, step), step)
 train.train_and_evaluate = recorded_run
+evaluate_generator = train.evaluate_generator
+train.evaluate_generator = recorded_evaluation
 if os.environ.get('WORKER_SGD'):
   train.create_optimizer = lambda config, phase: optax.inject_hyperparams(optax.sgd)(0.05)
 finalize = atomicity.AtomicRenameTemporaryPath.finalize
