@@ -7,6 +7,8 @@ setuptools.setup(
     version='0.1.0',
     description='Photo-realistic 4x super-resolution (SRResNet / SRGAN) in JAX/Flax',
     packages=setuptools.find_packages(include=['srgan_jax', 'srgan_jax.*']),
+    # NIQE's pristine-model parameters (see srgan_jax/niqe_pristine.md).
+    package_data={'srgan_jax': ['niqe_pristine.npz', 'niqe_pristine.md']},
     python_requires='>=3.11',
     install_requires=[
         'jax>=0.7,<0.11',
