@@ -17,7 +17,7 @@ BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
 import functools
 import json
 import pathlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -28,6 +28,7 @@ from PIL import Image
 from srgan_jax import bicubic
 from srgan_jax import metrics
 from srgan_jax import paths
+from srgan_jax import perceptual
 
 # A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
 # c = 1 or 3.
@@ -121,11 +122,25 @@ def _save_png(path: pathlib.Path, image: np.ndarray) -> None:
   Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
 
 
+def _batched_means(metric_fns: Mapping[str, perceptual.MetricFn], srs: Sequence[np.ndarray],
+                   hrs: Sequence[np.ndarray], batch_size: int) -> dict[str, float]:
+  """Each metric's mean over the images, computed on batches of same-size images."""
+  means = {}
+  for name, fn in metric_fns.items():
+    scores = np.empty(len(srs))
+    for indices in _same_size_batches(hrs, batch_size):
+      scores[indices] = fn(np.stack([srs[i] for i in indices]), np.stack([hrs[i] for i in indices]))
+    means[name] = float(np.mean(scores))
+  return means
+
+
 def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: int,
                     save_dir: str | pathlib.Path | None = None,
                     compare_dir: str | pathlib.Path | None = None,
-                    batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float | int]:
-  """Mean PSNR/SSIM of ``upscale_fn`` over the images of ``folder``.
+                    batch_size: int = EVAL_BATCH_SIZE,
+                    metric_fns: Mapping[str, perceptual.MetricFn] | None = None
+                    ) -> dict[str, float | int]:
+  """Mean PSNR/SSIM (and ``metric_fns``) of ``upscale_fn`` over the images of ``folder``.
 
   Args:
     upscale_fn: uint8 LR ``[n, h, w, c]`` -> uint8 SR ``[n, h * scale, w * scale, c]``.
@@ -134,9 +149,11 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     save_dir: if set, the SR images are written there as PNG, named after the HR files.
     compare_dir: if set, LR | bicubic | SR | HR comparison images are written there.
     batch_size: most images of one size per ``upscale_fn`` call.
+    metric_fns: further metrics by name (``perceptual.metric_fns``), scored on
+      batches of same-size images.
 
   Returns:
-    ``{'psnr': dB, 'ssim': ..., 'images': count}``.
+    ``{'psnr': dB, 'ssim': ..., 'images': count}`` and the mean of each further metric.
   """
   paths = list_images(folder)
   if not paths:
@@ -163,11 +180,13 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     if compare_dir is not None:
       _save_png(pathlib.Path(compare_dir) / f'{path.stem}.png',
                 comparison_image(lr, bicubic.imresize(lr, scale), sr, hr))
-  return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'images': len(paths)}
+  return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)),
+          **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(paths)}
 
 
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,
-                  save_dir: str | pathlib.Path | None = None, compare: bool = False
+                  save_dir: str | pathlib.Path | None = None, compare: bool = False,
+                  metric_fns: Mapping[str, perceptual.MetricFn] | None = None
                   ) -> dict[str, dict[str, Any]]:
   """``evaluate_folder`` on each folder, keyed by folder name.
 
@@ -181,44 +200,57 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
     name = pathlib.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
     results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,
-                                    set_dir / 'compare' if compare else None)
+                                    set_dir / 'compare' if compare else None,
+                                    metric_fns=metric_fns)
   return results
 
 
 def evaluate_workdir(workdir: str, folders: Sequence[str | pathlib.Path],
                      step: int | None = None, ema: bool = True,
                      save_dir: str | pathlib.Path | None = None,
-                     compare: bool = False) -> dict[str, dict[str, Any]]:
+                     compare: bool = False,
+                     metric_names: Sequence[str] = perceptual.DEFAULT_METRICS
+                     ) -> dict[str, dict[str, Any]]:
   """Scores a run's checkpoint (latest unless ``step``) with the bicubic baseline beside it.
 
   The architecture and scale come from the checkpoint, so only the workdir is needed.
-  Each set's entry is the model's ``{'psnr', 'ssim', 'images'}`` plus
-  ``'bicubic': {'psnr', 'ssim'}``; the table is printed.
+  Each set's entry is the model's ``{'psnr', 'ssim', <metric_names>..., 'images'}``
+  plus the same scores of the bicubic baseline under ``'bicubic'``; the table is printed.
   """
   from srgan_jax import checkpointing  # pylint: disable=g-import-not-at-top
 
   model, variables, config = checkpointing.load_generator(workdir, step, ema)
+  metric_fns = perceptual.metric_fns(metric_names, config.scale)
   results = evaluate_sets(generator_upscale_fn(model, variables), folders, config.scale,
-                          save_dir, compare)
-  baseline = evaluate_sets(make_upscale_fn('bicubic', config.scale), folders, config.scale)
+                          save_dir, compare, metric_fns)
+  baseline = evaluate_sets(make_upscale_fn('bicubic', config.scale), folders, config.scale,
+                           metric_fns=metric_fns)
   for name, result in results.items():
-    result['bicubic'] = {key: baseline[name][key] for key in ('psnr', 'ssim')}
+    result['bicubic'] = {key: value for key, value in baseline[name].items() if key != 'images'}
   print(format_table(results))
   return results
 
 
+_COLUMN_LABELS = {'psnr': 'PSNR (dB)', 'ssim': 'SSIM', 'niqe': 'NIQE', 'lpips': 'LPIPS',
+                  'lpips_vgg': 'LPIPS-VGG'}
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-  """A plain-text table: set, images, PSNR (dB), SSIM, and the bicubic baseline if present."""
+  """A plain-text table: set, images, each metric (PSNR (dB), SSIM, NIQE, LPIPS, ...),
+  then the bicubic baseline's if present."""
   width = max([len('set')] + [len(name) for name in results])
-  baseline = all('bicubic' in result for result in results.values())
-  header = f'{"set":<{width}}  images  PSNR (dB)    SSIM'
-  lines = [header + ('  bicubic PSNR  bicubic SSIM' if baseline else '')]
+  names = [key for key in next(iter(results.values())) if key not in ('images', 'bicubic')]
+  columns = [(_COLUMN_LABELS.get(key, key), (key,)) for key in names]
+  if all('bicubic' in result for result in results.values()):
+    columns += [(f'bicubic {_COLUMN_LABELS.get(key, key).removesuffix(" (dB)")}',
+                 ('bicubic', key)) for key in names]
+  sizes = [max(len(label), 6) for label, _ in columns]
+  lines = [f'{"set":<{width}}  images' +
+           ''.join(f'  {label:>{size}}' for (label, _), size in zip(columns, sizes))]
   for name, result in results.items():
-    line = (f'{name:<{width}}  {result["images"]:>6}  {result["psnr"]:>9.4f}  '
-            f'{result["ssim"]:.4f}')
-    if baseline:
-      line += f'  {result["bicubic"]["psnr"]:>12.4f}  {result["bicubic"]["ssim"]:>12.4f}'
-    lines.append(line)
+    values = [functools.reduce(dict.get, keys, result) for _, keys in columns]
+    lines.append(f'{name:<{width}}  {result["images"]:>6}' +
+                 ''.join(f'  {value:>{size}.4f}' for value, size in zip(values, sizes)))
   return '\n'.join(lines)
 
 
@@ -235,6 +267,9 @@ def _define_flags() -> None:
   flags.DEFINE_string('output', None, 'Write the results here as JSON.')
   flags.DEFINE_string('save_dir', None, 'Write the SR images here, one folder per set.')
   flags.DEFINE_bool('compare', False, 'Also write LR | bicubic | SR | HR images (needs --save_dir).')
+  flags.DEFINE_list('metrics', list(perceptual.DEFAULT_METRICS),
+                    f'Metrics beside PSNR and SSIM (always computed), of {perceptual.METRICS}; '
+                    'LPIPS is skipped with a warning when its weights are absent.')
   flags.mark_flag_as_required('data')
 
 
@@ -250,10 +285,11 @@ def main(argv: Sequence[str]) -> None:
     if not options.workdir:
       raise app.UsageError('--model=srgan needs --workdir')
     results = evaluate_workdir(paths.absolute(options.workdir), folders, options.step,
-                               options.ema, save_dir, options.compare)
+                               options.ema, save_dir, options.compare, options.metrics)
   else:
-    results = evaluate_sets(make_upscale_fn(model, options.scale), folders,
-                            options.scale, save_dir, options.compare)
+    results = evaluate_sets(make_upscale_fn(model, options.scale), folders, options.scale,
+                            save_dir, options.compare,
+                            perceptual.metric_fns(options.metrics, options.scale))
     print(format_table(results))
   if options.output:
     output = pathlib.Path(paths.absolute(options.output))

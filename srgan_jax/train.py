@@ -397,8 +397,10 @@ def _report_missing_eval_folders(config: ml_collections.ConfigDict) -> None:
 
 def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
                        writer: 'metric_writers.MetricWriter', step: int) -> dict[str, Any]:
-  """PSNR/SSIM (Y channel, MATLAB conventions) on the config's benchmark folders."""
+  """PSNR/SSIM (Y channel, MATLAB conventions) and ``config.eval_metrics`` (NIQE,
+  LPIPS) on the config's benchmark folders."""
   from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from srgan_jax import perceptual  # pylint: disable=g-import-not-at-top
   variables = {'params': generator.ema_params if generator.ema_params is not None
                else generator.params, 'batch_stats': generator.batch_stats}
   model = models.SRResNet(scale=config.scale, **config.generator)
@@ -411,9 +413,11 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
     samples.extend(sr[:config.num_summary_images - len(samples)])
     return sr
 
-  results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale)
-  writer.write_scalars(step, {f'eval/{name}/{metric}': value[metric]
-                              for name, value in results.items() for metric in ('psnr', 'ssim')})
+  metric_fns = perceptual.metric_fns(config.eval_metrics, config.scale)
+  results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale, metric_fns=metric_fns)
+  writer.write_scalars(step, {f'eval/{name}/{metric}': value
+                              for name, result in results.items()
+                              for metric, value in result.items() if metric != 'images'})
   if samples:
     writer.write_images(step, {f'eval/sample{i}': sample[None] for i, sample in enumerate(samples)})
   return results
