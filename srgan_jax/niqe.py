@@ -131,12 +131,15 @@ def _aggd(values: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 def _block_features(blocks: jax.Array) -> jax.Array:
   """The 18 features of each ``[..., b, b]`` block: ``[..., 18]``."""
   shapes, _, _, mean_factor = (jnp.asarray(t, jnp.float32) for t in _aggd_tables())
-  index, left, right = _aggd(blocks.reshape(*blocks.shape[:-2], -1))
-  features = [shapes[index], (left + right) / 2]
-  for shift in _SHIFTS:
-    products = blocks * jnp.roll(blocks, shift, axis=(-2, -1))
-    index, left, right = _aggd(products.reshape(*products.shape[:-2], -1))
-    features += [shapes[index], (right - left) * mean_factor[index], left, right]
+  # The pixels and their four neighbour products, fitted in one batch: [..., 5, b * b].
+  values = jnp.stack([blocks] + [blocks * jnp.roll(blocks, shift, axis=(-2, -1))
+                                 for shift in _SHIFTS], axis=-3)
+  index, left, right = _aggd(values.reshape(*values.shape[:-2], -1))
+  shape = shapes[index]
+  features = [shape[..., 0], (left[..., 0] + right[..., 0]) / 2]
+  for k in range(1, 1 + len(_SHIFTS)):
+    mean = (right[..., k] - left[..., k]) * mean_factor[index[..., k]]
+    features += [shape[..., k], mean, left[..., k], right[..., k]]
   return jnp.stack(features, axis=-1)
 
 
