@@ -34,6 +34,10 @@ setuptools.setup(
         'torch': ['torch>=2.4'],
         # 2.13.0 is pinned so that test machines take the local CPU wheel rather than
         # the newest CUDA build with several GB of dependencies.
-        'test': ['pytest>=8', 'torch==2.13.0'],
+        # lpips: the reference LPIPS that tests/lpips_test.py compares against (pure Python,
+        # 54 kB, with its linear-layer weights). It pulls in torchvision (7.7 MB, no second
+        # torch), which does not import beside the CPU torch; the test gives lpips a
+        # stand-in torchvision instead, so nothing imports the real one.
+        'test': ['pytest>=8', 'torch==2.13.0', 'lpips==0.1.4'],
     },
 )

@@ -3,7 +3,9 @@
 For every image of a folder: crop HR to a multiple of the scale, make LR with MATLAB
 bicubic downsampling (uint8), upscale it with the method under test (uint8), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
-``metrics``). Grayscale files stay single-channel, as in the MATLAB test code.
+``metrics``), and the perceptual metrics of ``--metrics`` (NIQE, LPIPS; see
+``perceptual``) on batches of same-size images. Grayscale files stay single-channel,
+as in the MATLAB test code.
 
 Usage (bicubic baseline; gives Set5 28.43 / 0.8113, Set14 26.00 / 0.7031,
 BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
