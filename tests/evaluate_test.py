@@ -160,3 +160,26 @@ def test_format_table():
   assert lines[0].split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM']
   assert lines[1].split() == ['Set5', '5', '28.4314', '0.8113']
   assert lines[2].split() == ['BSD100', '100', '25.9634', '0.6682']
+
+
+def test_evaluate_workdir_scores_model_and_baseline_alike(tmp_path, monkeypatch, capsys):
+  from conftest import tiny_quickstart_config  # pylint: disable=g-import-not-at-top
+  from srgan_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from srgan_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = tiny_quickstart_config()
+  generator, _ = train.create_states(config, 'srresnet')
+  variables = {'params': generator.params, 'batch_stats': generator.batch_stats}
+  monkeypatch.setattr(checkpointing, 'load_generator',
+                      lambda *unused: (train.create_generator(config), variables, config))
+  folder = tmp_path / 'bench'
+  folder.mkdir()
+  rng = np.random.default_rng(3)
+  smooth = bicubic.imresize(rng.uniform(0, 255, (29, 27, 3)), 4)[:112, :104]
+  Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / 'a.png')
+  results = evaluate.evaluate_workdir('unused', [folder], metric_names=('niqe',))
+  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bicubic']
+  baseline = evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), folder, 4,
+                                      metric_fns={'niqe': lambda sr, hr: niqe.niqe(sr, 4)})
+  assert results['bench']['bicubic'] == {k: v for k, v in baseline.items() if k != 'images'}
+  assert 'bicubic NIQE' in capsys.readouterr().out
