@@ -24,6 +24,7 @@ from srgan_jax import niqe
 MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 METRICS = ('niqe', 'lpips', 'lpips_vgg')
+ALWAYS_COMPUTED = ('psnr', 'ssim')  # By evaluate itself, whatever is asked.
 # What evaluation reports beside PSNR/SSIM unless told otherwise.
 DEFAULT_METRICS = ('niqe', 'lpips')
 _LPIPS_NETS = {'lpips': 'alex', 'lpips_vgg': 'vgg'}
@@ -41,13 +42,15 @@ def _lpips(sr: np.ndarray, hr: np.ndarray, params: Mapping[str, object], net: st
 def metric_fns(names: Sequence[str], scale: int) -> dict[str, MetricFn]:
   """The ``MetricFn`` of each name in ``names`` (see ``METRICS``), in that order.
 
-  An LPIPS variant whose converted weights are absent is left out with one logged
-  line that names the import command; an unknown name is a ValueError.
+  'psnr' and 'ssim' may be named too: evaluation always computes them, so they get
+  no ``MetricFn``. An LPIPS variant whose converted weights are absent is left out
+  with one logged line that names the import command; an unknown name is a ValueError.
   """
-  unknown = sorted(set(names) - set(METRICS))
+  unknown = sorted(set(names) - set(METRICS) - set(ALWAYS_COMPUTED))
   if unknown:
-    raise ValueError(f'unknown metrics {unknown}: expected some of {METRICS} '
-                     '(PSNR and SSIM are always computed)')
+    raise ValueError(f'unknown metrics {unknown}: expected some of '
+                     f'{ALWAYS_COMPUTED + METRICS}')
+  names = [name for name in names if name not in ALWAYS_COMPUTED]
   fns = {}
   for name in names:
     if name == 'niqe':

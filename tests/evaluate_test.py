@@ -15,6 +15,7 @@ from srgan_jax import bicubic
 from srgan_jax import evaluate
 from srgan_jax import metrics
 from srgan_jax import niqe
+from srgan_jax import perceptual
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -183,3 +184,11 @@ def test_evaluate_workdir_scores_model_and_baseline_alike(tmp_path, monkeypatch,
                                       metric_fns={'niqe': lambda sr, hr: niqe.niqe(sr, 4)})
   assert results['bench']['bicubic'] == {k: v for k, v in baseline.items() if k != 'images'}
   assert 'bicubic NIQE' in capsys.readouterr().out
+
+
+def test_metric_names(tmp_path, monkeypatch):
+  monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path))  # No LPIPS weights.
+  assert list(perceptual.metric_fns(['psnr', 'ssim', 'niqe', 'lpips', 'lpips_vgg'], 4)) == [
+      'niqe']
+  with pytest.raises(ValueError, match=r"unknown metrics \['fid'\]"):
+    perceptual.metric_fns(['niqe', 'fid'], 4)
