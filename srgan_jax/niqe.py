@@ -22,6 +22,12 @@ right, below, below-right and below-left. AGGD shapes are found on MATLAB's grid
 negative values) count in the mean of the other features and not in the covariance
 (MATLAB's ``nanmean``, ``nancov``).
 
+Flat 7x7 windows (dark backgrounds, screenshots) normalise to exactly 0 here, so
+they fall on neither side of an AGGD. MATLAB's formula gives them +-1e-14 rounding
+noise whose sign, in a float64 re-implementation such as BasicSR's, moves NIQE by up
+to 0.3 on images like Set5's head; exact zeros reproduce MATLAB's published value on
+baboon to 1e-7 (tests/niqe_test.py), where BasicSR's NumPy version is 4e-4 off.
+
 The block features are computed with JAX, batched over same-size images, where the
 evaluation runs; the 36-dimensional Gaussian fit and distance run in float64 NumPy on
 the host: the pristine covariance has a condition number of 1.6e5, beyond what a
@@ -105,7 +111,7 @@ def _normalise(image: jax.Array) -> jax.Array:
   window = gaussian_window()
   # The mean as an offset from the centre pixel, and the variance as the window sum
   # of (x - mu)^2 rather than MATLAB's E[x^2] - mu^2: equal in exact arithmetic, but
-  # without float32 cancellation, and exactly 0 and 0 on flat windows (see below).
+  # without float32 cancellation, and exactly 0 and 0 on flat windows (see the module).
   offset = _window_sum(padded, window, lambda x: x - image)
   variance = _window_sum(padded, window, lambda x: (x - image - offset)**2)
   return -offset / (jnp.sqrt(variance) + 1)
