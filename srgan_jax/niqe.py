@@ -24,9 +24,9 @@ negative values) count in the mean of the other features and not in the covarian
 
 Flat 7x7 windows (dark backgrounds, screenshots) normalise to exactly 0 here, so
 they fall on neither side of an AGGD. MATLAB's formula gives them +-1e-14 rounding
-noise whose sign, in a float64 re-implementation such as BasicSR's, moves NIQE by up
+noise whose sign, in a re-implementation such as BasicSR's NumPy one, moves NIQE by up
 to 0.3 on images like Set5's head; exact zeros reproduce MATLAB's published value on
-baboon to 1e-7 (tests/niqe_test.py), where BasicSR's NumPy version is 4e-4 off.
+baboon to 1e-7 (tests/niqe_test.py).
 
 The block features are computed with JAX, batched over same-size images, where the
 evaluation runs; the 36-dimensional Gaussian fit and distance run in float64 NumPy on
