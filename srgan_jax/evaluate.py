@@ -3,7 +3,9 @@
 For every image of a folder: crop HR to a multiple of the scale, make LR with MATLAB
 bicubic downsampling (uint8), upscale it with the method under test (uint8), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
-``metrics``). Grayscale files stay single-channel, as in the MATLAB test code.
+``metrics``), and the perceptual metrics of ``--metrics`` (NIQE, LPIPS; see
+``perceptual``) on batches of same-size images. Grayscale files stay single-channel,
+as in the MATLAB test code.
 
 Usage (bicubic baseline; gives Set5 28.43 / 0.8113, Set14 26.00 / 0.7031,
 BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
@@ -24,7 +26,7 @@ import functools
 import json
 import pathlib
 import re
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from absl import app
 from absl import flags
@@ -35,6 +37,7 @@ from PIL import Image
 from srgan_jax import bicubic
 from srgan_jax import metrics
 from srgan_jax import paths
+from srgan_jax import perceptual
 from srgan_jax import pretrained
 
 # A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
@@ -79,10 +82,19 @@ def make_upscale_fn(model: str, scale: int) -> UpscaleFn:
   raise ValueError(f'unknown model {model!r}')
 
 
-@functools.cache
-def bicubic_scores(folder: str, scale: int) -> dict[str, float | int]:
-  """The bicubic baseline's ``evaluate_folder`` result, computed once per process."""
-  return evaluate_folder(make_upscale_fn('bicubic', scale), folder, scale)
+_BICUBIC_SCORES: dict[tuple[str, int, tuple[str, ...]], dict[str, float | int]] = {}
+
+
+def bicubic_scores(folder: str, scale: int,
+                   metric_fns: Mapping[str, perceptual.MetricFn] | None = None
+                   ) -> dict[str, float | int]:
+  """The bicubic baseline's ``evaluate_folder`` result, computed once per process
+  (for each folder, scale and set of metric names)."""
+  key = (folder, scale, tuple(sorted(metric_fns or {})))
+  if key not in _BICUBIC_SCORES:
+    _BICUBIC_SCORES[key] = evaluate_folder(make_upscale_fn('bicubic', scale), folder, scale,
+                                           metric_fns=metric_fns)
+  return _BICUBIC_SCORES[key]
 
 
 def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
@@ -160,12 +172,26 @@ def _save_png(path: pathlib.Path, image: np.ndarray) -> None:
   Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
 
 
+def _batched_means(metric_fns: Mapping[str, perceptual.MetricFn], srs: Sequence[np.ndarray],
+                   hrs: Sequence[np.ndarray], batch_size: int) -> dict[str, float]:
+  """Each metric's mean over the images, computed on batches of same-size images."""
+  means = {}
+  for name, fn in metric_fns.items():
+    scores = np.empty(len(srs))
+    for indices in _same_size_batches(hrs, batch_size):
+      scores[indices] = fn(np.stack([srs[i] for i in indices]), np.stack([hrs[i] for i in indices]))
+    means[name] = float(np.mean(scores))
+  return means
+
+
 def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: int,
                     save_dir: str | pathlib.Path | None = None,
                     compare_dir: str | pathlib.Path | None = None,
                     batch_size: int = EVAL_BATCH_SIZE,
-                    crops: Sequence[Crop] = ()) -> dict[str, float | int]:
-  """Mean PSNR/SSIM of ``upscale_fn`` over the images of ``folder``.
+                    crops: Sequence[Crop] = (),
+                    metric_fns: Mapping[str, perceptual.MetricFn] | None = None
+                    ) -> dict[str, float | int]:
+  """Mean PSNR/SSIM (and ``metric_fns``) of ``upscale_fn`` over the images of ``folder``.
 
   Args:
     upscale_fn: uint8 LR ``[n, h, w, c]`` -> uint8 SR ``[n, h * scale, w * scale, c]``.
@@ -176,9 +202,11 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     batch_size: most images of one size per ``upscale_fn`` call.
     crops: regions of interest; those of this folder's images are written to
       ``compare_dir`` as ``Crop.file_name``, beside the whole comparison images.
+    metric_fns: further metrics by name (``perceptual.metric_fns``), scored on
+      batches of same-size images.
 
   Returns:
-    ``{'psnr': dB, 'ssim': ..., 'images': count}``.
+    ``{'psnr': dB, 'ssim': ..., 'images': count}`` and the mean of each further metric.
   """
   paths = list_images(folder)
   if not paths:
@@ -207,12 +235,15 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
       for crop in [None] + [crop for crop in crops if crop.image == path.stem]:
         _save_png(pathlib.Path(compare_dir) / (crop.file_name if crop else f'{path.stem}.png'),
                   comparison_image(lr, bicubic_sr, sr, hr, crop))
-  return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'images': len(paths)}
+  return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)),
+          **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(paths)}
 
 
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,
                   save_dir: str | pathlib.Path | None = None, compare: bool = False,
-                  crops: Sequence[Crop] = ()) -> dict[str, dict[str, Any]]:
+                  crops: Sequence[Crop] = (),
+                  metric_fns: Mapping[str, perceptual.MetricFn] | None = None
+                  ) -> dict[str, dict[str, Any]]:
   """``evaluate_folder`` on each folder, keyed by folder name.
 
   With ``save_dir``, SR images go to ``save_dir/<set>/`` and, with ``compare`` (or
@@ -230,60 +261,76 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
     name = pathlib.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
     results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,
-                                    set_dir / 'compare' if compare else None, crops=crops)
+                                    set_dir / 'compare' if compare else None,
+                                    crops=crops, metric_fns=metric_fns)
   return results
 
 
 def evaluate_workdir(workdir: str, folders: Sequence[str | pathlib.Path],
                      step: int | None = None, ema: bool = True,
                      save_dir: str | pathlib.Path | None = None,
-                     compare: bool = False) -> dict[str, dict[str, Any]]:
+                     compare: bool = False,
+                     metric_names: Sequence[str] = perceptual.DEFAULT_METRICS
+                     ) -> dict[str, dict[str, Any]]:
   """Scores a run's checkpoint (latest unless ``step``) with the bicubic baseline beside it.
 
   The architecture and scale come from the checkpoint, so only the workdir is needed.
   See ``evaluate_model``.
   """
   return evaluate_model(*pretrained.load_generator('srgan', workdir, step, ema), folders,
-                        save_dir, compare)
+                        save_dir, compare, metric_names=metric_names)
+
 
 
 def evaluate_model(model: Any, variables: Any, config: Any,
                    folders: Sequence[str | pathlib.Path],
                    save_dir: str | pathlib.Path | None = None, compare: bool = False,
-                   crops: Sequence[Crop] = ()) -> dict[str, dict[str, Any]]:
+                   crops: Sequence[Crop] = (),
+                   metric_names: Sequence[str] = perceptual.DEFAULT_METRICS
+                   ) -> dict[str, dict[str, Any]]:
   """Scores a generator (``pretrained.load_generator``'s triple) beside bicubic.
 
-  Each set's entry is the model's ``{'psnr', 'ssim', 'images'}`` plus
-  ``'bicubic': {'psnr', 'ssim'}``; the table is printed. On several processes, all of
-  them compute (and return) the results; process 0 alone writes images and prints.
+  Each set's entry is the model's ``{'psnr', 'ssim', <metric_names>..., 'images'}``
+  plus the same scores of the bicubic baseline under ``'bicubic'``; the table is
+  printed. On several processes, all of them compute (and return) the results;
+  process 0 alone writes images and prints.
   """
   from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
 
   writes = distributed.is_main_process()
   if not writes:
     save_dir, compare, crops = None, False, ()
+  metric_fns = perceptual.metric_fns(metric_names, config.scale)
   results = evaluate_sets(generator_upscale_fn(model, variables), folders, config.scale,
-                          save_dir, compare, crops)
+                          save_dir, compare, crops, metric_fns)
   for folder, result in zip(folders, results.values()):
-    baseline = bicubic_scores(str(folder), config.scale)
-    result['bicubic'] = {key: baseline[key] for key in ('psnr', 'ssim')}
+    baseline = bicubic_scores(str(folder), config.scale, metric_fns)
+    result['bicubic'] = {key: value for key, value in baseline.items() if key != 'images'}
   if writes:
     print(format_table(results))
   return results
 
 
+_COLUMN_LABELS = {'psnr': 'PSNR (dB)', 'ssim': 'SSIM', 'niqe': 'NIQE', 'lpips': 'LPIPS',
+                  'lpips_vgg': 'LPIPS-VGG'}
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-  """A plain-text table: set, images, PSNR (dB), SSIM, and the bicubic baseline if present."""
+  """A plain-text table: set, images, each metric (PSNR (dB), SSIM, NIQE, LPIPS, ...),
+  then the bicubic baseline's if present."""
   width = max([len('set')] + [len(name) for name in results])
-  baseline = all('bicubic' in result for result in results.values())
-  header = f'{"set":<{width}}  images  PSNR (dB)    SSIM'
-  lines = [header + ('  bicubic PSNR  bicubic SSIM' if baseline else '')]
+  names = [key for key in next(iter(results.values())) if key not in ('images', 'bicubic')]
+  columns = [(_COLUMN_LABELS.get(key, key), (key,)) for key in names]
+  if all('bicubic' in result for result in results.values()):
+    columns += [(f'bicubic {_COLUMN_LABELS.get(key, key).removesuffix(" (dB)")}',
+                 ('bicubic', key)) for key in names]
+  sizes = [max(len(label), 6) for label, _ in columns]
+  lines = [f'{"set":<{width}}  images' +
+           ''.join(f'  {label:>{size}}' for (label, _), size in zip(columns, sizes))]
   for name, result in results.items():
-    line = (f'{name:<{width}}  {result["images"]:>6}  {result["psnr"]:>9.4f}  '
-            f'{result["ssim"]:.4f}')
-    if baseline:
-      line += f'  {result["bicubic"]["psnr"]:>12.4f}  {result["bicubic"]["ssim"]:>12.4f}'
-    lines.append(line)
+    values = [functools.reduce(dict.get, keys, result) for _, keys in columns]
+    lines.append(f'{name:<{width}}  {result["images"]:>6}' +
+                 ''.join(f'  {value:>{size}.4f}' for value, size in zip(values, sizes)))
   return '\n'.join(lines)
 
 
@@ -303,6 +350,9 @@ def _define_flags() -> None:
                             'region (HR pixels) of image NAME (file name without suffix); '
                             'repeatable; implies --compare.')
   flags.DEFINE_integer('zoom', 1, 'Enlarge the --crop images this many times (nearest).')
+  flags.DEFINE_list('metrics', list(perceptual.DEFAULT_METRICS),
+                    f'Metrics beside PSNR and SSIM (always computed), of {perceptual.METRICS}; '
+                    'LPIPS is skipped with a warning when its weights are absent.')
   flags.mark_flag_as_required('data')
 
 
@@ -318,7 +368,8 @@ def main(argv: Sequence[str]) -> None:
   writes = True
   if model == 'bicubic':
     results = evaluate_sets(make_upscale_fn(model, options.scale), folders,
-                            options.scale, save_dir, options.compare, crops)
+                            options.scale, save_dir, options.compare, crops,
+                            perceptual.metric_fns(options.metrics, options.scale))
     print(format_table(results))
   else:
     from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
@@ -328,7 +379,8 @@ def main(argv: Sequence[str]) -> None:
           options.workdir), options.step, options.ema)
     except pretrained.UnknownModelError as error:  # Lists the shipped names.
       raise app.UsageError(str(error)) from error
-    results = evaluate_model(*generator, folders, save_dir, options.compare, crops)
+    results = evaluate_model(*generator, folders, save_dir, options.compare, crops,
+                             options.metrics)
     writes = distributed.is_main_process()
   if options.output and writes:
     output = pathlib.Path(paths.absolute(options.output))

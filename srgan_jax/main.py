@@ -48,7 +48,8 @@ def main(argv):
     if distributed.is_main_process():
       print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
   else:
-    evaluate.evaluate_workdir(workdir, config.eval_folders, step=_STEP.value)
+    evaluate.evaluate_workdir(workdir, config.eval_folders, step=_STEP.value,
+                              metric_names=config.eval_metrics)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -406,8 +406,10 @@ def _report_missing_eval_folders(config: ml_collections.ConfigDict) -> None:
 
 def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
                        writer: 'metric_writers.MetricWriter', step: int) -> dict[str, Any]:
-  """PSNR/SSIM (Y channel, MATLAB conventions) on the config's benchmark folders."""
+  """PSNR/SSIM (Y channel, MATLAB conventions) and ``config.eval_metrics`` (NIQE,
+  LPIPS) on the config's benchmark folders."""
   from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from srgan_jax import perceptual  # pylint: disable=g-import-not-at-top
   variables = {'params': generator.ema_params if generator.ema_params is not None
                else generator.params, 'batch_stats': generator.batch_stats}
   model = models.SRResNet(scale=config.scale, **config.generator)
@@ -420,14 +422,16 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
     samples.extend(sr[:config.num_summary_images - len(samples)])
     return sr
 
-  results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale)
+  metric_fns = perceptual.metric_fns(config.eval_metrics, config.scale)
+  results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale, metric_fns=metric_fns)
   # The bicubic baseline (computed once per process) too, as a flat line beside each
   # curve in TensorBoard and in srgan_jax.plot.
-  baselines = {name: evaluate.bicubic_scores(folder, config.scale)
+  baselines = {name: evaluate.bicubic_scores(folder, config.scale, metric_fns)
                for name, folder in zip(results, folders)}
-  writer.write_scalars(step, {f'eval/{name}/{prefix}{metric}': value[metric]
+  writer.write_scalars(step, {f'eval/{name}/{prefix}{metric}': value
                               for source, prefix in ((results, ''), (baselines, 'bicubic_'))
-                              for name, value in source.items() for metric in ('psnr', 'ssim')})
+                              for name, result in source.items()
+                              for metric, value in result.items() if metric != 'images'})
   if samples:
     writer.write_images(step, {f'eval/sample{i}': sample[None] for i, sample in enumerate(samples)})
   return results

@@ -1,6 +1,7 @@
 """Tests for srgan_jax.evaluate: the published bicubic baseline, the library, the CLI."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from conftest import image_set
 from srgan_jax import bicubic
 from srgan_jax import evaluate
 from srgan_jax import metrics
+from srgan_jax import niqe
+from srgan_jax import perceptual
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -45,11 +48,20 @@ def test_cli_writes_json_and_images(tmp_path):
   output = tmp_path / 'results.json'
   command = [sys.executable, '-m', 'srgan_jax.evaluate', '--model=bicubic', '--scale=4',
              f'--data={image_set("Set5")}', f'--output={output}', f'--save_dir={tmp_path}']
-  completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
-  assert 'Set5' in completed.stdout and 'PSNR' in completed.stdout
+  # Default metrics; no LPIPS weights in this cache: one line says it is skipped.
+  completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True,
+                             env=dict(os.environ, SRGAN_JAX_CACHE=str(tmp_path / 'cache')))
+  assert 'Set5' in completed.stdout and 'PSNR' in completed.stdout and 'NIQE' in completed.stdout
+  skipped = [line for line in completed.stderr.splitlines() if 'Skipping' in line]
+  assert len(skipped) == 1 and 'python -m srgan_jax.lpips import' in skipped[0], skipped
   results = json.loads(output.read_text())
   assert list(results) == ['Set5'] and results['Set5']['images'] == 5
+  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images']
   _check_published('Set5', results['Set5'])
+  # NIQE of the bicubic images it saved, 4-pixel border shaved (one at a time: sizes differ).
+  saved = [evaluate.load_image(path) for path in sorted((tmp_path / 'Set5').glob('*.png'))]
+  expected = np.mean([niqe.niqe(image[None], shave=4)[0] for image in saved])
+  assert results['Set5']['niqe'] == pytest.approx(expected, abs=1e-6)
   saved = sorted(path.name for path in (tmp_path / 'Set5').iterdir())
   expected = [path.stem + '.png' for path in evaluate.list_images(image_set('Set5'))]
   assert saved == expected
@@ -113,6 +125,35 @@ def test_evaluate_folder_rejects_wrong_output(tmp_path):
     evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), empty, 4)
 
 
+def test_metric_fns_score_same_size_batches(tmp_path):
+  _write_folder(tmp_path)
+  calls = []
+
+  def mean_difference(sr, hr):
+    calls.append(sr.shape)
+    return np.mean(np.abs(sr.astype(float) - hr), axis=(1, 2, 3))
+
+  result = evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), tmp_path, 4,
+                                    metric_fns={'l1': mean_difference}, batch_size=2)
+  assert calls == [(1, 32, 40, 3), (1, 28, 44, 1), (1, 40, 28, 3)]
+  expected = []
+  for name in ('a.png', 'b.png', 'c.bmp'):
+    hr = evaluate.modcrop(evaluate.load_image(tmp_path / name), 4)
+    sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
+    expected.append(np.mean(np.abs(sr.astype(float) - hr)))
+  assert list(result) == ['psnr', 'ssim', 'l1', 'images']
+  assert result['l1'] == pytest.approx(np.mean(expected), abs=1e-12)
+
+
+def test_format_table_with_metrics_and_baseline():
+  scores = {'psnr': 22.2833, 'ssim': 0.7596, 'niqe': 5.123, 'lpips': 0.25}
+  table = evaluate.format_table({'Set5': {**scores, 'images': 5, 'bicubic': scores}})
+  header, row = table.splitlines()
+  assert header.split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM', 'NIQE', 'LPIPS', 'bicubic',
+                            'PSNR', 'bicubic', 'SSIM', 'bicubic', 'NIQE', 'bicubic', 'LPIPS']
+  assert row.split() == ['Set5', '5'] + ['22.2833', '0.7596', '5.1230', '0.2500'] * 2
+
+
 def test_format_table():
   table = evaluate.format_table({'Set5': {'psnr': 28.43141, 'ssim': 0.81127, 'images': 5},
                                  'BSD100': {'psnr': 25.9634, 'ssim': 0.6682, 'images': 100}})
@@ -120,3 +161,34 @@ def test_format_table():
   assert lines[0].split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM']
   assert lines[1].split() == ['Set5', '5', '28.4314', '0.8113']
   assert lines[2].split() == ['BSD100', '100', '25.9634', '0.6682']
+
+
+def test_evaluate_workdir_scores_model_and_baseline_alike(tmp_path, monkeypatch, capsys):
+  from conftest import tiny_quickstart_config  # pylint: disable=g-import-not-at-top
+  from srgan_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from srgan_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = tiny_quickstart_config()
+  generator, _ = train.create_states(config, 'srresnet')
+  variables = {'params': generator.params, 'batch_stats': generator.batch_stats}
+  monkeypatch.setattr(checkpointing, 'load_generator',
+                      lambda *unused: (train.create_generator(config), variables, config))
+  folder = tmp_path / 'bench'
+  folder.mkdir()
+  rng = np.random.default_rng(3)
+  smooth = bicubic.imresize(rng.uniform(0, 255, (29, 27, 3)), 4)[:112, :104]
+  Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / 'a.png')
+  results = evaluate.evaluate_workdir('unused', [folder], metric_names=('niqe',))
+  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bicubic']
+  baseline = evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), folder, 4,
+                                      metric_fns={'niqe': lambda sr, hr: niqe.niqe(sr, 4)})
+  assert results['bench']['bicubic'] == {k: v for k, v in baseline.items() if k != 'images'}
+  assert 'bicubic NIQE' in capsys.readouterr().out
+
+
+def test_metric_names(tmp_path, monkeypatch):
+  monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path))  # No LPIPS weights.
+  assert list(perceptual.metric_fns(['psnr', 'ssim', 'niqe', 'lpips', 'lpips_vgg'], 4)) == [
+      'niqe']
+  with pytest.raises(ValueError, match=r"unknown metrics \['fid'\]"):
+    perceptual.metric_fns(['niqe', 'fid'], 4)

@@ -58,7 +58,8 @@ def test_export_then_load_by_name_equals_the_workdir_generator(tiny_run, models_
   assert record['config']['generator'] == source_config.generator.to_dict()
   # The recorded scores are the workdir generator's, measured the usual way.
   expected = evaluate.evaluate_workdir(str(workdir), [str(eval_folder)])
-  assert record['scores'] == expected
+  # As JSON text: NIQE is NaN on these images (no whole 96x96 block), and NaN != NaN.
+  assert json.dumps(record['scores'], sort_keys=True) == json.dumps(expected, sort_keys=True)
 
 
 def test_export_refuses_an_existing_name_and_bad_names(tiny_run, models_dir):

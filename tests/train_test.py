@@ -113,3 +113,33 @@ def test_device_source_trains_on_eight_devices(data_dirs, tmp_path):
   generator, _ = train.train_and_evaluate(config, workdir)
   assert checkpointing.latest_step(workdir) == 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(generator.params))
+
+
+class _RecordingWriter:
+  """The two MetricWriter methods evaluate_generator calls."""
+
+  def __init__(self):
+    self.scalars, self.images = {}, {}
+
+  def write_scalars(self, step, scalars):
+    self.scalars.update({(step, k): v for k, v in scalars.items()})
+
+  def write_images(self, step, images):
+    self.images.update({(step, k): v for k, v in images.items()})
+
+
+def test_evaluation_writes_each_metric_to_tensorboard(data_dirs, tmp_path, monkeypatch):
+  monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path / 'cache'))  # No LPIPS weights: skipped.
+  _write_images(tmp_path / 'bench', 1, (112, 104), seed=2)  # One 96x96 NIQE block.
+  config = tiny_config(data_dirs)
+  config.eval_folders = (str(tmp_path / 'bench'),)
+  config.eval_metrics = ('niqe', 'lpips')
+  generator, _ = train.create_states(config, 'srresnet')
+  writer = _RecordingWriter()
+  results = train.evaluate_generator(generator, config, writer, 7)
+  # The model's scores, and the bicubic baseline's beside them.
+  assert sorted(writer.scalars) == [(7, f'eval/bench/{prefix}{metric}')
+                                    for prefix in ('bicubic_', '')
+                                    for metric in ('niqe', 'psnr', 'ssim')]
+  assert writer.scalars[7, 'eval/bench/niqe'] == results['bench']['niqe']
+  assert np.isfinite(results['bench']['niqe'])
