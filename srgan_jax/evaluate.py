@@ -3,7 +3,14 @@
 For every image of a folder: crop HR to a multiple of the scale, make LR with MATLAB
 bicubic downsampling (uint8), upscale it with the method under test (uint8), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
-``metrics``). Grayscale files stay single-channel, as in the MATLAB test code.
+``metrics``). Grayscale files stay single-channel, as in the MATLAB test code; files
+are read by ``image_io``'s rules (16-bit images reduced to their high byte, as the
+training input does).
+
+Files that cannot be scored (unreadable, unsupported, or too small for the SSIM
+window once shaved) are reported by name and skipped; a set that cannot be scored at
+all is reported and the other sets are still scored and written. The command exits
+with 1 when anything was skipped, 2 for a bad flag (one line on stderr).
 
 Usage (bicubic baseline; gives Set5 28.43 / 0.8113, Set14 26.00 / 0.7031,
 BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
@@ -26,8 +33,12 @@ import numpy as np
 from PIL import Image
 
 from srgan_jax import bicubic
+from srgan_jax import cli
+from srgan_jax import errors
+from srgan_jax import image_io
 from srgan_jax import metrics
 from srgan_jax import paths
+from srgan_jax.configs import validation
 
 # A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
 # c = 1 or 3.
@@ -39,6 +50,10 @@ EVAL_BATCH_SIZE = 8
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 
 
+class NoImagesError(errors.UserError, FileNotFoundError):
+  """A set with no image that can be scored."""
+
+
 def list_images(folder: str | pathlib.Path) -> list[pathlib.Path]:
   """The image files of ``folder``, sorted by name."""
   return sorted(path for path in pathlib.Path(folder).iterdir()
@@ -46,11 +61,20 @@ def list_images(folder: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 def load_image(path: str | pathlib.Path) -> np.ndarray:
-  """uint8 ``[H, W, 1]`` for grayscale ('L') files, ``[H, W, 3]`` RGB for the rest."""
-  with Image.open(path) as image:
-    if image.mode == 'L':
-      return np.asarray(image)[..., None]
-    return np.asarray(image.convert('RGB'))
+  """uint8 ``[H, W, 1]`` for grayscale files, ``[H, W, 3]`` RGB for the rest
+  (``image_io.load_uint8``); raises ``image_io.UnreadableImageError``."""
+  return image_io.load_uint8(path)
+
+
+def _scorable(path: pathlib.Path, scale: int) -> np.ndarray:
+  """The HR image cropped to a multiple of ``scale``, if big enough to be scored."""
+  hr = modcrop(load_image(path), scale)
+  smallest = metrics.SSIM_WINDOW + 2 * scale  # The SSIM window, after shaving the border.
+  if min(hr.shape[:2]) < smallest:
+    raise image_io.UnreadableImageError(
+        f'{path}: {hr.shape[0]}x{hr.shape[1]} pixels (cropped to a multiple of {scale}) '
+        f'is too small to score at x{scale}: both sides must be at least {smallest}')
+  return hr
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -136,15 +160,27 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     batch_size: most images of one size per ``upscale_fn`` call.
 
   Returns:
-    ``{'psnr': dB, 'ssim': ..., 'images': count}``.
+    ``{'psnr': dB, 'ssim': ..., 'images': count scored, 'failed': [messages]}``;
+    'failed' names each file that was skipped and why.
+
+  Raises:
+    NoImagesError: no file of the folder could be scored.
   """
-  paths = list_images(folder)
+  failed, paths, hrs = [], [], []
+  for path in list_images(folder):
+    try:
+      hrs.append(_scorable(path, scale))
+      paths.append(path)
+    except image_io.UnreadableImageError as error:  # Its message names the file.
+      logging.warning('Skipped %s', error)
+      failed.append(str(error))
   if not paths:
-    raise FileNotFoundError(f'no images in {folder}')
+    raise NoImagesError(f'no image to score in {folder} ({len(failed)} skipped'
+                        + (f', e.g. {failed[0]}' if failed else
+                           f'; looked for {", ".join(IMAGE_SUFFIXES)}') + ')')
   for directory in (save_dir, compare_dir):
     if directory is not None:
       pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
-  hrs = [modcrop(load_image(path), scale) for path in paths]
   lrs = [bicubic.imresize(hr, 1 / scale) for hr in hrs]
   srs: list[np.ndarray] = [np.empty(0)] * len(paths)
   for indices in _same_size_batches(lrs, batch_size):
@@ -163,7 +199,8 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     if compare_dir is not None:
       _save_png(pathlib.Path(compare_dir) / f'{path.stem}.png',
                 comparison_image(lr, bicubic.imresize(lr, scale), sr, hr))
-  return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'images': len(paths)}
+  return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'images': len(paths),
+          'failed': failed}
 
 
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,
@@ -172,7 +209,8 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
   """``evaluate_folder`` on each folder, keyed by folder name.
 
   With ``save_dir``, SR images go to ``save_dir/<set>/`` and, with ``compare``,
-  comparison images to ``save_dir/<set>/compare/``.
+  comparison images to ``save_dir/<set>/compare/``. A set that cannot be scored
+  (missing, no usable image) gets ``{'error': message}`` and the others are scored.
   """
   if compare and save_dir is None:
     raise ValueError('comparison images need a save_dir')
@@ -180,8 +218,12 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
   for folder in folders:
     name = pathlib.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
-    results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,
-                                    set_dir / 'compare' if compare else None)
+    try:
+      results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,
+                                      set_dir / 'compare' if compare else None)
+    except (errors.UserError, OSError) as error:  # Missing, unreadable or empty set.
+      logging.warning('Set %s not scored: %s', name, error)
+      results[name] = {'error': str(error)}
   return results
 
 
@@ -202,7 +244,8 @@ def evaluate_workdir(workdir: str, folders: Sequence[str | pathlib.Path],
                           save_dir, compare)
   baseline = evaluate_sets(make_upscale_fn('bicubic', config.scale), folders, config.scale)
   for name, result in results.items():
-    result['bicubic'] = {key: baseline[name][key] for key in ('psnr', 'ssim')}
+    if 'error' not in result and 'error' not in baseline[name]:
+      result['bicubic'] = {key: baseline[name][key] for key in ('psnr', 'ssim')}
   print(format_table(results))
   return results
 
@@ -210,14 +253,19 @@ def evaluate_workdir(workdir: str, folders: Sequence[str | pathlib.Path],
 def format_table(results: dict[str, dict[str, Any]]) -> str:
   """A plain-text table: set, images, PSNR (dB), SSIM, and the bicubic baseline if present."""
   width = max([len('set')] + [len(name) for name in results])
-  baseline = all('bicubic' in result for result in results.values())
+  baseline = all('bicubic' in result for result in results.values() if 'error' not in result)
   header = f'{"set":<{width}}  images  PSNR (dB)    SSIM'
   lines = [header + ('  bicubic PSNR  bicubic SSIM' if baseline else '')]
   for name, result in results.items():
+    if 'error' in result:
+      lines.append(f'{name:<{width}}  not scored: {result["error"]}')
+      continue
     line = (f'{name:<{width}}  {result["images"]:>6}  {result["psnr"]:>9.4f}  '
             f'{result["ssim"]:.4f}')
     if baseline:
       line += f'  {result["bicubic"]["psnr"]:>12.4f}  {result["bicubic"]["ssim"]:>12.4f}'
+    if result.get('failed'):
+      line += f'  ({len(result["failed"])} files skipped)'
     lines.append(line)
   return '\n'.join(lines)
 
@@ -237,17 +285,45 @@ def _define_flags() -> None:
   flags.mark_flag_as_required('data')
 
 
-def main(argv: Sequence[str]) -> None:
+def _check_flags(options: Any, model: str) -> None:
+  """Every flag, before any image is read (errors.ConfigError)."""
+  missing = [folder for folder in options.data if not pathlib.Path(folder).is_dir()]
+  validation.check_flags(
+      [('scale', options.scale, validation.integer(minimum=2)),
+       ('step', options.step, validation.integer(minimum=0)),
+       ('workdir', options.workdir, validation.text()),
+       ('output', options.output, validation.text()),
+       ('save_dir', options.save_dir, validation.text())],
+      missing and f'--data: no folder {", ".join(missing)}',
+      options.compare and not options.save_dir and '--compare needs --save_dir',
+      model == 'srgan' and not options.workdir and '--model=srgan needs --workdir',
+      model == 'bicubic' and options.workdir and '--workdir is for --model=srgan',
+      model == 'bicubic' and options.step is not None and '--step is for --model=srgan',
+      options.output and pathlib.Path(options.output).is_dir()
+      and f'--output={options.output} is a folder; name a .json file')
+
+
+def _failures(results: dict[str, dict[str, Any]]) -> str | None:
+  """One line naming what could not be scored, or None."""
+  sets = [name for name, result in results.items() if 'error' in result]
+  files = sum(len(result.get('failed', ())) for result in results.values())
+  if not sets and not files:
+    return None
+  parts = ([f'{files} files skipped'] if files else []) + (
+      [f'sets not scored: {", ".join(sets)}'] if sets else [])
+  return '; '.join(parts) + ' (named above)'
+
+
+def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
   model = options.model or ('srgan' if options.workdir else 'bicubic')
+  _check_flags(options, model)
   # Relative paths are relative to where the command was started.
   folders = [paths.absolute(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
   if model == 'srgan':
-    if not options.workdir:
-      raise app.UsageError('--model=srgan needs --workdir')
     results = evaluate_workdir(paths.absolute(options.workdir), folders, options.step,
                                options.ema, save_dir, options.compare)
   else:
@@ -258,8 +334,13 @@ def main(argv: Sequence[str]) -> None:
     output = pathlib.Path(paths.absolute(options.output))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + '\n')
+    print(f'wrote {output}')
+  failures = _failures(results)
+  if failures:
+    cli.fail(failures, errors.EXIT_FAILED)
+  return errors.EXIT_OK
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -6,6 +6,15 @@
 Config fields can be overridden, e.g. --config.batch_size=32. Multi-host runs (a
 Cloud TPU VM pod slice, or processes started with JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES and JAX_PROCESS_ID set) call jax.distributed.initialize() first.
+
+The config is checked as a whole (configs/validation.py) before anything is created.
+A workdir has one writer: a second training run on it refuses to start (workdir_lock).
+
+Exit status (errors.py): 0 finished; 2 a mistake to fix, said in one line on stderr
+(a bad flag or config field, a missing file, an incompatible checkpoint, a workdir in
+use); 75 preempted (SIGTERM): a checkpoint was saved, rerun the same command to
+resume; 1 a bug (with a traceback) or a failure such as a NaN loss. --verbosity=1
+shows tracebacks and the logs of other libraries.
 """
 
 import os
@@ -16,9 +25,12 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from srgan_jax import cli
 from srgan_jax import evaluate
 from srgan_jax import paths
 from srgan_jax import train
+from srgan_jax import workdir_lock
+from srgan_jax.configs import validation
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs (local or gs://).')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate'],
@@ -42,7 +54,12 @@ def _initialise_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  validation.check_flags([('workdir', _WORKDIR.value, validation.text()),
+                          ('step', _STEP.value, validation.integer(minimum=0))],
+                         _STEP.value is not None and _MODE.value == 'train'
+                         and '--step is for --mode=evaluate')
   _initialise_distributed()
+  validation.validate(flags.FLAGS.config, jax.device_count())  # Before any file or program.
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
@@ -51,11 +68,12 @@ def main(argv):
   workdir = paths.absolute(_WORKDIR.value)
   paths.absolute_config_paths(config)
   if _MODE.value == 'train':
-    train.train_and_evaluate(config, workdir)
+    with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+      train.train_and_evaluate(config, workdir)
     print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
   else:
     evaluate.evaluate_workdir(workdir, config.eval_folders, step=_STEP.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -28,8 +28,10 @@ import numpy as np
 import optax
 
 from srgan_jax import checkpointing
+from srgan_jax import errors
 from srgan_jax import losses
 from srgan_jax import models
+from srgan_jax.configs import validation
 
 if TYPE_CHECKING:  # clu's writers and periodic actions import tensorflow.
   from clu import metric_writers  # pylint: disable=g-bad-import-order
@@ -85,7 +87,7 @@ class SRGANMetrics(metrics.Collection):
   first_nonfinite_step: FirstNonFinite
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
@@ -401,7 +403,8 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
 
   results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale)
   writer.write_scalars(step, {f'eval/{name}/{metric}': value[metric]
-                              for name, value in results.items() for metric in ('psnr', 'ssim')})
+                              for name, value in results.items() if 'error' not in value
+                              for metric in ('psnr', 'ssim')})
   if samples:
     writer.write_images(step, {f'eval/sample{i}': sample[None] for i, sample in enumerate(samples)})
   return results
@@ -409,7 +412,14 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> tuple[TrainState, TrainState]:
-  """Runs (or resumes) both phases in ``workdir``; returns the final states."""
+  """Runs (or resumes) both phases in ``workdir``; returns the final states.
+
+  Raises:
+    errors.ConfigError: a bad config field (before anything is written).
+    errors.Preempted: SIGTERM arrived; a checkpoint was saved, and calling this
+      again with the same arguments resumes from it.
+  """
+  validation.validate(config, jax.device_count())
   # Imported here: they import tensorflow (for TensorBoard), which the steps do not need.
   from clu import metric_writers  # pylint: disable=g-import-not-at-top,redefined-outer-name
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
@@ -483,9 +493,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
           checkpointing.wait_until_finished(manager)  # cannot be written fails now.
           saved_once = True
       if preempted:
-        logging.warning('Preempted: saved step %d in %s; rerun to resume.',
-                        done, manager.directory)
-        break
+        raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the '
+                               'same command to resume')
   finally:
     preemption.close()
     checkpointing.wait_until_finished(manager)

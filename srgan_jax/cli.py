@@ -1,0 +1,117 @@
+"""What every command does around its main: one-line user errors, exit codes, quiet logs.
+
+``run(main)`` replaces ``absl.app.run(main)`` in each entry point (main, evaluate,
+super_resolve, vgg19, benchmark):
+
+- a bad flag, a ``UserError`` (``errors``) or an ``app.UsageError`` ends the program
+  with ONE line on stderr, ``error: <what is wrong and how to fix it>``, and exit
+  status 2 (``errors.EXIT_USER_ERROR``); other exceptions are bugs and keep their
+  traceback. ``--verbosity=1`` (or ``SRGAN_JAX_DEBUG=1``) shows the full traceback
+  of user errors too, and the logs of other libraries;
+- ``errors.Preempted`` exits with 75 (saved; rerun to resume), Ctrl-C with 130;
+- INFO lines of other libraries (Orbax, JAX, TensorFlow's C++ start-up) are
+  hidden: the console shows this package's own lines (steps, steps/s, ETA, losses,
+  evaluations, where files went, through clu's writers); warnings and errors of
+  every library still show.
+"""
+
+import logging as std_logging
+import os
+import sys
+from typing import Any, Callable, NoReturn
+
+# Before anything imports TensorFlow: its C++ start-up lines (oneDNN, CUDA probing).
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from srgan_jax import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+DEBUG_ENV = 'SRGAN_JAX_DEBUG'
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# Whose INFO lines the console shows: this package, and clu's progress and metric lines.
+_OWN_LOG_SOURCES = (_PACKAGE_DIR + os.sep, f'{os.sep}clu{os.sep}')
+# Lines asyncio logs for every Orbax task left when a failed save stops the run.
+_NOISE = ('Event loop is closed',)
+
+
+def verbose() -> bool:
+  """--verbosity >= 1 or $SRGAN_JAX_DEBUG: full tracebacks and every library's logs."""
+  verbosity = flags.FLAGS['verbosity'].value if 'verbosity' in flags.FLAGS else 0
+  return verbosity >= 1 or os.environ.get(DEBUG_ENV, '') not in ('', '0')
+
+
+class _OwnLinesOnly(std_logging.Filter):
+  """Keeps warnings and errors, and the INFO lines of this package and clu."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if any(noise in record.getMessage() for noise in _NOISE):
+      return False
+    return record.levelno >= std_logging.WARNING or record.pathname.startswith(
+        _OWN_LOG_SOURCES[0]) or _OWN_LOG_SOURCES[1] in record.pathname
+
+
+def quiet_other_libraries() -> None:
+  """Hides other libraries' INFO lines (all absl and Python logging goes through root)."""
+  root = std_logging.getLogger()
+  handlers = root.handlers or [logging.get_absl_handler()]
+  for handler in handlers:
+    if not any(isinstance(f, _OwnLinesOnly) for f in handler.filters):
+      handler.addFilter(_OwnLinesOnly())
+
+
+def fail(message: str, code: int = errors.EXIT_USER_ERROR, prefix: str = 'error') -> NoReturn:
+  """Ends the program with one line on stderr, ``prefix: message``."""
+  sys.stdout.flush()
+  line = ' '.join(str(message).split())  # One line, whatever the message held.
+  sys.stderr.write(f'{prefix}: {line}\n')
+  sys.stderr.flush()
+  sys.exit(code)
+
+
+def _message(error: BaseException) -> str:
+  """The text of an error, unwrapped from the exceptions that carry it as an argument
+  (ml_collections raises AttributeError(KeyError('...Did you mean ...?')))."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  if isinstance(error, (KeyError, AttributeError)) and error.args:
+    return str(error.args[0])
+  return str(error) or type(error).__name__
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses the flags; a bad flag, or a config file that cannot be loaded or
+  overridden (ml_collections raises many types), is one line, unless verbose."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    fail(f'{error} (see --help)')
+  except Exception as error:  # pylint: disable=broad-except
+    if any(arg.startswith(('--verbosity=', '-v=')) and not arg.endswith(('=0', '=-1'))
+           for arg in argv) or os.environ.get(DEBUG_ENV, '') not in ('', '0'):
+      raise
+    fail(f'bad flags: {_message(error)} (see --help)')
+
+
+def _call(main: Callable[[list[str]], Any], argv: list[str]) -> Any:
+  if not verbose():
+    quiet_other_libraries()
+  try:
+    return main(argv)
+  except (errors.UserError, app.UsageError) as error:
+    if verbose():
+      raise
+    fail(_message(error))
+  except errors.Preempted as preempted:
+    fail(str(preempted), errors.EXIT_PREEMPTED, prefix='preempted')
+  except KeyboardInterrupt:
+    if verbose():
+      raise
+    fail('interrupted (Ctrl-C)', errors.EXIT_INTERRUPTED)
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """``app.run(main)`` with one-line user errors; main's return value is the exit status."""
+  app.run(lambda argv: _call(main, argv), flags_parser=_parse_flags)
