@@ -28,4 +28,12 @@ class ConfigError(UserError, ValueError):
 
 
 class Preempted(Exception):
-  """Training stopped on SIGTERM after saving a checkpoint; rerunning resumes it."""
+  """Training stopped on SIGTERM after saving a checkpoint; rerunning resumes it.
+
+  Attributes:
+    states: what training had when it stopped (the states it saved), or None.
+  """
+
+  def __init__(self, message: str, states: object = None):
+    super().__init__(message)
+    self.states = states

@@ -494,7 +494,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
           saved_once = True
       if preempted:
         raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the '
-                               'same command to resume')
+                               'same command to resume', (generator, discriminator))
   finally:
     preemption.close()
     checkpointing.wait_until_finished(manager)

@@ -12,6 +12,8 @@ import pytest
 from conftest import image_set
 from srgan_jax import bicubic
 from srgan_jax import evaluate
+from srgan_jax import image_io
+from srgan_jax import input_pipeline
 from srgan_jax import metrics
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -120,3 +122,31 @@ def test_format_table():
   assert lines[0].split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM']
   assert lines[1].split() == ['Set5', '5', '28.4314', '0.8113']
   assert lines[2].split() == ['BSD100', '100', '25.9634', '0.6682']
+
+
+def test_16_bit_images_are_reduced_to_their_high_byte_like_the_training_input(tmp_path):
+  """Not saturated by convert('RGB'): a 16-bit gray image used to score with 99.8% of
+  its pixels at 255."""
+  rng = np.random.default_rng(0)
+  gray = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
+  Image.fromarray(gray).save(tmp_path / 'gray16.png')
+  loaded = evaluate.load_image(tmp_path / 'gray16.png')
+  assert loaded.dtype == np.uint8 and loaded.shape == (20, 24, 1)
+  np.testing.assert_array_equal(loaded[..., 0], gray >> 8)
+  training = input_pipeline.decode_image((tmp_path / 'gray16.png').read_bytes())
+  np.testing.assert_array_equal(training[..., 0], loaded[..., 0])  # The same rule.
+
+  rgb = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
+  image_io.save_image(tmp_path / 'rgb16.png', rgb / 65535, bit_depth=16)
+  np.testing.assert_array_equal(evaluate.load_image(tmp_path / 'rgb16.png'), rgb >> 8)
+
+
+def test_evaluate_folder_skips_unscorable_files_by_name(tmp_path):
+  _write_folder(tmp_path)
+  (tmp_path / 'zero.png').write_bytes(b'')
+  Image.fromarray(np.zeros((18, 30, 3), np.uint8)).save(tmp_path / 'small.png')
+  result = evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), tmp_path, 4)
+  assert result['images'] == 3
+  assert [message.split(':')[0] for message in result['failed']] == [
+      str(tmp_path / 'small.png'), str(tmp_path / 'zero.png')]
+  assert 'too small to score at x4: both sides must be at least 19' in result['failed'][0]
