@@ -660,8 +660,8 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None]:
        ('steps', f.steps, validation.integer(minimum=1)),
        ('warmup', f.warmup, validation.integer(minimum=0))],
       unknown and f'--run: unknown {", ".join(unknown)}; choose from {", ".join(BENCHMARKS)}',
-      f.crop_size % 16 == 0 or f'--crop_size must be a multiple of 16 (and of the scale 4), '
-                                f'got {f.crop_size}',
+      f.crop_size % 16 and f'--crop_size must be a multiple of 16 (and of the scale 4), '
+                           f'got {f.crop_size}',
       widths is not None and len(widths) != 2 and '--widths takes num_blocks,features',
       missing and f'--data_folders: no folder {", ".join(missing)}',
       any(b % jax.device_count() for b in batch_sizes) and

@@ -9,10 +9,11 @@ super_resolve, vgg19, benchmark):
   traceback. ``--verbosity=1`` (or ``SRGAN_JAX_DEBUG=1``) shows the full traceback
   of user errors too, and the logs of other libraries;
 - ``errors.Preempted`` exits with 75 (saved; rerun to resume), Ctrl-C with 130;
-- INFO lines of other libraries (Orbax, JAX, TensorFlow's C++ start-up) are
-  hidden: the console shows this package's own lines (steps, steps/s, ETA, losses,
-  evaluations, where files went, through clu's writers); warnings and errors of
-  every library still show.
+- INFO lines of other libraries (Orbax, JAX) are hidden, and their warnings and
+  errors are one line each, without traceback: the console shows this package's own
+  lines (steps, steps/s, ETA, losses, evaluations, where files went, through clu's
+  writers). (TensorFlow 2.21 prints two C++ start-up lines before any setting can
+  hide them.)
 """
 
 import logging as std_logging
@@ -44,13 +45,20 @@ def verbose() -> bool:
 
 
 class _OwnLinesOnly(std_logging.Filter):
-  """Keeps warnings and errors, and the INFO lines of this package and clu."""
+  """Keeps this package's and clu's lines, and one line per warning or error of others.
+
+  Other libraries' tracebacks (Orbax logs one per background thread when a save
+  fails) are dropped: the error that stops the program says what failed.
+  """
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    if any(noise in record.getMessage() for noise in _NOISE):
+    if record.pathname.startswith(_OWN_LOG_SOURCES[0]) or _OWN_LOG_SOURCES[1] in record.pathname:
+      return True
+    if record.levelno < std_logging.WARNING or any(
+        noise in record.getMessage() for noise in _NOISE):
       return False
-    return record.levelno >= std_logging.WARNING or record.pathname.startswith(
-        _OWN_LOG_SOURCES[0]) or _OWN_LOG_SOURCES[1] in record.pathname
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return True
 
 
 def quiet_other_libraries() -> None:
@@ -81,13 +89,37 @@ def _message(error: BaseException) -> str:
   return str(error) or type(error).__name__
 
 
+def _without_traceback(message: str) -> str:
+  """A message that embeds a traceback (ml_collections does, for a config file that
+  raises) cut to its first line and the exception line the traceback ends with."""
+  marker = 'Traceback (most recent call last):'
+  if marker not in message:
+    return message
+  before, _, trace = message.partition(marker)
+  lines = [line.strip() for line in trace.splitlines() if line.strip()]
+  return f'{before.strip()} {lines[-1] if lines else ""}'
+
+
+def _check_config_files() -> None:
+  """Raises the error of a config file that ml_collections could not load (it keeps
+  an object that raises it only when used)."""
+  for name in flags.FLAGS:
+    value = flags.FLAGS[name].value
+    if type(value).__name__ == '_ErrorConfig':
+      value._ReportError()  # pylint: disable=protected-access
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """Parses the flags; a bad flag, or a config file that cannot be loaded or
   overridden (ml_collections raises many types), is one line, unless verbose."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
+    _check_config_files()
+    return remaining
   except flags.Error as error:
-    fail(f'{error} (see --help)')
+    if verbose():
+      raise
+    fail(f'{_without_traceback(str(error))} (see --help)')
   except Exception as error:  # pylint: disable=broad-except
     if any(arg.startswith(('--verbosity=', '-v=')) and not arg.endswith(('=0', '=-1'))
            for arg in argv) or os.environ.get(DEBUG_ENV, '') not in ('', '0'):

@@ -59,7 +59,8 @@ def main(argv):
                          _STEP.value is not None and _MODE.value == 'train'
                          and '--step is for --mode=evaluate')
   _initialise_distributed()
-  validation.validate(flags.FLAGS.config, jax.device_count())  # Before any file or program.
+  validation.validate(flags.FLAGS.config, jax.device_count(),  # Before any file or program.
+                      check_files=_MODE.value == 'train')
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)

@@ -163,6 +163,7 @@ MAIN_CASES = {
     'step<0': (['--mode=evaluate', '--step=-1'], r'--step must be >= 0, got -1'),
     'positional argument': (['extra'], r"Unexpected arguments: \['extra'\]"),
     'workdir empty': (['--workdir='], r'--workdir must be a non-empty string'),
+    'unknown flag': (['--workdri=/tmp/x'], r'Unknown command line flag .workdri.'),
 }
 
 
@@ -185,24 +186,28 @@ def test_main_batch_size_must_divide_over_devices(tmp_path):
 
 
 @pytest.mark.parametrize('content, pattern', [
-    ("config.srgan.contnet_loss = 'mse'", r'unknown field srgan.contnet_loss \(did you mean '
-                                          r'srgan.content_loss\?\)'),
-    ('del config.srgan.content_loss', r'missing field srgan.content_loss'),
-    ("config.keep_checkpoints = '3'", r"keep_checkpoints must be an integer, got '3'"),
-    ('config.batch_size = True', r'batch_size must be an integer, got True'),
-    ("config.data.folders = '/one/path'", r'data.folders must be a tuple of paths'),
+    ("d['srgan']['contnet_loss'] = 'mse'", r'unknown field srgan.contnet_loss \(did you mean '
+                                           r'srgan.content_loss\?\)'),
+    ("del d['srgan']['content_loss']", r'missing field srgan.content_loss'),
+    ("d['keep_checkpoints'] = '3'", r"keep_checkpoints must be an integer, got '3'"),
+    ("d['batch_size'] = True", r'batch_size must be an integer, got True'),
+    ("d['data']['folders'] = '/one/path'", r'data.folders must be a tuple of paths'),
+    ("d['data']['augment'] = 'yes'", r"data.augment must be True or False, got 'yes'"),
+    ("quickstart.get_config().keep_checkpoints = 'three'", r"keep_checkpoints.*cannot be casted"),
     ('raise RuntimeError("broken config file")', r'broken config file'),
-], ids=['unknown-field', 'missing-field', 'string-for-int', 'bool-for-int',
-        'string-for-tuple', 'config-file-raises'])
+], ids=['unknown-field', 'missing-field', 'string-for-int', 'bool-for-int', 'string-for-tuple',
+        'string-for-bool', 'configdict-type-error', 'config-file-raises'])
 def test_main_rejects_bad_config_file(tmp_path, content, pattern):
+  """Config files that build their own ConfigDict can hold any name and type."""
   config_file = tmp_path / 'my_config.py'
   config_file.write_text(textwrap.dedent(f'''\
+      import ml_collections
       from srgan_jax.configs import quickstart
 
       def get_config():
-        config = quickstart.get_config()
+        d = quickstart.get_config().to_dict()
         {content}
-        return config
+        return ml_collections.ConfigDict(d)
       '''))
   workdir = tmp_path / 'run'
   result = run_command('main', f'--config={config_file}', f'--workdir={workdir}')
@@ -255,6 +260,8 @@ EVALUATE_CASES = {
     'step<0': (['--workdir=/tmp', '--step=-1'], r'--step must be >= 0, got -1'),
     'model=foo': (['--model=foo'], r'--model=foo: value should be one of'),
     'positional argument': (['extra'], r"unexpected arguments: \['extra'\]"),
+    'unknown flag': (['--sclae=4'], r'Unknown command line flag .sclae.'),
+    'scale empty': (['--scale='], r'--scale='),
 }
 
 
@@ -311,6 +318,8 @@ SUPER_RESOLVE_CASES = {
     'workdir with bicubic': (['--workdir=/tmp'], r'--workdir is for --model=srgan'),
     'model=foo': (['--model=foo'], r'--model=foo: value should be one of'),
     'tile=abc': (['--tile=abc'], r'--tile=abc'),
+    'tile empty': (['--tile='], r'--tile='),
+    'unknown flag': (['--overwrit'], r'Unknown command line flag .overwrit.'),
     'input missing': (['--input=/nonexistent/photos'], r'no such input: /nonexistent/photos'),
     'output is the input folder': (['--output=IN'], r'would overwrite the input'),
     'input inside the output': (['--output=ROOT'], r'would overwrite the input'),
@@ -377,6 +386,7 @@ BENCHMARK_CASES = {
     'data_folders missing': (['--data_folders=/nonexistent/T91'],
                              r'--data_folders: no folder /nonexistent/T91'),
     'dtype=float16': (['--dtype=float16'], r'--dtype=float16: value should be one of'),
+    'unknown flag': (['--step=3'], r'Unknown command line flag .step.'),
 }
 
 

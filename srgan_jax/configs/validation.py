@@ -179,7 +179,8 @@ def _names(flat: Mapping[str, Any]) -> list[str]:
   return problems
 
 
-def _relations(flat: Mapping[str, Any], device_count: int | None) -> list[str]:
+def _relations(flat: Mapping[str, Any], device_count: int | None,
+               check_files: bool) -> list[str]:
   """Checks between fields, and files that must exist before training starts."""
   problems = []
   scale, crop, batch = flat['scale'], flat['data.crop_size'], flat['batch_size']
@@ -190,6 +191,8 @@ def _relations(flat: Mapping[str, Any], device_count: int | None) -> list[str]:
     problems.append(f'batch_size must be a multiple of the {device_count} devices, got {batch}')
   if flat['srresnet.num_steps'] + flat['srgan.num_steps'] == 0:
     problems.append('srresnet.num_steps + srgan.num_steps must be >= 1, got 0')
+  if not check_files:
+    return problems
   if flat['data.source'] in ('folders', 'device'):
     if not flat['data.folders']:
       problems.append(f'data.folders must name at least one folder for data.source='
@@ -213,8 +216,9 @@ def _relations(flat: Mapping[str, Any], device_count: int | None) -> list[str]:
   return problems
 
 
-def check(config: Mapping[str, Any], device_count: int | None = None) -> list[str]:
-  """Every problem of a training config, as 'field: what is wrong' strings."""
+def check(config: Mapping[str, Any], device_count: int | None = None,
+          check_files: bool = True) -> list[str]:
+  """Every problem of a training config, as 'field what is wrong' strings."""
   flat = _flatten(config)
   problems = _names(flat)
   for name, rule in RULES.items():
@@ -223,17 +227,20 @@ def check(config: Mapping[str, Any], device_count: int | None = None) -> list[st
       problems.append(f'{name} {problem}')
   if problems:  # The checks between fields assume each field is well-formed.
     return problems
-  return _relations(flat, device_count)
+  return _relations(flat, device_count, check_files)
 
 
-def validate(config: Mapping[str, Any], device_count: int | None = None) -> None:
+def validate(config: Mapping[str, Any], device_count: int | None = None,
+             check_files: bool = True) -> None:
   """Raises ConfigError naming every bad field of a training config.
 
   Args:
     config: the training config (a ConfigDict, or nested dicts).
     device_count: the number of devices the batch is split over (checked when given).
+    check_files: also check that the files training reads exist (local data
+      folders, VGG19 weights when the SRGAN phase needs them, srgan.init_from).
   """
-  problems = check(config, device_count)
+  problems = check(config, device_count, check_files)
   if problems:
     raise errors.ConfigError(f'bad config: {"; ".join(problems)}')
 
@@ -243,10 +250,10 @@ def check_flags(checks: Sequence[tuple[str, Any, Checker]], *conditions: str | N
 
   Args:
     checks: (flag name, value, checker) triples; a None value (flag not given) passes.
-    *conditions: further problems (strings), or None where there is none.
+    *conditions: further problems (strings); anything else (None, False) is none.
   """
   problems = [f'--{name} {problem}' for name, value, rule in checks
               if value is not None and (problem := rule(value))]
-  problems += [condition for condition in conditions if condition]
+  problems += [condition for condition in conditions if isinstance(condition, str) and condition]
   if problems:
     raise errors.ConfigError('; '.join(problems))
