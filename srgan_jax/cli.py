@@ -34,14 +34,19 @@ DEBUG_ENV = 'SRGAN_JAX_DEBUG'
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Whose INFO lines the console shows: this package, and clu's progress and metric lines.
 _OWN_LOG_SOURCES = (_PACKAGE_DIR + os.sep, f'{os.sep}clu{os.sep}')
-# Lines asyncio logs for every Orbax task left when a failed save stops the run.
-_NOISE = ('Event loop is closed',)
 
 
-def verbose() -> bool:
-  """--verbosity >= 1 or $SRGAN_JAX_DEBUG: full tracebacks and every library's logs."""
-  verbosity = flags.FLAGS['verbosity'].value if 'verbosity' in flags.FLAGS else 0
-  return verbosity >= 1 or os.environ.get(DEBUG_ENV, '') not in ('', '0')
+def verbose(argv: list[str] | None = None) -> bool:
+  """--verbosity >= 1 or $SRGAN_JAX_DEBUG: full tracebacks and every library's logs.
+
+  ``argv``: look for --verbosity there (flags that failed to parse), not in FLAGS.
+  """
+  if os.environ.get(DEBUG_ENV, '') not in ('', '0'):
+    return True
+  if argv is not None:
+    return any(arg.startswith(('--verbosity=', '-v=')) and arg.split('=')[1] not in ('0', '-1')
+               for arg in argv)
+  return flags.FLAGS['verbosity'].value >= 1
 
 
 class _OwnLinesOnly(std_logging.Filter):
@@ -54,8 +59,7 @@ class _OwnLinesOnly(std_logging.Filter):
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.pathname.startswith(_OWN_LOG_SOURCES[0]) or _OWN_LOG_SOURCES[1] in record.pathname:
       return True
-    if record.levelno < std_logging.WARNING or any(
-        noise in record.getMessage() for noise in _NOISE):
+    if record.levelno < std_logging.WARNING:
       return False
     record.exc_info, record.exc_text, record.stack_info = None, None, None
     return True
@@ -116,14 +120,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     remaining = flags.FLAGS(argv)
     _check_config_files()
     return remaining
-  except flags.Error as error:
-    if verbose():
-      raise
-    fail(f'{_without_traceback(str(error))} (see --help)')
   except Exception as error:  # pylint: disable=broad-except
-    if any(arg.startswith(('--verbosity=', '-v=')) and not arg.endswith(('=0', '=-1'))
-           for arg in argv) or os.environ.get(DEBUG_ENV, '') not in ('', '0'):
+    if verbose(argv):
       raise
+    if isinstance(error, flags.Error):
+      fail(f'{_without_traceback(str(error))} (see --help)')
     fail(f'bad flags: {_message(error)} (see --help)')
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 import pytest
 
 from srgan_jax import checkpointing
+from srgan_jax import errors
 from srgan_jax import train
 
 # `python -m srgan_jax.main` with hooks set by environment variables:
