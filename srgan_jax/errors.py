@@ -12,7 +12,7 @@ This module imports nothing, so that every module can raise these errors.
 # Exit statuses of every command (python -m srgan_jax.main, .evaluate, ...).
 EXIT_OK = 0  # Finished.
 EXIT_FAILED = 1  # A bug (with a traceback), or some of the images could not be processed.
-EXIT_USER_ERROR = 2  # A mistake the user can fix; one line on stderr says which.
+EXIT_USER_ERROR = 2  # Something to fix first (a UserError); one line on stderr says what.
 # Training only: stopped by SIGTERM after saving a checkpoint; rerun the same command
 # to resume. 75 is EX_TEMPFAIL of sysexits.h, "try again later".
 EXIT_PREEMPTED = 75

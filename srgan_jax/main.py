@@ -10,10 +10,10 @@ JAX_NUM_PROCESSES and JAX_PROCESS_ID set) call jax.distributed.initialize() firs
 The config is checked as a whole (configs/validation.py) before anything is created.
 A workdir has one writer: a second training run on it refuses to start (workdir_lock).
 
-Exit status (errors.py): 0 finished; 2 a mistake to fix, said in one line on stderr
+Exit status (errors.py): 0 finished; 75 preempted (SIGTERM): a checkpoint was saved,
+rerun the same command to resume; 2 something to fix first, said in one line on stderr
 (a bad flag or config field, a missing file, an incompatible checkpoint, a workdir in
-use); 75 preempted (SIGTERM): a checkpoint was saved, rerun the same command to
-resume; 1 a bug (with a traceback) or a failure such as a NaN loss. --verbosity=1
+use, a failed checkpoint write, a NaN loss); 1 a bug, with a traceback. --verbosity=1
 shows tracebacks and the logs of other libraries.
 """
 
