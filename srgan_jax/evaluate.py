@@ -287,8 +287,9 @@ def _define_flags() -> None:
 
 def _check_flags(options: Any, model: str) -> None:
   """Every flag, before any image is read (errors.ConfigError)."""
-  missing = [folder for folder in options.data if not pathlib.Path(folder).is_dir()]
+  missing = [folder for folder in options.data if folder and not pathlib.Path(folder).is_dir()]
   validation.check_flags(
+      [('data', folder, validation.text()) for folder in options.data] +
       [('scale', options.scale, validation.integer(minimum=2)),
        ('step', options.step, validation.integer(minimum=0)),
        ('workdir', options.workdir, validation.text()),

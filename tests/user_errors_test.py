@@ -253,7 +253,8 @@ EVALUATE_CASES = {
     'scale<0': (['--scale=-4'], r'--scale must be >= 2, got -4'),
     'scale=abc': (['--scale=abc'], r'--scale=abc'),
     'data missing': (['--data=/nonexistent/Set5'], r'--data: no folder /nonexistent/Set5'),
-    'no data flag': (['--data'], r'--data'),
+    'data empty': (['--data='], r"--data must be a non-empty string, got ''"),
+    'no data flag': (['NO_DATA'], r'Flag --data must have a value other than None'),
     'compare without save_dir': (['--compare'], r'--compare needs --save_dir'),
     'srgan without workdir': (['--model=srgan'], r'--model=srgan needs --workdir'),
     'workdir with bicubic': (['--model=bicubic', '--workdir=/tmp'], r'--workdir is for --model=srgan'),
@@ -270,7 +271,9 @@ def test_evaluate_rejects_bad_flags(tmp_path, args, pattern):
   images = tmp_path / 'images'
   write_image(images / 'a.png')
   output = tmp_path / 'out' / 'results.json'
-  flags = [] if any(arg.startswith('--data') for arg in args) else [f'--data={images}']
+  flags = [] if any(arg.startswith(('--data', 'NO_DATA')) for arg in args) else [
+      f'--data={images}']
+  args = [arg for arg in args if arg != 'NO_DATA']
   result = run_command('evaluate', *flags, *args, f'--output={output}')
   check_user_error(result, pattern)
   assert not output.parent.exists()
@@ -321,6 +324,7 @@ SUPER_RESOLVE_CASES = {
     'tile empty': (['--tile='], r'--tile='),
     'unknown flag': (['--overwrit'], r'Unknown command line flag .overwrit.'),
     'input missing': (['--input=/nonexistent/photos'], r'no such input: /nonexistent/photos'),
+    'input empty': (['--input='], r"--input must be a non-empty string, got ''"),
     'output is the input folder': (['--output=IN'], r'would overwrite the input'),
     'input inside the output': (['--output=ROOT'], r'would overwrite the input'),
     'output file is the input file': (['--input=IN/a.png', '--output=IN/a.png', '--overwrite'],
