@@ -425,7 +425,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   srresnet_steps, total_steps = config.srresnet.num_steps, (
       config.srresnet.num_steps + config.srgan.num_steps)
-  manager = checkpointing.create_manager(workdir, config)  # First: checks the workdir.
+  # Damaged VGG19 weights are reported before anything is written.
+  vgg_params, vgg_preprocessing = load_vgg(config)
+  manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   mesh = create_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
@@ -444,7 +446,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
     (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
-  vgg_params, vgg_preprocessing = load_vgg(config)
   vgg_params = jax.device_put(vgg_params, replicated)
   srresnet_step, srgan_step = _compile_steps(config, vgg_preprocessing, replicated)
   train_metrics = _empty_metrics(phase, replicated)

@@ -215,6 +215,18 @@ def test_main_rejects_bad_config_file(tmp_path, content, pattern):
   assert not workdir.exists()
 
 
+def test_main_damaged_vgg_weights_before_any_checkpoint(tmp_path):
+  weights = tmp_path / 'vgg19.npz'
+  weights.write_text('not a weights file')
+  workdir = tmp_path / 'run'
+  result = run_command('main', f'--config={QUICKSTART}', f'--workdir={workdir}',
+                       '--config.srgan.content_loss=vgg54', f'--config.srgan.vgg_weights={weights}')
+  check_user_error(result, rf'cannot read VGG19 weights from {re.escape(str(weights))}.*'
+                           rf'Re-create the file with: python -m srgan_jax.vgg19 import')
+  assert sorted(snapshot(workdir)) == ['lock.json']  # No checkpoints/, no events file.
+  assert weights.read_text() == 'not a weights file'
+
+
 def test_main_evaluate_without_checkpoints(tmp_path):
   result = run_command('main', f'--config={QUICKSTART}', f'--workdir={tmp_path}',
                        '--mode=evaluate')
