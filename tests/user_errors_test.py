@@ -122,6 +122,8 @@ MAIN_CASES = {
     'discriminator stride 3': (['--config.discriminator.convs=((8, 3),)'],
                                r'discriminator.convs must hold \(channels >= 1, stride 1 or 2\)'),
     'learning_rate=0': (['--config.srresnet.learning_rate=0'], r'srresnet.learning_rate must be > 0'),
+    'learning_rate=nan': (['--config.srresnet.learning_rate=nan'],
+                          r'srresnet.learning_rate must be a finite number, got nan'),
     'srgan learning_rate<0': (['--config.srgan.learning_rate=-1e-4'], r'srgan.learning_rate must be > 0'),
     'decay_factor=0': (['--config.srgan.decay_factor=0'], r'srgan.decay_factor must be > 0'),
     'decay_steps<0': (['--config.srgan.decay_steps=-1'], r'srgan.decay_steps must be >= 0'),

@@ -12,6 +12,7 @@ the command-line flags of the other entry points, through ``check_flags``.
 """
 
 import difflib
+import math
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -49,8 +50,8 @@ def number(minimum: float | None = None, maximum: float | None = None,
            above: float | None = None, below: float | None = None) -> Checker:
   """A finite int or float in [minimum, maximum] and (above, below)."""
   def check(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-      return f'must be a number, got {value!r}'
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      return f'must be a finite number, got {value!r}'
     for bound, fails, word in ((minimum, lambda b: value < b, '>='),
                                (maximum, lambda b: value > b, '<='),
                                (above, lambda b: value <= b, '>'),
