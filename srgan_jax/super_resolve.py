@@ -20,6 +20,7 @@ import dataclasses
 import os
 import pathlib
 import resource
+import sys
 import time
 from typing import Any, Callable
 
@@ -293,8 +294,9 @@ def main(argv: list[str]) -> int:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
   _check_flags(options)
+  # Not in logs: the bar moves the cursor up, which a file shows as stray characters.
   with tqdm.tqdm(unit='tile', leave=False, dynamic_ncols=True, position=1,
-                 disable=options.model == 'bicubic') as tile_bar:
+                 disable=options.model == 'bicubic' or not sys.stderr.isatty()) as tile_bar:
 
     def on_tiles(done: int, total: int) -> None:
       if tile_bar.total != total or done < tile_bar.n:  # A new image.

@@ -55,7 +55,8 @@ def check_user_error(result: subprocess.CompletedProcess, pattern: str,
   assert 'Traceback' not in result.stderr, shown
   lines = result.stderr.strip().splitlines()
   assert lines, shown
-  assert re.search(pattern, lines[-1]), f'last line {lines[-1]!r} !~ {pattern!r}\n{shown}'
+  assert re.match(rf'(error|preempted): .*{pattern}', lines[-1]), (
+      f'last line {lines[-1]!r} !~ {pattern!r}\n{shown}')
   assert len(lines[-1]) < 1000, shown
   return lines[-1]
 
