@@ -54,6 +54,7 @@ from srgan_jax import paths
 from srgan_jax import train
 from srgan_jax import vgg19
 from srgan_jax.configs import default
+from srgan_jax.configs import validation
 
 BENCHMARKS = ('srresnet', 'srgan', 'inference', 'pipeline')
 RANDOM_VGG_NOTE = ('VGG19 weights are random values in the real layout: the same work as '
@@ -635,6 +636,40 @@ def _define_flags() -> None:
                     '(default: srgan_jax/configs/default.py).')
 
 
+def _integers(name: str, values: Sequence[str], minimum: int) -> list[int]:
+  """A list flag's integers; errors.ConfigError naming the flag otherwise."""
+  try:
+    numbers = [int(value) for value in values]
+  except ValueError:
+    numbers = None
+  validation.check_flags([], (numbers is None or any(n < minimum for n in numbers)) and
+                         f'--{name} takes integers >= {minimum}, got {",".join(values)}')
+  return numbers
+
+
+def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None]:
+  """Every flag, before JAX starts: (batch sizes, inference sizes, widths)."""
+  batch_sizes = _integers('batch_sizes', f.batch_sizes, 1)
+  inference_sizes = _integers('inference_sizes', f.inference_sizes, 1)
+  widths = tuple(_integers('widths', f.widths, 1)) if f.widths else None
+  unknown = sorted(set(f.run) - set(BENCHMARKS))
+  missing = [folder for folder in f.data_folders or () if not os.path.isdir(folder)]
+  validation.check_flags(
+      [('crop_size', f.crop_size, validation.integer(minimum=16)),
+       ('inference_batch', f.inference_batch, validation.integer(minimum=1)),
+       ('steps', f.steps, validation.integer(minimum=1)),
+       ('warmup', f.warmup, validation.integer(minimum=0))],
+      unknown and f'--run: unknown {", ".join(unknown)}; choose from {", ".join(BENCHMARKS)}',
+      f.crop_size % 16 and f'--crop_size must be a multiple of 16 (and of the scale 4), '
+                           f'got {f.crop_size}',
+      widths is not None and len(widths) != 2 and '--widths takes num_blocks,features',
+      missing and f'--data_folders: no folder {", ".join(missing)}',
+      any(b % jax.device_count() for b in batch_sizes) and
+      f'--batch_sizes must be multiples of the {jax.device_count()} devices',
+      f.json is not None and os.path.isdir(f.json) and f'--json={f.json} is a folder')
+  return batch_sizes, inference_sizes, widths
+
+
 def main(argv: Sequence[str]) -> None:
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
@@ -642,12 +677,10 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  widths = tuple(int(w) for w in f.widths) if f.widths else None
-  if widths is not None and len(widths) != 2:
-    raise app.UsageError('--widths takes num_blocks,features')
+  batch_sizes, inference_sizes, widths = _check_flags(f)
   report = run_benchmarks(
-      benchmarks=f.run, batch_sizes=[int(b) for b in f.batch_sizes], crop_size=f.crop_size,
-      inference_sizes=[int(s) for s in f.inference_sizes], inference_batch=f.inference_batch,
+      benchmarks=f.run, batch_sizes=batch_sizes, crop_size=f.crop_size,
+      inference_sizes=inference_sizes, inference_batch=f.inference_batch,
       dtype=f.dtype, steps=f.steps, warmup=f.warmup, widths=widths, compare=f.compare,
       torch_compile=f.torch_compile, torch_channels_last=f.torch_channels_last,
       data_folders=f.data_folders and [paths.absolute(folder) for folder in f.data_folders])
@@ -660,7 +693,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
+  from srgan_jax import cli  # pylint: disable=g-import-not-at-top
 
   _define_flags()
-  app.run(main)
+  cli.run(main)

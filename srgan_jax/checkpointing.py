@@ -24,6 +24,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from srgan_jax import errors
 from srgan_jax import models
 from srgan_jax import paths
 
@@ -39,7 +40,7 @@ _STRUCTURE_FIELDS = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """A checkpoint directory that cannot be used, with the path and the reason."""
 
 

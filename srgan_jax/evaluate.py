@@ -5,7 +5,13 @@ bicubic downsampling (uint8), upscale it with the method under test (uint8), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
 ``metrics``), and the perceptual metrics of ``--metrics`` (NIQE, LPIPS; see
 ``perceptual``) on batches of same-size images. Grayscale files stay single-channel,
-as in the MATLAB test code.
+as in the MATLAB test code; files are read by ``image_io``'s rules (16-bit images
+reduced to their high byte, as the training input does).
+
+Files that cannot be scored (unreadable, unsupported, or too small for the SSIM
+window once shaved) are reported by name and skipped; a set that cannot be scored at
+all is reported and the other sets are still scored and written. The command exits
+with 1 when anything was skipped, 2 for a bad flag (one line on stderr).
 
 Usage (bicubic baseline; gives Set5 28.43 / 0.8113, Set14 26.00 / 0.7031,
 BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
@@ -35,10 +41,14 @@ import numpy as np
 from PIL import Image
 
 from srgan_jax import bicubic
+from srgan_jax import cli
+from srgan_jax import errors
+from srgan_jax import image_io
 from srgan_jax import metrics
 from srgan_jax import paths
 from srgan_jax import perceptual
 from srgan_jax import pretrained
+from srgan_jax.configs import validation
 
 # A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
 # c = 1 or 3.
@@ -50,6 +60,10 @@ EVAL_BATCH_SIZE = 8
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 
 
+class NoImagesError(errors.UserError, FileNotFoundError):
+  """A set with no image that can be scored."""
+
+
 def list_images(folder: str | pathlib.Path) -> list[pathlib.Path]:
   """The image files of ``folder``, sorted by name."""
   return sorted(path for path in pathlib.Path(folder).iterdir()
@@ -57,11 +71,20 @@ def list_images(folder: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 def load_image(path: str | pathlib.Path) -> np.ndarray:
-  """uint8 ``[H, W, 1]`` for grayscale ('L') files, ``[H, W, 3]`` RGB for the rest."""
-  with Image.open(path) as image:
-    if image.mode == 'L':
-      return np.asarray(image)[..., None]
-    return np.asarray(image.convert('RGB'))
+  """uint8 ``[H, W, 1]`` for grayscale files, ``[H, W, 3]`` RGB for the rest
+  (``image_io.load_uint8``); raises ``image_io.UnreadableImageError``."""
+  return image_io.load_uint8(path)
+
+
+def _scorable(path: pathlib.Path, scale: int) -> np.ndarray:
+  """The HR image cropped to a multiple of ``scale``, if big enough to be scored."""
+  hr = modcrop(load_image(path), scale)
+  smallest = metrics.SSIM_WINDOW + 2 * scale  # The SSIM window, after shaving the border.
+  if min(hr.shape[:2]) < smallest:
+    raise image_io.UnreadableImageError(
+        f'{path}: {hr.shape[0]}x{hr.shape[1]} pixels (cropped to a multiple of {scale}) '
+        f'is too small to score at x{scale}: both sides must be at least {smallest}')
+  return hr
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -206,22 +229,34 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
       batches of same-size images.
 
   Returns:
-    ``{'psnr': dB, 'ssim': ..., 'images': count}`` and the mean of each further metric.
+    ``{'psnr': dB, 'ssim': ..., 'images': count scored, 'failed': [messages]}`` and
+    the mean of each further metric; 'failed' names each file that was skipped and why.
+
+  Raises:
+    NoImagesError: no file of the folder could be scored.
   """
-  paths = list_images(folder)
-  if not paths:
-    raise FileNotFoundError(f'no images in {folder}')
+  failed, image_paths, hrs = [], [], []
+  for path in list_images(folder):
+    try:
+      hrs.append(_scorable(path, scale))
+      image_paths.append(path)
+    except image_io.UnreadableImageError as error:  # Its message names the file.
+      logging.warning('Skipped %s', error)
+      failed.append(str(error))
+  if not image_paths:
+    raise NoImagesError(f'no image to score in {folder} ({len(failed)} skipped'
+                        + (f', e.g. {failed[0]}' if failed else
+                           f'; looked for {", ".join(IMAGE_SUFFIXES)}') + ')')
   for directory in (save_dir, compare_dir):
     if directory is not None:
       pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
-  hrs = [modcrop(load_image(path), scale) for path in paths]
   lrs = [bicubic.imresize(hr, 1 / scale) for hr in hrs]
-  srs: list[np.ndarray] = [np.empty(0)] * len(paths)
+  srs: list[np.ndarray] = [np.empty(0)] * len(image_paths)
   for indices in _same_size_batches(lrs, batch_size):
     for index, sr in zip(indices, np.asarray(upscale_fn(np.stack([lrs[i] for i in indices])))):
       srs[index] = sr
   psnrs, ssims = [], []
-  for path, lr, sr, hr in zip(paths, lrs, srs, hrs):
+  for path, lr, sr, hr in zip(image_paths, lrs, srs, hrs):
     if sr.shape != hr.shape or sr.dtype != np.uint8:
       raise ValueError(f'{path.name}: upscale_fn gave {sr.dtype} {sr.shape}, '
                        f'expected uint8 {hr.shape}')
@@ -236,7 +271,8 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
         _save_png(pathlib.Path(compare_dir) / (crop.file_name if crop else f'{path.stem}.png'),
                   comparison_image(lr, bicubic_sr, sr, hr, crop))
   return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)),
-          **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(paths)}
+          **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(image_paths),
+          'failed': failed}
 
 
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,
@@ -247,7 +283,8 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
   """``evaluate_folder`` on each folder, keyed by folder name.
 
   With ``save_dir``, SR images go to ``save_dir/<set>/`` and, with ``compare`` (or
-  ``crops``), comparison images to ``save_dir/<set>/compare/``.
+  ``crops``), comparison images to ``save_dir/<set>/compare/``. A set that cannot be
+  scored (missing, no usable image) gets ``{'error': message}`` and the others are scored.
   """
   compare = compare or bool(crops)
   if compare and save_dir is None:
@@ -260,9 +297,13 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
   for folder in folders:
     name = pathlib.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
-    results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,
-                                    set_dir / 'compare' if compare else None,
-                                    crops=crops, metric_fns=metric_fns)
+    try:
+      results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,
+                                      set_dir / 'compare' if compare else None,
+                                      crops=crops, metric_fns=metric_fns)
+    except (errors.UserError, OSError) as error:  # Missing, unreadable or empty set.
+      logging.warning('Set %s not scored: %s', name, error)
+      results[name] = {'error': str(error)}
   return results
 
 
@@ -304,8 +345,10 @@ def evaluate_model(model: Any, variables: Any, config: Any,
   results = evaluate_sets(generator_upscale_fn(model, variables), folders, config.scale,
                           save_dir, compare, crops, metric_fns)
   for folder, result in zip(folders, results.values()):
-    baseline = bicubic_scores(str(folder), config.scale, metric_fns)
-    result['bicubic'] = {key: value for key, value in baseline.items() if key != 'images'}
+    if 'error' not in result:
+      baseline = bicubic_scores(str(folder), config.scale, metric_fns)
+      result['bicubic'] = {key: value for key, value in baseline.items()
+                           if key not in ('images', 'failed')}
   if writes:
     print(format_table(results))
   return results
@@ -319,18 +362,26 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
   """A plain-text table: set, images, each metric (PSNR (dB), SSIM, NIQE, LPIPS, ...),
   then the bicubic baseline's if present."""
   width = max([len('set')] + [len(name) for name in results])
-  names = [key for key in next(iter(results.values())) if key not in ('images', 'bicubic')]
+  scored = [result for result in results.values() if 'error' not in result]
+  names = [key for key in (scored[0] if scored else {})
+           if key not in ('images', 'bicubic', 'failed')]
   columns = [(_COLUMN_LABELS.get(key, key), (key,)) for key in names]
-  if all('bicubic' in result for result in results.values()):
+  if scored and all('bicubic' in result for result in scored):
     columns += [(f'bicubic {_COLUMN_LABELS.get(key, key).removesuffix(" (dB)")}',
                  ('bicubic', key)) for key in names]
   sizes = [max(len(label), 6) for label, _ in columns]
   lines = [f'{"set":<{width}}  images' +
            ''.join(f'  {label:>{size}}' for (label, _), size in zip(columns, sizes))]
   for name, result in results.items():
+    if 'error' in result:
+      lines.append(f'{name:<{width}}  not scored: {result["error"]}')
+      continue
     values = [functools.reduce(dict.get, keys, result) for _, keys in columns]
-    lines.append(f'{name:<{width}}  {result["images"]:>6}' +
-                 ''.join(f'  {value:>{size}.4f}' for value, size in zip(values, sizes)))
+    line = (f'{name:<{width}}  {result["images"]:>6}' +
+            ''.join(f'  {value:>{size}.4f}' for value, size in zip(values, sizes)))
+    if result.get('failed'):
+      line += f'  ({len(result["failed"])} files skipped)'
+    lines.append(line)
   return '\n'.join(lines)
 
 
@@ -356,11 +407,42 @@ def _define_flags() -> None:
   flags.mark_flag_as_required('data')
 
 
-def main(argv: Sequence[str]) -> None:
+def _check_flags(options: Any, model: str) -> None:
+  """Every flag, before any image is read (errors.ConfigError)."""
+  missing = [folder for folder in options.data if folder and not pathlib.Path(folder).is_dir()]
+  validation.check_flags(
+      [('data', folder, validation.text()) for folder in options.data] +
+      [('scale', options.scale, validation.integer(minimum=2)),
+       ('step', options.step, validation.integer(minimum=0)),
+       ('workdir', options.workdir, validation.text()),
+       ('output', options.output, validation.text()),
+       ('save_dir', options.save_dir, validation.text())],
+      missing and f'--data: no folder {", ".join(missing)}',
+      options.compare and not options.save_dir and '--compare needs --save_dir',
+      model == 'srgan' and not options.workdir and '--model=srgan needs --workdir',
+      model == 'bicubic' and options.workdir and '--workdir is for --model=srgan',
+      model == 'bicubic' and options.step is not None and '--step is for --model=srgan',
+      options.output and pathlib.Path(options.output).is_dir()
+      and f'--output={options.output} is a folder; name a .json file')
+
+
+def _failures(results: dict[str, dict[str, Any]]) -> str | None:
+  """One line naming what could not be scored, or None."""
+  sets = [name for name, result in results.items() if 'error' in result]
+  files = sum(len(result.get('failed', ())) for result in results.values())
+  if not sets and not files:
+    return None
+  parts = ([f'{files} files skipped'] if files else []) + (
+      [f'sets not scored: {", ".join(sets)}'] if sets else [])
+  return '; '.join(parts) + ' (named above)'
+
+
+def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
   model = options.model or ('srgan' if options.workdir else 'bicubic')
+  _check_flags(options, model)
   # Relative paths are relative to where the command was started.
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
@@ -386,8 +468,13 @@ def main(argv: Sequence[str]) -> None:
     output = pathlib.Path(paths.absolute(options.output))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + '\n')
+    print(f'wrote {output}')
+  failures = _failures(results)
+  if failures:
+    cli.fail(failures, errors.EXIT_FAILED)
+  return errors.EXIT_OK
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

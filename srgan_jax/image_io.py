@@ -36,6 +36,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from srgan_jax import errors
+
 # ITU-R BT.601 luma weights, as in MATLAB rgb2gray and Pillow's convert('L').
 LUMA_601 = np.array([0.299, 0.587, 0.114])
 
@@ -50,7 +52,7 @@ _PNG16_LOW_BYTE_RAWMODE = {'RGB;16B': 'RGB;16L', 'RGBA;16B': 'RGBA;16L'}
 _PNG16_GRAY_ALPHA_RAWMODE = 'LA;16B'
 
 
-class UnreadableImageError(Exception):
+class UnreadableImageError(errors.UserError):
   """The file is missing, not an image, truncated or otherwise undecodable."""
 
 
@@ -154,6 +156,29 @@ def load_image(path: str | os.PathLike[str]) -> LoadedImage:
           Image.DecompressionBombError) as error:
     # PIL signals bad data with several exception types; callers need one.
     raise UnreadableImageError(f'{path}: {type(error).__name__}: {error}') from error
+
+
+def reduce_to_8_bits(samples: np.ndarray) -> np.ndarray:
+  """uint8 from 16-bit samples (0..65535): the high byte, ``v >> 8``, which is what
+  Pillow itself does when it opens a 16-bit colour PNG. The training input and
+  evaluation reduce 16-bit images by this rule."""
+  return (np.clip(samples, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+
+
+def load_uint8(path: str | os.PathLike[str]) -> np.ndarray:
+  """A file as uint8 ``[H, W, 1]`` (grayscale) or ``[H, W, 3]``, for scoring.
+
+  Read by ``load_image``'s rules; 16-bit samples reduced by ``reduce_to_8_bits``;
+  alpha dropped.
+
+  Raises:
+    UnreadableImageError: the file cannot be opened or decoded.
+  """
+  image = load_image(path)
+  channels = image.rgb[..., :1] if image.grayscale else image.rgb
+  if image.bit_depth == 16:
+    return reduce_to_8_bits(np.round(channels.astype(np.float64) * 65535))
+  return np.round(channels.astype(np.float64) * 255).astype(np.uint8)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -86,6 +86,7 @@ import numpy as np
 from PIL import Image
 
 from srgan_jax import bicubic
+from srgan_jax import image_io
 
 IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.webp')
 
@@ -112,7 +113,7 @@ def decode_image(data: bytes) -> np.ndarray:
   with Image.open(io.BytesIO(data)) as image:
     image.load()  # Decode everything now, so that a truncated file fails here.
     if image.mode in _SIXTEEN_BIT_MODES:
-      gray = (np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8)
+      gray = image_io.reduce_to_8_bits(np.asarray(image))
       return np.repeat(gray[:, :, None], 3, axis=2)
     return np.asarray(image.convert('RGB'))
 

@@ -23,7 +23,7 @@ PEAK = 255.0
 _Y_OFFSET = 16.0
 _Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
 # Wang et al. (2004) SSIM constants.
-_SSIM_WINDOW = 11
+SSIM_WINDOW = 11
 _SSIM_SIGMA = 1.5
 _C1 = (0.01 * PEAK) ** 2
 _C2 = (0.03 * PEAK) ** 2
@@ -37,7 +37,7 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
 
 def _gaussian_window() -> np.ndarray:
   """The normalised 1-D factor of MATLAB's ``fspecial('gaussian', 11, 1.5)``."""
-  x = np.arange(_SSIM_WINDOW) - (_SSIM_WINDOW - 1) / 2
+  x = np.arange(SSIM_WINDOW) - (SSIM_WINDOW - 1) / 2
   window = np.exp(-x**2 / (2 * _SSIM_SIGMA**2))
   return window / window.sum()
 

@@ -56,11 +56,17 @@ CONFIG_PATH_FIELDS = (('data', 'folders'), ('data', 'tfds_data_dir'), (None, 'ev
 
 
 def absolute_config_paths(config: Any) -> None:
-  """Makes every local path of a training config absolute, in place."""
+  """Makes every local path of a training config absolute, in place.
+
+  Values of the wrong type are left for the config's validation to report.
+  """
+  absolute_if_text = lambda value: absolute(value) if isinstance(value, str) else value
   for section, field in CONFIG_PATH_FIELDS:
-    parent = config if section is None else config[section]
+    parent = config if section is None else config.get(section)
+    if parent is None or field not in parent:
+      continue
     value = parent[field]
     if isinstance(value, (tuple, list)):
-      parent[field] = type(value)(absolute(path) for path in value)
+      parent[field] = type(value)(absolute_if_text(path) for path in value)
     elif value:
-      parent[field] = absolute(value)
+      parent[field] = absolute_if_text(value)

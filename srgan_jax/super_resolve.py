@@ -23,15 +23,18 @@ import dataclasses
 import os
 import pathlib
 import resource
+import sys
 import time
 from typing import Any, Callable
 
 import numpy as np
 
 from srgan_jax import bicubic
+from srgan_jax import errors
 from srgan_jax import image_io
 from srgan_jax import paths
 from srgan_jax import pretrained
+from srgan_jax.configs import validation
 
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff'})
 
@@ -153,6 +156,23 @@ def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
       for path, target in zip(files, targets)]
 
 
+class InputError(errors.UserError, FileNotFoundError):
+  """--input is missing, or --output would overwrite it."""
+
+
+def check_paths(inputs: pathlib.Path, output: pathlib.Path) -> None:
+  """Raises InputError for a missing input, or an output that is the input."""
+  if not inputs.exists():
+    raise InputError(f'no such input: {inputs}')
+  if inputs.is_dir():  # Outputs are never read as inputs: nothing would be done.
+    same = inputs.resolve().is_relative_to(output.resolve())
+  else:
+    same = inputs.resolve() in (output.resolve(), (output / f'{inputs.stem}.png').resolve())
+  if same:
+    raise InputError(f'--output {output} would overwrite the input {inputs}; '
+                     'choose another --output')
+
+
 @dataclasses.dataclass
 class Summary:
   """What a run did; ``exit_code`` is non-zero when any image failed."""
@@ -211,8 +231,7 @@ def super_resolve_paths(upscale_image_fn: UpscaleImageFn, inputs: str | os.PathL
       compute every image with it and leave the writing to it.
   """
   inputs, output = pathlib.Path(inputs), pathlib.Path(output)
-  if not inputs.exists():
-    raise FileNotFoundError(f'no such input: {inputs}')
+  check_paths(inputs, output)
   summary = Summary()
   pairs = []
   for source, target in collect_inputs(inputs, output):
@@ -243,6 +262,12 @@ def super_resolve_paths(upscale_image_fn: UpscaleImageFn, inputs: str | os.PathL
   return summary
 
 
+def _check_tiles(tile: int, overlap: int, source: str) -> None:
+  validation.check_flags([], tile <= 2 * overlap and (
+      f'--tile={tile} must be larger than twice the overlap ({overlap}, {source}); '
+      'raise --tile or lower --overlap'))
+
+
 def _srgan_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
                     overlap: int | None, batch_size: int,
                     progress: Callable[[int, int], None]) -> tuple[UpscaleImageFn, int]:
@@ -257,9 +282,11 @@ def _srgan_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
   from srgan_jax import models  # pylint: disable=g-import-not-at-top
 
   if scale is not None and scale != model.scale:
-    raise ValueError(f'--scale={scale} but the checkpoint is a x{model.scale} generator')
+    raise errors.ConfigError(f'--scale={scale} but the generator is x{model.scale}; '
+                             'leave --scale out')
   if overlap is None:
     overlap = models.generator_receptive_radius(model.num_blocks, model.scale)
+    _check_tiles(tile, overlap, "the generator's receptive radius")
   apply = distributed.data_parallel(lambda v, lr: model.apply(v, lr, train=False), variables)
 
   def upscale(rgb: np.ndarray) -> np.ndarray:
@@ -278,15 +305,16 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
+  _check_flags(options)
   writes = True  # On several processes, all compute and process 0 writes and reports.
   if options.model != 'bicubic':  # A generator: JAX, maybe on several processes.
-    if options.model == 'srgan' and not options.workdir:
-      raise app.UsageError('--workdir is required for --model=srgan')
     from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
     distributed.initialise()
     writes = distributed.is_main_process()
+  # Not in logs: the bar moves the cursor up, which a file shows as stray characters.
   with tqdm.tqdm(unit='tile', leave=False, dynamic_ncols=True, position=1,
-                 disable=options.model == 'bicubic' or not writes) as tile_bar:
+                 disable=options.model == 'bicubic' or not writes
+                 or not sys.stderr.isatty()) as tile_bar:
 
     def on_tiles(done: int, total: int) -> None:
       if tile_bar.total != total or done < tile_bar.n:  # A new image.
@@ -294,7 +322,7 @@ def main(argv: list[str]) -> int:
       tile_bar.update(done - tile_bar.n)
 
     if options.model == 'bicubic':
-      scale = options.scale or 4
+      scale = 4 if options.scale is None else options.scale
       upscale = lambda rgb: bicubic.imresize(rgb.astype(np.float64), scale)
     else:
       try:  # A workdir's generator (srgan) or a shipped model's, by name.
@@ -319,6 +347,26 @@ def main(argv: list[str]) -> int:
   return summary.exit_code
 
 
+def _check_flags(options: Any) -> None:
+  """Every flag, before a checkpoint or an image is read (errors.ConfigError)."""
+  srgan = options.model == 'srgan'
+  validation.check_flags(
+      [('scale', options.scale, validation.integer(minimum=2)),
+       ('step', options.step, validation.integer(minimum=0)),
+       ('tile', options.tile, validation.integer(minimum=1)),
+       ('overlap', options.overlap, validation.integer(minimum=0)),
+       ('batch', options.batch, validation.integer(minimum=1)),
+       ('input', options.input, validation.text()),
+       ('output', options.output, validation.text())],
+      srgan and not options.workdir and '--model=srgan needs --workdir',
+      not srgan and options.workdir and '--workdir is for --model=srgan',
+      not srgan and options.step is not None and '--step is for --model=srgan')
+  if options.overlap is not None and options.overlap >= 0 and options.tile >= 1:
+    _check_tiles(options.tile, options.overlap, '--overlap')
+  check_paths(pathlib.Path(paths.absolute(options.input)),
+              pathlib.Path(paths.absolute(options.output)))
+
+
 def _define_flags() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
 
@@ -340,7 +388,7 @@ def _define_flags() -> None:
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
+  from srgan_jax import cli  # pylint: disable=g-import-not-at-top
 
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -29,8 +29,10 @@ import optax
 
 from srgan_jax import checkpointing
 from srgan_jax import distributed
+from srgan_jax import errors
 from srgan_jax import losses
 from srgan_jax import models
+from srgan_jax.configs import validation
 
 if TYPE_CHECKING:  # clu's writers and periodic actions import tensorflow.
   from clu import metric_writers  # pylint: disable=g-bad-import-order
@@ -86,7 +88,7 @@ class SRGANMetrics(metrics.Collection):
   first_nonfinite_step: FirstNonFinite
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
@@ -424,14 +426,17 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
 
   metric_fns = perceptual.metric_fns(config.eval_metrics, config.scale)
   results = evaluate.evaluate_sets(upscale_and_keep, folders, config.scale, metric_fns=metric_fns)
+  scored = {name: folder for name, folder in zip(results, folders)
+            if 'error' not in results[name]}  # A set that could not be scored is skipped.
   # The bicubic baseline (computed once per process) too, as a flat line beside each
   # curve in TensorBoard and in srgan_jax.plot.
   baselines = {name: evaluate.bicubic_scores(folder, config.scale, metric_fns)
-               for name, folder in zip(results, folders)}
+               for name, folder in scored.items()}
   writer.write_scalars(step, {f'eval/{name}/{prefix}{metric}': value
                               for source, prefix in ((results, ''), (baselines, 'bicubic_'))
-                              for name, result in source.items()
-                              for metric, value in result.items() if metric != 'images'})
+                              for name, result in source.items() if name in scored
+                              for metric, value in result.items()
+                              if metric in ('psnr', 'ssim', *metric_fns)})
   if samples:
     writer.write_images(step, {f'eval/sample{i}': sample[None] for i, sample in enumerate(samples)})
   return results
@@ -439,13 +444,22 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> tuple[TrainState, TrainState]:
-  """Runs (or resumes) both phases in ``workdir``; returns the final states."""
+  """Runs (or resumes) both phases in ``workdir``; returns the final states.
+
+  Raises:
+    errors.ConfigError: a bad config field (before anything is written).
+    errors.Preempted: SIGTERM arrived; a checkpoint was saved, and calling this
+      again with the same arguments resumes from it.
+  """
+  validation.validate(config, jax.device_count())
   # Imported here: they import tensorflow (for TensorBoard), which the steps do not need.
   from clu import metric_writers  # pylint: disable=g-import-not-at-top,redefined-outer-name
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   srresnet_steps, total_steps = config.srresnet.num_steps, (
       config.srresnet.num_steps + config.srgan.num_steps)
-  manager = checkpointing.create_manager(workdir, config)  # First: checks the workdir.
+  # Damaged VGG19 weights are reported before anything is written.
+  vgg_params, vgg_preprocessing = load_vgg(config)
+  manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   mesh = create_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
@@ -464,7 +478,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
     (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
-  vgg_params, vgg_preprocessing = load_vgg(config)
   vgg_params = jax.device_put(vgg_params, replicated)
   srresnet_step, srgan_step = _compile_steps(config, vgg_preprocessing, replicated)
   train_metrics = _empty_metrics(phase, replicated)
@@ -514,9 +527,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
           checkpointing.wait_until_finished(manager)  # cannot be written fails now.
           saved_once = True
       if preempted:
-        logging.warning('Preempted: saved step %d in %s; rerun to resume.',
-                        done, manager.directory)
-        break
+        raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the '
+                               'same command to resume', (generator, discriminator))
   finally:
     preemption.close()
     checkpointing.wait_until_finished(manager)

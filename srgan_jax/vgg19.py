@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from srgan_jax import errors
 from srgan_jax import paths
 
 # Output channels of the convolutions of each of the five blocks.
@@ -63,7 +64,7 @@ _PREPROCESSING_KEY = 'preprocessing'
 _OUTPUT_NAME = re.compile(r'(conv|relu)(\d)_(\d)')
 
 
-class VGG19WeightsError(Exception):
+class VGG19WeightsError(errors.UserError):
   """The converted VGG19 weights cannot be used; the message says how to make them."""
 
 
@@ -294,6 +295,15 @@ def params_from_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, dic
   return _check_params(params, 'torch', 'the torch state dict')
 
 
+def _check_source(source: str) -> None:
+  """Raises a VGG19WeightsError for a source that is not 'keras' or an existing file."""
+  if source != 'keras' and not source.endswith(('.h5', '.pth', '.pt')):
+    raise VGG19WeightsInvalidError(
+        f"--source must be 'keras', a .h5 file or a .pth file, got {source!r}")
+  if source != 'keras' and not os.path.isfile(source):
+    raise VGG19WeightsNotFoundError(f'no VGG19 weights file at {source}')
+
+
 def import_weights(source: str, output: str | None = None) -> str:
   """Converts pretrained VGG19 weights and saves them; returns the path written.
 
@@ -301,23 +311,27 @@ def import_weights(source: str, output: str | None = None) -> str:
   file ending in .h5, or a torchvision state dict ending in .pth / .pt.
   """
   output = default_path() if output is None else output
-  if source == 'keras' or source.endswith('.h5'):
-    if source != 'keras' and not os.path.isfile(source):
-      raise FileNotFoundError(f'no Keras weights file at {source}')
-    import keras  # pylint: disable=g-import-not-at-top  # Only this converter needs it.
-    weights = 'imagenet' if source == 'keras' else None
-    model = keras.applications.VGG19(include_top=False, weights=weights)
-    if weights is None:
-      model.load_weights(source)
-    params, preprocessing = params_from_keras(model), 'caffe'
-  elif source.endswith(('.pth', '.pt')):
-    if not os.path.isfile(source):
-      raise FileNotFoundError(f'no torch state dict at {source}')
-    import torch  # pylint: disable=g-import-not-at-top  # Only this converter needs it.
-    state_dict = torch.load(source, map_location='cpu', weights_only=True)
-    params, preprocessing = params_from_torch_state_dict(state_dict), 'torch'
-  else:
-    raise ValueError(f"source must be 'keras', a .h5 file or a .pth file, got {source!r}")
+  _check_source(source)
+  try:
+    if source == 'keras' or source.endswith('.h5'):
+      import keras  # pylint: disable=g-import-not-at-top  # Only this converter needs it.
+      weights = 'imagenet' if source == 'keras' else None
+      model = keras.applications.VGG19(include_top=False, weights=weights)
+      if weights is None:
+        model.load_weights(source)
+      params, preprocessing = params_from_keras(model), 'caffe'
+    else:
+      import torch  # pylint: disable=g-import-not-at-top  # Only this converter needs it.
+      state_dict = torch.load(source, map_location='cpu', weights_only=True)
+      params, preprocessing = params_from_torch_state_dict(state_dict), 'torch'
+  except VGG19WeightsError:
+    raise
+  except Exception as error:  # A damaged file, a failed download: many types.
+    where = 'the Keras download' if source == 'keras' else source
+    raise VGG19WeightsInvalidError(
+        f'cannot read VGG19 weights from {where} ({type(error).__name__}: {error})'
+        + ('; offline, copy the .h5 file and use --source=PATH.h5' if source == 'keras'
+           else '')) from error
   save_params(output, params, preprocessing)
   return output
 
@@ -337,12 +351,17 @@ def main(argv: Sequence[str]) -> None:
                          '--source=keras|PATH.h5|PATH.pth [--output=PATH]')
   source, output = flags.FLAGS.source, flags.FLAGS.output
   # Relative paths are relative to where the command was started.
-  path = import_weights(source if source == 'keras' else paths.absolute(source),
-                        paths.absolute(output) if output else None)
+  source = source if source == 'keras' else paths.absolute(source)
+  _check_source(source)
+  if output is not None and (not output or os.path.isdir(output)):
+    raise errors.ConfigError(f'--output must name a file, got {output!r}')
+  path = import_weights(source, paths.absolute(output) if output else None)
   _, preprocessing = load_params(path)
   print(f'wrote VGG19 weights ({preprocessing} preprocessing) to {path}')
 
 
 if __name__ == '__main__':
+  from srgan_jax import cli  # pylint: disable=g-import-not-at-top
+
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -13,6 +13,8 @@ import pytest
 from conftest import image_set
 from srgan_jax import bicubic
 from srgan_jax import evaluate
+from srgan_jax import image_io
+from srgan_jax import input_pipeline
 from srgan_jax import metrics
 from srgan_jax import niqe
 from srgan_jax import perceptual
@@ -56,7 +58,7 @@ def test_cli_writes_json_and_images(tmp_path):
   assert len(skipped) == 1 and 'python -m srgan_jax.lpips import' in skipped[0], skipped
   results = json.loads(output.read_text())
   assert list(results) == ['Set5'] and results['Set5']['images'] == 5
-  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images']
+  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images', 'failed']
   _check_published('Set5', results['Set5'])
   # NIQE of the bicubic images it saved, 4-pixel border shaved (one at a time: sizes differ).
   saved = [evaluate.load_image(path) for path in sorted((tmp_path / 'Set5').glob('*.png'))]
@@ -141,7 +143,7 @@ def test_metric_fns_score_same_size_batches(tmp_path):
     hr = evaluate.modcrop(evaluate.load_image(tmp_path / name), 4)
     sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
     expected.append(np.mean(np.abs(sr.astype(float) - hr)))
-  assert list(result) == ['psnr', 'ssim', 'l1', 'images']
+  assert list(result) == ['psnr', 'ssim', 'l1', 'images', 'failed']
   assert result['l1'] == pytest.approx(np.mean(expected), abs=1e-12)
 
 
@@ -179,10 +181,11 @@ def test_evaluate_workdir_scores_model_and_baseline_alike(tmp_path, monkeypatch,
   smooth = bicubic.imresize(rng.uniform(0, 255, (29, 27, 3)), 4)[:112, :104]
   Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / 'a.png')
   results = evaluate.evaluate_workdir('unused', [folder], metric_names=('niqe',))
-  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bicubic']
+  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'failed', 'bicubic']
   baseline = evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), folder, 4,
                                       metric_fns={'niqe': lambda sr, hr: niqe.niqe(sr, 4)})
-  assert results['bench']['bicubic'] == {k: v for k, v in baseline.items() if k != 'images'}
+  assert results['bench']['bicubic'] == {k: v for k, v in baseline.items()
+                                         if k not in ('images', 'failed')}
   assert 'bicubic NIQE' in capsys.readouterr().out
 
 
@@ -192,3 +195,31 @@ def test_metric_names(tmp_path, monkeypatch):
       'niqe']
   with pytest.raises(ValueError, match=r"unknown metrics \['fid'\]"):
     perceptual.metric_fns(['niqe', 'fid'], 4)
+
+
+def test_16_bit_images_are_reduced_to_their_high_byte_like_the_training_input(tmp_path):
+  """Not saturated by convert('RGB'): a 16-bit gray image used to score with 99.8% of
+  its pixels at 255."""
+  rng = np.random.default_rng(0)
+  gray = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
+  Image.fromarray(gray).save(tmp_path / 'gray16.png')
+  loaded = evaluate.load_image(tmp_path / 'gray16.png')
+  assert loaded.dtype == np.uint8 and loaded.shape == (20, 24, 1)
+  np.testing.assert_array_equal(loaded[..., 0], gray >> 8)
+  training = input_pipeline.decode_image((tmp_path / 'gray16.png').read_bytes())
+  np.testing.assert_array_equal(training[..., 0], loaded[..., 0])  # The same rule.
+
+  rgb = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
+  image_io.save_image(tmp_path / 'rgb16.png', rgb / 65535, bit_depth=16)
+  np.testing.assert_array_equal(evaluate.load_image(tmp_path / 'rgb16.png'), rgb >> 8)
+
+
+def test_evaluate_folder_skips_unscorable_files_by_name(tmp_path):
+  _write_folder(tmp_path)
+  (tmp_path / 'zero.png').write_bytes(b'')
+  Image.fromarray(np.zeros((18, 30, 3), np.uint8)).save(tmp_path / 'small.png')
+  result = evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), tmp_path, 4)
+  assert result['images'] == 3
+  assert [message.split(':')[0] for message in result['failed']] == [
+      str(tmp_path / 'small.png'), str(tmp_path / 'zero.png')]
+  assert 'too small to score at x4: both sides must be at least 19' in result['failed'][0]

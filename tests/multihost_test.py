@@ -46,6 +46,7 @@ import pytest
 from conftest import REPO
 from srgan_jax import checkpointing
 from srgan_jax import evaluate
+from srgan_jax import errors
 from srgan_jax import input_pipeline
 from srgan_jax import super_resolve
 from srgan_jax import train
@@ -176,7 +177,7 @@ def runs(tmp_path_factory):
       workers[1].process.send_signal(signal.SIGTERM)  # One host is preempted.
       for worker in workers:
         (worker.out / 'resume').touch()
-      logs = [worker.finish_ok() for worker in workers]
+      logs = [worker.finish_ok(errors.EXIT_PREEMPTED) for worker in workers]
     finally:  # One host failing leaves the other waiting for it.
       for worker in workers:
         worker.stop()
@@ -210,12 +211,12 @@ def runs(tmp_path_factory):
 
 
 def test_sigterm_on_one_host_stops_both_at_one_step_with_a_checkpoint(runs):
-  """Both exit with status 0 (checked in the fixture) after saving the same step."""
+  """Both exit with status 75 (checked in the fixture) after saving the same step."""
   stopped = runs['stopped']
   assert 3 < stopped < TOTAL_STEPS
   for log in runs['logs']:
     assert re.search(r'Resumed from \S+ at step 2\.', log)
-    assert f'Preempted: saved step {stopped} ' in log
+    assert f'preempted: saved step {stopped} ' in log
 
 
 def test_hosts_end_with_identical_states(runs):

@@ -25,6 +25,7 @@ from PIL import Image
 import pytest
 
 from srgan_jax import checkpointing
+from srgan_jax import errors
 from srgan_jax import train
 
 # `python -m srgan_jax.main` with hooks set by environment variables:
@@ -50,11 +51,12 @@ jax.config.update('jax_num_cpu_devices', int(os.environ['WORKER_DEVICES']))
 if os.environ.get('JAX_COORDINATOR_ADDRESS'):
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 
-from absl import app
 import numpy as np
 import optax
 from orbax.checkpoint._src.path import atomicity
 
+from srgan_jax import cli
+from srgan_jax import errors
 from srgan_jax import main
 from srgan_jax import train
 
@@ -82,14 +84,22 @@ def hooked(iterator, start_step):
 
 
 def recorded_run(config, workdir):
-  states = run(config, workdir)
+  try:
+    states = run(config, workdir)
+  except errors.Preempted as preempted:  # Saved, then the command exits with 75.
+    record(preempted.states)
+    raise
+  record(states)
+  return states
+
+
+def record(states):
   steps = sorted(batches)
   leaves = jax.tree_util.tree_leaves(jax.device_get(states))
   np.savez(OUT / f'process{jax.process_index()}.npz', steps=np.array(steps),
            lr=np.stack([batches[s]['lr'] for s in steps]),
            hr=np.stack([batches[s]['hr'] for s in steps]),
            **{f'state{i}': leaf for i, leaf in enumerate(leaves)})
-  return states
 
 
 def recorded_evaluation(generator, config, writer, step):
@@ -115,7 +125,7 @@ if os.environ.get('WORKER_SGD'):
   train.create_optimizer = lambda config, phase: optax.inject_hyperparams(optax.sgd)(0.05)
 finalize = atomicity.AtomicRenameTemporaryPath.finalize
 atomicity.AtomicRenameTemporaryPath.finalize = hanging_finalize
-app.run(main.main)
+cli.run(main.main)
 '''
 
 # The config file given to main: the ConfigDict saved beside it as JSON.
@@ -181,10 +191,10 @@ class Worker:
     finally:
       self._log.close()
 
-  def finish_ok(self) -> str:
-    """Waits for a successful exit; returns the log."""
+  def finish_ok(self, status: int = 0) -> str:
+    """Waits for an exit with ``status`` (0: finished; 75: preempted); returns the log."""
     returncode = self.finish()
-    assert returncode == 0, f'exit status {returncode}:\n{self.log()[-5000:]}'
+    assert returncode == status, f'exit status {returncode}:\n{self.log()[-5000:]}'
     return self.log()
 
   def saved(self) -> dict[str, np.ndarray]:
@@ -280,13 +290,18 @@ def test_sigterm_then_kill9_mid_save_then_resume_repeats_the_uninterrupted_run(
   workdir = tmp_path / 'run'
 
   # SIGTERM at step 13, once checkpoint 10 exists: step 13 ends, step 14 is saved
-  # (not a multiple of checkpoint_every_steps = 10), and the process exits with 0.
+  # (not a multiple of checkpoint_every_steps = 10), and the process exits with 75
+  # (preempted: rerun me), its last line saying so.
   first = start_worker(tmp_path / 'first', config, workdir, WORKER_PAUSE_AT='13')
   first.wait_for('paused0')
   wait_until(lambda: checkpointing.latest_step(str(workdir)) == 10, 'checkpoint 10')
   first.process.send_signal(signal.SIGTERM)
   (first.out / 'resume').touch()
-  assert 'Preempted: saved step 14' in first.finish_ok()
+  log = first.finish_ok(errors.EXIT_PREEMPTED)
+  assert log.strip().splitlines()[-1].startswith('preempted: saved step 14 in ')
+  assert 'Traceback' not in log
+  # Other libraries' INFO lines (Orbax's dozens per save) are not on the console.
+  assert 'checkpoint_manager.py' not in log and 'Training steps 0..40' in log
   assert steps_on_disk(workdir) == ['10', '14']
 
   # Resumed at 14, then kill -9 while checkpoint 30 is written but not yet renamed

@@ -1,0 +1,42 @@
+"""configs/validation.py agrees with the configs: every field has a rule, every config passes."""
+
+import pytest
+
+from srgan_jax import errors
+from srgan_jax.configs import default
+from srgan_jax.configs import quickstart
+from srgan_jax.configs import validation
+from srgan_jax.configs import x4
+
+
+def test_every_default_field_has_a_rule():
+  flat = validation._flatten(default.get_config())  # pylint: disable=protected-access
+  assert sorted(flat) == sorted(validation.RULES)
+
+
+@pytest.mark.parametrize('module', [default, quickstart, x4], ids=['default', 'quickstart', 'x4'])
+def test_shipped_configs_are_valid(module, tmp_path):
+  config = module.get_config()
+  weights = tmp_path / 'vgg19.npz'  # Only its existence is checked up front.
+  weights.write_bytes(b'')
+  config.srgan.vgg_weights = str(weights)
+  config.data.folders = (str(tmp_path),)
+  config.eval_folders = ()
+  validation.validate(config, device_count=8)
+
+
+def test_every_problem_in_one_line():
+  config = quickstart.get_config()
+  config.batch_size, config.scale, config.srgan.content_loss = 0, 3, 'vgg'
+  with pytest.raises(errors.ConfigError) as error:
+    validation.validate(config)
+  message = str(error.value)
+  assert '\n' not in message
+  assert message == ("bad config: scale must be one of 2, 4, 8; got 3; batch_size must be "
+                     ">= 1, got 0; srgan.content_loss must be one of 'mse', 'vgg22', 'vgg54'; "
+                     "got 'vgg'")
+
+
+def test_eval_metric_names_are_those_evaluation_knows():
+  from srgan_jax import perceptual  # pylint: disable=g-import-not-at-top
+  assert validation.EVAL_METRICS == perceptual.ALWAYS_COMPUTED + perceptual.METRICS
