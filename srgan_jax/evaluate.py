@@ -409,7 +409,9 @@ def _define_flags() -> None:
 
 def _check_flags(options: Any, model: str) -> None:
   """Every flag, before any image is read (errors.ConfigError)."""
-  missing = [folder for folder in options.data if folder and not pathlib.Path(folder).is_dir()]
+  missing = [folder for folder in options.data
+             if isinstance(folder, str) and folder and not pathlib.Path(
+                 paths.image_folder(folder)).is_dir()]
   validation.check_flags(
       [('data', folder, validation.text()) for folder in options.data] +
       [('scale', options.scale, validation.integer(minimum=2)),
