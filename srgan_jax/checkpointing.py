@@ -111,17 +111,16 @@ def save(manager: ocp.CheckpointManager, step: int, generator: Any, discriminato
 
 
 def check_for_errors(manager: ocp.CheckpointManager) -> None:
-  """Raises CheckpointError at once if a background write has failed (non-blocking).
+  """Raises CheckpointError as soon as a background write has failed (non-blocking).
 
   Orbax itself reports a failed asynchronous save only at the next save, which
-  would lose every step in between.
+  would lose every step in between: its own ``check_for_errors`` misses it, because
+  the thread that finalises a save logs the writer's error and keeps it to itself
+  until it is joined. Once no save is in progress, joining returns at once, with
+  that error if there was one.
   """
-  try:
-    manager.check_for_errors()
-  except Exception as error:  # Disk full, permissions, quota: any failed write.
-    raise CheckpointError(
-        f'writing a checkpoint in {manager.directory} failed ({_summary(error)}); the '
-        f'latest complete checkpoint is step {manager.latest_step()}') from error
+  if not manager.is_saving_in_progress():
+    wait_until_finished(manager)
 
 
 def wait_until_finished(manager: ocp.CheckpointManager) -> None:

@@ -437,3 +437,32 @@ def test_training_stops_at_a_failed_first_save_not_one_save_later(data_dir, tmp_
   assert 'reported at step' not in str(error.value)  # Not found by a later save.
   assert steps_seen == [2]
   assert steps_on_disk(workdir) == ['2.orbax-checkpoint-tmp']
+
+
+def test_training_stops_soon_after_a_failed_background_save(data_dir, tmp_path, monkeypatch):
+  """A later (asynchronous) save that fails stops the run before the next save."""
+  save_json = ocp.JsonCheckpointHandler._save_fn  # pylint: disable=protected-access
+
+  async def disk_full_at_step_4(self, record, directory):
+    if record['step'] == 4:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    await save_json(self, record, directory)
+
+  create = train.create_input_iterator
+
+  def slow_batches(config, start_step):  # Steps that take as long as real ones do.
+    for batch in create(config, start_step):
+      time.sleep(0.3)
+      yield batch
+
+  monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', disk_full_at_step_4)
+  monkeypatch.setattr(train, 'create_input_iterator', slow_batches)
+  config = tiny_config(data_dir, 12, 0)
+  config.checkpoint_every_steps = 2
+  workdir = tmp_path / 'run'
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r'No space left on device.*latest complete checkpoint is step 2'
+                     ) as error:
+    train.train_and_evaluate(config, str(workdir))
+  assert 'reported at step' not in str(error.value)  # Not found by the save at step 6.
+  assert steps_on_disk(workdir) == ['2', '4.orbax-checkpoint-tmp']
