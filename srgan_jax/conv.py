@@ -71,12 +71,13 @@ def weight_gradient_mode(mode: str) -> Iterator[None]:
 def matmul_pays_on_cpu(kernel_shape: Sequence[int], strides: Sequence[int]) -> bool:
   """Whether the matmul weight gradient measured faster than XLA's on a CPU.
 
-  Per layer on 2 Zen 3 cores (notes/PERFORMANCE.md), it was 1.2-1.8x faster for the
-  stride-1 convolutions whose input and output channels differ by 2x or more (the
-  generator's upsampling and 9x9 tail, the discriminator's widening layers), and
-  slower for the generator's 64 -> 64 body (XLA 3.7x faster) and the stride-2 layers
-  (XLA up to 1.25x faster), where XLA's convolution is less starved by its short
-  contraction and im2col's copies weigh more.
+  Per layer on 2 Zen 3 cores (notes/PERFORMANCE.md, section 7), it was 1.15-1.8x
+  faster for the stride-1 convolutions whose input and output channel counts differ
+  by 2x or more (the generator's upsampling and 9x9 tail, the discriminator's widening
+  layers; even for the 9x9 head), and slower for the generator's 64 -> 64 body (XLA
+  3.7x faster) and the stride-2 layers (XLA up to 1.25x faster). In whole SRResNet
+  steps this choice was 1.19x faster than XLA's weight gradient everywhere and on par
+  with the matmul everywhere; in the quickstart's narrow SRResNet it beat both.
   """
   in_channels, out_channels = kernel_shape[2:]
   return (tuple(strides) == (1, 1)
