@@ -76,9 +76,8 @@ def matmul_pays_on_cpu(kernel_shape: Sequence[int], strides: Sequence[int]) -> b
   by 2x or more (the generator's upsampling and 9x9 tail, the discriminator's widening
   layers; even for the 9x9 head), and slower for the generator's 64 -> 64 body (XLA
   3.7x faster) and the stride-2 layers (XLA up to 1.25x faster). In whole SRResNet
-  steps this choice was 1.19x and 1.42x faster than XLA's weight gradient everywhere,
-  and 1.02x and 1.15x faster than the matmul everywhere; in the quickstart's narrow
-  SRResNet it beat both.
+  steps this choice was 1.15-1.42x faster than XLA's weight gradient everywhere, and
+  1.02-1.20x faster than the matmul everywhere (three runs).
   """
   in_channels, out_channels = kernel_shape[2:]
   return (tuple(strides) == (1, 1)
