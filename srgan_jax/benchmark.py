@@ -26,6 +26,11 @@ FLOPs per multiply-add, not counting kernel taps on the zero padding); model FLO
 and the device's peak from ``PEAK_TFLOPS`` (not reported where the peak is unknown,
 e.g. CPUs).
 
+``--weight_gradients=xla,auto`` times each JAX line once per mode of the
+convolutions' weight gradient (conv.py: 'auto' is the matmul weight gradient on CPUs
+where it pays, 'xla' XLA's own, 'matmul' the matmul one for every convolution);
+the PyTorch line, timed once, is compared with each.
+
 ``--compare=torch`` runs a PyTorch implementation of the same networks, losses and
 steps (below; its losses equal the JAX ones on the same weights, see
 tests/benchmark_test.py), starting from the same weights, on the same kind of device
@@ -48,6 +53,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from srgan_jax import conv
 from srgan_jax import losses
 from srgan_jax import models
 from srgan_jax import paths
@@ -484,23 +490,29 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
                    widths: tuple[int, int] | None = None, compare: str | None = None,
                    torch_compile: bool = False, torch_channels_last: bool = True,
                    data_folders: Sequence[str] | None = None,
+                   weight_gradients: Sequence[str] = ('auto',),
                    log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the requested benchmarks; returns {'environment', 'notes', 'results'}.
 
-  Each result line is logged as soon as it is measured.
+  Each JAX line is timed once per mode of ``weight_gradients`` (conv.MODES). Each
+  result line is logged as soon as it is measured.
   """
   unknown = set(benchmarks) - set(BENCHMARKS)
   if unknown:
     raise ValueError(f'unknown benchmarks {sorted(unknown)}; choose from {BENCHMARKS}')
   if compare not in (None, 'torch'):
     raise ValueError(f"compare must be None or 'torch', got {compare!r}")
+  unknown = set(weight_gradients) - set(conv.MODES)
+  if unknown or not weight_gradients:
+    raise ValueError(f'weight_gradients must be among {conv.MODES}, got {weight_gradients}')
   device_kind = jax.devices()[0].device_kind
   peak = peak_tflops(device_kind, dtype)
   environment = {
       'jax': jax.__version__, 'backend': jax.default_backend(), 'device_kind': device_kind,
       'device_count': jax.device_count(), 'dtype': dtype, 'peak_tflops_per_device': peak,
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'python': platform.python_version(),
-      'steps': steps, 'warmup': warmup, 'widths': widths}
+      'steps': steps, 'warmup': warmup, 'widths': widths,
+      'weight_gradients': list(weight_gradients)}
   notes = []
   device = None  # Where PyTorch runs; None: no comparison.
   if compare == 'torch':
@@ -531,19 +543,25 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
     for batch_size in batch_sizes:
       config = benchmark_config(batch_size=batch_size, crop_size=crop_size, dtype=dtype,
                                 widths=widths)
-      generator, discriminator = jax.jit(
-          functools.partial(train.create_states, config, phase), out_shardings=replicated)()
+      create_states = jax.jit(functools.partial(train.create_states, config, phase),
+                              out_shardings=replicated)
       if device:  # Host copies, taken before the JAX step consumes (donates) the states.
+        generator, discriminator = create_states()
         initial = [_host_variables(generator)]
         if phase == train.SRGAN:
           initial += [_host_variables(discriminator), host_vgg]
       host_batch = synthetic_batch(batch_size, crop_size, config.scale)
       batch = train.shard_batch(host_batch, data_sharding)
-      with jax.set_mesh(mesh):
-        row = time_train_step(config, phase, generator, discriminator, batch, device_vgg,
-                              replicated, steps=steps, warmup=warmup, peak=peak)
-      row = {'benchmark': f'{phase}_step', 'batch_size': batch_size, 'hr_size': crop_size,
-             **row}
+      rows = []
+      for mode in weight_gradients:
+        generator, discriminator = create_states()  # The same states for each mode.
+        with jax.set_mesh(mesh), conv.weight_gradient_mode(mode):
+          row = time_train_step(config, phase, generator, discriminator, batch, device_vgg,
+                                replicated, steps=steps, warmup=warmup, peak=peak)
+        rows.append({'benchmark': f'{phase}_step', 'batch_size': batch_size,
+                     'hr_size': crop_size, 'weight_gradient': mode, **row})
+        if not device:
+          add(rows[-1])
       if device:
         torch_model = TorchSRGAN(config, phase, *initial, **torch_options)
         torch_step = (torch_model.srresnet_step if phase == train.SRRESNET
@@ -551,8 +569,8 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
         lr, hr = torch_model.images(host_batch['lr']), torch_model.images(host_batch['hr'])
         seconds = time_loop(lambda _: torch_step(lr, hr), None, steps, warmup,
                             sync=torch_model.synchronize)
-        row = _with_torch(row, seconds, batch_size)
-      add(row)
+        for row in rows:
+          add(_with_torch(row, seconds, batch_size))
   if 'inference' in benchmarks:
     config = benchmark_config(batch_size=inference_batch, crop_size=crop_size, dtype=dtype,
                               widths=widths)
@@ -562,15 +580,20 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
     rng = np.random.default_rng(0)
     for size in inference_sizes:
       lr_images = rng.uniform(0, 1, (inference_batch, size, size, 3)).astype(np.float32)
-      row = time_inference(config, variables, lr_images, steps=steps, warmup=warmup, peak=peak)
-      row = {'benchmark': 'inference', 'batch_size': inference_batch,
-             'hr_size': size * config.scale, **row}
+      rows = []
+      for mode in weight_gradients:  # Same forward; timed again to show it.
+        with conv.weight_gradient_mode(mode):
+          row = time_inference(config, variables, lr_images, steps=steps, warmup=warmup,
+                               peak=peak)
+        rows.append({'benchmark': 'inference', 'batch_size': inference_batch,
+                     'hr_size': size * config.scale, 'weight_gradient': mode, **row})
       if device:
         lr = torch_model.images(lr_images)
         seconds = time_loop(lambda _: torch_model.generate(lr), None, steps, warmup,
                             sync=torch_model.synchronize)
-        row = _with_torch(row, seconds, inference_batch)
-      add(row)
+        rows = [_with_torch(row, seconds, inference_batch) for row in rows]
+      for row in rows:
+        add(row)
   if 'pipeline' in benchmarks:
     if importlib.util.find_spec('tensorflow') is None:
       notes.append('pipeline: skipped, tensorflow is not installed.')
@@ -585,7 +608,8 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
   return {'environment': environment, 'notes': notes, 'results': results}
 
 
-_COLUMNS = (('benchmark', 'benchmark', '{}'), ('batch', 'batch_size', '{}'),
+_COLUMNS = (('benchmark', 'benchmark', '{}'), ('dW', 'weight_gradient', '{}'),
+            ('batch', 'batch_size', '{}'),
             ('HR side', 'hr_size', '{}'), ('ms/step', 'ms_per_step', '{:.1f}'),
             ('images/s', 'images_per_s', '{:.2f}'), ('MP/s', 'megapixels_per_s', '{:.2f}'),
             ('TFLOP/s/dev', 'tflops_per_s_per_device', '{:.3f}'), ('MFU', 'mfu', '{:.1%}'),
@@ -632,6 +656,9 @@ def _define_flags() -> None:
   flags.DEFINE_bool('torch_compile', False, 'torch.compile the PyTorch networks.')
   flags.DEFINE_bool('torch_channels_last', True, 'PyTorch tensors in channels_last memory.')
   flags.DEFINE_list('widths', None, 'num_blocks,features of the generator (small test runs).')
+  flags.DEFINE_list('weight_gradients', ['auto'],
+                    f'Time each JAX line with these conv weight gradients, among '
+                    f'{", ".join(conv.MODES)} (srgan_jax/conv.py); e.g. xla,auto.')
   flags.DEFINE_list('data_folders', None, 'HR image folders for --run=pipeline '
                     '(default: srgan_jax/configs/default.py).')
 
@@ -683,7 +710,8 @@ def main(argv: Sequence[str]) -> None:
       inference_sizes=inference_sizes, inference_batch=f.inference_batch,
       dtype=f.dtype, steps=f.steps, warmup=f.warmup, widths=widths, compare=f.compare,
       torch_compile=f.torch_compile, torch_channels_last=f.torch_channels_last,
-      data_folders=f.data_folders and [paths.absolute(folder) for folder in f.data_folders])
+      data_folders=f.data_folders and [paths.absolute(folder) for folder in f.data_folders],
+      weight_gradients=f.weight_gradients)
   print(format_table(report))
   if f.json:
     output = paths.absolute(f.json)

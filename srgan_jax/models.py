@@ -6,19 +6,28 @@ tensorflow: benchmark and inference machines may not have it.
 
 Mixed precision: ``dtype`` is the compute dtype (e.g. bfloat16); parameters are
 always float32 and BatchNorm statistics are reduced in float32.
+
+The convolutions are ``Conv``: Flax's, with conv.conv_general_dilated, whose weight
+gradient is a matrix product on CPUs (XLA's is slow there) and XLA's own elsewhere.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from srgan_jax import conv as conv_lib
+
 # He et al. (2015) initialise PReLU slopes at 0.25; the paper uses their PReLU.
 PRELU_INIT = 0.25
 # BatchNorm momentum and epsilon of the paper's era (TF/Keras defaults).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+# Same parameters and values as nn.Conv; only the weight gradient's computation differs.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_lib.conv_general_dilated)
 
 
 def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
@@ -43,7 +52,7 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = lambda name: nn.Conv(self.features, (3, 3), dtype=self.dtype, name=name)
+    conv = lambda name: Conv(self.features, (3, 3), dtype=self.dtype, name=name)
     norm = lambda name: nn.BatchNorm(
         use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
         dtype=self.dtype, name=name)
@@ -74,20 +83,20 @@ class SRResNet(nn.Module):
     if self.output_activation not in ('none', 'tanh'):
       raise ValueError(f'output_activation must be none or tanh, got {self.output_activation!r}')
     x = x.astype(self.dtype)
-    x = nn.Conv(self.features, (9, 9), dtype=self.dtype, name='head_conv')(x)
+    x = Conv(self.features, (9, 9), dtype=self.dtype, name='head_conv')(x)
     head = nn.PReLU(negative_slope_init=PRELU_INIT, name='head_prelu')(x)
     x = head
     for i in range(self.num_blocks):
       x = ResidualBlock(self.features, dtype=self.dtype, name=f'block{i}')(x, train)
-    x = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='body_conv')(x)
+    x = Conv(self.features, (3, 3), dtype=self.dtype, name='body_conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                      epsilon=BN_EPSILON, dtype=self.dtype, name='body_bn')(x)
     x = x + head  # The long skip connection.
     for i in range(self.scale.bit_length() - 1):  # log2(scale) x2 stages.
-      x = nn.Conv(self.upsample_features, (3, 3), dtype=self.dtype, name=f'up{i}_conv')(x)
+      x = Conv(self.upsample_features, (3, 3), dtype=self.dtype, name=f'up{i}_conv')(x)
       x = pixel_shuffle(x, 2)
       x = nn.PReLU(negative_slope_init=PRELU_INIT, name=f'up{i}_prelu')(x)
-    x = nn.Conv(3, (9, 9), dtype=self.dtype, name='tail_conv')(x)
+    x = Conv(3, (9, 9), dtype=self.dtype, name='tail_conv')(x)
     if self.output_activation == 'tanh':
       x = jnp.tanh(x)
     return x.astype(jnp.float32)
@@ -114,7 +123,7 @@ class Discriminator(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = x.astype(self.dtype)
     for i, (features, stride) in enumerate(self.convs):
-      x = nn.Conv(features, (3, 3), strides=(stride, stride), dtype=self.dtype,
+      x = Conv(features, (3, 3), strides=(stride, stride), dtype=self.dtype,
                   name=f'conv{i}')(x)
       if i > 0:  # The paper has no BN after the first convolution.
         x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,

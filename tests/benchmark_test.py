@@ -163,7 +163,7 @@ def cli_run(tmp_path_factory):
   path = tmp_path_factory.mktemp('benchmark') / 'report.json'
   args = ['--run=srresnet,srgan,inference', f'--batch_sizes={BATCH}', f'--crop_size={CROP}',
           '--widths=1,8', '--inference_sizes=8', '--steps=1', '--warmup=0', '--compare=torch',
-          f'--json={path}']
+          '--weight_gradients=xla,matmul', f'--json={path}']
   code = textwrap.dedent(f"""
       import sys
       from absl import flags
@@ -182,9 +182,14 @@ def test_cli_writes_json(cli_run):
   report, stdout = cli_run
   assert {'jax', 'backend', 'device_kind', 'dtype', 'torch'} <= set(report['environment'])
   assert benchmark.RANDOM_VGG_NOTE in report['notes']
-  rows = {row['benchmark']: row for row in report['results']}
-  assert set(rows) == {'srresnet_step', 'srgan_step', 'inference'}
-  for row in rows.values():
+  assert report['environment']['weight_gradients'] == ['xla', 'matmul']
+  by_mode = {(row['benchmark'], row['weight_gradient']): row for row in report['results']}
+  assert set(by_mode) == {(line, mode) for line in ('srresnet_step', 'srgan_step', 'inference')
+                          for mode in ('xla', 'matmul')}
+  for line in ('srresnet_step', 'srgan_step', 'inference'):  # One PyTorch timing for both.
+    assert by_mode[line, 'xla']['torch'] == by_mode[line, 'matmul']['torch']
+  rows = {line: row for (line, mode), row in by_mode.items() if mode == 'matmul'}
+  for row in by_mode.values():
     assert row['images_per_s'] > 0 and row['torch']['images_per_s'] > 0
     assert row['jax_over_torch'] == pytest.approx(
         row['images_per_s'] / row['torch']['images_per_s'])
@@ -193,7 +198,12 @@ def test_cli_writes_json(cli_run):
   # The SRGAN step runs G, D twice and VGG19 on top of the SRResNet step's work.
   assert rows['srgan_step']['flops_per_step'] > 2 * rows['srresnet_step']['flops_per_step']
   assert rows['inference']['hr_size'] == 32 and rows['inference']['megapixels_per_s'] > 0
-  assert 'JAX/torch' in stdout
+  assert 'JAX/torch' in stdout and 'dW' in stdout
+
+
+def test_unknown_weight_gradient_mode_rejected():
+  with pytest.raises(ValueError, match='weight_gradients'):
+    benchmark.run_benchmarks(benchmarks=('inference',), weight_gradients=('fast',))
 
 
 def test_benchmark_does_not_import_tensorflow(cli_run):
