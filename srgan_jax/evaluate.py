@@ -59,6 +59,15 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
   return image[:height - height % scale, :width - width % scale]
 
 
+def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+  """The benchmarks' LR of a modcropped HR image: MATLAB bicubic by 1 / scale, uint8.
+
+  Training makes its LR inputs with this too (``input_pipeline.training_pair``), so
+  a model sees in training the degradation it is scored on.
+  """
+  return bicubic.imresize(hr, 1 / scale)
+
+
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
   """The bicubic baseline: MATLAB ``imresize(lr, scale, 'bicubic')``, uint8, per image."""
   return np.stack([bicubic.imresize(image, scale) for image in lr])
@@ -145,7 +154,7 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     if directory is not None:
       pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
   hrs = [modcrop(load_image(path), scale) for path in paths]
-  lrs = [bicubic.imresize(hr, 1 / scale) for hr in hrs]
+  lrs = [make_lr(hr, scale) for hr in hrs]
   srs: list[np.ndarray] = [np.empty(0)] * len(paths)
   for indices in _same_size_batches(lrs, batch_size):
     for index, sr in zip(indices, np.asarray(upscale_fn(np.stack([lrs[i] for i in indices])))):

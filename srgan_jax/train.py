@@ -104,10 +104,19 @@ def create_discriminator(config: ml_collections.ConfigDict) -> models.Discrimina
 
 
 def create_optimizer(config: ml_collections.ConfigDict, phase: str) -> optax.GradientTransformation:
-  """Adam (beta1 0.9) with the phase's schedule: constant 1e-4 for the SRResNet;
-  1e-4 then 1e-5 after srgan.decay_steps for SRGAN (both networks)."""
-  if phase == SRRESNET:
+  """Adam (beta1 0.9) with the phase's schedule: constant 1e-4 for the SRResNet (or
+  a cosine decay to 0 with srresnet.schedule='cosine'); 1e-4 then 1e-5 after
+  srgan.decay_steps for SRGAN (both networks)."""
+  if phase == SRRESNET and config.srresnet.schedule == 'constant':
     schedule = optax.constant_schedule(config.srresnet.learning_rate)
+  elif phase == SRRESNET and config.srresnet.schedule == 'cosine':
+    # The rate falls to zero at the end, so the last evaluations agree and the
+    # running BatchNorm averages catch up with weights that no longer move.
+    schedule = optax.cosine_decay_schedule(config.srresnet.learning_rate,
+                                           max(config.srresnet.num_steps, 1))
+  elif phase == SRRESNET:
+    raise ValueError(f"srresnet.schedule must be 'constant' or 'cosine', not "
+                     f'{config.srresnet.schedule!r}')
   else:
     schedule = optax.piecewise_constant_schedule(
         config.srgan.learning_rate, {config.srgan.decay_steps: config.srgan.decay_factor})
@@ -122,7 +131,7 @@ def create_train_state(rng: jax.Array, model: flax.linen.Module, input_shape: tu
   variables = model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
   params = variables['params']
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           batch_stats=variables['batch_stats'],
+                           batch_stats=variables.get('batch_stats', {}),  # {}: no BN.
                            ema_params=params if ema else None)
 
 
