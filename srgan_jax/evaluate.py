@@ -40,7 +40,9 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 
 
 def list_images(folder: str | pathlib.Path) -> list[pathlib.Path]:
-  """The image files of ``folder``, sorted by name."""
+  """The image files of ``folder``, sorted by name; an image file is a set of one."""
+  if pathlib.Path(folder).is_file():
+    return [pathlib.Path(folder)]
   return sorted(path for path in pathlib.Path(folder).iterdir()
                 if path.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -80,6 +82,20 @@ def make_upscale_fn(model: str, scale: int) -> UpscaleFn:
   raise ValueError(f'unknown model {model!r}')
 
 
+@functools.cache
+def _jitted_generator_apply() -> Callable[..., Any]:
+  """One jitted ``(model, variables, lr) -> SR pixels`` for every call of
+  ``generator_upscale_fn``, so that evaluations during training reuse the
+  programs compiled for each image size (a new jit per call would recompile them)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.jit(lambda model, variables, lr: metrics.to_pixels(
+      model.apply(variables, lr, train=False)), static_argnums=0)
+
+
+def _apply_generator(model: Any, variables: Any, lr: Any) -> Any:
+  return _jitted_generator_apply()(model, variables, lr)
+
+
 def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
   """A trained generator as an UpscaleFn, data-parallel over every device.
 
@@ -93,7 +109,7 @@ def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
   mesh = train.create_mesh()
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
   variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.P()))
-  apply = jax.jit(lambda v, lr: metrics.to_pixels(model.apply(v, lr, train=False)))
+  apply = functools.partial(_apply_generator, model)
 
   def upscale(lr: np.ndarray) -> np.ndarray:
     count, channels = lr.shape[0], lr.shape[-1]
@@ -145,7 +161,9 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     batch_size: most images of one size per ``upscale_fn`` call.
 
   Returns:
-    ``{'psnr': dB, 'ssim': ..., 'images': count}``.
+    ``{'psnr': dB, 'ssim': ..., 'images': count, 'bias': [R, G, B]}``, ``bias``
+    the mean SR - HR difference per channel in grey levels, over the set's whole
+    images (a brightness or colour offset; gray images count in every channel).
   """
   paths = list_images(folder)
   if not paths:
@@ -159,20 +177,23 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
   for indices in _same_size_batches(lrs, batch_size):
     for index, sr in zip(indices, np.asarray(upscale_fn(np.stack([lrs[i] for i in indices])))):
       srs[index] = sr
-  psnrs, ssims = [], []
+  psnrs, ssims, biases = [], [], []
   for path, lr, sr, hr in zip(paths, lrs, srs, hrs):
     if sr.shape != hr.shape or sr.dtype != np.uint8:
       raise ValueError(f'{path.name}: upscale_fn gave {sr.dtype} {sr.shape}, '
                        f'expected uint8 {hr.shape}')
     psnrs.append(metrics.psnr(sr, hr, shave=scale))
     ssims.append(metrics.ssim(sr, hr, shave=scale))
+    difference = sr.astype(np.float64) - hr
+    biases.append(np.broadcast_to(difference.mean(axis=(0, 1)), (3,)))
     logging.info('%s: PSNR %.4f dB, SSIM %.4f', path.name, psnrs[-1], ssims[-1])
     if save_dir is not None:
       _save_png(pathlib.Path(save_dir) / f'{path.stem}.png', sr)
     if compare_dir is not None:
       _save_png(pathlib.Path(compare_dir) / f'{path.stem}.png',
                 comparison_image(lr, bicubic.imresize(lr, scale), sr, hr))
-  return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'images': len(paths)}
+  return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'images': len(paths),
+          'bias': [float(b) for b in np.mean(biases, axis=0)]}
 
 
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,

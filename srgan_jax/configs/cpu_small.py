@@ -1,0 +1,38 @@
+"""The best SRResNet we could train on T91 + BSD200 in an hour on 2 CPU cores.
+
+MEASURED_PLACEHOLDER
+
+Off the paper, to get there in an hour (each option is off in configs/default.py):
+no BatchNorm in the generator, a cosine learning-rate decay to 0 from 1e-3, 64-pixel
+crops, narrow widths (8 blocks x 32 features). No SRGAN phase.
+
+  python -m srgan_jax.main --config=configs/cpu_small.py --workdir=/work/runs/cpu_small
+  python -m srgan_jax.evaluate --workdir=/work/runs/cpu_small --data=$SRGAN_DATASETS/Set5 \\
+      --data=$SRGAN_DATASETS/Set14 --data=$SRGAN_DATASETS/BSD100
+"""
+
+import ml_collections
+
+from srgan_jax import paths
+from srgan_jax.configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """T91 + BSD200 (the default folders), a narrow SRResNet without BatchNorm."""
+  config = default.get_config()
+  config.generator.num_blocks = 8
+  config.generator.features = 32
+  config.generator.upsample_features = 128
+  config.generator.batch_norm = False
+  config.data.crop_size = 64
+  config.batch_size = 16
+  config.srresnet.num_steps = 5000
+  config.srresnet.learning_rate = 1e-3
+  config.srresnet.schedule = 'cosine'
+  config.srgan.num_steps = 0
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.eval_every_steps = 1000
+  config.eval_folders = (paths.dataset('Set5'),)
+  config.profile_steps = 0
+  return config
