@@ -91,6 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.srgan.init_from = config_dict.placeholder(str)
 
   # Exponential moving average of generator weights; 0 disables it (the paper has none).
+  # The BatchNorm running averages get their own EMA with the same decay, and
+  # evaluation uses the EMA weights with it.
   config.ema_decay = 0.0
 
   # Logging, checkpoints, evaluation.

@@ -55,7 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.srgan.content_loss = 'mse'  # SRGAN-MSE (paper Table 1) if num_steps is raised.
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1000
-  config.eval_every_steps = 1000
+  # Evaluations at 1,800 and at the end (2,000): the last two, close together
+  # where the decayed learning rate has settled the weights.
+  config.eval_every_steps = 1800
   config.eval_folders = (paths.dataset('Set5'),) + HELD_OUT_PHOTOS
   config.profile_steps = 0
   return config
