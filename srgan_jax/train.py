@@ -420,7 +420,7 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
   model = models.SRResNet(scale=config.scale, **config.generator)
   samples = []
   upscale = evaluate.generator_upscale_fn(model, variables)
-  folders = [folder for folder in config.eval_folders if epath.Path(folder).is_dir()]
+  folders = [folder for folder in config.eval_folders if epath.Path(folder).exists()]
   for missing in sorted(set(config.eval_folders) - set(folders)):
     logging.warning('Evaluation folder %s not found; skipped.', missing)
 

@@ -1,16 +1,29 @@
-"""A ten-minute SRResNet on photographs that ship with scikit-image; beats bicubic.
+"""A few-minute SRResNet on photographs that ship with scikit-image.
 
-Runs offline on 2 CPU cores (MEASURED_PLACEHOLDER). It trains on 12 of
-scikit-image's bundled photographs and holds out three (chelsea, coffee, camera);
-at the end it prints a table of the generator against bicubic interpolation on
-those three and on Set5 when $SRGAN_DATASETS holds it.
+Runs offline on 2 CPU cores. It trains on 10 of scikit-image's bundled photographs
+and holds out two (chelsea, coffee); at the end it prints a table of the generator
+against bicubic interpolation on those two and on Set5 when $SRGAN_DATASETS holds
+it. Measured (2 shared CPU cores, Intel Xeon, uptime load 4.0 at the start and 3.0
+at the end, from other jobs): 7 min 35 s wall-clock including start-up, 3,500
+steps at about 8 steps/s:
+
+  set          images  PSNR (dB)    SSIM  bicubic PSNR  bicubic SSIM
+  Set5              5    28.4317  0.8126       28.4314        0.8113
+  chelsea.png       1    31.8422  0.8225       31.4758        0.8064
+  coffee.png        1    27.6121  0.7688       27.2921        0.7649
+
+Set5 at 3,150 and 3,500 steps: 28.4385 and 28.4317 dB. It beats bicubic on the
+held-out photographs (+0.3 dB) but only ties it on Set5, short of the +0.5 dB we
+aimed for: its output has a colour cast on Set5 (SR - HR per channel +4.1, -3.8,
+-2.0 grey levels; +2, -0.4, -3.2 on the held-out photos) that configs/cpu_small.py,
+trained on T91 + BSD200 with the same code, does not have (within 1 level). Ten
+mostly gray photographs are little colour to learn from.
 
 Off the paper, to get there in minutes (each option is off in configs/default.py):
-no BatchNorm in the generator (with BatchNorm, the running averages of small
-training crops do not fit whole images: a brightness offset of several grey
-levels), a cosine learning-rate decay to 0 from 1e-3, narrow and shallow widths.
-No SRGAN phase: the discriminator would double the cost of a step, and an
-adversarial phase lowers PSNR by design; configs/default.py and x4.py train it.
+no BatchNorm in the generator, a cosine learning-rate decay to 0 from 1e-3, narrow
+widths (8 blocks x 32 features), 48-pixel crops. No SRGAN phase: the discriminator
+would double the cost of a step, and an adversarial phase lowers PSNR by design;
+configs/default.py and x4.py train it.
 
   python -m srgan_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
 """
@@ -27,12 +40,12 @@ _DATA = os.path.join(os.path.dirname(skimage.__file__), 'data')
 
 # The photographs among scikit-image's bundled samples (its folder also holds
 # charts, text, logos and synthetic images), split into training and held-out ones.
+# The microscope, telescope and fundus images (ihc, hubble_deep_field, retina) are
+# left out: trained on, they gave Set5 a colour cast of -4 grey levels in green.
 TRAIN_PHOTOS = tuple(os.path.join(_DATA, name) for name in (
-    'astronaut.png', 'brick.png', 'coins.png', 'grass.png', 'gravel.png',
-    'hubble_deep_field.jpg', 'ihc.png', 'moon.png', 'motorcycle_left.png',
-    'motorcycle_right.png', 'retina.jpg', 'rocket.jpg'))
-HELD_OUT_PHOTOS = tuple(os.path.join(_DATA, name) for name in (
-    'camera.png', 'chelsea.png', 'coffee.png'))
+    'astronaut.png', 'brick.png', 'camera.png', 'coins.png', 'grass.png', 'gravel.png',
+    'moon.png', 'motorcycle_left.png', 'motorcycle_right.png', 'rocket.jpg'))
+HELD_OUT_PHOTOS = tuple(os.path.join(_DATA, name) for name in ('chelsea.png', 'coffee.png'))
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -45,19 +58,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.discriminator.convs = tuple((channels // 4, stride)  # Quarter widths.
                                      for channels, stride in config.discriminator.convs)
   config.discriminator.dense_features = 128
-  config.batch_size = 12  # One crop from each training photograph.
+  config.batch_size = 10  # One crop from each training photograph.
   config.data.folders = TRAIN_PHOTOS
   config.data.crop_size = 48
-  config.srresnet.num_steps = 2000
+  config.srresnet.num_steps = 3500
   config.srresnet.learning_rate = 1e-3
   config.srresnet.schedule = 'cosine'
   config.srgan.num_steps = 0
   config.srgan.content_loss = 'mse'  # SRGAN-MSE (paper Table 1) if num_steps is raised.
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1000
-  # Evaluations at 1,800 and at the end (2,000): the last two, close together
+  # Evaluations at 3,150 and at the end (3,500): the last two, close together
   # where the decayed learning rate has settled the weights.
-  config.eval_every_steps = 1800
+  config.eval_every_steps = 3150
   config.eval_folders = (paths.dataset('Set5'),) + HELD_OUT_PHOTOS
   config.profile_steps = 0
   return config
