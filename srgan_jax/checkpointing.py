@@ -222,7 +222,8 @@ def load_generator(workdir: str, step: int | None = None, ema: bool = True
       raise _damaged(manager, step, error) from error
   config = ml_collections.ConfigDict(record['config'])
   model = models.SRResNet(scale=config.scale, **config.generator)
-  params = state['params']
   if ema and state.get('ema_params') is not None:
-    params = state['ema_params']
-  return model, {'params': params, 'batch_stats': state['batch_stats']}, config
+    # The EMA weights with the EMA of the BatchNorm statistics that belong to them.
+    return model, {'params': state['ema_params'],
+                   'batch_stats': state.get('ema_batch_stats') or {}}, config
+  return model, {'params': state['params'], 'batch_stats': state.get('batch_stats') or {}}, config

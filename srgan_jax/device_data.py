@@ -5,12 +5,14 @@ DIV2K train: about 6.6 GB). The images of this host are decoded once with PIL,
 by the rules of ``input_pipeline`` (grayscale replicated, alpha dropped, 16-bit
 to 8-bit, palette to RGB; images smaller than the crop and undecodable files
 skipped and counted in one log line; no usable image is an error naming the
-folders), and uploaded once. Every step's batch is then made ON THE DEVICE by one
-jitted function: ``batch_size`` distinct images, a random crop of each, one of
-the 8 symmetries of the square when ``augment`` is on, the MATLAB-exact bicubic
-LR (``bicubic.imresize_jax``, float32, not rounded, clipped to [0, 1] like the
-tf.data pipeline's), and the HR crop scaled to [-1, 1]. The host only dispatches
-it, so a training step never waits for the host.
+folders), degraded as evaluation degrades them (``input_pipeline.training_pair``:
+cropped to a multiple of the scale, the whole image downsampled by MATLAB bicubic
+and rounded to uint8), and both HR and LR are uploaded once. Every step's batch
+is then made ON THE DEVICE by one jitted function: ``batch_size`` distinct
+images, a random crop of each HR at an offset that is a multiple of the scale
+and the LR crop in register with it, one of the 8 symmetries of the square for
+both when ``augment`` is on, LR scaled to [0, 1] and HR to [-1, 1]. The host only
+dispatches it, so a training step never waits for the host.
 
 Determinism and resumption: every random choice of step ``s`` comes from
 ``fold_in(fold_in(key(seed), process_index), s)``, so a step's batch depends only
@@ -33,7 +35,8 @@ and width would cost 203 MB instead of 104 MB for T91 + BSD200 (portrait and
 landscape 481x321 images pad to 508x481) and about 10 GB instead of 6.6 GB for
 DIV2K. The flat buffer is stored as ``[pages, page_bytes + row_bytes]``: page
 ``i`` holds bytes ``[i * page_bytes, (i + 1) * page_bytes + row_bytes)``, so each
-page repeats the first ``row_bytes = 3 * crop_size`` bytes of the next one. A
+page repeats the first ``row_bytes = 3 * crop_size`` bytes of the next one. (The
+LR images have a buffer of their own, laid out the same way with their crop side.) A
 crop row (``row_bytes`` contiguous bytes) then always lies inside one page and is
 read with one ``dynamic_slice``, and every index stays within int32 although
 DIV2K's 6.6 GB exceed 2**31 bytes (JAX indexes with int32 unless x64 is on).
@@ -55,7 +58,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from srgan_jax import bicubic
 from srgan_jax import input_pipeline
 from srgan_jax import paths
 
@@ -103,36 +105,46 @@ def _dihedral(image: jax.Array, which: jax.Array) -> jax.Array:
   return jnp.where(which & 2 != 0, image[:, ::-1], image)
 
 
-@functools.partial(jax.jit, static_argnames=('batch_size', 'crop_size', 'scale', 'augment'))
-def _make_batch(pages: jax.Array, table: jax.Array, key: jax.Array, step: jax.Array, *,
-                batch_size: int, crop_size: int, scale: int,
-                augment: bool) -> dict[str, jax.Array]:
-  """The batch of ``step``: LR in [0, 1] and HR in [-1, 1] (module docstring)."""
-  row_bytes = 3 * crop_size
+def _read_crops(pages: jax.Array, table: jax.Array, index: jax.Array, top: jax.Array,
+                left: jax.Array, size: int) -> jax.Array:
+  """uint8 ``[b, size, size, 3]`` crops at (top, left) of images ``index`` of a buffer
+  packed by ``_pack`` with ``row_bytes = 3 * size``."""
+  row_bytes = 3 * size
   page_bytes = pages.shape[1] - row_bytes
-  choice_key, offset_key = jax.random.split(jax.random.fold_in(key, step))
-  index = jax.random.choice(choice_key, table.shape[0], (batch_size,), replace=False)
-  first_page, first_byte, height, width = table[index].T
-  # One draw for all three: each draw is a threefry that XLA compiles separately.
-  top, left, symmetry = jax.random.randint(
-      offset_key, (3, batch_size), 0,
-      jnp.stack([height - crop_size + 1, width - crop_size + 1, jnp.full_like(height, 8)]))
-  rows = top[:, None] + jnp.arange(crop_size)
+  first_page, first_byte, _, width = table[index].T
+  rows = top[:, None] + jnp.arange(size)
   # Within int32: first_byte < page_bytes, and the offset inside an image is
   # below its size (PIL refuses images over about 180 Mpixel, 540 MB).
   byte = first_byte[:, None] + (rows * width[:, None] + left[:, None]) * 3
   page = first_page[:, None] + byte // page_bytes
   read_row = lambda p, b: jax.lax.dynamic_slice(pages, (p, b), (1, row_bytes))[0]
-  hr = jax.vmap(read_row)(page.reshape(-1), (byte % page_bytes).reshape(-1))
-  hr = hr.reshape(batch_size, crop_size, crop_size, 3)
+  crops = jax.vmap(read_row)(page.reshape(-1), (byte % page_bytes).reshape(-1))
+  return crops.reshape(index.shape[0], size, size, 3)
+
+
+@functools.partial(jax.jit, static_argnames=('batch_size', 'crop_size', 'scale', 'augment'))
+def _make_batch(hr_pages: jax.Array, hr_table: jax.Array, lr_pages: jax.Array,
+                lr_table: jax.Array, key: jax.Array, step: jax.Array, *, batch_size: int,
+                crop_size: int, scale: int, augment: bool) -> dict[str, jax.Array]:
+  """The batch of ``step``: LR in [0, 1] and HR in [-1, 1] (module docstring)."""
+  lr_size = crop_size // scale
+  choice_key, offset_key = jax.random.split(jax.random.fold_in(key, step))
+  index = jax.random.choice(choice_key, lr_table.shape[0], (batch_size,), replace=False)
+  _, _, lr_height, lr_width = lr_table[index].T
+  # Offsets on the LR grid. One draw for all three: each draw is a threefry that
+  # XLA compiles separately.
+  top, left, symmetry = jax.random.randint(
+      offset_key, (3, batch_size), 0,
+      jnp.stack([lr_height - lr_size + 1, lr_width - lr_size + 1, jnp.full_like(lr_height, 8)]))
+  hr = _read_crops(hr_pages, hr_table, index, top * scale, left * scale, crop_size)
+  lr = _read_crops(lr_pages, lr_table, index, top, left, lr_size)
   if augment:
     hr = jax.vmap(_dihedral)(hr, symmetry)
-  hr = hr.astype(jnp.float32)
-  lr = bicubic.imresize_jax(hr / 255.0, 1.0 / scale)
-  # Bicubic overshoot is the only thing clipped, as in the tf.data pipeline.
+    lr = jax.vmap(_dihedral)(lr, symmetry)
   # (hr - 127.5) / 127.5 maps 0 and 255 to exactly -1 and 1; XLA turns hr / 127.5 - 1
   # into a product with the reciprocal, which gives 1.0000001 for 255.
-  return {'lr': jnp.clip(lr, 0.0, 1.0), 'hr': (hr - 127.5) / 127.5}
+  return {'lr': lr.astype(jnp.float32) / 255.0,
+          'hr': (hr.astype(jnp.float32) - 127.5) / 127.5}
 
 
 class DeviceDataSource:
@@ -162,18 +174,20 @@ class DeviceDataSource:
     # One set of file and decoding rules for both sources.
     source = input_pipeline.folder_source(data_config.folders, process_index, process_count)
     images = input_pipeline.decode_all(source, crop_size, process_index, process_count)
-    pages, table = _pack(images, page_bytes, 3 * crop_size)
+    hrs, lrs = zip(*(input_pipeline.training_pair(image, scale) for image in images))
+    del images
+    hr_pages, hr_table = _pack(hrs, page_bytes, 3 * crop_size)
+    lr_pages, lr_table = _pack(lrs, page_bytes, 3 * (crop_size // scale))
     device = jax.local_devices()[0]
-    self._pages = jax.device_put(pages, device)
-    self._table = jax.device_put(table, device)
+    self._buffers = jax.device_put((hr_pages, hr_table, lr_pages, lr_table), device)
     self._key = jax.device_put(
         jax.random.fold_in(jax.random.key(seed), process_index), device)
     self._crop_size = crop_size
     self._scale = scale
     self._augment = bool(data_config.augment)
     self._description = f'{source.description}, process {process_index} of {process_count}'
-    self.num_images = len(images)
-    self.nbytes = pages.nbytes  # Device memory taken by the images.
+    self.num_images = len(hrs)
+    self.nbytes = hr_pages.nbytes + lr_pages.nbytes  # Device memory taken by the images.
 
   def batch(self, step: int | jax.Array, batch_size: int) -> dict[str, jax.Array]:
     """This host's batch of ``step``, dispatched without waiting for the device.
@@ -192,7 +206,7 @@ class DeviceDataSource:
     if batch_size > self.num_images:
       raise ValueError(f'{self._description} has {self.num_images} usable images, fewer '
                        f'than the per-host batch of {batch_size} (each crop needs its own image)')
-    return _make_batch(self._pages, self._table, self._key, jnp.asarray(step, jnp.int32),
+    return _make_batch(*self._buffers, self._key, jnp.asarray(step, jnp.int32),
                        batch_size=batch_size, crop_size=self._crop_size, scale=self._scale,
                        augment=self._augment)
 

@@ -22,6 +22,7 @@ every process the outputs; `on_every_process` makes decisions (which folders exi
 the same everywhere; `is_main_process` says who writes.
 """
 
+import functools
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -104,6 +105,22 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+@functools.cache
+def _data_parallel_program(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.sharding.Mesh
+                           ) -> Callable[..., jax.Array]:
+  """The jitted program of ``data_parallel``, one per (fn, mesh): calls with the same
+  function reuse what was compiled for each batch shape."""
+  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
+
+  def sharded(variables, batch, count):
+    outputs = jax.lax.with_sharding_constraint(fn(variables, batch), data_sharding)
+    return outputs[:count]
+
+  # The constraint keeps the computation split over the batch; out_shardings gathers.
+  return jax.jit(sharded, static_argnums=2,
+                 out_shardings=jax.sharding.NamedSharding(mesh, jax.P()))
+
+
 def data_parallel(fn: Callable[[Any, jax.Array], jax.Array], variables: Any
                   ) -> Callable[[np.ndarray], jax.Array]:
   """``fn(variables, batch)`` over every device of every process, batch in, outputs out.
@@ -128,17 +145,10 @@ def data_parallel(fn: Callable[[Any, jax.Array], jax.Array], variables: Any
 
   mesh = train.create_mesh()
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-  replicated = jax.sharding.NamedSharding(mesh, jax.P())
   # Through the host: JAX does not move a process-local array (a restored checkpoint
   # sits on one local device) onto other processes' devices.
-  variables = jax.device_put(jax.device_get(variables), replicated)
-
-  def sharded(variables, batch, count):
-    outputs = jax.lax.with_sharding_constraint(fn(variables, batch), data_sharding)
-    return outputs[:count]
-
-  # The constraint keeps the computation split over the batch; out_shardings gathers.
-  apply = jax.jit(sharded, static_argnums=2, out_shardings=replicated)
+  variables = jax.device_put(jax.device_get(variables), jax.sharding.NamedSharding(mesh, jax.P()))
+  apply = _data_parallel_program(fn, mesh)
 
   def run(batch: np.ndarray) -> jax.Array:
     count = batch.shape[0]

@@ -65,7 +65,9 @@ class NoImagesError(errors.UserError, FileNotFoundError):
 
 
 def list_images(folder: str | pathlib.Path) -> list[pathlib.Path]:
-  """The image files of ``folder``, sorted by name."""
+  """The image files of ``folder``, sorted by name; an image file is a set of one."""
+  if pathlib.Path(folder).is_file():
+    return [pathlib.Path(folder)]
   return sorted(path for path in pathlib.Path(folder).iterdir()
                 if path.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -91,6 +93,15 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
   """Crops the bottom/right so that height and width are multiples of ``scale``."""
   height, width = image.shape[0], image.shape[1]
   return image[:height - height % scale, :width - width % scale]
+
+
+def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+  """The benchmarks' LR of a modcropped HR image: MATLAB bicubic by 1 / scale, uint8.
+
+  Training makes its LR inputs with this too (``input_pipeline.training_pair``), so
+  a model sees in training the degradation it is scored on.
+  """
+  return bicubic.imresize(hr, 1 / scale)
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -120,6 +131,14 @@ def bicubic_scores(folder: str, scale: int,
   return _BICUBIC_SCORES[key]
 
 
+@functools.cache
+def _generator_pixels(model: Any) -> Callable[[Any, Any], Any]:
+  """One ``(variables, lr) -> SR pixels`` function per generator architecture, so that
+  evaluations during training reuse the programs compiled for each image size
+  (``distributed.data_parallel`` caches its compiled programs by function)."""
+  return lambda variables, lr: metrics.to_pixels(model.apply(variables, lr, train=False))
+
+
 def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
   """A trained generator as an UpscaleFn, data-parallel over every device of every process.
 
@@ -131,8 +150,7 @@ def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
   """
   from srgan_jax import distributed  # pylint: disable=g-import-not-at-top
 
-  apply = distributed.data_parallel(
-      lambda v, lr: metrics.to_pixels(model.apply(v, lr, train=False)), variables)
+  apply = distributed.data_parallel(_generator_pixels(model), variables)
 
   def upscale(lr: np.ndarray) -> np.ndarray:
     rgb = np.broadcast_to(lr, (*lr.shape[:3], 3)).astype(np.float32) / 255
@@ -229,8 +247,11 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
       batches of same-size images.
 
   Returns:
-    ``{'psnr': dB, 'ssim': ..., 'images': count scored, 'failed': [messages]}`` and
-    the mean of each further metric; 'failed' names each file that was skipped and why.
+    ``{'psnr': dB, 'ssim': ..., 'images': count scored, 'bias': [R, G, B],
+    'failed': [messages]}`` and the mean of each further metric. ``bias`` is the mean
+    SR - HR difference per channel in grey levels, over the set's whole images (a
+    brightness or colour offset; gray images count in every channel); 'failed' names
+    each file that was skipped and why.
 
   Raises:
     NoImagesError: no file of the folder could be scored.
@@ -250,18 +271,20 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
   for directory in (save_dir, compare_dir):
     if directory is not None:
       pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
-  lrs = [bicubic.imresize(hr, 1 / scale) for hr in hrs]
+  lrs = [make_lr(hr, scale) for hr in hrs]
   srs: list[np.ndarray] = [np.empty(0)] * len(image_paths)
   for indices in _same_size_batches(lrs, batch_size):
     for index, sr in zip(indices, np.asarray(upscale_fn(np.stack([lrs[i] for i in indices])))):
       srs[index] = sr
-  psnrs, ssims = [], []
+  psnrs, ssims, biases = [], [], []
   for path, lr, sr, hr in zip(image_paths, lrs, srs, hrs):
     if sr.shape != hr.shape or sr.dtype != np.uint8:
       raise ValueError(f'{path.name}: upscale_fn gave {sr.dtype} {sr.shape}, '
                        f'expected uint8 {hr.shape}')
     psnrs.append(metrics.psnr(sr, hr, shave=scale))
     ssims.append(metrics.ssim(sr, hr, shave=scale))
+    difference = sr.astype(np.float64) - hr
+    biases.append(np.broadcast_to(difference.mean(axis=(0, 1)), (3,)))
     logging.info('%s: PSNR %.4f dB, SSIM %.4f', path.name, psnrs[-1], ssims[-1])
     if save_dir is not None:
       _save_png(pathlib.Path(save_dir) / f'{path.stem}.png', sr)
@@ -272,7 +295,7 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
                   comparison_image(lr, bicubic_sr, sr, hr, crop))
   return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)),
           **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(image_paths),
-          'failed': failed}
+          'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed}
 
 
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,

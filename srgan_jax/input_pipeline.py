@@ -3,11 +3,15 @@
 Each step's batch holds ``batch_size`` crops of ``crop_size`` x ``crop_size``
 pixels, each from a DIFFERENT image (the paper's 16 crops from 16 images), with
 a random offset and, when ``augment`` is on, one of the 8 symmetries of the
-square (flips and quarter turns). The LR input is made on the fly from the
-augmented HR crop by MATLAB-exact bicubic downsampling
-(``bicubic.imresize_tf``, antialiased, float32, not rounded), then clipped to
-[0, 1] (bicubic overshoot is the only thing clipped); the HR target is scaled
-to [-1, 1].
+square (flips and quarter turns).
+
+Degradation: the LR input is made as the benchmarks (``evaluate``) make theirs:
+each image is cropped to a multiple of the scale, downsampled WHOLE by
+MATLAB-exact bicubic (``evaluate.make_lr``, antialiased, rounded to uint8), and
+the LR and HR crops are cut in register (the HR crop's offset is a multiple of
+the scale) and given the same symmetry. So a training LR crop equals the
+corresponding region of the LR that evaluation feeds the model, border rings and
+rounding included (``training_pair``). LR is scaled to [0, 1], HR to [-1, 1].
 
 Determinism and resumption. Every random choice for step ``s`` comes from a
 NumPy generator seeded with ``(seed, process_index, s // crops_per_image)``, so
@@ -16,8 +20,8 @@ on iterator state: a run restarted at step ``s`` sees exactly the batches an
 uninterrupted run would (same ``process_count``; same NumPy, whose ``Generator``
 algorithms may change between releases). The tf.data graph: counter from
 ``start // k`` -> parallel deterministic map, NumPy (``tf.numpy_function``):
-choose images, crop, augment -> unbatch the ``k`` steps, skip to ``start`` ->
-parallel deterministic map, TF: LR by bicubic, scale HR -> prefetch.
+choose images, crop LR and HR, augment -> unbatch the ``k`` steps, skip to
+``start`` -> parallel deterministic map, TF: scale to float -> prefetch.
 
 Per-host sharding. Images are numbered (files sorted by path, folder after
 folder; TFDS examples in split order) and process ``p`` of ``P`` uses only
@@ -38,9 +42,9 @@ Sources (``data.source``):
   (``tfds convert_format --dataset_dir=... --out_file_format=array_record``)
   or, if it is small, cache it (TFRecord is read once, in order, for that).
 
-``data.cache=True`` decodes this host's images once, at start, into memory
-(for small sets like T91 + BSD200; about 100 MB decoded). ``cache=False``
-decodes each chosen image when a step needs it; ``data.crops_per_image = k``
+``data.cache=True`` decodes this host's images (and makes their LR) once, at
+start, into memory (for small sets like T91 + BSD200; about 110 MB decoded).
+``cache=False`` decodes each chosen image (and makes its LR) when a step needs it; ``data.crops_per_image = k``
 then lets one decoded image serve ``k`` consecutive steps (step ``s`` uses the
 images drawn for ``s // k`` and its own crop), which divides decoding work by
 ``k`` while keeping every batch's images distinct. Cached images are cheap to
@@ -85,7 +89,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from srgan_jax import bicubic
+from srgan_jax import evaluate
 from srgan_jax import image_io
 
 IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.webp')
@@ -116,6 +120,19 @@ def decode_image(data: bytes) -> np.ndarray:
       gray = image_io.reduce_to_8_bits(np.asarray(image))
       return np.repeat(gray[:, :, None], 3, axis=2)
     return np.asarray(image.convert('RGB'))
+
+
+def training_pair(image: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+  """An image as evaluation degrades it: ``(hr, lr)``, both uint8.
+
+  ``hr`` is ``image`` cropped to a multiple of ``scale`` (``evaluate.modcrop``) and
+  ``lr`` its MATLAB bicubic downsampling, rounded to uint8 (``evaluate.make_lr``):
+  LR pixel ``(i, j)`` covers HR pixels ``[i * scale, (i + 1) * scale)`` x
+  ``[j * scale, (j + 1) * scale)``, so crops at offsets ``(t, l)`` of ``lr`` and
+  ``(t * scale, l * scale)`` of ``hr`` are in register.
+  """
+  hr = evaluate.modcrop(image, scale)
+  return hr, evaluate.make_lr(hr, scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,15 +252,17 @@ def decode_all(source: _Source, crop_size: int, process_index: int,
 
 
 class _StreamedImages:
-  """Decodes images on demand; remembers and logs each unusable one once."""
+  """Decodes images (and makes their LR) on demand; remembers and logs each
+  unusable one once."""
 
-  def __init__(self, source: _Source, crop_size: int):
+  def __init__(self, source: _Source, crop_size: int, scale: int):
     self._source = source
     self._crop_size = crop_size
+    self._scale = scale
     self._unusable: set[int] = set()
     self._lock = threading.Lock()  # tf.data calls from several threads.
 
-  def __call__(self, index: int) -> np.ndarray | None:
+  def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
     if index in self._unusable:
       return None
     image, why = _load_usable(self._source, index, self._crop_size)
@@ -254,7 +273,8 @@ class _StreamedImages:
           logging.warning('Skipping %s: %s (%d unusable images so far in %s).',
                           self._source.name(index), why, len(self._unusable),
                           self._source.description)
-    return image
+      return None
+    return training_pair(image, self._scale)
 
 
 def _dihedral(image: np.ndarray, which: int) -> np.ndarray:
@@ -338,14 +358,15 @@ class TrainInput:
     self._seed = seed
     self._process_index = process_index
     self._description = f'{source.description}, process {process_index} of {process_count}'
-    self._load: Callable[[int], np.ndarray | None]
+    self._load: Callable[[int], tuple[np.ndarray, np.ndarray] | None]
     if data_config.cache:
-      images = decode_all(source, crop_size, process_index, process_count)
-      self._load = images.__getitem__
-      self.num_images = len(images)
+      pairs = [training_pair(image, scale)
+               for image in decode_all(source, crop_size, process_index, process_count)]
+      self._load = pairs.__getitem__
+      self.num_images = len(pairs)
       self._crops_per_image = 1
     else:
-      self._load = _StreamedImages(source, crop_size)
+      self._load = _StreamedImages(source, crop_size, scale)
       self.num_images = source.num_images
       self._crops_per_image = data_config.crops_per_image
       if self._crops_per_image < 1:
@@ -355,13 +376,13 @@ class TrainInput:
                        f'the per-host batch of {batch_size} (each crop needs its own image)')
     if not data_config.cache:
       # Fail now, naming the source, if too few images are usable; not inside tf.data.
-      self._hr_crops(0)
+      self._crops(0)
 
-  def _choose_images(self, rng: np.random.Generator) -> list[np.ndarray]:
-    """``batch_size`` distinct usable images, drawn at random."""
+  def _choose_images(self, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``batch_size`` distinct usable images, drawn at random, as ``(hr, lr)`` pairs."""
     size = self._batch_size
 
-    def take_usable(indices: Iterable[int], images: list[np.ndarray]) -> list[np.ndarray]:
+    def take_usable(indices: Iterable[int], images: list[Any]) -> list[Any]:
       for index in indices:
         if len(images) == size:
           break
@@ -383,39 +404,38 @@ class TrainInput:
                        f'are usable, fewer than the per-host batch of {size}')
     return images
 
-  def _hr_crops(self, group: int) -> np.ndarray:
-    """uint8 HR crops ``[k, b, crop, crop, 3]`` of steps ``group * k .. group * k + k - 1``."""
+  def _crops(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 HR crops ``[k, b, crop, crop, 3]`` and their LR ``[k, b, crop / scale,
+    crop / scale, 3]``, of steps ``group * k .. group * k + k - 1``."""
     rng = np.random.default_rng([self._seed, self._process_index, int(group)])
-    images = self._choose_images(rng)
-    k, crop = self._crops_per_image, self._config.crop_size
-    # Per crop: top and left offsets, and a symmetry of the square.
+    pairs = self._choose_images(rng)
+    k, crop, scale = self._crops_per_image, self._config.crop_size, self._scale
+    lr_crop = crop // scale
+    # Per crop: top and left offsets on the LR grid, and a symmetry of the square.
     draws = rng.random((k, self._batch_size, 3))
-    ranges = np.array([image.shape[:2] for image in images]) - crop + 1
+    ranges = np.array([lr.shape[:2] for _, lr in pairs]) - lr_crop + 1
     tops = (draws[:, :, 0] * ranges[:, 0]).astype(np.int64)
     lefts = (draws[:, :, 1] * ranges[:, 1]).astype(np.int64)
     symmetries = (draws[:, :, 2] * 8).astype(np.int64)
-    crops = np.empty((k, self._batch_size, crop, crop, 3), np.uint8)
+    hr_crops = np.empty((k, self._batch_size, crop, crop, 3), np.uint8)
+    lr_crops = np.empty((k, self._batch_size, lr_crop, lr_crop, 3), np.uint8)
     for j in range(k):
-      for slot, image in enumerate(images):
+      for slot, (hr, lr) in enumerate(pairs):
         top, left = tops[j, slot], lefts[j, slot]
-        window = image[top:top + crop, left:left + crop]
-        # In NumPy, not the graph: TF's uint8 transposes and selects cost ~10x more.
-        crops[j, slot] = _dihedral(window, symmetries[j, slot]) if self._config.augment else window
-    return crops
+        hr_window = hr[top * scale:(top + lr_crop) * scale, left * scale:(left + lr_crop) * scale]
+        lr_window = lr[top:top + lr_crop, left:left + lr_crop]
+        if self._config.augment:
+          # In NumPy, not the graph: TF's uint8 transposes and selects cost ~10x more.
+          hr_window = _dihedral(hr_window, symmetries[j, slot])
+          lr_window = _dihedral(lr_window, symmetries[j, slot])
+        hr_crops[j, slot], lr_crops[j, slot] = hr_window, lr_window
+    return hr_crops, lr_crops
 
-  def _model_inputs(self, hr: Any) -> dict[str, Any]:
-    """LR in [0, 1] and HR in [-1, 1], float32, from uint8 HR crops ``[b, crop, crop, 3]``."""
+  @staticmethod
+  def _model_inputs(hr: Any, lr: Any) -> dict[str, Any]:
+    """LR in [0, 1] and HR in [-1, 1], float32, from uint8 crops."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-    batch, crop = self._batch_size, self._config.crop_size
-    hr = tf.cast(hr, tf.float32)
-    # imresize_tf resizes [H, W, C]; channels are resized independently, so the
-    # batch rides along in the channel axis and one product resizes all crops.
-    stacked = tf.reshape(tf.transpose(hr, [1, 2, 0, 3]), [crop, crop, batch * 3])
-    lr = bicubic.imresize_tf(stacked / 255.0, 1.0 / self._scale)
-    lr_size = crop // self._scale
-    lr = tf.transpose(tf.reshape(lr, [lr_size, lr_size, batch, 3]), [2, 0, 1, 3])
-    return {'lr': tf.clip_by_value(lr, 0.0, 1.0), 'hr': hr / 127.5 - 1.0}
+    return {'lr': tf.cast(lr, tf.float32) / 255.0, 'hr': tf.cast(hr, tf.float32) / 127.5 - 1.0}
 
   def dataset(self, start_step: int) -> Any:
     """A ``tf.data.Dataset`` of the batches of steps ``start_step, start_step + 1, ...``."""
@@ -430,12 +450,14 @@ class TrainInput:
     crop = self._config.crop_size
     first_group = start_step // k
 
-    def hr_crops(group):
-      crops = tf.numpy_function(self._hr_crops, [group], tf.uint8, stateful=False)
-      return tf.ensure_shape(crops, [k, self._batch_size, crop, crop, 3])
+    def crops(group):
+      hr, lr = tf.numpy_function(self._crops, [group], (tf.uint8, tf.uint8), stateful=False)
+      lr_crop = crop // self._scale
+      return (tf.ensure_shape(hr, [k, self._batch_size, crop, crop, 3]),
+              tf.ensure_shape(lr, [k, self._batch_size, lr_crop, lr_crop, 3]))
 
     dataset = tf.data.Dataset.counter(first_group)
-    dataset = dataset.map(hr_crops, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(crops, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.unbatch().skip(start_step - first_group * k)
     dataset = dataset.map(self._model_inputs, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=True)

@@ -12,7 +12,7 @@ gradient is a matrix product on CPUs (XLA's is slow there) and XLA's own elsewhe
 """
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -45,17 +45,43 @@ def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
   return x.reshape(n, h * factor, w * factor, out_channels)
 
 
+def icnr(base_init: Callable[..., jax.Array], factor: int) -> Callable[..., jax.Array]:
+  """ICNR initialisation (Aitken et al. 2017) of a conv followed by ``pixel_shuffle``.
+
+  The kernel's ``factor**2`` groups of output channels (one per sub-pixel position,
+  in ``pixel_shuffle``'s order) start as copies of one ``base_init`` kernel, so the
+  shuffled output starts as a nearest-neighbour upsampling of one convolution: free
+  of the checkerboard pattern that independent sub-pixel kernels start with. The
+  copies have the base kernel's fan-in, hence its variance.
+  """
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    groups = factor * factor
+    if shape[-1] % groups:
+      raise ValueError(f'ICNR needs output channels divisible by {groups}, got {shape}')
+    base = base_init(key, (*shape[:-1], shape[-1] // groups), dtype)
+    # Channel (i * r + j) * C + c is sub-pixel (i, j) of output channel c.
+    return jnp.tile(base, (1,) * (len(shape) - 1) + (groups,))
+  return init
+
+
+def _norm(batch_norm: bool, train: bool, dtype: Any, name: str) -> Callable[[jax.Array], jax.Array]:
+  """The paper's BatchNorm, or the identity when ``batch_norm`` is off."""
+  if not batch_norm:
+    return lambda x: x
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                      epsilon=BN_EPSILON, dtype=dtype, name=name)
+
+
 class ResidualBlock(nn.Module):
-  """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity skip."""
+  """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity skip (no BN if off)."""
   features: int
+  batch_norm: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = lambda name: Conv(self.features, (3, 3), dtype=self.dtype, name=name)
-    norm = lambda name: nn.BatchNorm(
-        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-        dtype=self.dtype, name=name)
+    norm = lambda name: _norm(self.batch_norm, train, self.dtype, name)
     y = conv('conv1')(x)
     y = norm('bn1')(y)
     y = nn.PReLU(negative_slope_init=PRELU_INIT, name='prelu')(y)
@@ -74,6 +100,12 @@ class SRResNet(nn.Module):
   scale: int = 4  # 2, 4 or 8: one conv + pixel shuffle x2 stage per factor 2.
   upsample_features: int = 256  # conv width before each pixel shuffle.
   output_activation: str = 'none'  # 'none' (the paper) or 'tanh'.
+  # Off the paper: False drops every BatchNorm (as EDSR does); the output then
+  # no longer depends on statistics that differ between training crops and whole
+  # images.
+  batch_norm: bool = True
+  # Off the paper: ICNR initialisation of the convs before each pixel shuffle.
+  icnr: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -87,13 +119,17 @@ class SRResNet(nn.Module):
     head = nn.PReLU(negative_slope_init=PRELU_INIT, name='head_prelu')(x)
     x = head
     for i in range(self.num_blocks):
-      x = ResidualBlock(self.features, dtype=self.dtype, name=f'block{i}')(x, train)
+      x = ResidualBlock(self.features, self.batch_norm, dtype=self.dtype,
+                        name=f'block{i}')(x, train)
     x = Conv(self.features, (3, 3), dtype=self.dtype, name='body_conv')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                     epsilon=BN_EPSILON, dtype=self.dtype, name='body_bn')(x)
+    x = _norm(self.batch_norm, train, self.dtype, 'body_bn')(x)
     x = x + head  # The long skip connection.
+    up_init = nn.linear.default_kernel_init
+    if self.icnr:
+      up_init = icnr(up_init, 2)
     for i in range(self.scale.bit_length() - 1):  # log2(scale) x2 stages.
-      x = Conv(self.upsample_features, (3, 3), dtype=self.dtype, name=f'up{i}_conv')(x)
+      x = Conv(self.upsample_features, (3, 3), kernel_init=up_init, dtype=self.dtype,
+               name=f'up{i}_conv')(x)
       x = pixel_shuffle(x, 2)
       x = nn.PReLU(negative_slope_init=PRELU_INIT, name=f'up{i}_prelu')(x)
     x = Conv(3, (9, 9), dtype=self.dtype, name='tail_conv')(x)

@@ -41,9 +41,22 @@ SRRESNET, SRGAN = 'srresnet', 'srgan'
 
 
 class TrainState(train_state.TrainState):
-  """A TrainState that also carries BatchNorm statistics and, optionally, an EMA."""
+  """A TrainState that also carries BatchNorm statistics and, optionally, an EMA.
+
+  The EMA covers the BatchNorm running averages too (``ema_batch_stats``, with the
+  weights' decay): the running averages follow the current weights over about ten
+  steps, the EMA weights average about 1 / (1 - decay) steps, and evaluating the
+  EMA weights with the current weights' statistics mixes two different networks.
+  """
   batch_stats: Any
   ema_params: Any = None
+  ema_batch_stats: Any = None
+
+  def eval_variables(self, ema: bool = True) -> dict[str, Any]:
+    """Variables for ``apply``: the EMA weights with their statistics if kept."""
+    if ema and self.ema_params is not None:
+      return {'params': self.ema_params, 'batch_stats': self.ema_batch_stats}
+    return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
 @flax.struct.dataclass
@@ -107,10 +120,19 @@ def create_discriminator(config: ml_collections.ConfigDict) -> models.Discrimina
 
 
 def create_optimizer(config: ml_collections.ConfigDict, phase: str) -> optax.GradientTransformation:
-  """Adam (beta1 0.9) with the phase's schedule: constant 1e-4 for the SRResNet;
-  1e-4 then 1e-5 after srgan.decay_steps for SRGAN (both networks)."""
-  if phase == SRRESNET:
+  """Adam (beta1 0.9) with the phase's schedule: constant 1e-4 for the SRResNet (or
+  a cosine decay to 0 with srresnet.schedule='cosine'); 1e-4 then 1e-5 after
+  srgan.decay_steps for SRGAN (both networks)."""
+  if phase == SRRESNET and config.srresnet.schedule == 'constant':
     schedule = optax.constant_schedule(config.srresnet.learning_rate)
+  elif phase == SRRESNET and config.srresnet.schedule == 'cosine':
+    # The rate falls to zero at the end, so the last evaluations agree and the
+    # running BatchNorm averages catch up with weights that no longer move.
+    schedule = optax.cosine_decay_schedule(config.srresnet.learning_rate,
+                                           max(config.srresnet.num_steps, 1))
+  elif phase == SRRESNET:
+    raise ValueError(f"srresnet.schedule must be 'constant' or 'cosine', not "
+                     f'{config.srresnet.schedule!r}')
   else:
     schedule = optax.piecewise_constant_schedule(
         config.srgan.learning_rate, {config.srgan.decay_steps: config.srgan.decay_factor})
@@ -124,9 +146,10 @@ def create_train_state(rng: jax.Array, model: flax.linen.Module, input_shape: tu
   """Initialises a model's variables and wraps them with its optimizer."""
   variables = model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
   params = variables['params']
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           batch_stats=variables['batch_stats'],
-                           ema_params=params if ema else None)
+  batch_stats = variables.get('batch_stats', {})  # {}: a generator without BatchNorm.
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+                           ema_params=params if ema else None,
+                           ema_batch_stats=batch_stats if ema else None)
 
 
 def create_states(config: ml_collections.ConfigDict, phase: str) -> tuple[TrainState, TrainState]:
@@ -147,17 +170,22 @@ def create_states(config: ml_collections.ConfigDict, phase: str) -> tuple[TrainS
 def start_srgan_phase(generator: TrainState, config: ml_collections.ConfigDict) -> TrainState:
   """The SRGAN generator: the SRResNet's weights with a fresh Adam on the SRGAN schedule."""
   tx = create_optimizer(config, SRGAN)
+  ema = config.ema_decay > 0
   return TrainState.create(apply_fn=generator.apply_fn, params=generator.params, tx=tx,
                            batch_stats=generator.batch_stats,
-                           ema_params=generator.params if config.ema_decay > 0 else None)
+                           ema_params=generator.params if ema else None,
+                           ema_batch_stats=generator.batch_stats if ema else None)
 
 
 def _update_generator(state: TrainState, grads: Any, batch_stats: Any,
                       ema_decay: float) -> TrainState:
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if ema_decay > 0:
-    state = state.replace(ema_params=optax.incremental_update(
-        state.params, state.ema_params, step_size=1 - ema_decay))
+    state = state.replace(
+        ema_params=optax.incremental_update(state.params, state.ema_params,
+                                            step_size=1 - ema_decay),
+        ema_batch_stats=optax.incremental_update(state.batch_stats, state.ema_batch_stats,
+                                                 step_size=1 - ema_decay))
   return state
 
 
@@ -391,8 +419,8 @@ def existing_eval_folders(config: ml_collections.ConfigDict) -> list[str]:
   would run different programs and wait for each other forever); every process
   must call this.
   """
-  present = distributed.on_every_process(
-      [epath.Path(folder).is_dir() for folder in config.eval_folders])
+  present = distributed.on_every_process(  # Folders, or single image files.
+      [epath.Path(folder).exists() for folder in config.eval_folders])
   return [folder for folder, ok in zip(config.eval_folders, present) if ok]
 
 
@@ -407,13 +435,14 @@ def _report_missing_eval_folders(config: ml_collections.ConfigDict) -> None:
 
 
 def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
-                       writer: 'metric_writers.MetricWriter', step: int) -> dict[str, Any]:
+                       writer: 'metric_writers.MetricWriter', step: int,
+                       final: bool = False) -> dict[str, Any]:
   """PSNR/SSIM (Y channel, MATLAB conventions) and ``config.eval_metrics`` (NIQE,
-  LPIPS) on the config's benchmark folders."""
+  LPIPS) on the config's evaluation folders (or single image files). ``final``: also
+  prints a table beside bicubic's, with the mean SR - HR offset per channel logged."""
   from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
   from srgan_jax import perceptual  # pylint: disable=g-import-not-at-top
-  variables = {'params': generator.ema_params if generator.ema_params is not None
-               else generator.params, 'batch_stats': generator.batch_stats}
+  variables = generator.eval_variables()
   model = models.SRResNet(scale=config.scale, **config.generator)
   samples = []
   upscale = evaluate.generator_upscale_fn(model, variables)
@@ -437,6 +466,15 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
                               for name, result in source.items() if name in scored
                               for metric, value in result.items()
                               if metric in ('psnr', 'ssim', *metric_fns)})
+  for name in scored:
+    logging.info('step %d, %s: SR - HR per channel (R, G, B) %s grey levels', step, name,
+                 ', '.join(f'{b:+.2f}' for b in results[name]['bias']))
+  if final and scored and jax.process_index() == 0:
+    for name in scored:
+      results[name]['bicubic'] = {key: value for key, value in baselines[name].items()
+                                  if key not in ('images', 'failed', 'bias')}
+    print(f'Step {step}, this generator against bicubic interpolation:\n'
+          f'{evaluate.format_table(results)}', flush=True)
   if samples:
     writer.write_images(step, {f'eval/sample{i}': sample[None] for i, sample in enumerate(samples)})
   return results
@@ -516,7 +554,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         writer.write_scalars(done, jax.device_get(summary))
         train_metrics = _empty_metrics(phase, replicated)
       if done % config.eval_every_steps == 0 or done == total_steps:
-        evaluate_generator(generator, config, writer, done)
+        evaluate_generator(generator, config, writer, done, final=done == total_steps)
       checkpointing.check_for_errors(manager)  # A failed background write stops here.
       preempted = preemption.reached(done, manager)
       if preempted or manager.should_save(done) or done == total_steps:

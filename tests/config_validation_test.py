@@ -3,6 +3,7 @@
 import pytest
 
 from srgan_jax import errors
+from srgan_jax.configs import cpu_small
 from srgan_jax.configs import default
 from srgan_jax.configs import quickstart
 from srgan_jax.configs import validation
@@ -14,15 +15,18 @@ def test_every_default_field_has_a_rule():
   assert sorted(flat) == sorted(validation.RULES)
 
 
-@pytest.mark.parametrize('module', [default, quickstart, x4], ids=['default', 'quickstart', 'x4'])
-def test_shipped_configs_are_valid(module, tmp_path):
+@pytest.mark.parametrize('module, devices', [(default, 8), (quickstart, 1), (cpu_small, 1), (x4, 8)],
+                         ids=['default', 'quickstart', 'cpu_small', 'x4'])
+def test_shipped_configs_are_valid(module, devices, tmp_path):
+  """On one device (the CPU configs: quickstart's batch is one crop per photograph)
+  or eight (the accelerator configs)."""
   config = module.get_config()
   weights = tmp_path / 'vgg19.npz'  # Only its existence is checked up front.
   weights.write_bytes(b'')
   config.srgan.vgg_weights = str(weights)
   config.data.folders = (str(tmp_path),)
   config.eval_folders = ()
-  validation.validate(config, device_count=8)
+  validation.validate(config, device_count=devices)
 
 
 def test_every_problem_in_one_line():

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from srgan_jax import bicubic
 from srgan_jax import device_data
+from srgan_jax import evaluate
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CROP, SCALE = 16, 4
@@ -104,24 +104,39 @@ def test_crops_are_windows_of_distinct_images(folder, augment, page_bytes):
     located = [_locate(crop, images) for crop in _to_uint8(batch['hr'])]
     assert len({image for image, *_ in located}) == 6, 'images repeat within a batch'
     found.extend(located)
-  # Every offset occurs, the largest ones included.
-  assert {top for _, top, _, _ in found} == set(range(HEIGHT - CROP + 1))
-  assert {left for *_, left, _ in found} == set(range(WIDTH - CROP + 1))
+  # Every offset on the LR grid (HR multiples of the scale) occurs, the largest
+  # ones included, and no other.
+  assert {top for _, top, _, _ in found} == set(range(0, HEIGHT - CROP + 1, SCALE))
+  assert {left for *_, left, _ in found} == set(range(0, WIDTH - CROP + 1, SCALE))
   symmetries = {symmetry for *_, symmetry in found}
   assert symmetries == (set(range(8)) if augment else {0})
 
 
-def test_lr_is_matlab_bicubic_of_hr(folder):
-  path, _ = folder
-  source = device_data.DeviceDataSource(_config([path]), scale=SCALE, seed=2)
-  overshoot = False
-  for step in (0, 1):
+def test_lr_is_evaluations_lr_of_the_same_region(tmp_path):
+  """Training degrades as evaluation does: the LR crop is the region, in register
+  with the HR crop, of evaluate's LR of the whole (modcropped) image, uint8."""
+  images = _write_images(tmp_path)
+  # Sides that are not multiples of the scale: the bottom and right are cropped off.
+  for index in range(0, NUM_IMAGES, 2):
+    images[index] = images[index][:HEIGHT - 3, :WIDTH - 1]
+    Image.fromarray(images[index]).save(tmp_path / f'img_{index:02d}.png')
+  evaluation_lrs = [evaluate.make_lr(evaluate.modcrop(image, SCALE), SCALE) for image in images]
+  source = device_data.DeviceDataSource(_config([tmp_path]), scale=SCALE, seed=2)
+  lr_size = CROP // SCALE
+  edges = 0
+  for step in range(6):
     batch = source.batch(step, 6)
-    for hr, lr in zip(np.asarray(batch['hr']), np.asarray(batch['lr'])):
-      expected = bicubic.imresize(_to_uint8(hr).astype(np.float64) / 255.0, 1 / SCALE)
-      np.testing.assert_allclose(lr, np.clip(expected, 0.0, 1.0), rtol=0, atol=1e-5)
-      overshoot |= expected.min() < 0.0 or expected.max() > 1.0
-  assert overshoot, 'the clipping was not exercised'
+    levels = np.asarray(batch['lr'], np.float64) * 255.0
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)  # uint8, rounded.
+    for hr, lr in zip(_to_uint8(batch['hr']), np.round(levels).astype(np.uint8)):
+      index, top, left, symmetry = _locate(hr, images)
+      assert top % SCALE == 0 and left % SCALE == 0, (top, left)
+      region = evaluation_lrs[index][top // SCALE:top // SCALE + lr_size,
+                                     left // SCALE:left // SCALE + lr_size]
+      np.testing.assert_array_equal(_symmetries(lr)[symmetry], region)
+      lr_height, lr_width = evaluation_lrs[index].shape[:2]
+      edges += (top // SCALE + lr_size == lr_height) or (left // SCALE + lr_size == lr_width)
+  assert edges > 3  # The modcropped bottom and right borders were exercised.
 
 
 

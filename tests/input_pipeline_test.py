@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from srgan_jax import bicubic
+from srgan_jax import evaluate
 from srgan_jax import input_pipeline
 
 CROP = 16
@@ -201,19 +201,46 @@ def test_crops_are_windows_of_the_images(texture_folder, augment):
     assert used_symmetries == {0}
 
 
-def test_lr_is_bicubic_of_hr(tmp_path):
-  # Black and white blocks: sharp edges make bicubic overshoot [0, 1], which the
-  # pipeline clips, and only that.
-  rng = np.random.default_rng(2)
-  for i in range(5):
-    blocks = rng.integers(0, 2, (10, 12, 3), dtype=np.uint8) * 255
-    (tmp_path / f'{i}.png').write_bytes(_encode(np.kron(blocks, np.ones((4, 4, 1), np.uint8))))
-  batch = _input(_config([tmp_path]), batch_size=5).batch(3)
-  hr = np.round((batch['hr'] + 1.0) * 127.5).astype(np.uint8)
-  expected = np.stack([bicubic.imresize(crop.astype(np.float64) / 255.0, 1.0 / SCALE)
-                       for crop in hr])
-  assert expected.min() < -0.01 and expected.max() > 1.01
-  np.testing.assert_allclose(batch['lr'], np.clip(expected, 0.0, 1.0), atol=1e-5, rtol=0)
+def _locate(crop: np.ndarray, images: list[np.ndarray]) -> tuple[int, int, int, int]:
+  """``(image, top, left, symmetry)`` of the one window of noise ``images`` that
+  ``crop`` is symmetry ``symmetry`` of (``_symmetries`` order)."""
+  found = []
+  for which, symmetric in enumerate(_symmetries(crop)):
+    for index, image in enumerate(images):
+      height, width = image.shape[:2]
+      for top, left in np.argwhere((image[:height - CROP + 1, :width - CROP + 1]
+                                    == symmetric[0, 0]).all(axis=-1)):
+        if (image[top:top + CROP, left:left + CROP] == symmetric).all():
+          found.append((index, int(top), int(left), which))
+  assert len(found) == 1, found
+  return found[0]
+
+
+@pytest.mark.parametrize('cache', [True, False])
+def test_lr_is_evaluations_lr_of_the_same_region(texture_folder, cache):
+  """Training degrades as evaluation does: the LR crop is the region, in register
+  with the HR crop, of evaluate's LR of the whole (modcropped) image, uint8."""
+  folder, images = texture_folder
+  evaluation_lrs = [evaluate.make_lr(evaluate.modcrop(image, SCALE), SCALE) for image in images]
+  iterator = _input(_config([folder], cache=cache), batch_size=5).iterator(0)
+  lr_size = CROP // SCALE
+  symmetries, edges = set(), 0
+  for _ in range(8):
+    batch = next(iterator)
+    levels = batch['lr'] * 255.0
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)  # uint8, rounded.
+    for hr, lr in zip(np.round((batch['hr'] + 1.0) * 127.5).astype(np.uint8),
+                      np.round(levels).astype(np.uint8)):
+      index, top, left, symmetry = _locate(hr, images)
+      assert top % SCALE == 0 and left % SCALE == 0, (top, left)
+      region = evaluation_lrs[index][top // SCALE:top // SCALE + lr_size,
+                                     left // SCALE:left // SCALE + lr_size]
+      np.testing.assert_array_equal(_symmetries(lr)[symmetry], region)
+      symmetries.add(symmetry)
+      lr_height, lr_width = evaluation_lrs[index].shape[:2]
+      edges += top == 0 or left == 0 or (top // SCALE + lr_size == lr_height) or (
+          left // SCALE + lr_size == lr_width)
+  assert len(symmetries) > 4 and edges > 5  # Augmented; image borders exercised.
 
 
 @pytest.fixture(name='mixed_folder')

@@ -108,6 +108,36 @@ def test_batchnorm_train_uses_batch_stats_eval_uses_running_averages():
   assert any(np.max(np.abs(a - b)) > 0 for a, b in zip(before, after))
 
 
+@pytest.mark.parametrize('icnr', [True, False])
+def test_icnr_starts_sub_pixel_convs_as_nearest_neighbour_upsampling(icnr):
+  """Right after init, each upsampling conv + pixel shuffle gives 2x2 blocks of equal
+  pixels with ICNR (no checkerboard), and unequal ones with the default init."""
+  model = models.SRResNet(num_blocks=1, features=8, upsample_features=32, scale=4, icnr=icnr)
+  params = _init(model, jnp.zeros((1, 6, 6, 3)))['params']
+  x = jax.random.normal(jax.random.key(1), (2, 5, 7, 8))
+  for name in ('up0_conv', 'up1_conv'):
+    kernel = params[name]['kernel']
+    assert kernel.shape == (3, 3, 8, 32)
+    conv = lambda inputs: jax.lax.conv_general_dilated(
+        inputs, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = np.asarray(models.pixel_shuffle(conv(x), 2))
+    blocks = y.reshape(2, 5, 2, 7, 2, 8)  # [n, h, i, w, j, c]: sub-pixel (i, j).
+    equal = np.allclose(blocks, blocks[:, :, :1, :, :1], atol=1e-6)
+    assert equal == icnr
+    # ICNR keeps the default init's scale (same fan-in): comparable spread.
+    assert 0.5 < np.std(kernel) / np.sqrt(1 / (9 * 8)) < 2
+
+
+def test_generator_without_batchnorm():
+  """batch_norm=False: no statistics, and train and eval modes compute the same."""
+  model = models.SRResNet(num_blocks=2, features=8, upsample_features=32, batch_norm=False)
+  x = jax.random.uniform(jax.random.key(2), (2, 6, 6, 3))
+  variables = _init(model, x)
+  assert 'batch_stats' not in variables
+  np.testing.assert_allclose(model.apply(variables, x, train=True),
+                             model.apply(variables, x, train=False), rtol=0, atol=0)
+
+
 def test_receptive_radius_bounds_influence():
   """A pixel change farther than the radius leaves the output unchanged; nearer does not."""
   model = models.SRResNet(num_blocks=1, features=8, scale=2, upsample_features=32)

@@ -26,6 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.generator.features = 64  # Width of every conv before upsampling.
   config.generator.upsample_features = 256  # conv 3x3 256 before each pixel shuffle x2.
   config.generator.output_activation = 'none'  # The paper has none; 'tanh' bounds it.
+  # Off the paper when changed: False drops the generator's BatchNorm layers.
+  config.generator.batch_norm = True
+  # Off the paper when changed: ICNR initialisation of the sub-pixel convolutions.
+  config.generator.icnr = False
 
   # Discriminator (paper Fig. 4, bottom): (channels, stride) of its eight 3x3 convs,
   # k3n64s1, k3n64s2, k3n128s1, ... BN after all but the first.
@@ -67,6 +71,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.srresnet = ml_collections.ConfigDict()
   config.srresnet.num_steps = 1_000_000
   config.srresnet.learning_rate = 1e-4
+  # 'constant' (the paper) or 'cosine' (off the paper: decays to 0 at num_steps).
+  config.srresnet.schedule = 'constant'
 
   # Phase 2, SRGAN: initialised from the SRResNet; 10^5 updates at lr 1e-4, then
   # 10^5 at 1e-5; D and G updated alternately (k = 1).
@@ -85,6 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.srgan.init_from = config_dict.placeholder(str)
 
   # Exponential moving average of generator weights; 0 disables it (the paper has none).
+  # The BatchNorm running averages get their own EMA with the same decay, and
+  # evaluation uses the EMA weights with it.
   config.ema_decay = 0.0
 
   # Logging, checkpoints, evaluation.
