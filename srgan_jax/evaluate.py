@@ -386,8 +386,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
   then the bicubic baseline's if present."""
   width = max([len('set')] + [len(name) for name in results])
   scored = [result for result in results.values() if 'error' not in result]
-  names = [key for key in (scored[0] if scored else {})
-           if key not in ('images', 'bicubic', 'failed')]
+  names = [key for key, value in (scored[0] if scored else {}).items()
+           if key != 'images' and isinstance(value, float)]  # Not bias, failed, bicubic.
   columns = [(_COLUMN_LABELS.get(key, key), (key,)) for key in names]
   if scored and all('bicubic' in result for result in scored):
     columns += [(f'bicubic {_COLUMN_LABELS.get(key, key).removesuffix(" (dB)")}',

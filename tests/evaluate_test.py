@@ -58,7 +58,7 @@ def test_cli_writes_json_and_images(tmp_path):
   assert len(skipped) == 1 and 'python -m srgan_jax.lpips import' in skipped[0], skipped
   results = json.loads(output.read_text())
   assert list(results) == ['Set5'] and results['Set5']['images'] == 5
-  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images', 'failed']
+  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed']
   _check_published('Set5', results['Set5'])
   # NIQE of the bicubic images it saved, 4-pixel border shaved (one at a time: sizes differ).
   saved = [evaluate.load_image(path) for path in sorted((tmp_path / 'Set5').glob('*.png'))]
@@ -143,7 +143,7 @@ def test_metric_fns_score_same_size_batches(tmp_path):
     hr = evaluate.modcrop(evaluate.load_image(tmp_path / name), 4)
     sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
     expected.append(np.mean(np.abs(sr.astype(float) - hr)))
-  assert list(result) == ['psnr', 'ssim', 'l1', 'images', 'failed']
+  assert list(result) == ['psnr', 'ssim', 'l1', 'images', 'bias', 'failed']
   assert result['l1'] == pytest.approx(np.mean(expected), abs=1e-12)
 
 
@@ -181,7 +181,7 @@ def test_evaluate_workdir_scores_model_and_baseline_alike(tmp_path, monkeypatch,
   smooth = bicubic.imresize(rng.uniform(0, 255, (29, 27, 3)), 4)[:112, :104]
   Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / 'a.png')
   results = evaluate.evaluate_workdir('unused', [folder], metric_names=('niqe',))
-  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'failed', 'bicubic']
+  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'bicubic']
   baseline = evaluate.evaluate_folder(evaluate.make_upscale_fn('bicubic', 4), folder, 4,
                                       metric_fns={'niqe': lambda sr, hr: niqe.niqe(sr, 4)})
   assert results['bench']['bicubic'] == {k: v for k, v in baseline.items()

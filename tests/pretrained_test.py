@@ -132,7 +132,10 @@ def test_commands_load_a_shipped_model_by_name(tiny_run, models_dir, tmp_path):
   with Image.open(tmp_path / 'by_name.png') as by_name, Image.open(
       tmp_path / 'from_workdir.png') as from_workdir:
     assert by_name.size == (4 * 40, 4 * 32)
-    np.testing.assert_array_equal(np.asarray(by_name), np.asarray(from_workdir))
+    # The command runs on one device, this process on eight: XLA's CPU kernels may
+    # round a rare pixel the other way (seen: 1 of 61,440 values, by one level).
+    difference = np.abs(np.asarray(by_name, np.int16) - np.asarray(from_workdir, np.int16))
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3
 
   failed = _run('srgan_jax.super_resolve', '--model=nope', f'--input={eval_folder}',
                 f'--output={tmp_path / "out"}', models=models_dir, check=False)
