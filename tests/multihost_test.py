@@ -137,8 +137,8 @@ def _record_evaluations(patch) -> dict[int, dict]:
   evaluations = {}
   evaluate_generator = train.evaluate_generator
 
-  def recorded(generator, config, writer, step):
-    evaluations[step] = evaluate_generator(generator, config, writer, step)
+  def recorded(generator, config, writer, step, **options):
+    evaluations[step] = evaluate_generator(generator, config, writer, step, **options)
     return evaluations[step]
 
   patch.setattr(train, 'evaluate_generator', recorded)
@@ -198,7 +198,8 @@ def runs(tmp_path_factory):
       root / 'super_resolve')
   evaluation_logs = _finish_processes(evaluation_jobs, root / 'evaluate')
   super_resolve_logs = _finish_processes(super_resolve_jobs, root / 'super_resolve')
-  evaluation = evaluate.evaluate_workdir(str(shared), config.eval_folders)
+  evaluation = evaluate.evaluate_workdir(str(shared), config.eval_folders,
+                                        metric_names=config.eval_metrics)  # As main does.
   model, variables, _ = checkpointing.load_generator(str(shared))
   upscale, scale = super_resolve._srgan_upscaler(  # pylint: disable=protected-access
       model, variables, None, 32, None, 4, lambda done, total: None)

@@ -102,8 +102,8 @@ def record(states):
            **{f'state{i}': leaf for i, leaf in enumerate(leaves)})
 
 
-def recorded_evaluation(generator, config, writer, step):
-  results = evaluate_generator(generator, config, writer, step)
+def recorded_evaluation(generator, config, writer, step, **options):
+  results = evaluate_generator(generator, config, writer, step, **options)
   evaluations[step] = results
   (OUT / f'eval{jax.process_index()}.json').write_text(json.dumps(evaluations))
   return results
