@@ -153,7 +153,8 @@ MAIN_CASES = {
     # Files the config names.
     'data.folders missing': (["--config.data.folders=('/nonexistent/images',)"],
                              r'data.folders: /nonexistent/images not found'),
-    'no VGG19 weights': (['--config.srgan.content_loss=vgg54',
+    # The quickstart has no SRGAN phase: one step of it needs the VGG19 weights.
+    'no VGG19 weights': (['--config.srgan.num_steps=1', '--config.srgan.content_loss=vgg54',
                           '--config.srgan.vgg_weights=/nonexistent/vgg19.npz'],
                          r"srgan.content_loss='vgg54' needs VGG19 weights, none at "
                          r'/nonexistent/vgg19.npz: run python -m srgan_jax.vgg19 import'),
@@ -223,7 +224,8 @@ def test_main_damaged_vgg_weights_before_any_checkpoint(tmp_path):
   weights.write_text('not a weights file')
   workdir = tmp_path / 'run'
   result = run_command('main', f'--config={QUICKSTART}', f'--workdir={workdir}',
-                       '--config.srgan.content_loss=vgg54', f'--config.srgan.vgg_weights={weights}')
+                       '--config.srgan.num_steps=1', '--config.srgan.content_loss=vgg54',
+                       f'--config.srgan.vgg_weights={weights}')
   check_user_error(result, rf'cannot read VGG19 weights from {re.escape(str(weights))}.*'
                            rf'Re-create the file with: python -m srgan_jax.vgg19 import')
   assert sorted(snapshot(workdir)) == ['lock.json']  # No checkpoints/, no events file.
