@@ -442,7 +442,8 @@ def _check_flags(options: Any, model: str) -> None:
        ('workdir', options.workdir, validation.text()),
        ('output', options.output, validation.text()),
        ('save_dir', options.save_dir, validation.text())],
-      missing and f'--data: no folder {", ".join(missing)}',
+      missing and f'--data: no folder {", ".join(missing)} (set names are looked up in '
+                  f'{paths.datasets_dir()}: set $SRGAN_DATASETS, see the README\'s "Image sets")',
       options.compare and not options.save_dir and '--compare needs --save_dir',
       model == 'srgan' and not options.workdir and '--model=srgan needs --workdir',
       model == 'bicubic' and options.workdir and '--workdir is for --model=srgan',
