@@ -181,24 +181,7 @@ def import_command(net: str, path: str | None = None) -> str:
 def _check_params(params: Mapping[str, Any], net: str, where: str,
                   path: str | None = None) -> dict[str, dict[str, np.ndarray]]:
   """Validates a parameter tree against ``param_shapes(net)``; returns float32 NumPy."""
-  problems, checked = [], {}
-  expected = param_shapes(net)
-  extra = sorted(set(params) - set(expected))
-  if extra:
-    problems.append(f'unexpected layers {extra}')
-  for layer, shapes in expected.items():
-    if layer not in params:
-      problems.append(f'missing layer {layer}')
-      continue
-    checked[layer] = {}
-    for kind, shape in shapes.items():
-      if kind not in params[layer]:
-        problems.append(f'missing {layer}/{kind}')
-        continue
-      value = np.asarray(params[layer][kind], np.float32)
-      if value.shape != shape:
-        problems.append(f'{layer}/{kind} has shape {value.shape}, expected {shape}')
-      checked[layer][kind] = value
+  checked, problems = vgg19.check_layer_shapes(params, param_shapes(net))
   if problems:
     message = f'invalid LPIPS ({net}) weights in {where}: ' + '; '.join(problems)
     if path is not None:
@@ -212,11 +195,7 @@ def save_params(path: str, params: Mapping[str, Any], net: str) -> None:
   checked = _check_params(params, net, 'the tree to save')
   arrays = {f'{layer}/{kind}': value
             for layer, kinds in checked.items() for kind, value in kinds.items()}
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  temporary = f'{path}.tmp{os.getpid()}'
-  with open(temporary, 'wb') as f:
-    np.savez(f, **arrays)
-  os.replace(temporary, path)
+  vgg19.write_npz_atomically(path, arrays)
 
 
 def load_params(net: str = 'alex', path: str | None = None) -> dict[str, dict[str, np.ndarray]]:

@@ -164,17 +164,20 @@ def _import_command(path: str) -> str:
   return f'{IMPORT_COMMAND} --output={path}'
 
 
-def _check_params(params: Mapping[str, Any], preprocessing: str, where: str,
-                  path: str | None = None) -> dict[str, dict[str, np.ndarray]]:
-  """Validates a parameter tree against the 16 layers; returns it as float32 numpy."""
-  problems = []
-  if preprocessing not in PREPROCESSING_MODES:
-    problems.append(f'preprocessing {preprocessing!r} is not one of {PREPROCESSING_MODES}')
-  expected = param_shapes()
+def check_layer_shapes(params: Mapping[str, Any],
+                       expected: Mapping[str, Mapping[str, tuple[int, ...]]],
+                       strict_entries: bool = False
+                       ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+  """A {layer: {kind: array}} tree checked against ``expected`` shapes.
+
+  Returns the tree as float32 NumPy and the problems found (missing or unexpected
+  layers, missing entries, wrong shapes; with ``strict_entries``, unexpected entries
+  in a layer too). Shared by the VGG19 and LPIPS weight files.
+  """
+  problems, checked = [], {}
   extra = sorted(set(params) - set(expected))
   if extra:
     problems.append(f'unexpected layers {extra}')
-  checked = {}
   for layer, shapes in expected.items():
     if layer not in params:
       problems.append(f'missing layer {layer}')
@@ -188,9 +191,30 @@ def _check_params(params: Mapping[str, Any], preprocessing: str, where: str,
       if value.shape != shape:
         problems.append(f'{layer}/{kind} has shape {value.shape}, expected {shape}')
       checked[layer][kind] = value
-    extra = sorted(set(params[layer]) - set(shapes))
+    extra = sorted(set(params[layer]) - set(shapes)) if strict_entries else []
     if extra:
       problems.append(f'unexpected entries {extra} in layer {layer}')
+  return checked, problems
+
+
+def write_npz_atomically(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+  """np.savez to ``path`` through a temporary file and a rename, so that a reader
+  never sees a half-written file."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  temporary = f'{path}.tmp{os.getpid()}'
+  with open(temporary, 'wb') as f:
+    np.savez(f, **arrays)
+  os.replace(temporary, path)
+
+
+def _check_params(params: Mapping[str, Any], preprocessing: str, where: str,
+                  path: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+  """Validates a parameter tree against the 16 layers; returns it as float32 numpy."""
+  problems = []
+  if preprocessing not in PREPROCESSING_MODES:
+    problems.append(f'preprocessing {preprocessing!r} is not one of {PREPROCESSING_MODES}')
+  checked, shape_problems = check_layer_shapes(params, param_shapes(), strict_entries=True)
+  problems += shape_problems
   if problems:
     message = f'invalid VGG19 weights in {where}: ' + '; '.join(problems)
     if path is not None:
@@ -205,12 +229,7 @@ def save_params(path: str, params: Mapping[str, Any], preprocessing: str) -> Non
   arrays = {f'{layer}/{kind}': value
             for layer, kinds in checked.items() for kind, value in kinds.items()}
   arrays[_PREPROCESSING_KEY] = np.array(preprocessing)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  # Write then rename, so that a reader never sees a half-written cache file.
-  temporary = f'{path}.tmp{os.getpid()}'
-  with open(temporary, 'wb') as f:
-    np.savez(f, **arrays)
-  os.replace(temporary, path)
+  write_npz_atomically(path, arrays)
 
 
 def load_params(path: str | None = None) -> tuple[dict[str, dict[str, np.ndarray]], str]:
