@@ -5,7 +5,7 @@ The quickstart end to end is in readme_test.py, run as the README prints it.
 
 import pathlib
 
-from conftest import tiny_quickstart_config
+from conftest import tiny_quickstart_config, write_blocky_images
 import jax
 import numpy as np
 from PIL import Image
@@ -15,20 +15,11 @@ from srgan_jax import checkpointing
 from srgan_jax import train
 
 
-def _write_images(folder: pathlib.Path, count: int, size: tuple[int, int], seed: int) -> None:
-  folder.mkdir(parents=True)
-  rng = np.random.default_rng(seed)
-  for i in range(count):
-    coarse = rng.uniform(0, 255, (size[0] // 8, size[1] // 8, 3))
-    image = np.kron(coarse, np.ones((8, 8, 1))).astype(np.uint8)
-    Image.fromarray(image).save(folder / f'img{i:02d}.png')
-
-
 @pytest.fixture(scope='module')
 def data_dirs(tmp_path_factory):
   root = tmp_path_factory.mktemp('data')
-  _write_images(root / 'train', 10, (48, 56), seed=0)
-  _write_images(root / 'eval', 2, (32, 40), seed=1)
+  write_blocky_images(root / 'train', 10, (48, 56), seed=0)
+  write_blocky_images(root / 'eval', 2, (32, 40), seed=1)
   return root
 
 
@@ -130,7 +121,7 @@ class _RecordingWriter:
 
 def test_evaluation_writes_each_metric_to_tensorboard(data_dirs, tmp_path, monkeypatch):
   monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path / 'cache'))  # No LPIPS weights: skipped.
-  _write_images(tmp_path / 'bench', 1, (112, 104), seed=2)  # One 96x96 NIQE block.
+  write_blocky_images(tmp_path / 'bench', 1, (112, 104), seed=2)  # One 96x96 NIQE block.
   config = tiny_config(data_dirs)
   config.eval_folders = (str(tmp_path / 'bench'),)
   config.eval_metrics = ('niqe', 'lpips')
