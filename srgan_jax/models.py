@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from srgan_jax import bicubic
 from srgan_jax import conv as conv_lib
 
 # He et al. (2015) initialise PReLU slopes at 0.25; the paper uses their PReLU.
@@ -106,6 +107,11 @@ class SRResNet(nn.Module):
   batch_norm: bool = True
   # Off the paper: ICNR initialisation of the convs before each pixel shuffle.
   icnr: bool = False
+  # Off the paper: add the input's bicubic upsampling (MATLAB's, as the LR images
+  # are made) to the output, so the network learns only what bicubic misses (the
+  # global residual of VDSR, Kim et al. 2016). Training starts at bicubic quality
+  # and the output's mean is anchored to the input's.
+  bicubic_skip: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -114,6 +120,7 @@ class SRResNet(nn.Module):
       raise ValueError(f'scale must be 2, 4 or 8, got {self.scale}')
     if self.output_activation not in ('none', 'tanh'):
       raise ValueError(f'output_activation must be none or tanh, got {self.output_activation!r}')
+    lr = x.astype(jnp.float32)
     x = x.astype(self.dtype)
     x = Conv(self.features, (9, 9), dtype=self.dtype, name='head_conv')(x)
     head = nn.PReLU(negative_slope_init=PRELU_INIT, name='head_prelu')(x)
@@ -133,6 +140,8 @@ class SRResNet(nn.Module):
       x = pixel_shuffle(x, 2)
       x = nn.PReLU(negative_slope_init=PRELU_INIT, name=f'up{i}_prelu')(x)
     x = Conv(3, (9, 9), dtype=self.dtype, name='tail_conv')(x)
+    if self.bicubic_skip:  # In float32; [0, 1] -> [-1, 1] like the output.
+      x = x.astype(jnp.float32) + 2 * bicubic.imresize_jax(lr, self.scale) - 1
     if self.output_activation == 'tanh':
       x = jnp.tanh(x)
     return x.astype(jnp.float32)

@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.generator.batch_norm = True
   # Off the paper when changed: ICNR initialisation of the sub-pixel convolutions.
   config.generator.icnr = False
+  # Off the paper when changed: True adds the input's bicubic upsampling to the
+  # output (a global residual, as VDSR), so the network learns what bicubic misses.
+  config.generator.bicubic_skip = False
 
   # Discriminator (paper Fig. 4, bottom): (channels, stride) of its eight 3x3 convs,
   # k3n64s1, k3n64s2, k3n128s1, ... BN after all but the first.

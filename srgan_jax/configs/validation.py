@@ -131,6 +131,7 @@ RULES: dict[str, Checker] = {
     'generator.num_blocks': integer(minimum=1),
     'generator.batch_norm': boolean,
     'generator.icnr': boolean,
+    'generator.bicubic_skip': boolean,
     'generator.features': integer(minimum=1),
     'generator.upsample_features': integer(minimum=1),
     'generator.output_activation': one_of(*OUTPUT_ACTIVATIONS),
