@@ -55,8 +55,6 @@ import numpy as np
 
 from srgan_jax import chip_peaks
 from srgan_jax import conv
-from srgan_jax import losses
-from srgan_jax import models
 from srgan_jax import paths
 from srgan_jax import torch_reference
 from srgan_jax import train
