@@ -22,9 +22,9 @@ What is timed (the configs come from srgan_jax/configs/default.py):
 Each line is timed over ``--steps`` calls after compilation and ``--warmup`` calls,
 with one host synchronisation at the end, not per step. FLOPs per step come from
 XLA's cost analysis of the compiled program (every op XLA counts; convolutions as 2
-FLOPs per multiply-add, not counting kernel taps on the zero padding); model FLOP utilisation (MFU) divides them by the step time
-and the device's peak from ``PEAK_TFLOPS`` (not reported where the peak is unknown,
-e.g. CPUs).
+FLOPs per multiply-add, not counting kernel taps on the zero padding); model FLOP
+utilisation (MFU) divides them by the step time and the device's peak from
+chip_peaks.py (not reported where the peak is unknown, e.g. CPUs).
 
 ``--weight_gradients=xla,auto`` times each JAX line once per mode of the
 convolutions' weight gradient (conv.py: 'auto' is the matmul weight gradient on CPUs
@@ -32,11 +32,11 @@ where it pays, 'xla' XLA's own, 'matmul' the matmul one for every convolution);
 the PyTorch line, timed once, is compared with each.
 
 ``--compare=torch`` runs a PyTorch implementation of the same networks, losses and
-steps (below; its losses equal the JAX ones on the same weights, see
-tests/benchmark_test.py), starting from the same weights, on the same kind of device
-(CUDA when JAX is on GPUs, else CPU), channels_last, with bf16 autocast for
-``--dtype=bfloat16`` and optionally ``torch.compile``, and prints the ratio of
-JAX to PyTorch images per second on each line.
+steps (torch_reference.py; its losses equal the JAX ones on the same weights, see
+tests/torch_reference_test.py), starting from the same weights, on the same kind of
+device (CUDA when JAX is on GPUs, else CPU), channels_last, with bf16 autocast for
+``--dtype=bfloat16`` and optionally ``torch.compile``, and prints the ratio of JAX to
+PyTorch images per second on each line. torch is imported only then.
 """
 
 from collections.abc import Callable, Sequence
@@ -53,10 +53,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from srgan_jax import chip_peaks
 from srgan_jax import conv
-from srgan_jax import losses
-from srgan_jax import models
 from srgan_jax import paths
+from srgan_jax import torch_reference
 from srgan_jax import train
 from srgan_jax import vgg19
 from srgan_jax.configs import default
@@ -66,36 +66,10 @@ BENCHMARKS = ('srresnet', 'srgan', 'inference', 'pipeline')
 RANDOM_VGG_NOTE = ('VGG19 weights are random values in the real layout: the same work as '
                    'trained weights, which timing does not need.')
 
-# Dense peak TFLOP/s per device, by device_kind substring (first match, lower case).
-# float32 is at JAX's default matmul precision: TF32 tensor cores on NVIDIA Ampere and
-# later, one bf16 pass on TPUs (hence the same figure as bfloat16 there).
-# Spec sheets; a bf16 matrix product measured about 790 TFLOP/s on an H200 here
-# (shared/REFERENCE.md), so an MFU above ~0.8 is not reachable on H100/H200.
-PEAK_TFLOPS = (
-    ('h100 pcie', {'bfloat16': 756.0, 'float32': 378.0}),
-    ('h100', {'bfloat16': 989.0, 'float32': 494.0}),
-    ('h200', {'bfloat16': 989.0, 'float32': 494.0}),
-    ('a100', {'bfloat16': 312.0, 'float32': 156.0}),
-    ('l4', {'bfloat16': 121.0, 'float32': 60.0}),
-    ('tpu v4', {'bfloat16': 275.0, 'float32': 275.0}),
-    ('tpu v5 lite', {'bfloat16': 197.0, 'float32': 197.0}),  # v5e.
-    ('tpu v5', {'bfloat16': 459.0, 'float32': 459.0}),  # v5p.
-    ('tpu v6 lite', {'bfloat16': 918.0, 'float32': 918.0}),  # v6e (Trillium).
-)
-
-
-def peak_tflops(device_kind: str, dtype: str) -> float | None:
-  """The device's dense peak TFLOP/s for a compute dtype, or None when unknown."""
-  kind = device_kind.lower()
-  for name, peaks in PEAK_TFLOPS:
-    if name in kind:
-      return peaks[dtype]
-  return None
-
 
 def benchmark_config(*, batch_size: int, crop_size: int = 96, dtype: str = 'float32',
                      widths: tuple[int, int] | None = None) -> ml_collections.ConfigDict:
-  """configs/default.py with the benchmark's batch, crop and dtype.
+  """srgan_jax/configs/default.py with the benchmark's batch, crop and dtype.
 
   ``widths = (num_blocks, features)`` narrows the generator (small test runs), with
   the paper's ratio of 4 between the upsampling and body widths.
@@ -180,8 +154,8 @@ def time_train_step(config: ml_collections.ConfigDict, phase: str, generator: tr
                     vgg_params: Any, replicated: jax.sharding.NamedSharding, *,
                     steps: int, warmup: int, peak: float | None) -> dict[str, Any]:
   """Times train.py's jitted step of a phase; the states are donated (consumed)."""
-  srresnet_step, srgan_step = train._compile_steps(config, 'caffe', replicated)  # pylint: disable=protected-access
-  train_metrics = train._empty_metrics(phase, replicated)  # pylint: disable=protected-access
+  srresnet_step, srgan_step = train.compile_steps(config, 'caffe', replicated)
+  train_metrics = train.empty_metrics(phase, replicated)
   if phase == train.SRRESNET:
     jitted, carry, rest = srresnet_step, (generator, train_metrics), (batch, 0)
   else:
@@ -236,243 +210,8 @@ def time_pipeline(config: ml_collections.ConfigDict, *, steps: int,
   return _rates(seconds, config.batch_size, None, None)
 
 
-# PyTorch implementation. Parameters are trees of tensors that mirror the Flax trees
-# (same names, torch layouts), and the networks are functions of them, so that Flax
-# weights copy over by one tree map and torch is imported only when asked for.
-
-
-def _crd_channel_order(channels: int, factor: int = 2) -> np.ndarray:
-  """Flax output channel of each torch channel of a conv before a pixel shuffle.
-
-  models.pixel_shuffle reads channel (i*r + j)*C + c for sub-pixel (i, j) of output
-  channel c (TF depth_to_space); torch's pixel_shuffle reads c*r*r + i*r + j.
-  """
-  out_channel, sub_pixel = np.divmod(np.arange(channels), factor * factor)
-  return sub_pixel * (channels // (factor * factor)) + out_channel
-
-
-def torch_tree(tree: Any, *, device: str, channels_last: bool, requires_grad: bool) -> Any:
-  """A Flax parameter or BatchNorm-statistics tree as torch tensors in torch layouts.
-
-  Conv kernels HWIO -> OIHW, Dense kernels (in, out) -> (out, in), PReLU slopes of
-  shape () -> (1,); the rest as is. The generator's upsampling convs get their output
-  channels reordered for torch's pixel shuffle (see _crd_channel_order).
-  """
-  import torch  # pylint: disable=g-import-not-at-top
-
-  def convert(path, leaf):
-    names = [entry.key for entry in path]
-    value = np.asarray(leaf, np.float32)
-    if names[0].startswith('up') and names[0].endswith('_conv'):
-      value = value[..., _crd_channel_order(value.shape[-1])]
-    if names[-1] == 'kernel':
-      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
-    elif names[-1] == 'negative_slope':
-      value = value.reshape(1)
-    tensor = torch.tensor(value, device=device)
-    if tensor.ndim == 4 and channels_last:
-      tensor = tensor.contiguous(memory_format=torch.channels_last)
-    return tensor.requires_grad_(requires_grad)
-
-  return jax.tree_util.tree_map_with_path(convert, tree)
-
-
-def _torch_conv(x: Any, params: dict[str, Any], stride: int = 1) -> Any:
-  """A conv with Flax's 'SAME' padding (for stride 2 on an even side: one pixel at
-  the end only, where torch's symmetric padding would shift the sampling grid)."""
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
-  kernel = params['kernel'].shape[-1]
-  size = x.shape[-1]
-  total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-  low, high = total // 2, total - total // 2
-  if low != high:
-    x = F.pad(x, (low, high, low, high))
-    low = 0
-  return F.conv2d(x, params['kernel'], params['bias'], stride=stride, padding=low)
-
-
-def _torch_batch_norm(x: Any, params: dict[str, Any], stats: dict[str, Any] | None,
-                      train: bool) -> Any:
-  """Flax BatchNorm (momentum 0.9 = torch 0.1, eps 1e-5). With ``stats`` None, a
-  training pass whose statistic updates are discarded, as in the SRGAN G loss.
-
-  (torch updates the running variance with the unbiased batch variance, Flax with
-  the biased one; this changes only the running statistics, never a training loss.)
-  """
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
-  stats = stats or {'mean': None, 'var': None}
-  return F.batch_norm(x, stats['mean'], stats['var'], params['scale'], params['bias'],
-                      training=train, momentum=1 - models.BN_MOMENTUM, eps=models.BN_EPSILON)
-
-
-def torch_generator(params: dict[str, Any], stats: dict[str, Any], lr: Any, *, train: bool,
-                    output_activation: str = 'none') -> Any:
-  """models.SRResNet: LR NCHW in [0, 1] -> SR NCHW float32; updates ``stats`` in place
-  when training."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
-  x = F.prelu(_torch_conv(lr, params['head_conv']), params['head_prelu']['negative_slope'])
-  head = x
-  for i in range(sum(name.startswith('block') for name in params)):
-    p, s = params[f'block{i}'], stats[f'block{i}']
-    y = _torch_batch_norm(_torch_conv(x, p['conv1']), p['bn1'], s['bn1'], train)
-    y = F.prelu(y, p['prelu']['negative_slope'])
-    x = x + _torch_batch_norm(_torch_conv(y, p['conv2']), p['bn2'], s['bn2'], train)
-  x = _torch_batch_norm(_torch_conv(x, params['body_conv']), params['body_bn'],
-                        stats['body_bn'], train) + head
-  for i in range(sum(name.startswith('up') and name.endswith('_conv') for name in params)):
-    x = F.pixel_shuffle(_torch_conv(x, params[f'up{i}_conv']), 2)
-    x = F.prelu(x, params[f'up{i}_prelu']['negative_slope'])
-  x = _torch_conv(x, params['tail_conv'])
-  if output_activation == 'tanh':
-    x = torch.tanh(x)
-  return x.float()
-
-
-def torch_discriminator(params: dict[str, Any], stats: dict[str, Any] | None, images: Any, *,
-                        strides: Sequence[int], negative_slope: float) -> Any:
-  """models.Discriminator in training mode: images NCHW -> logits [n] float32.
-
-  ``stats`` None discards the BatchNorm statistic updates.
-  """
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
-  x = images
-  for i, stride in enumerate(strides):
-    x = _torch_conv(x, params[f'conv{i}'], stride)
-    if i > 0:
-      x = _torch_batch_norm(x, params[f'bn{i}'], stats and stats[f'bn{i}'], True)
-    x = F.leaky_relu(x, negative_slope)
-  x = x.permute(0, 2, 3, 1).flatten(1)  # NHWC order, that of the Flax Dense kernel.
-  x = F.leaky_relu(F.linear(x, params['dense1']['kernel'], params['dense1']['bias']),
-                   negative_slope)
-  return F.linear(x, params['dense2']['kernel'], params['dense2']['bias'])[:, 0].float()
-
-
-def torch_vgg_features(params: dict[str, Any], images: Any, bgr_mean: Any, layer: str) -> Any:
-  """vgg19.VGG19 to ``relu{i}_{j}`` with 'caffe' preprocessing: images NCHW in [-1, 1],
-  ``bgr_mean`` the tensor of vgg19.CAFFE_BGR_MEAN, shaped [1, 3, 1, 1]."""
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
-  x = (images.float().flip(1) + 1.0) * 127.5 - bgr_mean  # RGB [-1, 1] -> BGR 0..255 - mean.
-  last = vgg19.CONV_NAMES.index('conv' + layer[len('relu'):])
-  for name in vgg19.CONV_NAMES[:last + 1]:
-    if name.endswith('_1') and name != 'conv1_1':
-      x = F.max_pool2d(x, 2)
-    x = F.relu(_torch_conv(x, params[name]))
-  return x.float()
-
-
-class TorchSRGAN:
-  """The SRResNet and SRGAN train steps and generator inference in PyTorch.
-
-  Same networks, losses, optimizer (Adam, optax's defaults) and order of updates as
-  train.srresnet_train_step and train.srgan_train_step, from the same Flax weights;
-  the JAX steps' metrics (gradient norms, D outputs) are left out. Images are NHWC
-  numpy arrays, turned into NCHW tensors (channels_last: no copy).
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, phase: str,
-               generator: dict[str, Any], discriminator: dict[str, Any] | None = None,
-               vgg_params: Any = None, *, device: str = 'cpu', channels_last: bool = True,
-               compile_networks: bool = False):
-    import torch  # pylint: disable=g-import-not-at-top
-    self._torch = torch
-    self.device = device
-    self.channels_last = channels_last
-    self._autocast = functools.partial(torch.autocast, device_type=device,
-                                       dtype=torch.bfloat16, enabled=config.dtype == 'bfloat16')
-    tree = functools.partial(torch_tree, device=device, channels_last=channels_last)
-    self.g_params = tree(generator['params'], requires_grad=True)
-    self.g_stats = tree(generator['batch_stats'], requires_grad=False)
-    learning_rate = (config.srresnet.learning_rate if phase == train.SRRESNET
-                     else config.srgan.learning_rate)
-    adam = functools.partial(torch.optim.Adam, lr=learning_rate, eps=1e-8, fused=True,
-                             betas=(config.adam_b1, config.adam_b2))
-    self.g_optimizer = adam(jax.tree_util.tree_leaves(self.g_params))
-    maybe_compile = torch.compile if compile_networks else lambda fn: fn
-    self._generator = maybe_compile(functools.partial(
-        torch_generator, output_activation=config.generator.output_activation))
-    if discriminator is not None:
-      self.d_params = tree(discriminator['params'], requires_grad=True)
-      self.d_stats = tree(discriminator['batch_stats'], requires_grad=False)
-      self.d_optimizer = adam(jax.tree_util.tree_leaves(self.d_params))
-      self._discriminator = maybe_compile(functools.partial(
-          torch_discriminator, strides=[stride for _, stride in config.discriminator.convs],
-          negative_slope=config.discriminator.negative_slope))
-    if vgg_params is not None:
-      self.vgg_params = tree(vgg_params, requires_grad=False)
-      self._bgr_mean = torch.tensor(vgg19.CAFFE_BGR_MEAN, device=device).view(1, 3, 1, 1)
-      self._vgg = maybe_compile(functools.partial(
-          torch_vgg_features, layer=losses.VGG_CONTENT_LAYERS[config.srgan.content_loss]))
-    self.adversarial_weight = config.srgan.adversarial_weight
-    self.vgg_feature_scale = config.srgan.vgg_feature_scale
-
-  def images(self, nhwc: np.ndarray) -> Any:
-    """A device tensor NCHW from NHWC numpy (channels_last memory, or contiguous)."""
-    x = self._torch.from_numpy(np.ascontiguousarray(nhwc)).to(self.device).permute(0, 3, 1, 2)
-    return x if self.channels_last else x.contiguous()
-
-  def synchronize(self, _: Any = None) -> None:
-    """Waits for queued device work (CUDA runs asynchronously; CPU does not)."""
-    if self.device == 'cuda':
-      self._torch.cuda.synchronize()
-
-  def srresnet_step(self, lr: Any, hr: Any) -> Any:
-    """One SRResNet update; returns the pixel MSE before it."""
-    F = self._torch.nn.functional  # pylint: disable=invalid-name
-    with self._autocast():
-      sr = self._generator(self.g_params, self.g_stats, lr, train=True)
-    loss = F.mse_loss(sr, hr.float())
-    self.g_optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    self.g_optimizer.step()
-    return loss.detach()
-
-  def _content_loss(self, sr: Any, hr: Any) -> Any:
-    maps = self._vgg(self.vgg_params, self._torch.cat([sr, hr]), self._bgr_mean)
-    maps = maps * self.vgg_feature_scale
-    sr_maps, hr_maps = maps.chunk(2)
-    return self._torch.nn.functional.mse_loss(sr_maps, hr_maps.detach())
-
-  def srgan_step(self, lr: Any, hr: Any) -> dict[str, Any]:
-    """One update of D then G (k = 1); returns the losses as the JAX step defines them."""
-    F = self._torch.nn.functional  # pylint: disable=invalid-name
-    bce = F.binary_cross_entropy_with_logits
-    with self._autocast():
-      sr = self._generator(self.g_params, self.g_stats, lr, train=True)
-      # Real and fake batches pass separately, so each has its own BN statistics.
-      real = self._discriminator(self.d_params, self.d_stats, hr)
-      fake = self._discriminator(self.d_params, self.d_stats, sr.detach())
-    d_loss = bce(real, self._torch.ones_like(real)) + bce(fake, self._torch.zeros_like(fake))
-    self.d_optimizer.zero_grad(set_to_none=True)
-    d_loss.backward()
-    self.d_optimizer.step()
-    with self._autocast():
-      logits = self._discriminator(self.d_params, None, sr)  # The updated D.
-      content = self._content_loss(sr, hr)
-    adversarial = bce(logits, self._torch.ones_like(logits))
-    g_loss = content + self.adversarial_weight * adversarial
-    self.g_optimizer.zero_grad(set_to_none=True)
-    # Only G's gradients: D's weight gradients of this pass are never computed.
-    g_loss.backward(inputs=self.g_optimizer.param_groups[0]['params'])
-    self.g_optimizer.step()
-    return {'discriminator_loss': d_loss.detach(), 'content_loss': content.detach(),
-            'adversarial_loss': adversarial.detach(), 'generator_loss': g_loss.detach()}
-
-  def generate(self, lr: Any) -> Any:
-    """Generator inference (running BatchNorm statistics), SR NCHW float32."""
-    with self._torch.inference_mode(), self._autocast():
-      return self._generator(self.g_params, self.g_stats, lr, train=False)
-
-
-def torch_device() -> str:
-  """Where the PyTorch comparison runs: the same kind of device as JAX."""
-  backend = jax.default_backend()
-  if backend not in ('cpu', 'gpu'):
-    raise ValueError(f'--compare=torch needs JAX on CPU or GPU, not {backend}')
-  return 'cuda' if backend == 'gpu' else 'cpu'
-
-
 def _host_variables(state: train.TrainState) -> dict[str, Any]:
+  """A state's variables as host numpy, the weights the PyTorch twin starts from."""
   return jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
 
 
@@ -506,7 +245,7 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
   if unknown or not weight_gradients:
     raise ValueError(f'weight_gradients must be among {conv.MODES}, got {weight_gradients}')
   device_kind = jax.devices()[0].device_kind
-  peak = peak_tflops(device_kind, dtype)
+  peak = chip_peaks.peak_tflops(device_kind, dtype)
   environment = {
       'jax': jax.__version__, 'backend': jax.default_backend(), 'device_kind': device_kind,
       'device_count': jax.device_count(), 'dtype': dtype, 'peak_tflops_per_device': peak,
@@ -517,7 +256,7 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
   device = None  # Where PyTorch runs; None: no comparison.
   if compare == 'torch':
     import torch  # pylint: disable=g-import-not-at-top
-    device = torch_device()
+    device = torch_reference.torch_device()
     environment.update(torch=torch.__version__, torch_device=device,
                        torch_threads=torch.get_num_threads(), torch_compile=torch_compile,
                        torch_channels_last=torch_channels_last)
@@ -563,7 +302,7 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
         if not device:
           add(rows[-1])
       if device:
-        torch_model = TorchSRGAN(config, phase, *initial, **torch_options)
+        torch_model = torch_reference.TorchSRGAN(config, phase, *initial, **torch_options)
         torch_step = (torch_model.srresnet_step if phase == train.SRRESNET
                       else torch_model.srgan_step)
         lr, hr = torch_model.images(host_batch['lr']), torch_model.images(host_batch['hr'])
@@ -576,7 +315,8 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
                               widths=widths)
     variables = generator_variables(config)
     if device:
-      torch_model = TorchSRGAN(config, train.SRRESNET, variables, **torch_options)
+      torch_model = torch_reference.TorchSRGAN(config, train.SRRESNET, variables,
+                                               **torch_options)
     rng = np.random.default_rng(0)
     for size in inference_sizes:
       lr_images = rng.uniform(0, 1, (inference_batch, size, size, 3)).astype(np.float32)

@@ -377,9 +377,15 @@ class PreemptionWatcher:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,
-                   replicated: jax.sharding.NamedSharding) -> tuple[Callable, Callable]:
-  """The jitted SRResNet and SRGAN steps: states and metrics donated and replicated."""
+def compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,
+                  replicated: jax.sharding.NamedSharding) -> tuple[Callable, Callable]:
+  """The jitted SRResNet and SRGAN steps: states and metrics donated and replicated.
+
+  What the training loop runs and the benchmark times. ``vgg_preprocessing`` is that
+  of the content loss's VGG19 weights ('caffe' or 'torch', see vgg19.preprocess); the
+  SRGAN step's other settings come from ``config.srgan``, its compute dtype from
+  ``config.dtype``. Call them under ``jax.set_mesh`` of the mesh of ``replicated``.
+  """
   srresnet_step = jax.jit(
       functools.partial(srresnet_train_step, ema_decay=config.ema_decay),
       donate_argnums=(0, 1), out_shardings=replicated)
@@ -394,7 +400,8 @@ def _compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,
   return srresnet_step, srgan_step
 
 
-def _empty_metrics(phase: str, replicated: jax.sharding.NamedSharding) -> metrics.Collection:
+def empty_metrics(phase: str, replicated: jax.sharding.NamedSharding) -> metrics.Collection:
+  """Zeroed train metrics of a phase, replicated: the metrics argument of its step."""
   collection = SRResNetMetrics if phase == SRRESNET else SRGANMetrics
   # Made on the devices: device_put of host values onto a multi-host sharding first
   # checks that every host holds the same values (a collective per leaf).
@@ -517,8 +524,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
   vgg_params = jax.device_put(vgg_params, replicated)
-  srresnet_step, srgan_step = _compile_steps(config, vgg_preprocessing, replicated)
-  train_metrics = _empty_metrics(phase, replicated)
+  srresnet_step, srgan_step = compile_steps(config, vgg_preprocessing, replicated)
+  train_metrics = empty_metrics(phase, replicated)
   batches = create_input_iterator(config, start_step)
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
   if jax.process_index() == 0 and config.profile_steps:
@@ -534,7 +541,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       if phase == SRRESNET and step >= srresnet_steps:
         phase = SRGAN
         generator = initialise_srgan_generator(generator, config, replicated)
-        train_metrics = _empty_metrics(phase, replicated)
+        train_metrics = empty_metrics(phase, replicated)
       # Outside the mesh context: the device source makes each host's batch on one
       # of its devices before it joins the global batch.
       batch = shard_batch(next(batches), data_sharding)
@@ -552,7 +559,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         summary = {f'train/{phase}/{k}': v for k, v in train_metrics.compute().items()
                    if k != 'first_nonfinite_step'}
         writer.write_scalars(done, jax.device_get(summary))
-        train_metrics = _empty_metrics(phase, replicated)
+        train_metrics = empty_metrics(phase, replicated)
       if done % config.eval_every_steps == 0 or done == total_steps:
         evaluate_generator(generator, config, writer, done, final=done == total_steps)
       checkpointing.check_for_errors(manager)  # A failed background write stops here.

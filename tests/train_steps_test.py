@@ -48,15 +48,15 @@ def _run_steps(config, num_devices, num_srresnet, num_srgan):
       functools.partial(train.create_states, config, train.SRRESNET),
       out_shardings=replicated)()
   generator, discriminator = _with_sgd(generator, replicated), _with_sgd(discriminator, replicated)
-  srresnet_step, srgan_step = train._compile_steps(config, 'caffe', replicated)
+  srresnet_step, srgan_step = train.compile_steps(config, 'caffe', replicated)
   with jax.set_mesh(mesh):
-    metrics = train._empty_metrics(train.SRRESNET, replicated)
+    metrics = train.empty_metrics(train.SRRESNET, replicated)
     for step in range(num_srresnet):
       generator, metrics = srresnet_step(generator, metrics, train.shard_batch(_batch(step), data),
                                          step)
     generator = _with_sgd(train.initialise_srgan_generator(generator, config, replicated),
                           replicated)
-    metrics = train._empty_metrics(train.SRGAN, replicated)
+    metrics = train.empty_metrics(train.SRGAN, replicated)
     for step in range(num_srresnet, num_srresnet + num_srgan):
       generator, discriminator, metrics = srgan_step(
           generator, discriminator, metrics, train.shard_batch(_batch(step), data), None, step)
@@ -86,7 +86,7 @@ def _losses_over_steps(config, phase, num_steps):
   data = jax.sharding.NamedSharding(mesh, jax.P('data'))
   generator, discriminator = jax.jit(
       functools.partial(train.create_states, config, phase), out_shardings=replicated)()
-  srresnet_step, srgan_step = train._compile_steps(config, 'caffe', replicated)
+  srresnet_step, srgan_step = train.compile_steps(config, 'caffe', replicated)
   # A fixed batch of smooth images that the network can fit: HR is the exact
   # nearest-neighbour upsampling of LR, mapped to [-1, 1].
   rng = np.random.default_rng(0)
@@ -96,7 +96,7 @@ def _losses_over_steps(config, phase, num_steps):
   history = []
   with jax.set_mesh(mesh):
     for step in range(num_steps):
-      metrics = train._empty_metrics(phase, replicated)
+      metrics = train.empty_metrics(phase, replicated)
       if phase == train.SRRESNET:
         generator, metrics = srresnet_step(generator, metrics, batch, step)
         history.append(float(metrics.compute()['loss']))
@@ -141,10 +141,10 @@ def test_srgan_step_losses_follow_their_definitions():
   fake, _ = discriminator.apply_fn({**variables, **updates}, sr, train=True,
                                    mutable=['batch_stats'])
   expected_d = np.mean(-np.log(jax.nn.sigmoid(real))) + np.mean(-np.log(1 - jax.nn.sigmoid(fake)))
-  _, srgan_step = train._compile_steps(config, 'caffe', replicated)
+  _, srgan_step = train.compile_steps(config, 'caffe', replicated)
   with jax.set_mesh(mesh):
     _, _, metrics = srgan_step(generator, discriminator,
-                               train._empty_metrics(train.SRGAN, replicated),
+                               train.empty_metrics(train.SRGAN, replicated),
                                jax.device_put(batch, replicated), None, 0)
   # Python floats: test helpers are not asked to treat JAX arrays as NumPy ones.
   values = {name: float(value) for name, value in jax.device_get(metrics.compute()).items()}
