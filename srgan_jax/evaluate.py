@@ -1,7 +1,7 @@
 """Benchmark evaluation (Set5, Set14, BSD100, ...) by the SR literature's conventions.
 
 For every image of a folder: crop HR to a multiple of the scale, make LR with MATLAB
-bicubic downsampling (uint8; ``degradation``, as training does), upscale it with the method under test (uint8), and
+bicubic downsampling (uint8), upscale it with the method under test (uint8), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
 ``metrics``), and the perceptual metrics of ``--metrics`` (NIQE, LPIPS; see
 ``perceptual``) on batches of same-size images. Grayscale files stay single-channel,

@@ -1,46 +1,37 @@
 """Image files as pixels: the one reader of training, evaluation and super-resolution.
 
-Every image is read by ``_read``, under one rule per kind of image; what differs
-between the callers is a keyword of the function each one uses:
+Every image is read by ``_read``, under one rule per kind of image (the same for
+every caller unless said otherwise); what differs between the callers is a keyword
+of the function each one uses:
 
-=================  ==================================================================
-kind of image      rule (all callers, unless said otherwise)
-=================  ==================================================================
-orientation        ``PIL.ImageOps.exif_transpose`` first, so an EXIF-rotated JPEG (or
-                   PNG eXIf) is upright. Training skips it (``upright=False``): its
-                   augmentation turns crops anyway.
-grey ('1', 'L',    one channel. Super-resolution replicates it to RGB for the
-'I;16*', 'I', 'F') generator and writes its output as the BT.601 luma of the SR, so a
-                   grey input gives a grey output; evaluation keeps it single-channel
-                   (the MATLAB conventions: the Y of a grey image is the image);
-                   training replicates it to RGB (``grey_to_rgb=True``).
-palette ('P',      its colours: RGB, or RGBA when it has transparency.
-'PA')
-alpha (RGBA, LA,   kept apart from the colour, not composited (a background would
-PA, a tRNS key)    invent content). Super-resolution upscales it with MATLAB bicubic
-                   and re-attaches it; evaluation and training drop it.
-16-bit             16-bit PNGs (grey, grey+alpha, RGB, RGBA) and 16-bit grey TIFFs
-                   read exactly; 'I' (32-bit integer) clipped to [0, 65535]; 'F'
-                   (float) taken as grey in [0, 1], clipped. Super-resolution works in
-                   float and writes 16-bit PNG; evaluation and training reduce to 8
-                   bits by the high byte (``reduce_to_8_bits``: ``v >> 8``, what
-                   Pillow itself does when it opens a 16-bit colour PNG). Pillow
-                   decodes 16-bit colour TIFFs at 8 bits, so those are 8-bit images.
-CMYK, YCbCr, LAB,  Pillow's ``convert('RGB')``.
-HSV, others
-animated /         the first frame (GIF, APNG, animated WebP, multi-page TIFF).
-multi-frame
-undecodable        missing, empty, truncated or not an image: ``UnreadableImageError``.
-=================  ==================================================================
+- Orientation: ``PIL.ImageOps.exif_transpose`` first, so an EXIF-rotated JPEG (or
+  PNG eXIf) is upright. Training skips it (``upright=False``): its augmentation
+  turns crops anyway.
+- Grey ('1', 'L', 'I;16*', 'I', 'F'): one channel. Super-resolution replicates it
+  to RGB for the generator and writes its output as the BT.601 luma of the SR, so a
+  grey input gives a grey output; evaluation keeps it single-channel (the MATLAB
+  conventions: the Y of a grey image is the image); training replicates it to RGB
+  (``grey_to_rgb=True``).
+- Palette ('P', 'PA'): its colours, as RGB, or RGBA when it has transparency.
+- Alpha (RGBA, LA, PA, a tRNS colour key): kept apart from the colour, never
+  composited (a background would invent content). Super-resolution upscales it
+  with MATLAB bicubic and re-attaches it; evaluation and training drop it.
+- 16-bit: 16-bit PNGs (grey, grey+alpha, RGB, RGBA) and 16-bit grey TIFFs are read
+  exactly; 'I' (32-bit integer) is clipped to [0, 65535]; 'F' (float) is grey in
+  [0, 1], clipped. Super-resolution works in float and writes 16-bit PNG;
+  evaluation and training reduce to 8 bits by the high byte (``reduce_to_8_bits``:
+  ``v >> 8``, what Pillow itself does when it opens a 16-bit colour PNG). Pillow
+  decodes 16-bit colour TIFFs at 8 bits, so those are 8-bit images.
+- CMYK, YCbCr, LAB, HSV and other modes: Pillow's ``convert('RGB')``.
+- Animated or multi-frame (GIF, APNG, animated WebP, multi-page TIFF): the first
+  frame.
+- Undecodable (missing, empty, truncated, not an image): ``UnreadableImageError``.
 
-The three callers: ``load_image`` (super-resolution: float RGB, alpha, grey flag and
-bit depth), ``load_uint8`` (evaluation: uint8, grey single-channel; training:
-``grey_to_rgb=True, upright=False``, from the encoded bytes of a file or TFDS
-example). Image files are recognised by ``IMAGE_SUFFIXES``.
-
-Before this module was the one reader, training decoded with its own rules, which
-read a float ('F') image on PIL's 0..255 scale (a [0, 1] image came out black)
-where evaluation read [0, 1]; training now reads it as evaluation does.
+The callers: super-resolution reads with ``load_image`` (float RGB, alpha, grey flag
+and bit depth); evaluation with ``load_uint8`` (``evaluate.load_image``: uint8, grey
+single-channel); training with ``load_uint8(data, grey_to_rgb=True,
+upright=False)`` (``image_sources.decode_image``, on the encoded bytes of a file or
+TFDS example). All three look for files by ``IMAGE_SUFFIXES``.
 
 Outputs are always PNG, written atomically (a temporary file renamed into place) so
 that an interrupted run never leaves a partial file that looks finished.

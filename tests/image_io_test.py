@@ -282,4 +282,5 @@ def test_one_suffix_list():
 def test_luma_weights():
   """BT.601, and MATLAB rgb2ycbcr's Y weights (metrics) derived from them exactly."""
   np.testing.assert_array_equal(image_io.LUMA_601, [0.299, 0.587, 0.114])
-  assert metrics._Y_WEIGHTS == (65.481 / 255, 128.553 / 255, 24.966 / 255)  # pylint: disable=protected-access
+  weights = metrics._Y_WEIGHTS  # pylint: disable=protected-access
+  assert weights == (65.481 / 255, 128.553 / 255, 24.966 / 255)
