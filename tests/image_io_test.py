@@ -12,6 +12,7 @@ from srgan_jax import bicubic
 from srgan_jax import evaluate
 from srgan_jax import image_io
 from srgan_jax import image_sources
+from srgan_jax import input_pipeline
 from srgan_jax import metrics
 from srgan_jax import super_resolve
 
@@ -275,7 +276,7 @@ def test_one_suffix_list():
   """Training, evaluation and super-resolution look for the same files."""
   assert {'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff'} == set(
       image_io.IMAGE_SUFFIXES)
-  for module in (evaluate, super_resolve, image_sources):
+  for module in (evaluate, super_resolve, image_sources, input_pipeline):
     assert not hasattr(module, 'IMAGE_SUFFIXES') and not hasattr(module, 'IMAGE_EXTENSIONS')
 
 
