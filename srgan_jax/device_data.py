@@ -2,16 +2,17 @@
 
 For training sets that fit in accelerator memory (T91 + BSD200: 104 MB decoded;
 DIV2K train: about 6.6 GB). The images of this host are decoded once with PIL,
-by the rules of ``input_pipeline`` (grayscale replicated, alpha dropped, 16-bit
+by the rules of ``image_sources`` (grayscale replicated, alpha dropped, 16-bit
 to 8-bit, palette to RGB; images smaller than the crop and undecodable files
 skipped and counted in one log line; no usable image is an error naming the
-folders), degraded as evaluation degrades them (``input_pipeline.training_pair``:
+folders), degraded as evaluation degrades them (``degradation.training_pair``:
 cropped to a multiple of the scale, the whole image downsampled by MATLAB bicubic
 and rounded to uint8), and both HR and LR are uploaded once. Every step's batch
 is then made ON THE DEVICE by one jitted function: ``batch_size`` distinct
 images, a random crop of each HR at an offset that is a multiple of the scale
 and the LR crop in register with it, one of the 8 symmetries of the square for
-both when ``augment`` is on, LR scaled to [0, 1] and HR to [-1, 1]. The host only
+both when ``augment`` is on (``symmetry.dihedral``, numbered as in the tf.data
+pipeline), LR scaled to [0, 1] and HR to [-1, 1]. The host only
 dispatches it, so a training step never waits for the host.
 
 Determinism and resumption: every random choice of step ``s`` comes from
@@ -21,7 +22,7 @@ batches an uninterrupted run would, without iterator state. (The process index i
 folded in so that hosts draw independent crops.) The batches differ from the
 tf.data pipeline's, which draws with NumPy.
 
-Per-host sharding: the files are numbered as in ``input_pipeline`` (sorted by
+Per-host sharding: the files are numbered as in ``image_sources`` (sorted by
 path, folder after folder) and process ``p`` of ``P`` keeps those whose number is
 ``p`` modulo ``P``, so hosts never share an image. ``batch`` returns this host's
 part of the global batch as jax arrays on its first local device
@@ -58,8 +59,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from srgan_jax import input_pipeline
+from srgan_jax import degradation
+from srgan_jax import image_sources
 from srgan_jax import paths
+from srgan_jax import symmetry
 
 # Bytes per page of the image buffer; the pages overlap by one crop row.
 PAGE_BYTES = 1 << 20
@@ -98,11 +101,8 @@ def _pack(images: Sequence[np.ndarray], page_bytes: int,
 
 
 def _dihedral(image: jax.Array, which: jax.Array) -> jax.Array:
-  """Symmetry ``which`` (0..7) of a square image: a transpose if bit 2 is set,
-  then a vertical flip if bit 0 is, then a horizontal flip if bit 1 is."""
-  image = jnp.where(which & 4 != 0, jnp.swapaxes(image, 0, 1), image)
-  image = jnp.where(which & 1 != 0, image[::-1], image)
-  return jnp.where(which & 2 != 0, image[:, ::-1], image)
+  """Symmetry ``which`` (0..7) of a square image, traced (``symmetry.dihedral``)."""
+  return symmetry.dihedral(image, which, jnp.where)
 
 
 def _read_crops(pages: jax.Array, table: jax.Array, index: jax.Array, top: jax.Array,
@@ -133,14 +133,14 @@ def _make_batch(hr_pages: jax.Array, hr_table: jax.Array, lr_pages: jax.Array,
   _, _, lr_height, lr_width = lr_table[index].T
   # Offsets on the LR grid. One draw for all three: each draw is a threefry that
   # XLA compiles separately.
-  top, left, symmetry = jax.random.randint(
+  top, left, which = jax.random.randint(
       offset_key, (3, batch_size), 0,
       jnp.stack([lr_height - lr_size + 1, lr_width - lr_size + 1, jnp.full_like(lr_height, 8)]))
   hr = _read_crops(hr_pages, hr_table, index, top * scale, left * scale, crop_size)
   lr = _read_crops(lr_pages, lr_table, index, top, left, lr_size)
   if augment:
-    hr = jax.vmap(_dihedral)(hr, symmetry)
-    lr = jax.vmap(_dihedral)(lr, symmetry)
+    hr = jax.vmap(_dihedral)(hr, which)
+    lr = jax.vmap(_dihedral)(lr, which)
   # (hr - 127.5) / 127.5 maps 0 and 255 to exactly -1 and 1; XLA turns hr / 127.5 - 1
   # into a product with the reciprocal, which gives 1.0000001 for 255.
   return {'lr': lr.astype(jnp.float32) / 255.0,
@@ -157,7 +157,7 @@ class DeviceDataSource:
 
     Args:
       data_config: ``config.data``; uses ``folders`` (directories, searched
-        recursively for .png, .jpg/.jpeg, .bmp and .webp files), ``crop_size``
+        recursively for ``image_io.IMAGE_SUFFIXES`` files), ``crop_size``
         and ``augment``.
       scale: super-resolution factor; must divide ``crop_size``.
       seed: non-negative base seed.
@@ -170,11 +170,11 @@ class DeviceDataSource:
         usable image on this host.
     """
     crop_size = data_config.crop_size
-    input_pipeline.check_settings(crop_size, scale, seed, process_index, process_count)
-    # One set of file and decoding rules for both sources.
-    source = input_pipeline.folder_source(data_config.folders, process_index, process_count)
-    images = input_pipeline.decode_all(source, crop_size, process_index, process_count)
-    hrs, lrs = zip(*(input_pipeline.training_pair(image, scale) for image in images))
+    image_sources.check_settings(crop_size, scale, seed, process_index, process_count)
+    # One set of file and decoding rules for both training inputs.
+    source = image_sources.folder_source(data_config.folders, process_index, process_count)
+    images = image_sources.decode_all(source, crop_size, process_index, process_count)
+    hrs, lrs = zip(*(degradation.training_pair(image, scale) for image in images))
     del images
     hr_pages, hr_table = _pack(hrs, page_bytes, 3 * crop_size)
     lr_pages, lr_table = _pack(lrs, page_bytes, 3 * (crop_size // scale))

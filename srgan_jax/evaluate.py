@@ -42,6 +42,7 @@ from PIL import Image
 
 from srgan_jax import bicubic
 from srgan_jax import cli
+from srgan_jax import degradation
 from srgan_jax import errors
 from srgan_jax import image_io
 from srgan_jax import metrics
@@ -57,9 +58,6 @@ UpscaleFn = Callable[[np.ndarray], np.ndarray]
 # Images of one size are upscaled together, this many at a time.
 EVAL_BATCH_SIZE = 8
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
-
-
 class NoImagesError(errors.UserError, FileNotFoundError):
   """A set with no image that can be scored."""
 
@@ -69,39 +67,25 @@ def list_images(folder: str | pathlib.Path) -> list[pathlib.Path]:
   if pathlib.Path(folder).is_file():
     return [pathlib.Path(folder)]
   return sorted(path for path in pathlib.Path(folder).iterdir()
-                if path.suffix.lower() in IMAGE_SUFFIXES)
+                if path.suffix.lower() in image_io.IMAGE_SUFFIXES)
 
 
 def load_image(path: str | pathlib.Path) -> np.ndarray:
-  """uint8 ``[H, W, 1]`` for grayscale files, ``[H, W, 3]`` RGB for the rest
+  """uint8 ``[H, W, 1]`` for grayscale files (MATLAB's conventions: the Y of a grey
+  image is the image), ``[H, W, 3]`` RGB for the rest, upright, alpha dropped
   (``image_io.load_uint8``); raises ``image_io.UnreadableImageError``."""
   return image_io.load_uint8(path)
 
 
 def _scorable(path: pathlib.Path, scale: int) -> np.ndarray:
   """The HR image cropped to a multiple of ``scale``, if big enough to be scored."""
-  hr = modcrop(load_image(path), scale)
+  hr = degradation.modcrop(load_image(path), scale)
   smallest = metrics.SSIM_WINDOW + 2 * scale  # The SSIM window, after shaving the border.
   if min(hr.shape[:2]) < smallest:
     raise image_io.UnreadableImageError(
         f'{path}: {hr.shape[0]}x{hr.shape[1]} pixels (cropped to a multiple of {scale}) '
         f'is too small to score at x{scale}: both sides must be at least {smallest}')
   return hr
-
-
-def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
-  """Crops the bottom/right so that height and width are multiples of ``scale``."""
-  height, width = image.shape[0], image.shape[1]
-  return image[:height - height % scale, :width - width % scale]
-
-
-def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
-  """The benchmarks' LR of a modcropped HR image: MATLAB bicubic by 1 / scale, uint8.
-
-  Training makes its LR inputs with this too (``input_pipeline.training_pair``), so
-  a model sees in training the degradation it is scored on.
-  """
-  return bicubic.imresize(hr, 1 / scale)
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -156,7 +140,7 @@ def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
     rgb = np.broadcast_to(lr, (*lr.shape[:3], 3)).astype(np.float32) / 255
     sr = np.asarray(apply(rgb))
     if lr.shape[-1] == 1:
-      sr = np.round(sr @ np.array([0.299, 0.587, 0.114]))[..., None]
+      sr = np.round(sr @ image_io.LUMA_601)[..., None]
     return sr.astype(np.uint8)
 
   return upscale
@@ -236,7 +220,7 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
 
   Args:
     upscale_fn: uint8 LR ``[n, h, w, c]`` -> uint8 SR ``[n, h * scale, w * scale, c]``.
-    folder: HR images (png/jpg/bmp).
+    folder: HR images (``image_io.IMAGE_SUFFIXES``).
     scale: the upscaling factor; also the border shaved before scoring.
     save_dir: if set, the SR images are written there as PNG, named after the HR files.
     compare_dir: if set, LR | bicubic | SR | HR comparison images are written there.
@@ -267,11 +251,11 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
   if not image_paths:
     raise NoImagesError(f'no image to score in {folder} ({len(failed)} skipped'
                         + (f', e.g. {failed[0]}' if failed else
-                           f'; looked for {", ".join(IMAGE_SUFFIXES)}') + ')')
+                           f'; looked for {", ".join(image_io.IMAGE_SUFFIXES)}') + ')')
   for directory in (save_dir, compare_dir):
     if directory is not None:
       pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
-  lrs = [make_lr(hr, scale) for hr in hrs]
+  lrs = [degradation.make_lr(hr, scale) for hr in hrs]
   srs: list[np.ndarray] = [np.empty(0)] * len(image_paths)
   for indices in _same_size_batches(lrs, batch_size):
     for index, sr in zip(indices, np.asarray(upscale_fn(np.stack([lrs[i] for i in indices])))):

@@ -1,32 +1,44 @@
-"""Reading and writing user images for super-resolution.
+"""Image files as pixels: the one reader of training, evaluation and super-resolution.
 
-The generator takes RGB in [0, 1]; user images come in many layouts. The rules:
+Every image is read by ``_read``, under one rule per kind of image (the same for
+every caller unless said otherwise); what differs between the callers is a keyword
+of the function each one uses:
 
-- Orientation: ``PIL.ImageOps.exif_transpose`` is applied first, so an EXIF-rotated
-  JPEG (or PNG eXIf) is super-resolved and written upright; the output carries no
-  orientation tag.
-- Grayscale (modes '1', 'L', 'I;16*', 'I', 'F'): replicated to RGB for the generator;
-  on output the ITU-R BT.601 luma of the SR (0.299 R + 0.587 G + 0.114 B) is written
-  as a single channel, so a gray input gives a gray output.
-- Alpha (RGBA, LA, PA, a tRNS colour key): the colour channels go through the
-  generator; the alpha is upscaled separately with MATLAB bicubic
-  (``bicubic.imresize``, by the caller) and re-attached.
-- Palette ('P', 'PA'): expanded to RGB, or RGBA when it has transparency; the output is
-  a truecolour PNG, not a palette one.
-- Bit depth: 8-bit images are written as 8-bit PNG. 16-bit PNGs (gray, gray+alpha,
-  RGB, RGBA) and 16-bit grayscale TIFFs are read exactly, processed in float and
-  written as 16-bit PNG; 'I' (32-bit integer) is read as 16-bit, clipped to
-  [0, 65535]; 'F' (float) is read as gray in [0, 1], clipped, and written as 16-bit.
-  Pillow decodes 16-bit colour TIFFs at 8 bits, so those come out as 8-bit PNG.
-- Other modes (CMYK, YCbCr, LAB, HSV): Pillow's ``convert('RGB')``.
-- Multi-frame files (GIF, APNG, WebP animations): the first frame.
-- A file that cannot be decoded raises ``UnreadableImageError``.
+- Orientation: ``PIL.ImageOps.exif_transpose`` first, so an EXIF-rotated JPEG (or
+  PNG eXIf) is upright. Training skips it (``upright=False``): its augmentation
+  turns crops anyway.
+- Grey ('1', 'L', 'I;16*', 'I', 'F'): one channel. Super-resolution replicates it
+  to RGB for the generator and writes its output as the BT.601 luma of the SR, so a
+  grey input gives a grey output; evaluation keeps it single-channel (the MATLAB
+  conventions: the Y of a grey image is the image); training replicates it to RGB
+  (``grey_to_rgb=True``).
+- Palette ('P', 'PA'): its colours, as RGB, or RGBA when it has transparency.
+- Alpha (RGBA, LA, PA, a tRNS colour key): kept apart from the colour, never
+  composited (a background would invent content). Super-resolution upscales it
+  with MATLAB bicubic and re-attaches it; evaluation and training drop it.
+- 16-bit: 16-bit PNGs (grey, grey+alpha, RGB, RGBA) and 16-bit grey TIFFs are read
+  exactly; 'I' (32-bit integer) is clipped to [0, 65535]; 'F' (float) is grey in
+  [0, 1], clipped. Super-resolution works in float and writes 16-bit PNG;
+  evaluation and training reduce to 8 bits by the high byte (``reduce_to_8_bits``:
+  ``v >> 8``, what Pillow itself does when it opens a 16-bit colour PNG). Pillow
+  decodes 16-bit colour TIFFs at 8 bits, so those are 8-bit images.
+- CMYK, YCbCr, LAB, HSV and other modes: Pillow's ``convert('RGB')``.
+- Animated or multi-frame (GIF, APNG, animated WebP, multi-page TIFF): the first
+  frame.
+- Undecodable (missing, empty, truncated, not an image): ``UnreadableImageError``.
+
+The callers: super-resolution reads with ``load_image`` (float RGB, alpha, grey flag
+and bit depth); evaluation with ``load_uint8`` (``evaluate.load_image``: uint8, grey
+single-channel); training with ``load_uint8(data, grey_to_rgb=True,
+upright=False)`` (``image_sources.decode_image``, on the encoded bytes of a file or
+TFDS example). All three look for files by ``IMAGE_SUFFIXES``.
 
 Outputs are always PNG, written atomically (a temporary file renamed into place) so
 that an interrupted run never leaves a partial file that looks finished.
 """
 
 import dataclasses
+import io
 import os
 import pathlib
 import struct
@@ -38,8 +50,15 @@ from PIL import ImageOps
 
 from srgan_jax import errors
 
-# ITU-R BT.601 luma weights, as in MATLAB rgb2gray and Pillow's convert('L').
+# The suffixes (lower case) of the files that folders of images are searched for.
+IMAGE_SUFFIXES = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
+
+# ITU-R BT.601 luma weights, as in MATLAB rgb2gray and Pillow's convert('L'). (MATLAB's
+# rgb2ycbcr Y, which the metrics score, is these scaled to 219 levels, plus 16.)
 LUMA_601 = np.array([0.299, 0.587, 0.114])
+
+# A file's path, or its encoded bytes (a TFDS example's image).
+Source = str | os.PathLike[str] | bytes
 
 _GRAY_16_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N')
 # Pillow unpacks 16-bit colour PNG samples to their high byte. Decoding the same file
@@ -72,27 +91,49 @@ class LoadedImage:
   bit_depth: int
 
 
+@dataclasses.dataclass(frozen=True)
+class _Samples:
+  """An image as decoded, before any caller's choices.
+
+  Attributes:
+    colour: ``[H, W, 1]`` (grey) or ``[H, W, 3]`` samples: uint8 (``peak`` 255),
+      integers in 0..65535 (``peak`` 65535) or float32 in [0, 1] (``peak`` 1).
+    alpha: ``[H, W]`` on the same scale, or None.
+    peak: the value of white.
+  """
+  colour: np.ndarray
+  alpha: np.ndarray | None
+  peak: float
+
+
+def _open(source: Source) -> Image.Image:
+  return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
 def _png_tile_rawmode(image: Image.Image) -> str | None:
   if image.format != 'PNG' or len(image.tile) != 1:
     return None
   return image.tile[0].args
 
 
-def _decode_png_as(path: pathlib.Path, rawmode: str) -> np.ndarray:
-  """Decodes a PNG with another unpacker (same pixel size), upright, as uint8."""
-  with Image.open(path) as image:
+def _decode_png_as(source: Source, rawmode: str, upright: bool) -> np.ndarray:
+  """Decodes a PNG with another unpacker (same pixel size), as uint8."""
+  with _open(source) as image:
     image.tile = [image.tile[0]._replace(args=rawmode)]
-    return np.asarray(ImageOps.exif_transpose(image))
+    return np.asarray(ImageOps.exif_transpose(image) if upright else image)
 
 
-def _read_png16(path: pathlib.Path, rawmode: str) -> tuple[np.ndarray, bool]:
-  """Exact uint16 samples [H, W, C] of a 16-bit colour or gray+alpha PNG."""
+def _read_png16(source: Source, rawmode: str, upright: bool) -> _Samples:
+  """Exact uint16 samples of a 16-bit colour or gray+alpha PNG."""
   if rawmode == _PNG16_GRAY_ALPHA_RAWMODE:
-    data = _decode_png_as(path, 'RGBA').astype(np.uint16)
-    return (data[..., 0::2] << 8) | data[..., 1::2], True
-  high = _decode_png_as(path, rawmode).astype(np.uint16)
-  low = _decode_png_as(path, _PNG16_LOW_BYTE_RAWMODE[rawmode]).astype(np.uint16)
-  return (high << 8) | low, False
+    data = _decode_png_as(source, 'RGBA', upright).astype(np.uint16)
+    samples = (data[..., 0::2] << 8) | data[..., 1::2]
+    return _Samples(samples[..., :1], samples[..., 1], 65535)
+  high = _decode_png_as(source, rawmode, upright).astype(np.uint16)
+  low = _decode_png_as(source, _PNG16_LOW_BYTE_RAWMODE[rawmode], upright).astype(np.uint16)
+  samples = (high << 8) | low
+  return _Samples(samples[..., :3], samples[..., 3] if samples.shape[-1] == 4 else None,
+                  65535)
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:
@@ -114,48 +155,55 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
   return image.convert('RGB')
 
 
-def _to_loaded(channels: np.ndarray, grayscale: bool, bit_depth: int) -> LoadedImage:
-  """From [H, W, C] samples scaled to [0, 1] (C = 1 or 3, plus optional alpha)."""
-  colour = 1 if grayscale else 3
-  alpha = channels[..., colour] if channels.shape[-1] > colour else None
-  rgb = np.broadcast_to(channels[..., :colour], channels.shape[:2] + (3,))
-  return LoadedImage(
-      rgb=np.ascontiguousarray(rgb, dtype=np.float32),
-      alpha=None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32),
-      grayscale=grayscale, bit_depth=bit_depth)
-
-
-def _load(path: pathlib.Path) -> LoadedImage:
-  with Image.open(path) as image:
+def _decode(source: Source, upright: bool) -> _Samples:
+  with _open(source) as image:
     rawmode = _png_tile_rawmode(image)
     if rawmode in _PNG16_LOW_BYTE_RAWMODE or rawmode == _PNG16_GRAY_ALPHA_RAWMODE:
-      samples, grayscale = _read_png16(path, rawmode)
-      return _to_loaded(samples / 65535.0, grayscale, 16)
+      return _read_png16(source, rawmode, upright)
     image.load()  # Decode now: truncated data raises here, not later.
-    image = _normalise_mode(ImageOps.exif_transpose(image))
+    image = _normalise_mode(ImageOps.exif_transpose(image) if upright else image)
   samples = np.asarray(image)
   if image.mode == 'F':
-    return _to_loaded(np.clip(samples, 0.0, 1.0)[..., None], True, 16)
+    return _Samples(np.clip(samples, 0.0, 1.0)[..., None], None, 1.0)
   if image.mode == 'I' or image.mode in _GRAY_16_MODES:
-    return _to_loaded((np.clip(samples, 0, 65535) / 65535.0)[..., None], True, 16)
+    return _Samples(np.clip(samples, 0, 65535)[..., None], None, 65535)
   if samples.ndim == 2:
     samples = samples[..., None]
-  return _to_loaded(samples / 255.0, image.mode in ('L', 'LA'), 8)
+  colour = 1 if image.mode in ('L', 'LA') else 3
+  alpha = samples[..., colour] if samples.shape[-1] > colour else None
+  return _Samples(samples[..., :colour], alpha, 255)
+
+
+def _read(source: Source, upright: bool) -> _Samples:
+  """Decodes ``source`` by the rules of the module docstring.
+
+  Raises:
+    UnreadableImageError: it cannot be opened or decoded; the message names the
+      file (a path source) and PIL's error.
+  """
+  try:
+    return _decode(source, upright)
+  except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
+          Image.DecompressionBombError) as error:
+    # PIL signals bad data with several exception types; callers need one.
+    name = '' if isinstance(source, bytes) else f'{source}: '
+    raise UnreadableImageError(f'{name}{type(error).__name__}: {error}') from error
 
 
 def load_image(path: str | os.PathLike[str]) -> LoadedImage:
-  """Reads an image file by the rules of this module's docstring.
+  """Reads an image file for super-resolution (rules in the module docstring).
 
   Raises:
     UnreadableImageError: the file cannot be opened or decoded.
   """
-  path = pathlib.Path(path)
-  try:
-    return _load(path)
-  except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
-          Image.DecompressionBombError) as error:
-    # PIL signals bad data with several exception types; callers need one.
-    raise UnreadableImageError(f'{path}: {type(error).__name__}: {error}') from error
+  samples = _read(pathlib.Path(path), upright=True)
+  colour = samples.colour / samples.peak
+  alpha = None if samples.alpha is None else samples.alpha / samples.peak
+  return LoadedImage(
+      rgb=np.ascontiguousarray(np.broadcast_to(colour, colour.shape[:2] + (3,)),
+                               dtype=np.float32),
+      alpha=None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32),
+      grayscale=samples.colour.shape[-1] == 1, bit_depth=8 if samples.peak == 255 else 16)
 
 
 def reduce_to_8_bits(samples: np.ndarray) -> np.ndarray:
@@ -165,20 +213,34 @@ def reduce_to_8_bits(samples: np.ndarray) -> np.ndarray:
   return (np.clip(samples, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
 
 
-def load_uint8(path: str | os.PathLike[str]) -> np.ndarray:
-  """A file as uint8 ``[H, W, 1]`` (grayscale) or ``[H, W, 3]``, for scoring.
+def _to_uint8(samples: np.ndarray, peak: float) -> np.ndarray:
+  if peak == 255:
+    return samples
+  if peak == 1:  # Float: at 16 bits first, as 16-bit integer images are.
+    samples = np.round(samples.astype(np.float64) * 65535)
+  return reduce_to_8_bits(samples)
 
-  Read by ``load_image``'s rules; 16-bit samples reduced by ``reduce_to_8_bits``;
-  alpha dropped.
+
+def load_uint8(source: Source, *, grey_to_rgb: bool = False,
+               upright: bool = True) -> np.ndarray:
+  """An image as uint8 ``[H, W, 1]`` (grey) or ``[H, W, 3]``, alpha dropped.
+
+  The rules of the module docstring, 16-bit samples reduced by ``reduce_to_8_bits``.
+  Evaluation's defaults; training sets both options.
+
+  Args:
+    source: a file's path, or its encoded bytes.
+    grey_to_rgb: replicate a grey image to ``[H, W, 3]``.
+    upright: apply the EXIF orientation.
 
   Raises:
     UnreadableImageError: the file cannot be opened or decoded.
   """
-  image = load_image(path)
-  channels = image.rgb[..., :1] if image.grayscale else image.rgb
-  if image.bit_depth == 16:
-    return reduce_to_8_bits(np.round(channels.astype(np.float64) * 65535))
-  return np.round(channels.astype(np.float64) * 255).astype(np.uint8)
+  samples = _read(source, upright)
+  colour = np.ascontiguousarray(_to_uint8(samples.colour, samples.peak))
+  if grey_to_rgb and colour.shape[-1] == 1:
+    return np.repeat(colour, 3, axis=2)
+  return colour
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

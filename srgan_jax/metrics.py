@@ -18,10 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from srgan_jax import image_io
+
 PEAK = 255.0
-# MATLAB rgb2ycbcr luma on [0, 1] doubles, rescaled to 0..255 input.
+# MATLAB rgb2ycbcr luma on [0, 1] doubles, rescaled to 0..255 input: the BT.601
+# weights on 219 levels from 16, (65.481, 128.553, 24.966) / 255 to the last bit.
 _Y_OFFSET = 16.0
-_Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+_Y_WEIGHTS = tuple(image_io.LUMA_601 * 219 / 255)
 # Wang et al. (2004) SSIM constants.
 SSIM_WINDOW = 11
 _SSIM_SIGMA = 1.5

@@ -36,8 +36,6 @@ from srgan_jax import paths
 from srgan_jax import pretrained
 from srgan_jax.configs import validation
 
-IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff'})
-
 # LR batch [n, t, t, 3] in [0, 1] -> SR batch [n, t*scale, t*scale, 3] in [-1, 1].
 ApplyFn = Callable[[np.ndarray], np.ndarray]
 # LR image [H, W, 3] in [0, 1] -> SR image [H*scale, W*scale, 3] in [0, 1].
@@ -144,7 +142,7 @@ def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
   output_resolved = output.resolve()
   files = sorted(
       path for path in inputs.rglob('*')
-      if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+      if path.suffix.lower() in image_io.IMAGE_SUFFIXES and path.is_file()
       and not path.resolve().is_relative_to(output_resolved))
   targets = [path.relative_to(inputs).with_suffix('.png') for path in files]
   counts: dict[pathlib.Path, int] = {}

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from srgan_jax import degradation
 from srgan_jax import device_data
-from srgan_jax import evaluate
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CROP, SCALE = 16, 4
@@ -120,7 +120,8 @@ def test_lr_is_evaluations_lr_of_the_same_region(tmp_path):
   for index in range(0, NUM_IMAGES, 2):
     images[index] = images[index][:HEIGHT - 3, :WIDTH - 1]
     Image.fromarray(images[index]).save(tmp_path / f'img_{index:02d}.png')
-  evaluation_lrs = [evaluate.make_lr(evaluate.modcrop(image, SCALE), SCALE) for image in images]
+  evaluation_lrs = [degradation.make_lr(degradation.modcrop(image, SCALE), SCALE)
+                    for image in images]
   source = device_data.DeviceDataSource(_config([tmp_path]), scale=SCALE, seed=2)
   lr_size = CROP // SCALE
   edges = 0

@@ -12,9 +12,10 @@ import pytest
 
 from conftest import image_set
 from srgan_jax import bicubic
+from srgan_jax import degradation
 from srgan_jax import evaluate
 from srgan_jax import image_io
-from srgan_jax import input_pipeline
+from srgan_jax import image_sources
 from srgan_jax import metrics
 from srgan_jax import niqe
 from srgan_jax import perceptual
@@ -140,7 +141,7 @@ def test_metric_fns_score_same_size_batches(tmp_path):
   assert calls == [(1, 32, 40, 3), (1, 28, 44, 1), (1, 40, 28, 3)]
   expected = []
   for name in ('a.png', 'b.png', 'c.bmp'):
-    hr = evaluate.modcrop(evaluate.load_image(tmp_path / name), 4)
+    hr = degradation.modcrop(evaluate.load_image(tmp_path / name), 4)
     sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
     expected.append(np.mean(np.abs(sr.astype(float) - hr)))
   assert list(result) == ['psnr', 'ssim', 'l1', 'images', 'bias', 'failed']
@@ -206,7 +207,7 @@ def test_16_bit_images_are_reduced_to_their_high_byte_like_the_training_input(tm
   loaded = evaluate.load_image(tmp_path / 'gray16.png')
   assert loaded.dtype == np.uint8 and loaded.shape == (20, 24, 1)
   np.testing.assert_array_equal(loaded[..., 0], gray >> 8)
-  training = input_pipeline.decode_image((tmp_path / 'gray16.png').read_bytes())
+  training = image_sources.decode_image((tmp_path / 'gray16.png').read_bytes())
   np.testing.assert_array_equal(training[..., 0], loaded[..., 0])  # The same rule.
 
   rgb = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)

@@ -9,7 +9,11 @@ from PIL import Image
 import pytest
 
 from srgan_jax import bicubic
+from srgan_jax import evaluate
 from srgan_jax import image_io
+from srgan_jax import image_sources
+from srgan_jax import input_pipeline
+from srgan_jax import metrics
 from srgan_jax import super_resolve
 
 RNG = np.random.default_rng(0)
@@ -198,3 +202,86 @@ def test_unreadable_files_raise_one_error_type(tmp_path):
   for name in ('truncated.png', 'garbage.jpg', 'empty.png', 'missing.png', 'truncated16.png'):
     with pytest.raises(image_io.UnreadableImageError, match=name):
       image_io.load_image(tmp_path / name)
+
+
+def _write_kind(path: pathlib.Path, kind: str) -> None:
+  """An image of ``kind`` (a row of the module docstring's table) at ``path``."""
+  rgb = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+  if kind == 'palette':
+    Image.fromarray(rgb).convert('P').save(path, transparency=0)
+  elif kind in ('L', 'LA', 'RGBA', 'CMYK'):
+    Image.fromarray(rgb).convert(kind).save(path)
+  elif kind == '16-bit grey':
+    Image.fromarray(RNG.integers(0, 65536, (6, 5), dtype=np.uint16)).save(path)
+  elif kind in ('16-bit grey+alpha', '16-bit RGB', '16-bit RGBA'):
+    channels = {'16-bit grey+alpha': 2, '16-bit RGB': 3, '16-bit RGBA': 4}[kind]
+    _png16(path, RNG.integers(0, 65536, (6, 5, channels), dtype=np.uint16))
+  elif kind == 'I':
+    Image.fromarray(RNG.integers(-9, 70000, (6, 5), dtype=np.int32)).save(path)
+  elif kind == 'F':
+    Image.fromarray(RNG.uniform(-0.1, 1.1, (6, 5)).astype(np.float32)).save(path)
+  elif kind == 'animated':
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+  else:
+    raise ValueError(kind)
+
+
+_KINDS = {'palette': 'p.png', 'L': 'l.png', 'LA': 'la.png', 'RGBA': 'rgba.png',
+          'CMYK': 'cmyk.jpg', '16-bit grey': 'g16.png', '16-bit grey+alpha': 'ga16.png',
+          '16-bit RGB': 'c16.png', '16-bit RGBA': 'ca16.png', 'I': 'i.tif', 'F': 'f.tif',
+          'animated': 'a.png'}
+
+
+@pytest.mark.parametrize('kind', _KINDS)
+def test_training_evaluation_and_super_resolution_read_alike(tmp_path, kind):
+  """The one reader: the callers differ only where they say so (grey channels,
+  alpha, bit depth, orientation). Training used to read 'F' on PIL's 0..255 scale."""
+  path = tmp_path / _KINDS[kind]
+  _write_kind(path, kind)
+  evaluation = evaluate.load_image(path)
+  training = image_sources.decode_image(path.read_bytes())
+  loaded = image_io.load_image(path)
+  grey = kind in ('L', 'LA', '16-bit grey', '16-bit grey+alpha', 'I', 'F')
+  assert evaluation.shape[-1] == (1 if grey else 3) and loaded.grayscale == grey
+  np.testing.assert_array_equal(training, np.broadcast_to(evaluation, training.shape))
+  peak = 2 ** loaded.bit_depth - 1
+  samples = np.round(loaded.rgb.astype(np.float64) * peak)
+  eight_bits = image_io.reduce_to_8_bits(samples) if peak > 255 else samples
+  np.testing.assert_array_equal(eight_bits, training)
+  assert loaded.bit_depth == (16 if kind.startswith('16') or kind in ('I', 'F') else 8)
+  assert (loaded.alpha is not None) == (kind in ('palette', 'LA', 'RGBA', '16-bit grey+alpha',
+                                                 '16-bit RGBA'))
+
+
+def test_animated_files_give_their_first_frame(tmp_path):
+  first = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+  Image.fromarray(first).save(tmp_path / 'a.png', save_all=True,
+                              append_images=[Image.fromarray(255 - first)])
+  np.testing.assert_array_equal(evaluate.load_image(tmp_path / 'a.png'), first)
+
+
+def test_training_ignores_exif_orientation(tmp_path):
+  stored = RNG.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Displayed rotated 90 degrees clockwise.
+  Image.fromarray(stored).save(tmp_path / 'r.png', exif=exif)
+  np.testing.assert_array_equal(image_sources.decode_image((tmp_path / 'r.png').read_bytes()),
+                                stored)
+  np.testing.assert_array_equal(evaluate.load_image(tmp_path / 'r.png'),
+                                np.rot90(stored, k=-1))
+
+
+def test_one_suffix_list():
+  """Training, evaluation and super-resolution look for the same files."""
+  assert {'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff'} == set(
+      image_io.IMAGE_SUFFIXES)
+  for module in (evaluate, super_resolve, image_sources, input_pipeline):
+    assert not hasattr(module, 'IMAGE_SUFFIXES') and not hasattr(module, 'IMAGE_EXTENSIONS')
+
+
+def test_luma_weights():
+  """BT.601, and MATLAB rgb2ycbcr's Y weights (metrics) derived from them exactly."""
+  np.testing.assert_array_equal(image_io.LUMA_601, [0.299, 0.587, 0.114])
+  weights = metrics._Y_WEIGHTS  # pylint: disable=protected-access
+  assert weights == (65.481 / 255, 128.553 / 255, 24.966 / 255)

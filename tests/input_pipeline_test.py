@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from srgan_jax import evaluate
+from srgan_jax import degradation
 from srgan_jax import input_pipeline
 
 CROP = 16
@@ -221,7 +221,8 @@ def test_lr_is_evaluations_lr_of_the_same_region(texture_folder, cache):
   """Training degrades as evaluation does: the LR crop is the region, in register
   with the HR crop, of evaluate's LR of the whole (modcropped) image, uint8."""
   folder, images = texture_folder
-  evaluation_lrs = [evaluate.make_lr(evaluate.modcrop(image, SCALE), SCALE) for image in images]
+  evaluation_lrs = [degradation.make_lr(degradation.modcrop(image, SCALE), SCALE)
+                    for image in images]
   iterator = _input(_config([folder], cache=cache), batch_size=5).iterator(0)
   lr_size = CROP // SCALE
   symmetries, edges = set(), 0

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import image_set
 from srgan_jax import bicubic
+from srgan_jax import degradation
 from srgan_jax import evaluate
 from srgan_jax import lpips
 
@@ -143,7 +144,7 @@ def test_matches_reference_package(reference, shape):
 
 def test_matches_reference_package_on_a_photograph(reference):
   net, model, params = reference
-  hr = evaluate.modcrop(evaluate.load_image(image_set('Set5') / 'butterfly.png'), 4)[None]
+  hr = degradation.modcrop(evaluate.load_image(image_set('Set5') / 'butterfly.png'), 4)[None]
   sr = bicubic.imresize(bicubic.imresize(hr[0], 0.25), 4)[None]
   expected = _reference_distance(model, sr, hr)
   np.testing.assert_allclose(lpips.lpips(params, sr, hr, net), expected, atol=1e-5, rtol=0)

@@ -7,6 +7,7 @@ from scipy import special
 
 from conftest import image_set
 from srgan_jax import bicubic
+from srgan_jax import degradation
 from srgan_jax import evaluate
 from srgan_jax import metrics
 from srgan_jax import niqe
@@ -95,7 +96,7 @@ def test_matches_literal_matlab_port_on_benchmark_images():
   """Set14 HR images and their bicubic x4 reconstructions, 4-pixel border shaved."""
   compared = []
   for name in ('baboon', 'bridge', 'coastguard', 'comic', 'man'):
-    hr = evaluate.modcrop(evaluate.load_image(image_set('Set14') / f'{name}.png'), 4)
+    hr = degradation.modcrop(evaluate.load_image(image_set('Set14') / f'{name}.png'), 4)
     sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
     for kind, image in (('hr', hr), ('bicubic', sr)):
       y = _luma(image)[4:-4, 4:-4] if image.shape[-1] == 3 else image[4:-4, 4:-4, 0]
@@ -117,7 +118,7 @@ def test_flat_windows_normalise_to_exact_zeros():
 
 
 def test_blur_scores_worse():
-  image = evaluate.modcrop(evaluate.load_image(image_set('Set5') / 'butterfly.png'), 4)
+  image = degradation.modcrop(evaluate.load_image(image_set('Set5') / 'butterfly.png'), 4)
   blurred = bicubic.imresize(bicubic.imresize(image, 0.25), 4)
   sharp, blurry = niqe.niqe(np.stack([image, blurred]))
   print(f'butterfly {sharp:.4f}, bicubic x4 {blurry:.4f}')
