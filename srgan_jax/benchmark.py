@@ -56,6 +56,7 @@ import numpy as np
 from srgan_jax import chip_peaks
 from srgan_jax import conv
 from srgan_jax import paths
+from srgan_jax import sharding
 from srgan_jax import torch_reference
 from srgan_jax import train
 from srgan_jax import vgg19
@@ -268,7 +269,7 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
     results.append(row)
     log(format_row(row))
 
-  mesh = train.create_mesh()
+  mesh = sharding.create_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
   host_vgg = device_vgg = None
@@ -290,7 +291,7 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
         if phase == train.SRGAN:
           initial += [_host_variables(discriminator), host_vgg]
       host_batch = synthetic_batch(batch_size, crop_size, config.scale)
-      batch = train.shard_batch(host_batch, data_sharding)
+      batch = sharding.shard_batch(host_batch, data_sharding)
       rows = []
       for mode in weight_gradients:
         generator, discriminator = create_states()  # The same states for each mode.

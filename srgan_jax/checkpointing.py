@@ -221,7 +221,7 @@ def load_generator(workdir: str, step: int | None = None, ema: bool = True
     except Exception as error:
       raise _damaged(manager, step, error) from error
   config = ml_collections.ConfigDict(record['config'])
-  model = models.SRResNet(scale=config.scale, **config.generator)
+  model = models.generator_from_config(config)
   if ema and state.get('ema_params') is not None:
     # The EMA weights with the EMA of the BatchNorm statistics that belong to them.
     return model, {'params': state['ema_params'],

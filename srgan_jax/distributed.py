@@ -1,5 +1,5 @@
-"""Several processes, one program: starting JAX's distributed runtime, and data-parallel
-inference whose inputs and outputs are the same on every process.
+"""Several processes, one program: starting JAX's distributed runtime, and the
+decisions that every process must take alike.
 
 When a run is one process of several, `initialise` starts the runtime (before any
 other JAX call), as every entry point does first:
@@ -16,15 +16,14 @@ other JAX call), as every entry point does first:
   the same way (one process; harmless).
 - Otherwise, one process on one machine: nothing to start.
 
-Evaluation and super-resolution then run every computation on all processes alike:
-`data_parallel` splits a batch that every process holds over all devices and gives
-every process the outputs; `on_every_process` makes decisions (which folders exist)
-the same everywhere; `is_main_process` says who writes.
+Evaluation and super-resolution then run every computation on all processes alike
+(``sharding.data_parallel`` splits a batch that every process holds over all
+devices and gives every process the outputs); `on_every_process` makes decisions
+(which folders exist) the same everywhere; `is_main_process` says who writes.
 """
 
-import functools
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 from jax.experimental import multihost_utils
@@ -104,58 +103,3 @@ def is_main_process() -> bool:
   """Whether this process writes the files and prints the results of a run (process 0)."""
   return jax.process_index() == 0
 
-
-@functools.cache
-def _data_parallel_program(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.sharding.Mesh
-                           ) -> Callable[..., jax.Array]:
-  """The jitted program of ``data_parallel``, one per (fn, mesh): calls with the same
-  function reuse what was compiled for each batch shape."""
-  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-
-  def sharded(variables, batch, count):
-    outputs = jax.lax.with_sharding_constraint(fn(variables, batch), data_sharding)
-    return outputs[:count]
-
-  # The constraint keeps the computation split over the batch; out_shardings gathers.
-  return jax.jit(sharded, static_argnums=2,
-                 out_shardings=jax.sharding.NamedSharding(mesh, jax.P()))
-
-
-def data_parallel(fn: Callable[[Any, jax.Array], jax.Array], variables: Any
-                  ) -> Callable[[np.ndarray], jax.Array]:
-  """``fn(variables, batch)`` over every device of every process, batch in, outputs out.
-
-  Every process calls the result with the same whole batch (all of them read the same
-  images). The batch is zero-padded to a multiple of the device count and split over
-  the 'data' axis, each device taking its rows of it (make_array_from_process_local_data
-  with the batch's own shape as the global shape); the variables are replicated.
-  The outputs are gathered to every process inside the compiled program (an
-  all-gather onto every device, as multihost_utils.process_allgather does in a
-  program of its own), so each process reads them from its own devices and the call
-  stays asynchronous: ``np.asarray`` of the result waits for it.
-
-  Args:
-    fn: (variables, batch of the padded size) -> outputs with the batch as axis 0.
-    variables: a pytree, the same on every process (host or replicated arrays).
-
-  Returns:
-    batch [n, ...] -> fn's outputs for its n rows, a jax.Array present on every process.
-  """
-  from srgan_jax import train  # pylint: disable=g-import-not-at-top  # The mesh helpers.
-
-  mesh = train.create_mesh()
-  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-  # Through the host: JAX does not move a process-local array (a restored checkpoint
-  # sits on one local device) onto other processes' devices.
-  variables = jax.device_put(jax.device_get(variables), jax.sharding.NamedSharding(mesh, jax.P()))
-  apply = _data_parallel_program(fn, mesh)
-
-  def run(batch: np.ndarray) -> jax.Array:
-    count = batch.shape[0]
-    padded = -(-count // jax.device_count()) * jax.device_count()
-    if padded != count:
-      batch = np.concatenate([batch, np.zeros((padded - count, *batch.shape[1:]), batch.dtype)])
-    global_batch = jax.make_array_from_process_local_data(data_sharding, batch, batch.shape)
-    return apply(variables, global_batch, count)
-
-  return run

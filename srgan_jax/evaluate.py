@@ -43,12 +43,14 @@ from PIL import Image
 from srgan_jax import bicubic
 from srgan_jax import cli
 from srgan_jax import degradation
+from srgan_jax import distributed
 from srgan_jax import errors
 from srgan_jax import image_io
 from srgan_jax import metrics
 from srgan_jax import paths
 from srgan_jax import perceptual
 from srgan_jax import pretrained
+from srgan_jax import sharding
 from srgan_jax.configs import validation
 
 # A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
@@ -119,7 +121,7 @@ def bicubic_scores(folder: str, scale: int,
 def _generator_pixels(model: Any) -> Callable[[Any, Any], Any]:
   """One ``(variables, lr) -> SR pixels`` function per generator architecture, so that
   evaluations during training reuse the programs compiled for each image size
-  (``distributed.data_parallel`` caches its compiled programs by function)."""
+  (``sharding.data_parallel`` caches its compiled programs by function)."""
   return lambda variables, lr: metrics.to_pixels(model.apply(variables, lr, train=False))
 
 
@@ -127,14 +129,12 @@ def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
   """A trained generator as an UpscaleFn, data-parallel over every device of every process.
 
   On several processes, every process calls it with the same images and gets all the
-  SR images back (see ``distributed.data_parallel``). Grayscale LR is replicated to
+  SR images back (see ``sharding.data_parallel``). Grayscale LR is replicated to
   RGB and the SR turned back into one channel with the BT.601 luma weights (those of
   the Y channel), so a gray image is scored on its own intensity, as the bicubic
   baseline is.
   """
-  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top
-
-  apply = distributed.data_parallel(_generator_pixels(model), variables)
+  apply = sharding.data_parallel(_generator_pixels(model), variables)
 
   def upscale(lr: np.ndarray) -> np.ndarray:
     rgb = np.broadcast_to(lr, (*lr.shape[:3], 3)).astype(np.float32) / 255
@@ -343,8 +343,6 @@ def evaluate_model(model: Any, variables: Any, config: Any,
   printed. On several processes, all of them compute (and return) the results;
   process 0 alone writes images and prints.
   """
-  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
-
   writes = distributed.is_main_process()
   if not writes:
     save_dir, compare, crops = None, False, ()
@@ -464,7 +462,6 @@ def main(argv: Sequence[str]) -> int:
                             perceptual.metric_fns(options.metrics, options.scale))
     print(format_table(results))
   else:
-    from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
     distributed.initialise()
     try:  # A workdir's generator (srgan) or a shipped model's, by name.
       generator = pretrained.load_generator(model, options.workdir and paths.absolute(

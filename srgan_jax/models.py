@@ -17,6 +17,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from srgan_jax import bicubic
 from srgan_jax import conv as conv_lib
@@ -171,14 +172,28 @@ class Discriminator(nn.Module):
       x = Conv(features, (3, 3), strides=(stride, stride), dtype=self.dtype,
                   name=f'conv{i}')(x)
       if i > 0:  # The paper has no BN after the first convolution.
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                         epsilon=BN_EPSILON, dtype=self.dtype, name=f'bn{i}')(x)
+        x = _norm(True, train, self.dtype, f'bn{i}')(x)
       x = nn.leaky_relu(x, self.negative_slope)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.dense_features, dtype=self.dtype, name='dense1')(x)
     x = nn.leaky_relu(x, self.negative_slope)
     x = nn.Dense(1, dtype=self.dtype, name='dense2')(x)
     return x[:, 0].astype(jnp.float32)
+
+
+def generator_from_config(config: ml_collections.ConfigDict,
+                          dtype: Any = jnp.float32) -> SRResNet:
+  """The generator of a run config (``scale`` and the ``generator`` fields), computing
+  in ``dtype``: training uses the config's dtype, evaluation and inference float32."""
+  return SRResNet(scale=config.scale, dtype=dtype, **config.generator)
+
+
+def discriminator_from_config(config: ml_collections.ConfigDict,
+                              dtype: Any = jnp.float32) -> Discriminator:
+  """The discriminator of a run config (its ``discriminator`` fields), computing in ``dtype``."""
+  options = config.discriminator.to_dict()
+  options['convs'] = tuple(tuple(conv) for conv in options['convs'])  # Hashable.
+  return Discriminator(dtype=dtype, **options)
 
 
 def generator_receptive_radius(num_blocks: int, scale: int) -> int:

@@ -81,7 +81,7 @@ def load(name: str) -> tuple[Any, dict[str, Any], Any]:
                      '(SHA-256 differs); export the model again')
   variables = flax.serialization.msgpack_restore(data)
   config = ml_collections.ConfigDict(record['config'])
-  model = models.SRResNet(scale=config.scale, **config.generator)
+  model = models.generator_from_config(config)
   return model, jax.device_put(variables, jax.local_devices()[0]), config
 
 

@@ -272,12 +272,12 @@ def _srgan_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
   """A trained generator (``pretrained.load_generator``) as an UpscaleImageFn, and its scale.
 
   Each batch of tiles is split over every device of every process
-  (``distributed.data_parallel``); on several processes, all of them call it with
+  (``sharding.data_parallel``); on several processes, all of them call it with
   the same image.
   """
   # Imported here: the bicubic model needs no JAX compilation.
-  from srgan_jax import distributed  # pylint: disable=g-import-not-at-top
   from srgan_jax import models  # pylint: disable=g-import-not-at-top
+  from srgan_jax import sharding  # pylint: disable=g-import-not-at-top
 
   if scale is not None and scale != model.scale:
     raise errors.ConfigError(f'--scale={scale} but the generator is x{model.scale}; '
@@ -285,7 +285,7 @@ def _srgan_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
   if overlap is None:
     overlap = models.generator_receptive_radius(model.num_blocks, model.scale)
     _check_tiles(tile, overlap, "the generator's receptive radius")
-  apply = distributed.data_parallel(lambda v, lr: model.apply(v, lr, train=False), variables)
+  apply = sharding.data_parallel(lambda v, lr: model.apply(v, lr, train=False), variables)
 
   def upscale(rgb: np.ndarray) -> np.ndarray:
     sr = upscale_tiled(apply, rgb, scale=model.scale, tile=tile,

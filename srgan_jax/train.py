@@ -30,8 +30,12 @@ import optax
 from srgan_jax import checkpointing
 from srgan_jax import distributed
 from srgan_jax import errors
+from srgan_jax import evaluate
 from srgan_jax import losses
 from srgan_jax import models
+from srgan_jax import perceptual
+from srgan_jax import sharding
+from srgan_jax import vgg19
 from srgan_jax.configs import validation
 
 if TYPE_CHECKING:  # clu's writers and periodic actions import tensorflow.
@@ -110,13 +114,13 @@ def compute_dtype(config: ml_collections.ConfigDict) -> Any:
 
 
 def create_generator(config: ml_collections.ConfigDict) -> models.SRResNet:
-  return models.SRResNet(scale=config.scale, dtype=compute_dtype(config), **config.generator)
+  """The generator to train, computing in the config's dtype."""
+  return models.generator_from_config(config, compute_dtype(config))
 
 
 def create_discriminator(config: ml_collections.ConfigDict) -> models.Discriminator:
-  options = config.discriminator.to_dict()
-  options['convs'] = tuple(tuple(conv) for conv in options['convs'])  # Hashable.
-  return models.Discriminator(dtype=compute_dtype(config), **options)
+  """The discriminator to train, computing in the config's dtype."""
+  return models.discriminator_from_config(config, compute_dtype(config))
 
 
 def create_optimizer(config: ml_collections.ConfigDict, phase: str) -> optax.GradientTransformation:
@@ -276,23 +280,6 @@ def srgan_train_step(generator: TrainState, discriminator: TrainState,
   return generator, discriminator, train_metrics.merge(update)
 
 
-def create_mesh() -> jax.sharding.Mesh:
-  """A 1-D data-parallel mesh over every device of every host.
-
-  Auto axis: XLA propagates the batch sharding through the networks (the default,
-  Explicit, would need every reshape in the models annotated).
-  """
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def shard_batch(local_batch: dict[str, np.ndarray | jax.Array],
-                sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
-  """The global batch, from this host's part of it."""
-  return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
-
-
 def create_input_iterator(config: ml_collections.ConfigDict,
                           start_step: int) -> Iterator[dict[str, np.ndarray]]:
   """This host's batches for steps start_step, start_step + 1, ..."""
@@ -300,12 +287,12 @@ def create_input_iterator(config: ml_collections.ConfigDict,
     raise ValueError(f'batch_size {config.batch_size} must be a multiple of the '
                      f'{jax.device_count()} devices')
   if config.data.source == 'device':  # No tensorflow: decoded once onto the accelerator.
-    from srgan_jax import device_data  # pylint: disable=g-import-not-at-top
+    from srgan_jax import device_data  # pylint: disable=g-import-not-at-top  # This source only.
     source = device_data.DeviceDataSource(
         config.data, scale=config.scale, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count())
     return source.batches(start_step, config.batch_size // jax.process_count())
-  from srgan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from srgan_jax import input_pipeline  # pylint: disable=g-import-not-at-top  # tf.data source only.
   return input_pipeline.create_train_iterator(
       config.data, scale=config.scale, batch_size=config.batch_size // jax.process_count(),
       seed=config.seed, start_step=start_step, process_index=jax.process_index(),
@@ -316,7 +303,6 @@ def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str]:
   """VGG19 parameters and preprocessing for a VGG content loss, else (None, 'caffe')."""
   if config.srgan.num_steps == 0 or config.srgan.content_loss == 'mse':
     return None, 'caffe'
-  from srgan_jax import vgg19  # pylint: disable=g-import-not-at-top
   return vgg19.load_params(config.srgan.vgg_weights)
 
 
@@ -447,10 +433,8 @@ def evaluate_generator(generator: TrainState, config: ml_collections.ConfigDict,
   """PSNR/SSIM (Y channel, MATLAB conventions) and ``config.eval_metrics`` (NIQE,
   LPIPS) on the config's evaluation folders (or single image files). ``final``: also
   prints a table beside bicubic's, with the mean SR - HR offset per channel logged."""
-  from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from srgan_jax import perceptual  # pylint: disable=g-import-not-at-top
   variables = generator.eval_variables()
-  model = models.SRResNet(scale=config.scale, **config.generator)
+  model = models.generator_from_config(config)
   samples = []
   upscale = evaluate.generator_upscale_fn(model, variables)
   folders = existing_eval_folders(config)  # Missing ones were reported at the start.
@@ -506,7 +490,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   vgg_params, vgg_preprocessing = load_vgg(config)
   manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  mesh = create_mesh()
+  mesh = sharding.create_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
   start_step = manager.latest_step() or 0
@@ -544,7 +528,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         train_metrics = empty_metrics(phase, replicated)
       # Outside the mesh context: the device source makes each host's batch on one
       # of its devices before it joins the global batch.
-      batch = shard_batch(next(batches), data_sharding)
+      batch = sharding.shard_batch(next(batches), data_sharding)
       with jax.set_mesh(mesh), jax.profiler.StepTraceAnnotation('train', step_num=step):
         if phase == SRRESNET:
           generator, train_metrics = srresnet_step(generator, train_metrics, batch, step)

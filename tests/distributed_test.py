@@ -15,7 +15,6 @@ import sys
 import threading
 
 import jax
-import numpy as np
 import pytest
 
 from srgan_jax import distributed
@@ -97,23 +96,6 @@ def test_detection_reads_what_jax_found_at_import():
 def test_on_every_process_is_the_values_on_one():
   assert distributed.on_every_process([True, False]) == [True, False]
   assert distributed.on_every_process([]) == []
-
-
-def test_data_parallel_pads_splits_and_returns_every_row():
-  """8 devices here; 3 and 11 rows are padded to 8 and 16, and cut back."""
-  calls = []
-
-  def fn(variables, batch):
-    calls.append(batch.shape)
-    return batch * variables['w'] + 1
-
-  apply = distributed.data_parallel(fn, {'w': np.float32(2)})
-  for rows in (3, 11):
-    batch = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
-    out = apply(batch)
-    assert out.sharding.is_fully_replicated
-    np.testing.assert_array_equal(np.asarray(out), batch * 2 + 1)
-  assert calls == [(8, 2), (16, 2)]  # Traced once per padded shape.
 
 
 # The Cloud TPU VM metadata a pod worker reads (keys as in jax._src.clusters.

@@ -11,6 +11,7 @@ import pytest
 
 from srgan_jax import benchmark
 from srgan_jax import models
+from srgan_jax import sharding
 from srgan_jax import torch_reference
 from srgan_jax import train
 
@@ -59,7 +60,7 @@ def _jax_and_torch_losses(phase, initial_states, num_steps=2):
   with jax.set_mesh(mesh):
     for step, batch in enumerate(batches):
       metrics = train.empty_metrics(phase, replicated)
-      batch = train.shard_batch(batch, data)
+      batch = sharding.shard_batch(batch, data)
       if phase == train.SRRESNET:
         generator, metrics = srresnet_step(generator, metrics, batch, step)
       else:

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import tiny_quickstart_config
 from srgan_jax import losses
+from srgan_jax import sharding
 from srgan_jax import train
 
 
@@ -52,14 +53,14 @@ def _run_steps(config, num_devices, num_srresnet, num_srgan):
   with jax.set_mesh(mesh):
     metrics = train.empty_metrics(train.SRRESNET, replicated)
     for step in range(num_srresnet):
-      generator, metrics = srresnet_step(generator, metrics, train.shard_batch(_batch(step), data),
+      generator, metrics = srresnet_step(generator, metrics, sharding.shard_batch(_batch(step), data),
                                          step)
     generator = _with_sgd(train.initialise_srgan_generator(generator, config, replicated),
                           replicated)
     metrics = train.empty_metrics(train.SRGAN, replicated)
     for step in range(num_srresnet, num_srresnet + num_srgan):
       generator, discriminator, metrics = srgan_step(
-          generator, discriminator, metrics, train.shard_batch(_batch(step), data), None, step)
+          generator, discriminator, metrics, sharding.shard_batch(_batch(step), data), None, step)
   return jax.device_get((generator.params, generator.batch_stats, discriminator.params,
                          discriminator.batch_stats))
 
@@ -92,7 +93,7 @@ def _losses_over_steps(config, phase, num_steps):
   rng = np.random.default_rng(0)
   lr = rng.uniform(0, 1, size=(8, 8, 8, 3)).astype(np.float32)
   hr = np.repeat(np.repeat(lr, 4, axis=1), 4, axis=2) * 2 - 1
-  batch = train.shard_batch({'lr': lr, 'hr': hr}, data)
+  batch = sharding.shard_batch({'lr': lr, 'hr': hr}, data)
   history = []
   with jax.set_mesh(mesh):
     for step in range(num_steps):
