@@ -4,6 +4,8 @@ r"""Throughput of training and inference, optionally against the same model in P
       --dtype=bfloat16 --json=/tmp/benchmark.json
   python -m srgan_jax.benchmark --run=srresnet,inference --batch_sizes=16 --compare=torch
   python -m srgan_jax.benchmark --run=pipeline --batch_sizes=16      # tf.data alone
+  python -m srgan_jax.benchmark --run=srresnet --batch_sizes=16 --compare=torch \
+      --weight_gradients=xla,auto --rounds=20     # side by side, on a busy machine
 
 What is timed (the configs come from srgan_jax/configs/default.py):
 
@@ -20,16 +22,27 @@ What is timed (the configs come from srgan_jax/configs/default.py):
   tensorflow is installed; it is the only part that imports it.
 
 Each line is timed over ``--steps`` calls after compilation and ``--warmup`` calls,
-with one host synchronisation at the end, not per step. FLOPs per step come from
-XLA's cost analysis of the compiled program (every op XLA counts; convolutions as 2
-FLOPs per multiply-add, not counting kernel taps on the zero padding); model FLOP
-utilisation (MFU) divides them by the step time and the device's peak from
-chip_peaks.py (not reported where the peak is unknown, e.g. CPUs).
+with one host synchronisation at the end, not per step (``--rounds`` below times
+otherwise). FLOPs per step come from XLA's cost analysis of the compiled program
+(every op XLA counts; convolutions as 2 FLOPs per multiply-add, not counting kernel
+taps on the zero padding); model FLOP utilisation (MFU) divides them by the step
+time and the device's peak from chip_peaks.py (not reported where the peak is
+unknown, e.g. CPUs).
 
 ``--weight_gradients=xla,auto`` times each JAX line once per mode of the
 convolutions' weight gradient (conv.py: 'auto' is the matmul weight gradient on CPUs
 where it pays, 'xla' XLA's own, 'matmul' the matmul one for every convolution);
 the PyTorch line, timed once, is compared with each.
+
+``--rounds=N`` times the variants of each line (each ``--weight_gradients`` mode and,
+with ``--compare=torch``, PyTorch) side by side instead of one after the other: after
+their warm-up, each round calls every variant once (synchronising after each call),
+in the reverse order every other round, so that a shared machine's drifting load
+slows all of them alike; ms/step is then the median call of N rounds, shown with the
+fastest and slowest call and the range of the 1-minute load average over the rounds,
+and the JAX/PyTorch ratio is that of the medians. ``--steps`` is not used then, and
+the pipeline is timed as without rounds. ``--rounds=0`` (the default) times each
+variant over ``--steps`` calls, one variant after the other.
 
 ``--compare=torch`` runs a PyTorch implementation of the same networks, losses and
 steps (torch_reference.py; its losses equal the JAX ones on the same weights, see
@@ -39,14 +52,14 @@ device (CUDA when JAX is on GPUs, else CPU), channels_last, with bf16 autocast f
 PyTorch images per second on each line. torch is imported only then.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import functools
 import importlib.util
 import json
 import os
 import platform
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +77,10 @@ from srgan_jax.configs import default
 from srgan_jax.configs import validation
 
 BENCHMARKS = ('srresnet', 'srgan', 'inference', 'pipeline')
+ROUNDS_NOTE = ('ms/step: the median call of {rounds} rounds, each calling every variant of '
+               'a line once (in the reverse order every other round); ms min/max: the '
+               'fastest and slowest call; load: the 1-minute load average over the rounds; '
+               'JAX/torch: the ratio of the medians.')
 RANDOM_VGG_NOTE = ('VGG19 weights are random values in the real layout: the same work as '
                    'trained weights, which timing does not need.')
 
@@ -123,21 +140,80 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
   return float(flops) if flops and flops > 0 else None
 
 
-def time_loop(step: Callable[[Any], Any], carry: Any, steps: int, warmup: int,
-              sync: Callable[[Any], Any] = jax.block_until_ready) -> float:
+class Loop(NamedTuple):
+  """A call to time, ``carry = step(carry)``, and how the host waits for a carry."""
+  step: Callable[[Any], Any]
+  carry: Any
+  sync: Callable[[Any], Any] = jax.block_until_ready
+
+
+# A variant ready to time: its loop, and what turns seconds per call into result fields.
+Prepared = tuple[Loop, Callable[[float], dict[str, Any]]]
+TORCH = 'torch'  # The name of the PyTorch variant of a line.
+
+
+def run_calls(loop: Loop, calls: int) -> tuple[float, Loop]:
+  """Seconds of ``calls`` calls with one sync at the end, and the loop with the new carry."""
+  carry = loop.carry
+  start = time.perf_counter()
+  for _ in range(calls):
+    carry = loop.step(carry)
+  loop.sync(carry)
+  return time.perf_counter() - start, loop._replace(carry=carry)
+
+
+def time_loop(loop: Loop, steps: int, warmup: int) -> float:
   """Seconds per call of ``carry = step(carry)`` after ``warmup`` calls.
 
   The host waits (``sync``) only before and after the timed calls, so device work
   queues up as it does in the training loop.
   """
-  for _ in range(warmup):
-    carry = step(carry)
-  sync(carry)
-  start = time.perf_counter()
-  for _ in range(steps):
-    carry = step(carry)
-  sync(carry)
-  return (time.perf_counter() - start) / steps
+  _, loop = run_calls(loop, warmup)
+  seconds, _ = run_calls(loop, steps)
+  return seconds / steps
+
+
+def round_robin(loops: dict[str, Loop], rounds: int,
+                warmup: int) -> tuple[dict[str, list[float]], list[float]]:
+  """Seconds of each call of each loop, one call of each per round, after their warm-up.
+
+  The order is reversed every other round, so that no loop always runs right after
+  the same other one. Returns the seconds by loop and the 1-minute load average after
+  each round.
+  """
+  loops = {name: run_calls(loop, warmup)[1] for name, loop in loops.items()}
+  seconds = {name: [] for name in loops}
+  loads = []
+  names = list(loops)
+  for index in range(rounds):
+    for name in reversed(names) if index % 2 else names:
+      elapsed, loops[name] = run_calls(loops[name], 1)
+      seconds[name].append(elapsed)
+    loads.append(os.getloadavg()[0])
+  return seconds, loads
+
+
+def measure(variants: dict[str, Callable[[], Prepared]], *, steps: int, warmup: int,
+            rounds: int) -> Iterator[tuple[str, dict[str, Any]]]:
+  """Prepares and times the variants of a line; yields (name, result fields) in order.
+
+  ``rounds=0``: one after the other, each timed over ``steps`` calls right after its
+  preparation and yielded as soon as timed. Otherwise all are prepared first, then
+  timed by round_robin: the fields are those of the median call, with the fastest
+  and slowest call (``ms_min``, ``ms_max``) and the load range (``load_1min``).
+  """
+  if not rounds:
+    for name, prepare in variants.items():
+      loop, fields = prepare()
+      yield name, fields(time_loop(loop, steps, warmup))
+    return
+  prepared = {name: prepare() for name, prepare in variants.items()}
+  seconds, loads = round_robin({name: loop for name, (loop, _) in prepared.items()},
+                               rounds, warmup)
+  for name, (_, fields) in prepared.items():
+    yield name, {**fields(float(np.median(seconds[name]))),
+                 'ms_min': min(seconds[name]) * 1e3, 'ms_max': max(seconds[name]) * 1e3,
+                 'load_1min': [min(loads), max(loads)]}
 
 
 def _rates(seconds: float, images: int, flops: float | None, peak: float | None,
@@ -150,11 +226,12 @@ def _rates(seconds: float, images: int, flops: float | None, peak: float | None,
           'mfu': tflops / peak if tflops and peak else None}
 
 
-def time_train_step(config: ml_collections.ConfigDict, phase: str, generator: train.TrainState,
-                    discriminator: train.TrainState, batch: dict[str, jax.Array],
-                    vgg_params: Any, replicated: jax.sharding.NamedSharding, *,
-                    steps: int, warmup: int, peak: float | None) -> dict[str, Any]:
-  """Times train.py's jitted step of a phase; the states are donated (consumed)."""
+def compile_train_step(config: ml_collections.ConfigDict, phase: str,
+                       generator: train.TrainState, discriminator: train.TrainState,
+                       batch: dict[str, jax.Array], vgg_params: Any,
+                       replicated: jax.sharding.NamedSharding, *,
+                       peak: float | None) -> Prepared:
+  """train.py's jitted step of a phase, compiled; its calls donate (consume) the states."""
   srresnet_step, srgan_step = train.compile_steps(config, 'caffe', replicated)
   train_metrics = train.empty_metrics(phase, replicated)
   if phase == train.SRRESNET:
@@ -165,9 +242,13 @@ def time_train_step(config: ml_collections.ConfigDict, phase: str, generator: tr
   start = time.perf_counter()
   compiled = jitted.lower(*carry, *rest).compile()
   compile_s = time.perf_counter() - start
-  seconds = time_loop(lambda states: compiled(*states, *rest), carry, steps, warmup)
-  return {'compile_s': compile_s, **_rates(seconds, config.batch_size, compiled_flops(compiled),
-                                           peak, jax.device_count())}
+  flops = compiled_flops(compiled)
+
+  def fields(seconds: float) -> dict[str, Any]:
+    return {'compile_s': compile_s,
+            **_rates(seconds, config.batch_size, flops, peak, jax.device_count())}
+
+  return Loop(lambda states: compiled(*states, *rest), carry), fields
 
 
 def generator_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -178,10 +259,9 @@ def generator_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return jax.device_get(variables)
 
 
-def time_inference(config: ml_collections.ConfigDict, variables: dict[str, Any],
-                   lr_images: np.ndarray, *, steps: int, warmup: int,
-                   peak: float | None) -> dict[str, Any]:
-  """Times jitted generator inference (``train=False``) on the first device."""
+def compile_inference(config: ml_collections.ConfigDict, variables: dict[str, Any],
+                      lr_images: np.ndarray, *, peak: float | None) -> Prepared:
+  """Jitted generator inference (``train=False``) on the first device, compiled."""
   device = jax.devices()[0]
   model = train.create_generator(config)
   variables = jax.device_put(variables, device)
@@ -189,11 +269,15 @@ def time_inference(config: ml_collections.ConfigDict, variables: dict[str, Any],
   start = time.perf_counter()
   compiled = jax.jit(functools.partial(model.apply, train=False)).lower(variables, lr).compile()
   compile_s = time.perf_counter() - start
-  # Every output is kept so that the final sync waits for all of them.
-  seconds = time_loop(lambda outputs: [*outputs, compiled(variables, lr)], [], steps, warmup)
-  rates = _rates(seconds, len(lr_images), compiled_flops(compiled), peak)
+  flops = compiled_flops(compiled)
   output_pixels = lr_images.shape[0] * lr_images.shape[1] * lr_images.shape[2] * config.scale**2
-  return {'compile_s': compile_s, **rates, 'megapixels_per_s': output_pixels / seconds / 1e6}
+
+  def fields(seconds: float) -> dict[str, Any]:
+    return {'compile_s': compile_s, **_rates(seconds, len(lr_images), flops, peak),
+            'megapixels_per_s': output_pixels / seconds / 1e6}
+
+  # Every output is kept so that the final sync waits for all of them.
+  return Loop(lambda outputs: [*outputs, compiled(variables, lr)], []), fields
 
 
 def time_pipeline(config: ml_collections.ConfigDict, *, steps: int,
@@ -207,7 +291,7 @@ def time_pipeline(config: ml_collections.ConfigDict, *, steps: int,
   batches = input_pipeline.create_train_iterator(
       config.data, scale=config.scale, batch_size=config.batch_size, seed=config.seed,
       start_step=0)
-  seconds = time_loop(lambda _: next(batches), None, steps, warmup, sync=lambda _: None)
+  seconds = time_loop(Loop(lambda _: next(batches), None, lambda _: None), steps, warmup)
   return _rates(seconds, config.batch_size, None, None)
 
 
@@ -216,11 +300,88 @@ def _host_variables(state: train.TrainState) -> dict[str, Any]:
   return jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
 
 
-def _with_torch(row: dict[str, Any], seconds: float, images: int) -> dict[str, Any]:
+def _per_mode(compile_variant: Callable[[], Prepared],
+              modes: Sequence[str]) -> dict[str, Callable[[], Prepared]]:
+  """One JAX variant per weight gradient mode: ``compile_variant`` run under that mode."""
+  def variant(mode: str) -> Prepared:
+    with conv.weight_gradient_mode(mode):
+      return compile_variant()
+  return {mode: functools.partial(variant, mode) for mode in modes}
+
+
+def _torch_variant(model: torch_reference.TorchSRGAN, step: Callable[..., Any],
+                   *nhwc: np.ndarray) -> Prepared:
+  """The PyTorch variant calling ``step`` on these images; it reports ms and images/s."""
+  tensors = [model.images(images) for images in nhwc]
+
+  def fields(seconds: float) -> dict[str, Any]:
+    return {'ms_per_step': seconds * 1e3, 'images_per_s': len(nhwc[0]) / seconds}
+
+  return Loop(lambda _: step(*tensors), None, model.synchronize), fields
+
+
+def _with_torch(row: dict[str, Any], torch_fields: dict[str, Any]) -> dict[str, Any]:
   """A result line with the PyTorch timing and the JAX / PyTorch throughput ratio."""
-  torch_rates = {'ms_per_step': seconds * 1e3, 'images_per_s': images / seconds}
+  # Timed in the same rounds, PyTorch saw the load the row already carries.
+  torch_rates = {key: value for key, value in torch_fields.items() if key != 'load_1min'}
   return {**row, 'torch': torch_rates,
           'jax_over_torch': row['images_per_s'] / torch_rates['images_per_s']}
+
+
+def _time_line(line: dict[str, Any], jax_variants: dict[str, Callable[[], Prepared]],
+               torch_variant: Callable[[], Prepared] | None,
+               add: Callable[[dict[str, Any]], None], timing: dict[str, int]) -> None:
+  """Times one benchmark line (``measure``); adds a result row per weight gradient mode.
+
+  The PyTorch variant, if any, is timed last (or in the same rounds) and each row is
+  compared with it, so rows are added once it is timed.
+  """
+  variants = {**jax_variants, **({TORCH: torch_variant} if torch_variant else {})}
+  rows = []
+  for name, fields in measure(variants, **timing):
+    if name == TORCH:
+      rows = [_with_torch(row, fields) for row in rows]
+    else:
+      rows.append({**line, 'weight_gradient': name, **fields})
+      if not torch_variant:
+        add(rows[-1])
+  if torch_variant:
+    for row in rows:
+      add(row)
+
+
+def _train_variants(config: ml_collections.ConfigDict, phase: str, mesh: jax.sharding.Mesh,
+                    host_vgg: Any, device_vgg: Any, *, weight_gradients: Sequence[str],
+                    torch_options: dict[str, Any], peak: float | None
+                    ) -> tuple[dict[str, Callable[[], Prepared]], Callable[[], Prepared] | None]:
+  """A train step line's JAX variants (one per mode, from the same states, on a
+  synthetic batch) and its PyTorch variant (from the same weights; None without)."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  create_states = jax.jit(functools.partial(train.create_states, config, phase),
+                          out_shardings=replicated)
+  host_batch = synthetic_batch(config.batch_size, config.data.crop_size, config.scale)
+  batch = sharding.shard_batch(host_batch, jax.sharding.NamedSharding(mesh, jax.P('data')))
+
+  def compile_step() -> Prepared:
+    generator, discriminator = create_states()  # The same states for each mode.
+    with jax.set_mesh(mesh):
+      return compile_train_step(config, phase, generator, discriminator, batch, device_vgg,
+                                replicated, peak=peak)
+
+  if not torch_options['device']:
+    return _per_mode(compile_step, weight_gradients), None
+  # Host copies of the weights: the JAX steps consume (donate) their states.
+  generator, discriminator = create_states()
+  initial = [_host_variables(generator)]
+  if phase == train.SRGAN:
+    initial += [_host_variables(discriminator), host_vgg]
+
+  def torch_variant() -> Prepared:
+    model = torch_reference.TorchSRGAN(config, phase, *initial, **torch_options)
+    step = model.srresnet_step if phase == train.SRRESNET else model.srgan_step
+    return _torch_variant(model, step, host_batch['lr'], host_batch['hr'])
+
+  return _per_mode(compile_step, weight_gradients), torch_variant
 
 
 def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inference'),
@@ -230,12 +391,13 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
                    widths: tuple[int, int] | None = None, compare: str | None = None,
                    torch_compile: bool = False, torch_channels_last: bool = True,
                    data_folders: Sequence[str] | None = None,
-                   weight_gradients: Sequence[str] = ('auto',),
+                   weight_gradients: Sequence[str] = ('auto',), rounds: int = 0,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the requested benchmarks; returns {'environment', 'notes', 'results'}.
 
-  Each JAX line is timed once per mode of ``weight_gradients`` (conv.MODES). Each
-  result line is logged as soon as it is measured.
+  Each JAX line is timed once per mode of ``weight_gradients`` (conv.MODES). With
+  ``rounds``, the variants of a line are timed side by side over that many rounds
+  (``measure``). Each result line is logged as soon as it is measured.
   """
   unknown = set(benchmarks) - set(BENCHMARKS)
   if unknown:
@@ -245,6 +407,8 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
   unknown = set(weight_gradients) - set(conv.MODES)
   if unknown or not weight_gradients:
     raise ValueError(f'weight_gradients must be among {conv.MODES}, got {weight_gradients}')
+  if rounds < 0:
+    raise ValueError(f'rounds must be >= 0, got {rounds}')
   device_kind = jax.devices()[0].device_kind
   peak = chip_peaks.peak_tflops(device_kind, dtype)
   environment = {
@@ -252,8 +416,10 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
       'device_count': jax.device_count(), 'dtype': dtype, 'peak_tflops_per_device': peak,
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'python': platform.python_version(),
       'steps': steps, 'warmup': warmup, 'widths': widths,
-      'weight_gradients': list(weight_gradients)}
+      'weight_gradients': list(weight_gradients), 'rounds': rounds}
   notes = []
+  if rounds:
+    notes.append(ROUNDS_NOTE.format(rounds=rounds))
   device = None  # Where PyTorch runs; None: no comparison.
   if compare == 'torch':
     import torch  # pylint: disable=g-import-not-at-top
@@ -267,74 +433,44 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
 
   def add(row: dict[str, Any]) -> None:
     results.append(row)
-    log(format_row(row))
+    log(format_row(row, bool(rounds)))
 
   mesh = sharding.create_mesh()
-  replicated = jax.sharding.NamedSharding(mesh, jax.P())
-  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
+  timing = {'steps': steps, 'warmup': warmup, 'rounds': rounds}
   host_vgg = device_vgg = None
   if 'srgan' in benchmarks:
     notes.append(RANDOM_VGG_NOTE)
     host_vgg = random_vgg_params()
-    device_vgg = jax.device_put(host_vgg, replicated)
+    device_vgg = jax.device_put(host_vgg, jax.sharding.NamedSharding(mesh, jax.P()))
   for phase in (train.SRRESNET, train.SRGAN):
     if phase not in benchmarks:
       continue
     for batch_size in batch_sizes:
       config = benchmark_config(batch_size=batch_size, crop_size=crop_size, dtype=dtype,
                                 widths=widths)
-      create_states = jax.jit(functools.partial(train.create_states, config, phase),
-                              out_shardings=replicated)
-      if device:  # Host copies, taken before the JAX step consumes (donates) the states.
-        generator, discriminator = create_states()
-        initial = [_host_variables(generator)]
-        if phase == train.SRGAN:
-          initial += [_host_variables(discriminator), host_vgg]
-      host_batch = synthetic_batch(batch_size, crop_size, config.scale)
-      batch = sharding.shard_batch(host_batch, data_sharding)
-      rows = []
-      for mode in weight_gradients:
-        generator, discriminator = create_states()  # The same states for each mode.
-        with jax.set_mesh(mesh), conv.weight_gradient_mode(mode):
-          row = time_train_step(config, phase, generator, discriminator, batch, device_vgg,
-                                replicated, steps=steps, warmup=warmup, peak=peak)
-        rows.append({'benchmark': f'{phase}_step', 'batch_size': batch_size,
-                     'hr_size': crop_size, 'weight_gradient': mode, **row})
-        if not device:
-          add(rows[-1])
-      if device:
-        torch_model = torch_reference.TorchSRGAN(config, phase, *initial, **torch_options)
-        torch_step = (torch_model.srresnet_step if phase == train.SRRESNET
-                      else torch_model.srgan_step)
-        lr, hr = torch_model.images(host_batch['lr']), torch_model.images(host_batch['hr'])
-        seconds = time_loop(lambda _: torch_step(lr, hr), None, steps, warmup,
-                            sync=torch_model.synchronize)
-        for row in rows:
-          add(_with_torch(row, seconds, batch_size))
+      line = {'benchmark': f'{phase}_step', 'batch_size': batch_size, 'hr_size': crop_size}
+      _time_line(line, *_train_variants(config, phase, mesh, host_vgg, device_vgg,
+                                        weight_gradients=weight_gradients,
+                                        torch_options=torch_options, peak=peak),
+                 add, timing)
   if 'inference' in benchmarks:
     config = benchmark_config(batch_size=inference_batch, crop_size=crop_size, dtype=dtype,
                               widths=widths)
     variables = generator_variables(config)
-    if device:
-      torch_model = torch_reference.TorchSRGAN(config, train.SRRESNET, variables,
-                                               **torch_options)
+    torch_model = (torch_reference.TorchSRGAN(config, train.SRRESNET, variables,
+                                              **torch_options) if device else None)
     rng = np.random.default_rng(0)
     for size in inference_sizes:
       lr_images = rng.uniform(0, 1, (inference_batch, size, size, 3)).astype(np.float32)
-      rows = []
-      for mode in weight_gradients:  # Same forward; timed again to show it.
-        with conv.weight_gradient_mode(mode):
-          row = time_inference(config, variables, lr_images, steps=steps, warmup=warmup,
-                               peak=peak)
-        rows.append({'benchmark': 'inference', 'batch_size': inference_batch,
-                     'hr_size': size * config.scale, 'weight_gradient': mode, **row})
-      if device:
-        lr = torch_model.images(lr_images)
-        seconds = time_loop(lambda _: torch_model.generate(lr), None, steps, warmup,
-                            sync=torch_model.synchronize)
-        rows = [_with_torch(row, seconds, inference_batch) for row in rows]
-      for row in rows:
-        add(row)
+      line = {'benchmark': 'inference', 'batch_size': inference_batch,
+              'hr_size': size * config.scale}
+      # The same forward under each mode; timed again to show it.
+      compile_variant = functools.partial(compile_inference, config, variables, lr_images,
+                                          peak=peak)
+      torch_variant = (functools.partial(_torch_variant, torch_model, torch_model.generate,
+                                         lr_images) if torch_model else None)
+      _time_line(line, _per_mode(compile_variant, weight_gradients), torch_variant, add,
+                 timing)
   if 'pipeline' in benchmarks:
     if importlib.util.find_spec('tensorflow') is None:
       notes.append('pipeline: skipped, tensorflow is not installed.')
@@ -352,17 +488,28 @@ def run_benchmarks(*, benchmarks: Sequence[str] = ('srresnet', 'srgan', 'inferen
 _COLUMNS = (('benchmark', 'benchmark', '{}'), ('dW', 'weight_gradient', '{}'),
             ('batch', 'batch_size', '{}'),
             ('HR side', 'hr_size', '{}'), ('ms/step', 'ms_per_step', '{:.1f}'),
+            ('ms min', 'ms_min', '{:.1f}'), ('ms max', 'ms_max', '{:.1f}'),
             ('images/s', 'images_per_s', '{:.2f}'), ('MP/s', 'megapixels_per_s', '{:.2f}'),
             ('TFLOP/s/dev', 'tflops_per_s_per_device', '{:.3f}'), ('MFU', 'mfu', '{:.1%}'),
             ('torch ms', ('torch', 'ms_per_step'), '{:.1f}'),
+            ('torch min', ('torch', 'ms_min'), '{:.1f}'),
+            ('torch max', ('torch', 'ms_max'), '{:.1f}'),
             ('torch img/s', ('torch', 'images_per_s'), '{:.2f}'),
-            ('JAX/torch', 'jax_over_torch', '{:.2f}'))
+            ('JAX/torch', 'jax_over_torch', '{:.2f}'),
+            ('load', 'load_1min', '{0[0]:.2f}-{0[1]:.2f}'))
+# Shown only for runs with rounds.
+_ROUND_COLUMNS = frozenset({'ms min', 'ms max', 'torch min', 'torch max', 'load'})
 
 
-def format_row(row: dict[str, Any]) -> str:
+def _columns(rounds: bool) -> list[tuple[str, Any, str]]:
+  """The table's columns: those of the round statistics only for runs with rounds."""
+  return [column for column in _COLUMNS if rounds or column[0] not in _ROUND_COLUMNS]
+
+
+def format_row(row: dict[str, Any], rounds: bool = False) -> str:
   """One result line of the table ('-' for what was not measured)."""
   cells = []
-  for _, key, fmt in _COLUMNS:
+  for _, key, fmt in _columns(rounds):
     value = row.get(key[0], {}).get(key[1]) if isinstance(key, tuple) else row.get(key)
     cells.append('-' if value is None else fmt.format(value))
   return ' | '.join(cells)
@@ -371,10 +518,12 @@ def format_row(row: dict[str, Any]) -> str:
 def format_table(report: dict[str, Any]) -> str:
   """The report as a Markdown table, with the environment and notes above it."""
   environment = ', '.join(f'{k}={v}' for k, v in report['environment'].items() if v)
+  rounds = bool(report['environment'].get('rounds'))
+  columns = _columns(rounds)
   lines = [environment, *report['notes'],
-           ' | '.join(title for title, _, _ in _COLUMNS),
-           ' | '.join('---' for _ in _COLUMNS)]
-  lines += [format_row(row) for row in report['results']]
+           ' | '.join(title for title, _, _ in columns),
+           ' | '.join('---' for _ in columns)]
+  lines += [format_row(row, rounds) for row in report['results']]
   return '\n'.join(lines)
 
 
@@ -400,6 +549,10 @@ def _define_flags() -> None:
   flags.DEFINE_list('weight_gradients', ['auto'],
                     f'Time each JAX line with these conv weight gradients, among '
                     f'{", ".join(conv.MODES)} (srgan_jax/conv.py); e.g. xla,auto.')
+  flags.DEFINE_integer('rounds', 0, 'Time the variants of each line (--weight_gradients '
+                       'modes, PyTorch) side by side: N rounds of one call each, in the reverse '
+                       'order every other round; report the median, min and max call and the '
+                       'load. 0: each variant over --steps calls, one after the other.')
   flags.DEFINE_list('data_folders', None, 'HR image folders for --run=pipeline '
                     '(default: srgan_jax/configs/default.py).')
 
@@ -426,7 +579,8 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None]:
       [('crop_size', f.crop_size, validation.integer(minimum=16)),
        ('inference_batch', f.inference_batch, validation.integer(minimum=1)),
        ('steps', f.steps, validation.integer(minimum=1)),
-       ('warmup', f.warmup, validation.integer(minimum=0))],
+       ('warmup', f.warmup, validation.integer(minimum=0)),
+       ('rounds', f.rounds, validation.integer(minimum=0))],
       unknown and f'--run: unknown {", ".join(unknown)}; choose from {", ".join(BENCHMARKS)}',
       f.crop_size % 16 and f'--crop_size must be a multiple of 16 (and of the scale 4), '
                            f'got {f.crop_size}',
@@ -452,7 +606,7 @@ def main(argv: Sequence[str]) -> None:
       dtype=f.dtype, steps=f.steps, warmup=f.warmup, widths=widths, compare=f.compare,
       torch_compile=f.torch_compile, torch_channels_last=f.torch_channels_last,
       data_folders=f.data_folders and [paths.absolute(folder) for folder in f.data_folders],
-      weight_gradients=f.weight_gradients)
+      weight_gradients=f.weight_gradients, rounds=f.rounds)
   print(format_table(report))
   if f.json:
     output = paths.absolute(f.json)

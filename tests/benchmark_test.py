@@ -1,4 +1,5 @@
-"""Benchmark tests: XLA's FLOP count, the CLI writes its report (with the PyTorch line)."""
+"""Benchmark tests: XLA's FLOP count, the CLI writes its report (with the PyTorch line),
+and --rounds times the variants of a line side by side."""
 
 import functools
 import json
@@ -42,14 +43,16 @@ def test_generator_flops_match_conv_count():
   assert convs < benchmark.compiled_flops(compiled) < 1.01 * convs
 
 
-@pytest.fixture(scope='module')
-def cli_run(tmp_path_factory):
-  """One tiny run of the command line (its flags and main) in a fresh process, with
-  the PyTorch comparison; returns (JSON report, stdout)."""
-  path = tmp_path_factory.mktemp('benchmark') / 'report.json'
-  args = ['--run=srresnet,srgan,inference', f'--batch_sizes={BATCH}', f'--crop_size={CROP}',
-          '--widths=1,8', '--inference_sizes=8', '--steps=1', '--warmup=0', '--compare=torch',
-          '--weight_gradients=xla,matmul', f'--json={path}']
+# The tiny runs' arguments but --run (their programs are compiled once, then cached).
+TINY_ARGS = [f'--batch_sizes={BATCH}', f'--crop_size={CROP}', '--widths=1,8',
+             '--inference_sizes=8', '--warmup=0', '--weight_gradients=xla,matmul']
+
+
+def _run_cli(folder, *args):
+  """Runs the command line (its flags and main) in a fresh process with these
+  arguments; returns (JSON report, stdout)."""
+  path = folder / 'report.json'
+  args = [*args, f'--json={path}']
   code = textwrap.dedent(f"""
       import sys
       from absl import flags
@@ -62,6 +65,13 @@ def cli_run(tmp_path_factory):
                           text=True, timeout=900, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(path.read_text()), result.stdout
+
+
+@pytest.fixture(scope='module')
+def cli_run(tmp_path_factory):
+  """One tiny run of the command line with the PyTorch comparison; (report, stdout)."""
+  return _run_cli(tmp_path_factory.mktemp('benchmark'), '--run=srresnet,srgan,inference',
+                  *TINY_ARGS, '--steps=1', '--compare=torch')
 
 
 def test_cli_writes_json(cli_run):
@@ -96,3 +106,67 @@ def test_benchmark_does_not_import_tensorflow(cli_run):
   """Machines that only benchmark or serve need not have tensorflow."""
   _, stdout = cli_run
   assert 'tensorflow imported: False' in stdout
+
+
+def _fake_variant(name, events):
+  """A variant whose preparation and calls only record themselves (and the carry)."""
+  def prepare():
+    events.append(('prepare', name))
+    loop = benchmark.Loop(lambda carry: events.append((name, carry)) or carry + 1, 0,
+                          lambda _: None)
+    return loop, lambda seconds: {'ms_per_step': seconds * 1e3}
+  return prepare
+
+
+def test_sequential_timing_prepares_each_variant_before_timing_it():
+  events = []
+  variants = {name: _fake_variant(name, events) for name in 'ab'}
+  timed = list(benchmark.measure(variants, steps=2, warmup=1, rounds=0))
+  assert [name for name, _ in timed] == ['a', 'b']
+  assert events == [('prepare', 'a'), ('a', 0), ('a', 1), ('a', 2),
+                    ('prepare', 'b'), ('b', 0), ('b', 1), ('b', 2)]
+  assert all('ms_min' not in fields for _, fields in timed)
+
+
+def test_rounds_call_each_variant_once_per_round_in_alternating_order():
+  events = []
+  variants = {name: _fake_variant(name, events) for name in 'abc'}
+  timed = dict(benchmark.measure(variants, steps=5, warmup=1, rounds=3))
+  prepared, calls = events[:3], events[3:]
+  assert prepared == [('prepare', name) for name in 'abc']
+  # The warm-up call of each, then the rounds; each variant's carry goes on.
+  assert calls == [('a', 0), ('b', 0), ('c', 0), ('a', 1), ('b', 1), ('c', 1),
+                   ('c', 2), ('b', 2), ('a', 2), ('a', 3), ('b', 3), ('c', 3)]
+  for fields in timed.values():
+    assert 0 <= fields['ms_min'] <= fields['ms_per_step'] <= fields['ms_max']
+    assert fields['load_1min'][0] <= fields['load_1min'][1]
+
+
+@pytest.fixture(scope='module', params=['torch', 'jax'])
+def rounds_run(request, tmp_path_factory):
+  """A tiny --rounds=2 run of the command line, with and without the PyTorch
+  comparison; (compared, report, stdout). The SRGAN step, slow and timed by the same
+  code as the SRResNet step, is left out."""
+  compared = request.param == 'torch'
+  return (compared, *_run_cli(tmp_path_factory.mktemp('rounds'), '--run=srresnet,inference',
+                              *TINY_ARGS, '--rounds=2', *['--compare=torch'] * compared))
+
+
+def test_rounds_report_median_min_max_and_load(rounds_run):
+  compared, report, stdout = rounds_run
+  assert report['environment']['rounds'] == 2
+  assert sorted((row['benchmark'], row['weight_gradient']) for row in report['results']) == (
+      sorted((line, mode) for line in ('srresnet_step', 'inference')
+             for mode in ('xla', 'matmul')))
+  for row in report['results']:
+    assert row['ms_min'] <= row['ms_per_step'] <= row['ms_max']
+    assert 0 <= row['load_1min'][0] <= row['load_1min'][1]
+    if compared:
+      torch_row = row['torch']
+      assert torch_row['ms_min'] <= torch_row['ms_per_step'] <= torch_row['ms_max']
+      assert row['jax_over_torch'] == pytest.approx(
+          torch_row['ms_per_step'] / row['ms_per_step'])
+    else:
+      assert 'torch' not in row and 'jax_over_torch' not in row
+  header = next(line for line in stdout.splitlines() if line.startswith('benchmark |'))
+  assert 'ms min' in header and 'torch max' in header and header.endswith('| load')

@@ -398,6 +398,7 @@ def test_vgg19_import_rejects_bad_source(tmp_path, args, pattern):
 BENCHMARK_CASES = {
     'steps=0': (['--steps=0'], r'--steps must be >= 1, got 0'),
     'warmup<0': (['--warmup=-1'], r'--warmup must be >= 0'),
+    'rounds<0': (['--rounds=-1'], r'--rounds must be >= 0, got -1'),
     'batch_sizes=0': (['--batch_sizes=0'], r'--batch_sizes takes integers >= 1, got 0'),
     'batch_sizes=abc': (['--batch_sizes=16,abc'], r'--batch_sizes takes integers >= 1, got 16,abc'),
     'crop_size not multiple of 16': (['--crop_size=50'], r'--crop_size must be a multiple of 16'),
