@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from srgan_jax import bicubic
 from srgan_jax import models
 
 
@@ -138,9 +139,11 @@ def test_generator_without_batchnorm():
                              model.apply(variables, x, train=False), rtol=0, atol=0)
 
 
-def test_receptive_radius_bounds_influence():
+@pytest.mark.parametrize('bicubic_skip', [False, True])
+def test_receptive_radius_bounds_influence(bicubic_skip):
   """A pixel change farther than the radius leaves the output unchanged; nearer does not."""
-  model = models.SRResNet(num_blocks=1, features=8, scale=2, upsample_features=32)
+  model = models.SRResNet(num_blocks=1, features=8, scale=2, upsample_features=32,
+                          bicubic_skip=bicubic_skip)
   radius = models.generator_receptive_radius(1, 2)
   size = 2 * radius + 12
   x = jax.random.uniform(jax.random.key(0), (1, size, size, 3))
@@ -152,6 +155,21 @@ def test_receptive_radius_bounds_influence():
   window = np.s_[0, 2 * centre:2 * centre + 2, 2 * centre:2 * centre + 2]
   assert np.array_equal(model.apply(variables, far, train=False)[window], base[window])
   assert not np.allclose(model.apply(variables, near, train=False)[window], base[window])
+
+
+@pytest.mark.parametrize('scale', [2, 4])
+def test_bicubic_skip_adds_matlab_bicubic_upsampling(scale):
+  """With bicubic_skip, output = network + 2 * imresize(lr) - 1, checked against the
+  NumPy MATLAB-imresize reference with the same weights with and without the skip."""
+  kwargs = dict(num_blocks=1, features=8, scale=scale, upsample_features=32, batch_norm=False)
+  x = np.random.default_rng(scale).uniform(size=(2, 7, 9, 3)).astype(np.float32)
+  plain = models.SRResNet(**kwargs)
+  variables = _init(plain, x)
+  with_skip = np.asarray(models.SRResNet(**kwargs, bicubic_skip=True).apply(variables, x))
+  without = np.asarray(plain.apply(variables, x))
+  reference = np.stack([2 * bicubic.imresize(image.astype(np.float64), scale) - 1
+                        for image in x])
+  np.testing.assert_allclose(with_skip - without, reference, atol=2e-5)
 
 
 def test_bfloat16_compute_keeps_float32_params():
