@@ -61,6 +61,8 @@ import platform
 import time
 from typing import Any, NamedTuple
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -529,8 +531,6 @@ def format_table(report: dict[str, Any]) -> str:
 
 def _define_flags() -> None:
   """The command-line flags, defined only when this module is the program."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   flags.DEFINE_list('run', ['srresnet', 'srgan', 'inference'],
                     f'What to time, among {", ".join(BENCHMARKS)}.')
   flags.DEFINE_list('batch_sizes', ['16', '64'],
@@ -593,9 +593,6 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None]:
 
 
 def main(argv: Sequence[str]) -> None:
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS

@@ -182,20 +182,14 @@ def _check_params(params: Mapping[str, Any], net: str, where: str,
                   path: str | None = None) -> dict[str, dict[str, np.ndarray]]:
   """Validates a parameter tree against ``param_shapes(net)``; returns float32 NumPy."""
   checked, problems = vgg19.check_layer_shapes(params, param_shapes(net))
-  if problems:
-    message = f'invalid LPIPS ({net}) weights in {where}: ' + '; '.join(problems)
-    if path is not None:
-      message += f'. Re-create the file with: {import_command(net, path)}'
-    raise LPIPSWeightsInvalidError(message)
+  vgg19.raise_if_invalid(problems, LPIPSWeightsInvalidError, f'LPIPS ({net})', where,
+                         None if path is None else import_command(net, path))
   return checked
 
 
 def save_params(path: str, params: Mapping[str, Any], net: str) -> None:
   """Writes a validated parameter tree to ``path`` (.npz), atomically."""
-  checked = _check_params(params, net, 'the tree to save')
-  arrays = {f'{layer}/{kind}': value
-            for layer, kinds in checked.items() for kind, value in kinds.items()}
-  vgg19.write_npz_atomically(path, arrays)
+  vgg19.write_layers_atomically(path, _check_params(params, net, 'the tree to save'))
 
 
 def load_params(net: str = 'alex', path: str | None = None) -> dict[str, dict[str, np.ndarray]]:
@@ -205,18 +199,8 @@ def load_params(net: str = 'alex', path: str | None = None) -> dict[str, dict[st
     raise LPIPSWeightsNotFoundError(
         f'no LPIPS ({net}) weights at {path}; convert them once with: '
         f'{import_command(net, path)} (see srgan_jax/lpips.py)')
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      arrays = {key: data[key] for key in data.files}
-  except (OSError, ValueError) as e:
-    raise LPIPSWeightsInvalidError(
-        f'cannot read LPIPS weights from {path} ({e}). Re-create the file with: '
-        f'{import_command(net, path)}') from e
-  params = {}
-  for key, value in arrays.items():
-    layer, _, kind = key.partition('/')
-    params.setdefault(layer, {})[kind] = value
-  return _check_params(params, net, path, path)
+  arrays = vgg19.read_npz(path, LPIPSWeightsInvalidError, 'LPIPS', import_command(net, path))
+  return _check_params(vgg19.layers_from_entries(arrays), net, path, path)
 
 
 def _numpy(value: Any) -> np.ndarray:

@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from srgan_jax import bicubic
+
 BLOCK_SIZE = 96
 NUM_FEATURES = 36
 # MATLAB's fspecial('gaussian', 7, 7/6) for the local mean and deviation.
@@ -164,8 +166,6 @@ def block_features(images: jax.Array, shave: int = 0) -> jax.Array:
   each border before the image is cropped to whole 96x96 blocks; an image with no
   whole block gives ``[B, 0, 36]``.
   """
-  from srgan_jax import bicubic  # pylint: disable=g-import-not-at-top
-
   image = _luma(images)
   height, width = image.shape[1] - 2 * shave, image.shape[2] - 2 * shave
   rows, cols = height // BLOCK_SIZE * BLOCK_SIZE, width // BLOCK_SIZE * BLOCK_SIZE

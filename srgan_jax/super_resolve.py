@@ -27,13 +27,19 @@ import sys
 import time
 from typing import Any, Callable
 
+from absl import app
+from absl import flags
 import numpy as np
+import tqdm
 
 from srgan_jax import bicubic
+from srgan_jax import distributed
 from srgan_jax import errors
 from srgan_jax import image_io
+from srgan_jax import models
 from srgan_jax import paths
 from srgan_jax import pretrained
+from srgan_jax import sharding
 from srgan_jax.configs import validation
 
 # LR batch [n, t, t, 3] in [0, 1] -> SR batch [n, t*scale, t*scale, 3] in [-1, 1].
@@ -239,7 +245,6 @@ def super_resolve_paths(upscale_image_fn: UpscaleImageFn, inputs: str | os.PathL
       pairs.append((source, target))
   start = time.perf_counter()
   if progress:
-    import tqdm  # pylint: disable=g-import-not-at-top  # Command line only.
     pairs = tqdm.tqdm(pairs, unit='img', dynamic_ncols=True)
   for source, target in pairs:
     try:
@@ -275,10 +280,6 @@ def _srgan_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
   (``sharding.data_parallel``); on several processes, all of them call it with
   the same image.
   """
-  # Imported here: the bicubic model needs no JAX compilation.
-  from srgan_jax import models  # pylint: disable=g-import-not-at-top
-  from srgan_jax import sharding  # pylint: disable=g-import-not-at-top
-
   if scale is not None and scale != model.scale:
     raise errors.ConfigError(f'--scale={scale} but the generator is x{model.scale}; '
                              'leave --scale out')
@@ -296,17 +297,12 @@ def _srgan_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
 
 
 def main(argv: list[str]) -> int:
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  import tqdm  # pylint: disable=g-import-not-at-top
-
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
   _check_flags(options)
   writes = True  # On several processes, all compute and process 0 writes and reports.
   if options.model != 'bicubic':  # A generator: JAX, maybe on several processes.
-    from srgan_jax import distributed  # pylint: disable=g-import-not-at-top  # Imports JAX.
     distributed.initialise()
     writes = distributed.is_main_process()
   # Not in logs: the bar moves the cursor up, which a file shows as stray characters.
@@ -366,8 +362,6 @@ def _check_flags(options: Any) -> None:
 
 
 def _define_flags() -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoints (srgan).')
   flags.DEFINE_string('input', None, 'Image file, or folder searched recursively.')
   flags.DEFINE_string('output', None, 'Output .png path or folder.')

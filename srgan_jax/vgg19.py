@@ -197,14 +197,51 @@ def check_layer_shapes(params: Mapping[str, Any],
   return checked, problems
 
 
-def write_npz_atomically(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-  """np.savez to ``path`` through a temporary file and a rename, so that a reader
-  never sees a half-written file."""
+def raise_if_invalid(problems: Sequence[str], error: type[Exception], weights: str,
+                     where: str, command: str | None = None) -> None:
+  """Raises ``error`` listing every problem found in the ``weights`` read from
+  ``where``, with the command that re-creates the file when there is one."""
+  if problems:
+    message = f'invalid {weights} weights in {where}: ' + '; '.join(problems)
+    if command is not None:
+      message += f'. Re-create the file with: {command}'
+    raise error(message)
+
+
+def write_layers_atomically(path: str, layers: Mapping[str, Mapping[str, np.ndarray]],
+                            extra: Mapping[str, np.ndarray] | None = None) -> None:
+  """Writes a {layer: {kind: array}} tree (plus ``extra`` entries) as ``layer/kind``
+  entries of an .npz, through a temporary file and a rename, so that a reader never
+  sees a half-written file."""
+  arrays = {f'{layer}/{kind}': value
+            for layer, kinds in layers.items() for kind, value in kinds.items()}
+  arrays.update(extra or {})
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   temporary = f'{path}.tmp{os.getpid()}'
   with open(temporary, 'wb') as f:
     np.savez(f, **arrays)
   os.replace(temporary, path)
+
+
+def read_npz(path: str, error: type[Exception], weights: str, command: str
+             ) -> dict[str, np.ndarray]:
+  """Every entry of the .npz at ``path``; an unreadable file raises ``error`` naming
+  the ``command`` that re-creates it."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {key: data[key] for key in data.files}
+  except (OSError, ValueError) as e:
+    raise error(f'cannot read {weights} weights from {path} ({e}). '
+                f'Re-create the file with: {command}') from e
+
+
+def layers_from_entries(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+  """The {layer: {kind: array}} tree of ``layer/kind`` entries (write_layers_atomically's)."""
+  layers = {}
+  for key, value in arrays.items():
+    layer, _, kind = key.partition('/')
+    layers.setdefault(layer, {})[kind] = value
+  return layers
 
 
 def _check_params(params: Mapping[str, Any], preprocessing: str, where: str,
@@ -215,21 +252,15 @@ def _check_params(params: Mapping[str, Any], preprocessing: str, where: str,
     problems.append(f'preprocessing {preprocessing!r} is not one of {PREPROCESSING_MODES}')
   checked, shape_problems = check_layer_shapes(params, param_shapes(), strict_entries=True)
   problems += shape_problems
-  if problems:
-    message = f'invalid VGG19 weights in {where}: ' + '; '.join(problems)
-    if path is not None:
-      message += f'. Re-create the file with: {_import_command(path)}'
-    raise VGG19WeightsInvalidError(message)
+  raise_if_invalid(problems, VGG19WeightsInvalidError, 'VGG19', where,
+                   None if path is None else _import_command(path))
   return checked
 
 
 def save_params(path: str, params: Mapping[str, Any], preprocessing: str) -> None:
   """Writes a validated parameter tree and its preprocessing mode to ``path`` (.npz)."""
   checked = _check_params(params, preprocessing, 'the tree to save')
-  arrays = {f'{layer}/{kind}': value
-            for layer, kinds in checked.items() for kind, value in kinds.items()}
-  arrays[_PREPROCESSING_KEY] = np.array(preprocessing)
-  write_npz_atomically(path, arrays)
+  write_layers_atomically(path, checked, {_PREPROCESSING_KEY: np.array(preprocessing)})
 
 
 def load_params(path: str | None = None) -> tuple[dict[str, dict[str, np.ndarray]], str]:
@@ -245,19 +276,10 @@ def load_params(path: str | None = None) -> tuple[dict[str, dict[str, np.ndarray
         f'no VGG19 weights at {path}; convert the pretrained weights once with: '
         f'{_import_command(path)} (or --source=PATH.h5 / --source=PATH.pth offline; '
         'see srgan_jax/vgg19.py)')
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      arrays = {key: data[key] for key in data.files}
-  except (OSError, ValueError) as e:
-    raise VGG19WeightsInvalidError(
-        f'cannot read VGG19 weights from {path} ({e}). Re-create the file with: '
-        f'{_import_command(path)}') from e
+  arrays = read_npz(path, VGG19WeightsInvalidError, 'VGG19', _import_command(path))
   preprocessing = str(arrays.pop(_PREPROCESSING_KEY, 'missing'))
-  params = {}
-  for key, value in arrays.items():
-    layer, _, kind = key.partition('/')
-    params.setdefault(layer, {})[kind] = value
-  return _check_params(params, preprocessing, path, path), preprocessing
+  params = _check_params(layers_from_entries(arrays), preprocessing, path, path)
+  return params, preprocessing
 
 
 def _numpy(value: Any) -> np.ndarray:

@@ -30,22 +30,29 @@ from srgan_jax import paths
 from srgan_jax.configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """T91 + BSD200 (the default folders), a narrow SRResNet without BatchNorm."""
-  config = default.get_config()
+def narrow_srresnet(config: ml_collections.ConfigDict) -> None:
+  """The CPU configs' generator and schedule (this one and quickstart.py): 8 blocks x
+  32 features, no BatchNorm, the bicubic skip, a cosine decay from 1e-3, no SRGAN phase."""
   config.generator.num_blocks = 8
   config.generator.features = 32
   config.generator.upsample_features = 128
   config.generator.batch_norm = False
-  config.data.crop_size = 64
-  config.batch_size = 16
-  config.srresnet.num_steps = 5000
+  config.generator.bicubic_skip = True
   config.srresnet.learning_rate = 1e-3
   config.srresnet.schedule = 'cosine'
   config.srgan.num_steps = 0
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1000
+  config.profile_steps = 0
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """T91 + BSD200 (the default folders), a narrow SRResNet without BatchNorm."""
+  config = default.get_config()
+  narrow_srresnet(config)
+  config.data.crop_size = 64
+  config.batch_size = 16
+  config.srresnet.num_steps = 9000
   config.eval_every_steps = 1000
   config.eval_folders = (paths.dataset('Set5'),)
-  config.profile_steps = 0
   return config

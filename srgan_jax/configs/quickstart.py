@@ -31,6 +31,7 @@ import ml_collections
 import skimage
 
 from srgan_jax import paths
+from srgan_jax.configs import cpu_small
 from srgan_jax.configs import default
 
 _DATA = os.path.join(os.path.dirname(skimage.__file__), 'data')
@@ -50,10 +51,7 @@ HELD_OUT_PHOTOS = tuple(os.path.join(_DATA, name) for name in ('camera.png', 'co
 def get_config() -> ml_collections.ConfigDict:
   """A narrow SRResNet without BatchNorm, a few thousand steps, cosine decay."""
   config = default.get_config()
-  config.generator.num_blocks = 8
-  config.generator.features = 32
-  config.generator.upsample_features = 128
-  config.generator.batch_norm = False
+  cpu_small.narrow_srresnet(config)
   config.discriminator.convs = tuple((channels // 4, stride)  # Quarter widths.
                                      for channels, stride in config.discriminator.convs)
   config.discriminator.dense_features = 128
@@ -61,17 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.folders = TRAIN_PHOTOS
   config.data.crop_size = 48
   config.srresnet.num_steps = 5000
-  config.srresnet.learning_rate = 1e-3
-  config.srresnet.schedule = 'cosine'
-  config.srgan.num_steps = 0
   config.srgan.content_loss = 'mse'  # SRGAN-MSE (paper Table 1) if num_steps is raised.
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
   # Evaluations at 4,500 and at the end (5,000): the last two, close together
   # where the decayed learning rate has settled the weights.
   config.eval_every_steps = 4500
   config.eval_folders = (paths.dataset('Set5'),) + HELD_OUT_PHOTOS
-  config.profile_steps = 0
   # PSNR/SSIM only: compiling NIQE for each image size would cost a minute of the ten.
   config.eval_metrics = ()
   return config
