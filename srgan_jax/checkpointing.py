@@ -16,7 +16,10 @@ what is wrong with it (a config whose shapes differ, a damaged directory, a fail
 write); the Orbax or TensorStore error it comes from stays chained to it.
 """
 
+from collections.abc import Iterator
+import contextlib
 import json
+import logging as std_logging
 from typing import Any
 
 import jax
@@ -175,10 +178,23 @@ def restore(manager: ocp.CheckpointManager, step: int, generator: Any, discrimin
   return restored['generator'], restored['discriminator'], record
 
 
-def _reader(directory: epath.Path, **kwargs: Any) -> ocp.CheckpointManager:
-  """A manager that only reads the checkpoints in ``directory``."""
-  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False), **kwargs)
+@contextlib.contextmanager
+def _reader(directory: epath.Path, **kwargs: Any) -> Iterator[ocp.CheckpointManager]:
+  """A manager that only reads the checkpoints in ``directory``.
+
+  While it is open Orbax's warnings are hidden (its errors still raise): it warns
+  that a read-only manager does not save, and that the items not asked for (the
+  discriminator, when the generator is read alone) are not restored. Both intended.
+  """
+  absl_logger = std_logging.getLogger('absl')  # Orbax logs through absl.
+  level = absl_logger.level
+  absl_logger.setLevel(std_logging.ERROR)
+  try:
+    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+        read_only=True, create=False), **kwargs) as manager:
+      yield manager
+  finally:
+    absl_logger.setLevel(level)
 
 
 def latest_step(workdir: str) -> int | None:

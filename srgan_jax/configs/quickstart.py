@@ -3,22 +3,25 @@
 Runs offline on 2 CPU cores. It trains on 10 of scikit-image's bundled photographs
 and holds out two (camera, coins); at the end it prints a table of the generator
 against bicubic interpolation on those two and on Set5 when $SRGAN_DATASETS holds
-it. Measured (2 shared CPU cores, Intel Xeon, uptime load 1.4 at the start and
-1.9 at the end, from other jobs): 8 min 51 s wall-clock including start-up, 5,000
-steps at about 9.5 steps/s:
+it. Measured with the README's commands in a fresh clone and a new virtual
+environment, on 2 CPU cores with nothing else running (uptime load 1.3 at the start,
+1.5 at the end): `pip install -e .` 69 s, then this config 9 min 5 s wall-clock
+including start-up, 5,000 steps at about 10 steps/s:
 
   set         images  PSNR (dB)    SSIM  bicubic PSNR  bicubic SSIM
-  Set5             5    29.1317  0.8248       28.4314        0.8113
-  camera.png       1    26.9436  0.7621       26.1696        0.7472
-  coins.png        1    24.4440  0.6833       23.6807        0.6598
+  Set5             5    29.7176  0.8386       28.4314        0.8113
+  camera.png       1    27.2571  0.7670       26.1696        0.7472
+  coins.png        1    24.6996  0.6929       23.6807        0.6598
 
-Set5 at 4,500 and 5,000 steps: 29.1274 and 29.1317 dB; SR - HR per channel on Set5
-+1.9, -0.6, +0.2 grey levels (held-out gray photos: +0.4). On a busier machine
-(load 8 or more) the same run takes longer than ten minutes.
+Set5 at 4,500 and 5,000 steps: 29.7045 and 29.7176 dB; SR - HR per channel on Set5
++0.03, +0.06, +0.16 grey levels (held-out photos: within 0.06). Without the bicubic
+skip the same run reached 29.13 dB with a +1.9 cast in red. On a busier machine
+(load 4 or more) the same run takes longer than ten minutes.
 
 Off the paper, to get there in minutes (each option is off in configs/default.py):
-no BatchNorm in the generator, a cosine learning-rate decay to 0 from 1e-3, narrow
-widths (8 blocks x 32 features), 48-pixel crops. No SRGAN phase: the discriminator
+no BatchNorm in the generator, the bicubic skip (the network adds what bicubic
+misses), a cosine learning-rate decay to 0 from 1e-3, narrow widths (8 blocks x 32
+features), 48-pixel crops. No SRGAN phase: the discriminator
 would double the cost of a step, and an adversarial phase lowers PSNR by design;
 configs/default.py and x4.py train it.
 
