@@ -73,6 +73,28 @@ def write_blocky_images(folder: pathlib.Path, count: int, size: tuple[int, int],
         folder / f'img{i:02d}.png')
 
 
+def write_tiny_image_sets(root: pathlib.Path) -> None:
+  """``root/train``: ten 48x56 blocky images; ``root/eval``: two 32x40 ones."""
+  write_blocky_images(root / 'train', 10, (48, 56), seed=0)
+  write_blocky_images(root / 'eval', 2, (32, 40), seed=1)
+
+
+def tiny_run_config(root: pathlib.Path, srresnet_steps: int = 4, srgan_steps: int = 4):
+  """``tiny_quickstart_config`` training on ``write_tiny_image_sets(root)``: logs and
+  checkpoints every 2 steps, EMA weights kept, evaluation only at the end."""
+  config = tiny_quickstart_config()
+  config.data.folders = (str(root / 'train'),)
+  config.srresnet.num_steps = srresnet_steps
+  config.srgan.num_steps = srgan_steps
+  config.srgan.decay_steps = 2
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 1000
+  config.eval_folders = (str(root / 'eval'),)
+  config.ema_decay = 0.9
+  return config
+
+
 @pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
   """A tiny trained run, shared by the tests of what reads runs (export, plots):
@@ -80,16 +102,8 @@ def tiny_run(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
   steps 2 and 4 on two 32x40 images."""
   from srgan_jax import train  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('tiny_run')
-  write_blocky_images(root / 'train', 10, (48, 56), seed=0)
-  write_blocky_images(root / 'eval', 2, (32, 40), seed=1)
-  config = tiny_quickstart_config()
-  config.data.folders = (str(root / 'train'),)
-  config.srresnet.num_steps = 4
-  config.srgan.num_steps = 0
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
+  write_tiny_image_sets(root)
+  config = tiny_run_config(root, srresnet_steps=4, srgan_steps=0)
   config.eval_every_steps = 2
-  config.eval_folders = (str(root / 'eval'),)
-  config.ema_decay = 0.9
   train.train_and_evaluate(config, str(root / 'workdir'))
   return root / 'workdir', root / 'eval'

@@ -5,7 +5,7 @@ The quickstart end to end is in readme_test.py, run as the README prints it.
 
 import pathlib
 
-from conftest import tiny_quickstart_config, write_blocky_images
+from conftest import tiny_quickstart_config, tiny_run_config, write_blocky_images, write_tiny_image_sets
 import jax
 import numpy as np
 from PIL import Image
@@ -18,23 +18,8 @@ from srgan_jax import train
 @pytest.fixture(scope='module')
 def data_dirs(tmp_path_factory):
   root = tmp_path_factory.mktemp('data')
-  write_blocky_images(root / 'train', 10, (48, 56), seed=0)
-  write_blocky_images(root / 'eval', 2, (32, 40), seed=1)
+  write_tiny_image_sets(root)
   return root
-
-
-def tiny_config(data_dirs, srresnet_steps=4, srgan_steps=4):
-  config = tiny_quickstart_config()
-  config.data.folders = (str(data_dirs / 'train'),)
-  config.srresnet.num_steps = srresnet_steps
-  config.srgan.num_steps = srgan_steps
-  config.srgan.decay_steps = 2
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  config.eval_every_steps = 1000
-  config.eval_folders = (str(data_dirs / 'eval'),)
-  config.ema_decay = 0.9
-  return config
 
 
 def _leaves(states):
@@ -44,13 +29,13 @@ def _leaves(states):
 
 def test_resume_equals_uninterrupted(data_dirs, tmp_path):
   """Stopped at the phase switch and mid-SRGAN, then resumed: the same final weights."""
-  uninterrupted = train.train_and_evaluate(tiny_config(data_dirs), str(tmp_path / 'a'))
+  uninterrupted = train.train_and_evaluate(tiny_run_config(data_dirs), str(tmp_path / 'a'))
   workdir = str(tmp_path / 'b')
-  train.train_and_evaluate(tiny_config(data_dirs, srgan_steps=0), workdir)  # Stops at 4.
+  train.train_and_evaluate(tiny_run_config(data_dirs, srgan_steps=0), workdir)  # Stops at 4.
   assert checkpointing.latest_step(workdir) == 4
-  train.train_and_evaluate(tiny_config(data_dirs, srgan_steps=2), workdir)  # 4 -> 6.
+  train.train_and_evaluate(tiny_run_config(data_dirs, srgan_steps=2), workdir)  # 4 -> 6.
   assert checkpointing.latest_step(workdir) == 6
-  resumed = train.train_and_evaluate(tiny_config(data_dirs), workdir)  # 6 -> 8.
+  resumed = train.train_and_evaluate(tiny_run_config(data_dirs), workdir)  # 6 -> 8.
   a, b = _leaves(uninterrupted), _leaves(resumed)
   assert len(a) == len(b)
   for x, y in zip(a, b):
@@ -64,8 +49,8 @@ def test_resume_equals_uninterrupted(data_dirs, tmp_path):
 
 def test_resume_with_another_architecture_is_a_clear_error(data_dirs, tmp_path):
   workdir = str(tmp_path / 'w')
-  train.train_and_evaluate(tiny_config(data_dirs, srresnet_steps=2, srgan_steps=0), workdir)
-  config = tiny_config(data_dirs, srresnet_steps=4, srgan_steps=0)
+  train.train_and_evaluate(tiny_run_config(data_dirs, srresnet_steps=2, srgan_steps=0), workdir)
+  config = tiny_run_config(data_dirs, srresnet_steps=4, srgan_steps=0)
   config.generator.features = 16
   with pytest.raises(checkpointing.CheckpointError, match=r'incompatible config.*generator'):
     train.train_and_evaluate(config, workdir)
@@ -83,7 +68,7 @@ def test_nan_loss_stops_with_step_and_keeps_good_checkpoints(data_dirs, tmp_path
   monkeypatch.setattr(train, 'create_input_iterator', poisoned)
   workdir = str(tmp_path / 'nan')
   with pytest.raises(train.NonFiniteLossError, match='at step 5'):
-    train.train_and_evaluate(tiny_config(data_dirs), workdir)
+    train.train_and_evaluate(tiny_run_config(data_dirs), workdir)
   assert checkpointing.latest_step(workdir) == 4
   _, variables, _ = checkpointing.load_generator(workdir)
   assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(variables))
@@ -98,7 +83,7 @@ def test_evaluate_workdir_without_checkpoint_is_a_clear_error(tmp_path):
 def test_device_source_trains_on_eight_devices(data_dirs, tmp_path):
   """data.source='device': each host's batch is made on one of its devices, then
   joins the global batch sharded over all eight."""
-  config = tiny_config(data_dirs, srresnet_steps=2, srgan_steps=2)
+  config = tiny_run_config(data_dirs, srresnet_steps=2, srgan_steps=2)
   config.data.source = 'device'
   workdir = str(tmp_path / 'device')
   generator, _ = train.train_and_evaluate(config, workdir)
@@ -122,7 +107,7 @@ class _RecordingWriter:
 def test_evaluation_writes_each_metric_to_tensorboard(data_dirs, tmp_path, monkeypatch):
   monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path / 'cache'))  # No LPIPS weights: skipped.
   write_blocky_images(tmp_path / 'bench', 1, (112, 104), seed=2)  # One 96x96 NIQE block.
-  config = tiny_config(data_dirs)
+  config = tiny_run_config(data_dirs)
   config.eval_folders = (str(tmp_path / 'bench'),)
   config.eval_metrics = ('niqe', 'lpips')
   generator, _ = train.create_states(config, 'srresnet')
