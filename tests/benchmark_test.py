@@ -74,6 +74,7 @@ def cli_run(tmp_path_factory):
                   *TINY_ARGS, '--steps=1', '--compare=torch')
 
 
+@pytest.mark.system
 def test_cli_writes_json(cli_run):
   report, stdout = cli_run
   assert {'jax', 'backend', 'device_kind', 'dtype', 'torch'} <= set(report['environment'])
@@ -102,6 +103,7 @@ def test_unknown_weight_gradient_mode_rejected():
     benchmark.run_benchmarks(benchmarks=('inference',), weight_gradients=('fast',))
 
 
+@pytest.mark.system
 def test_benchmark_does_not_import_tensorflow(cli_run):
   """Machines that only benchmark or serve need not have tensorflow."""
   _, stdout = cli_run
@@ -152,6 +154,7 @@ def rounds_run(request, tmp_path_factory):
                               *TINY_ARGS, '--rounds=2', *['--compare=torch'] * compared))
 
 
+@pytest.mark.system
 def test_rounds_report_median_min_max_and_load(rounds_run):
   compared, report, stdout = rounds_run
   assert report['environment']['rounds'] == 2

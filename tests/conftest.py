@@ -8,7 +8,21 @@ import jax
 import pytest
 
 # Sharding tests compare 8 devices with 1; must run before any JAX computation.
-jax.config.update('jax_num_cpu_devices', 8)
+SIMULATED_DEVICES = 8
+jax.config.update('jax_num_cpu_devices', SIMULATED_DEVICES)
+# Threads for XLA's CPU client, read from PJRT_NPROC when the client is made (here and
+# in every subprocess a test starts). Without it, the pool that launches and runs each
+# device's share of a program has max(cores, devices) threads (xla/pjrt/cpu/
+# cpu_client.cc: "We only created enough threads for one collective to complete"):
+# on 2 cores, exactly one per simulated device. A device whose launch waits for an
+# earlier computation on it to finish (the per-device in-flight limit) then holds
+# the last thread while that computation waits for a free one, and the other 7 wait
+# in the all-reduce until XLA aborts the process after 40 s. Measured with gdb on a
+# stuck run (2 niced busy loops beside the suite, aborting 2 runs in 3): 7 pool
+# threads in AllReduceThunk, the 8th in Semaphore::Acquire of device 7's launch, the
+# process at 0% CPU. With twice as many threads as devices, the earlier computations
+# always find a thread, so the launch and the collective complete.
+os.environ.setdefault('PJRT_NPROC', str(2 * max(SIMULATED_DEVICES, os.cpu_count() or 1)))
 # Compilation dominates the suite on 2 cores, and many tests build the same programs
 # (a resumed run compiles what the first run did): keep compiled programs on disk,
 # also for the subprocesses the tests start (JAX reads these variables at import).

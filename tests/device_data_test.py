@@ -235,6 +235,7 @@ def test_no_usable_image_is_an_error_naming_the_folders(tmp_path):
     device_data.DeviceDataSource(_config([tmp_path / 'missing']), scale=SCALE, seed=0)
 
 
+@pytest.mark.system
 def test_does_not_import_tensorflow(folder):
   path, _ = folder
   script = (

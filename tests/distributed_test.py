@@ -153,6 +153,7 @@ def _metadata_server(worker: int) -> http.server.HTTPServer:
   return server
 
 
+@pytest.mark.system
 def test_cloud_tpu_vm_pod_starts_from_the_metadata(tmp_path):
   """Two faked pod workers find each other through JAX's reading of the metadata."""
   pytest.importorskip('requests')  # JAX's metadata client; jax[tpu] installs it.

@@ -47,6 +47,7 @@ def test_bicubic_baseline_reproduces_published_numbers():
     _check_published(name, result)
 
 
+@pytest.mark.system
 def test_cli_writes_json_and_images(tmp_path):
   output = tmp_path / 'results.json'
   command = [sys.executable, '-m', 'srgan_jax.evaluate', '--model=bicubic', '--scale=4',
@@ -70,6 +71,7 @@ def test_cli_writes_json_and_images(tmp_path):
   assert saved == expected
 
 
+@pytest.mark.system
 def test_importing_evaluate_leaves_tensorflow_out():
   code = 'import sys, srgan_jax.evaluate; assert "tensorflow" not in sys.modules'
   subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True)

@@ -82,6 +82,7 @@ def _symmetries(crop: np.ndarray) -> list[np.ndarray]:
   return turns + [turn[:, ::-1] for turn in turns]
 
 
+@pytest.mark.system
 def test_import_does_not_load_tensorflow():
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -91,6 +92,7 @@ def test_import_does_not_load_tensorflow():
                  cwd=pathlib.Path(__file__).resolve().parent.parent)
 
 
+@pytest.mark.system
 def test_process_exits_with_an_open_iterator(texture_folder):
   """An iterator left open (here a global) must not hang the interpreter's exit."""
   import subprocess  # pylint: disable=g-import-not-at-top

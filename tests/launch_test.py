@@ -24,6 +24,9 @@ import pytest
 
 from srgan_jax import distributed
 
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TPU_VM = REPO / 'launch' / 'tpu_vm.sh'
 GPU_LOCAL = REPO / 'launch' / 'gpu_local.sh'

@@ -197,6 +197,7 @@ def test_wrong_state_dict_is_a_clear_error():
     lpips.params_from_torch({}, {}, 'alex')
 
 
+@pytest.mark.system
 def test_cli_imports_to_the_cache(tmp_path):
   torch.manual_seed(1)
   backbone = tmp_path / 'alexnet.pth'
@@ -211,6 +212,7 @@ def test_cli_imports_to_the_cache(tmp_path):
   assert (tmp_path / 'cache' / 'lpips_alex.npz').is_file()
 
 
+@pytest.mark.system
 def test_import_does_not_load_torch():
   code = 'import sys, srgan_jax.lpips; assert "torch" not in sys.modules'
   subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True, timeout=120,

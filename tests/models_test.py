@@ -196,6 +196,7 @@ def test_tanh_output_in_range_and_bad_options_rejected():
     _init(models.SRResNet(num_blocks=1, features=8, output_activation='sigmoid'), x)
 
 
+@pytest.mark.system
 def test_models_do_not_import_tensorflow():
   code = 'import sys, srgan_jax.models; assert "tensorflow" not in sys.modules'
   subprocess.run([sys.executable, '-c', code], check=True)

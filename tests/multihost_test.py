@@ -51,6 +51,9 @@ from srgan_jax import input_pipeline
 from srgan_jax import super_resolve
 from srgan_jax import train
 
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
 PROCESSES = 2
 TOTAL_STEPS = 6
 EVAL_STEP = 3  # The 2-process run evaluates here, after its first step.

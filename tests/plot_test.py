@@ -73,12 +73,14 @@ def _python(*args):
   assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.system
 def test_command_writes_the_png(tiny_run, tmp_path):
   output = tmp_path / 'curve.png'
   _python('-m', 'srgan_jax.plot', f'--workdir={tiny_run[0]}', f'--output={output}')
   assert output.stat().st_size > 10_000
 
 
+@pytest.mark.system
 def test_plotting_leaves_tensorflow_out(tiny_run, tmp_path):
   _python('-c', 'import sys; from srgan_jax import plot; '
           f'plot.plot_workdir({str(tiny_run[0])!r}, {str(tmp_path / "c.png")!r}); '

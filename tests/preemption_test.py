@@ -28,6 +28,9 @@ from srgan_jax import checkpointing
 from srgan_jax import errors
 from srgan_jax import train
 
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
 # `python -m srgan_jax.main` with hooks set by environment variables:
 #   WORKER_DEVICES: simulated CPU devices (gloo collectives when multi-process);
 #   WORKER_PAUSE_AT: at this step, touch OUT/paused<process> and wait for OUT/resume,

@@ -104,6 +104,7 @@ def _run(*args: str, models: pathlib.Path, check: bool = True) -> subprocess.Com
   return result
 
 
+@pytest.mark.system
 def test_commands_load_a_shipped_model_by_name(tiny_run, models_dir, tmp_path):
   workdir, eval_folder = tiny_run
   export.export(str(workdir), 'tiny', folders=[str(eval_folder)])

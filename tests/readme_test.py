@@ -23,6 +23,9 @@ from ml_collections import config_flags
 
 from srgan_jax import checkpointing
 
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
 README = (REPO / 'README.md').read_text()
 # Step counts only: the command is otherwise the README's, relative workdir included.
 SHORT_RUN = ['--config.srresnet.num_steps=4', '--config.srgan.num_steps=2',

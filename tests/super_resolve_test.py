@@ -178,6 +178,7 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
                         text=True, timeout=120)
 
 
+@pytest.mark.system
 def test_command_line_reports_failure(tmp_path):
   _make_folder(tmp_path / 'in')
   result = _run(['-m', 'srgan_jax.super_resolve', '--model=bicubic',
@@ -188,6 +189,7 @@ def test_command_line_reports_failure(tmp_path):
   assert (tmp_path / 'out' / 'sub' / 'b.png').exists()
 
 
+@pytest.mark.system
 def test_does_not_import_tensorflow():
   result = _run(['-c', 'import sys, srgan_jax.super_resolve, srgan_jax.image_io; '
                  'assert "tensorflow" not in sys.modules'])

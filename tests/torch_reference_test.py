@@ -119,6 +119,7 @@ def test_pixel_shuffle_channel_order():
   np.testing.assert_array_equal(actual, expected)
 
 
+@pytest.mark.system
 def test_benchmark_imports_without_torch():
   """torch is imported only by --compare=torch: the benchmark runs where it is absent."""
   code = ('import sys, srgan_jax.benchmark, srgan_jax.torch_reference; '

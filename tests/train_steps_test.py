@@ -178,6 +178,7 @@ def test_srgan_learning_rate_schedule():
   assert float(state.hyperparams['b1']) == pytest.approx(0.9)
 
 
+@pytest.mark.system
 def test_steps_import_without_tensorflow():
   """GPU/TPU machines that only benchmark or serve may lack tensorflow."""
   code = ('import sys, srgan_jax.train, srgan_jax.evaluate, srgan_jax.super_resolve; '

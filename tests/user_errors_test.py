@@ -25,6 +25,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
 USER_ERROR, SOME_FAILED = 2, 1
 QUICKSTART = str(REPO / 'srgan_jax' / 'configs' / 'quickstart.py')
 

@@ -253,6 +253,7 @@ def _write_legacy_h5(model, path):
         group.create_dataset(name, data=value)
 
 
+@pytest.mark.system
 def test_cli_imports_legacy_h5_to_default_cache(keras_model, keras_params, tmp_path, monkeypatch):
   source = tmp_path / 'vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5'
   _write_legacy_h5(keras_model, source)
@@ -301,6 +302,7 @@ def test_torch_state_dict_wrong_shape():
         {f'features.{i}.{kind}': np.zeros(1) for i in range(35) for kind in ('weight', 'bias')})
 
 
+@pytest.mark.system
 def test_import_does_not_load_heavy_frameworks():
   code = ('import sys, srgan_jax.vgg19; '
           'loaded = {"tensorflow", "keras", "torch"} & set(sys.modules); assert not loaded, loaded')

@@ -18,6 +18,9 @@ import pytest
 from srgan_jax import errors
 from srgan_jax import workdir_lock
 
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
 
 def _holder(workdir) -> subprocess.Popen:
   """A process that holds the workdir's lock until killed."""
