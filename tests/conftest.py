@@ -17,11 +17,12 @@ jax.config.update('jax_num_cpu_devices', SIMULATED_DEVICES)
 # on 2 cores, exactly one per simulated device. A device whose launch waits for an
 # earlier computation on it to finish (the per-device in-flight limit) then holds
 # the last thread while that computation waits for a free one, and the other 7 wait
-# in the all-reduce until XLA aborts the process after 40 s. Measured with gdb on a
-# stuck run (2 niced busy loops beside the suite, aborting 2 runs in 3): 7 pool
-# threads in AllReduceThunk, the 8th in Semaphore::Acquire of device 7's launch, the
-# process at 0% CPU. With twice as many threads as devices, the earlier computations
-# always find a thread, so the launch and the collective complete.
+# in the all-reduce until XLA aborts the process after 40 s. Seen with gdb on a stuck
+# run of train_test.py beside 2 niced busy loops: 7 pool threads in AllReduceThunk,
+# the 8th in Semaphore::Acquire of device 7's launch, the process at 0% CPU (a longer
+# XLA timeout only left it stuck longer). With twice as many threads as devices the
+# earlier computations find a free thread; the same files then passed 5 runs of 5
+# beside the same busy loops.
 os.environ.setdefault('PJRT_NPROC', str(2 * max(SIMULATED_DEVICES, os.cpu_count() or 1)))
 # Compilation dominates the suite on 2 cores, and many tests build the same programs
 # (a resumed run compiles what the first run did): keep compiled programs on disk,

@@ -7,6 +7,7 @@ deadlock on a 2-core machine until XLA aborts the process (see conftest.py).
 import os
 import pathlib
 
+from conftest import SIMULATED_DEVICES
 import jax
 import pytest
 
@@ -19,7 +20,7 @@ def _thread_names() -> list[str]:
 @pytest.mark.skipif(not pathlib.Path('/proc/self/task').is_dir(), reason='needs /proc')
 def test_cpu_client_threads_are_twice_the_devices():
   devices = jax.local_device_count()  # Creates the CPU client, and its thread pools.
-  assert devices == 8
+  assert devices == SIMULATED_DEVICES
   # XLA sizes its intra-op pool and its launch pool alike (PJRT_NPROC when set);
   # only the intra-op one names its threads.
   intra_op = sum('XLAEigen' in name for name in _thread_names())
