@@ -8,9 +8,9 @@ setuptools.setup(
     description='Photo-realistic 4x super-resolution (SRResNet / SRGAN) in JAX/Flax',
     packages=setuptools.find_packages(include=['srgan_jax', 'srgan_jax.*']),
     # The shipped generators (srgan_jax.pretrained), loadable by name after install, and
-    # NIQE's pristine-model parameters (see srgan_jax/niqe_pristine.md).
-    package_data={'srgan_jax': ['pretrained_models/*.msgpack', 'pretrained_models/*.json',
-                                'niqe_pristine.npz', 'niqe_pristine.md']},
+    # NIQE's pristine-model parameters (see srgan_jax/evaluation/niqe_pristine.md).
+    package_data={'srgan_jax': ['pretrained_models/*.msgpack', 'pretrained_models/*.json'],
+                  'srgan_jax.evaluation': ['niqe_pristine.npz', 'niqe_pristine.md']},
     python_requires='>=3.11',
     install_requires=[
         'jax>=0.7.1,<0.11',  # jax.set_mesh is new in 0.7.1.
@@ -40,7 +40,7 @@ setuptools.setup(
         'torch': ['torch>=2.4'],
         # 2.13.0 is pinned so that test machines take the local CPU wheel rather than
         # the newest CUDA build with several GB of dependencies.
-        # lpips: the reference LPIPS that tests/lpips_test.py compares against (pure Python,
+        # lpips: the reference LPIPS that tests/unit/nn/lpips_test.py compares against (pure Python,
         # 54 kB, with its linear-layer weights). It pulls in torchvision (7.7 MB, no second
         # torch), which does not import beside the CPU torch; the test gives lpips a
         # stand-in torchvision instead, so nothing imports the real one.

@@ -192,7 +192,7 @@ cmd_train() {
   remote+=" echo \"\$(hostname): already training, pid \$(cat $REMOTE_PID)\" >&2; exit 1; fi"
   # Unbuffered, so the log shows progress as it happens; all three streams
   # redirected, so the ssh session ends while the job runs on.
-  # SRGAN_CLOUD_TPU=1: a Cloud TPU VM, so srgan_jax.distributed starts JAX's runtime
+  # SRGAN_CLOUD_TPU=1: a Cloud TPU VM, so srgan_jax.runtime.distributed starts JAX's runtime
   # with no arguments (JAX reads the workers from the metadata), detection or not.
   remote+="; PYTHONUNBUFFERED=1 SRGAN_CLOUD_TPU=1 nohup $main >>$REMOTE_LOG 2>&1 </dev/null &"
   remote+=" echo \$! >$REMOTE_PID; echo \"\$(hostname): started pid \$!, log $REMOTE_LOG\""

@@ -7,12 +7,12 @@
 Config fields can be overridden, e.g. --config.batch_size=32. Multi-host runs (a
 Cloud TPU VM pod slice, or processes started with JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES and JAX_PROCESS_ID set) start JAX's distributed runtime first
-(see srgan_jax/distributed.py).
+(see srgan_jax/runtime/distributed.py).
 
-The config is checked as a whole (configs/validation.py) before anything is created.
+The config is checked as a whole (training/config_rules.py) before anything is created.
 A workdir has one writer: a second training run on it refuses to start (workdir_lock).
 
-Exit status (errors.py): 0 finished; 75 preempted (SIGTERM): a checkpoint was saved,
+Exit status (runtime/errors.py): 0 finished; 75 preempted (SIGTERM): a checkpoint was saved,
 rerun the same command to resume; 2 something to fix first, said in one line on stderr
 (a bad flag or config field, a missing file, an incompatible checkpoint, a workdir in
 use, a failed checkpoint write, a NaN loss); 1 a bug, with a traceback. --verbosity=1
@@ -25,14 +25,16 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from srgan_jax import cli
 from srgan_jax import configs
-from srgan_jax import distributed
-from srgan_jax import evaluate
-from srgan_jax import paths
-from srgan_jax import train
-from srgan_jax import workdir_lock
-from srgan_jax.configs import validation
+from srgan_jax.evaluation import scoring
+from srgan_jax.inference import loading
+from srgan_jax.runtime import cli
+from srgan_jax.runtime import distributed
+from srgan_jax.runtime import flag_checks
+from srgan_jax.runtime import paths
+from srgan_jax.training import config_rules
+from srgan_jax.training import loop
+from srgan_jax.training import workdir_lock
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs (local or gs://).')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate'],
@@ -47,28 +49,29 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  validation.check_flags([('workdir', _WORKDIR.value, validation.text()),
-                          ('step', _STEP.value, validation.integer(minimum=0))],
-                         _STEP.value is not None and _MODE.value == 'train'
-                         and '--step is for --mode=evaluate')
-  distributed.initialise()  # Before any other JAX call.
+  flag_checks.check_flags([('workdir', _WORKDIR.value, flag_checks.text()),
+                           ('step', _STEP.value, flag_checks.integer(minimum=0))],
+                          _STEP.value is not None and _MODE.value == 'train'
+                          and '--step is for --mode=evaluate')
+  distributed.initialize()  # Before any other JAX call.
   config = flags.FLAGS.config
   # Relative paths are relative to where the command was started, once and for all.
   workdir = paths.absolute(_WORKDIR.value)
   paths.absolute_config_paths(config)
-  validation.validate(config, jax.device_count(),  # Before any file or program.
-                      check_files=_MODE.value == 'train')
+  config_rules.validate(config, jax.device_count(),  # Before any file or program.
+                        check_files=_MODE.value == 'train')
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   if _MODE.value == 'train':
     with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
-      train.train_and_evaluate(config, workdir)
+      loop.train_and_evaluate(config, workdir)
     if distributed.is_main_process():
       print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
   else:
-    evaluate.evaluate_workdir(workdir, config.eval_folders, step=_STEP.value,
-                              metric_names=config.eval_metrics)
+    # The architecture and scale come from the checkpoint: the workdir is enough.
+    scoring.evaluate_model(*loading.load_generator('srgan', workdir, _STEP.value),
+                           config.eval_folders, metric_names=config.eval_metrics)
 
 
 def named_config(arg: str) -> str:

@@ -1,18 +1,8 @@
 """The best SRResNet we could train on T91 + BSD200 in an hour on 2 CPU cores.
 
-Measured (2 CPU cores, Intel Xeon; uptime load 2.0-2.9 from niced test runs beside
-it): 9,000 steps in 39 min 42 s wall-clock including start-up and nine Set5
-evaluations (13:19 to 13:59, 3.7 steps/s). Then the evaluate command below (79 s):
-
-  set     PSNR (dB)  SSIM    NIQE    bicubic PSNR  bicubic SSIM  SR - HR (R, G, B) grey levels
-  Set5    30.3807    0.8611  8.1452  28.4314       0.8113        +0.00  +0.03  +0.04
-  Set14   27.3826    0.7507  6.9082  25.9973       0.7031        -0.03  +0.01  +0.00
-  BSD100  26.8859    0.7116  7.0068  25.9634       0.6682        -0.03  -0.01  -0.00
-
-Set5 during training: 28.92, 29.40, 29.47, 29.85, 30.18, 30.27, 30.34, 30.35, 30.38
-dB at steps 1k..9k (the last two 0.03 dB apart). The same network without the
-bicubic skip, 5,000 steps, reached 29.33 dB on Set5 and was 0.8 grey levels too
-dark in red.
+It scores Set5 30.38 / Set14 27.38 / BSD100 26.89 dB (bicubic: 28.43 / 26.00 /
+25.96) and ships as the pretrained model ``cpu_small``; the runs behind these
+figures are in notes/CONFIG_RESULTS.md.
 
 Off the paper, to get there in an hour (each option is off in configs/default.py):
 no BatchNorm in the generator, the bicubic skip (the network adds what bicubic
@@ -25,8 +15,8 @@ misses), a cosine learning-rate decay to 0 from 1e-3, 64-pixel crops, narrow wid
 
 import ml_collections
 
-from srgan_jax import paths
 from srgan_jax.configs import default
+from srgan_jax.runtime import paths
 
 
 def narrow_srresnet(config: ml_collections.ConfigDict) -> None:

@@ -10,14 +10,14 @@ file and override fields.
 import ml_collections
 from ml_collections import config_dict
 
-from srgan_jax import paths
+from srgan_jax.runtime import paths
 
 
 def get_config() -> ml_collections.ConfigDict:
   """The paper's SRGAN-VGG54 at x4, reading HR images from local folders."""
   config = ml_collections.ConfigDict()
 
-  config.seed = 0  # Batches, crops and initialisation depend only on this and the step.
+  config.seed = 0  # Batches, crops and initialization depend only on this and the step.
   config.scale = 4  # Upscaling factor (2, 4 or 8); the paper's results are x4.
 
   # Generator: SRResNet (paper Fig. 4, top).
@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.generator.output_activation = 'none'  # The paper has none; 'tanh' bounds it.
   # Off the paper when changed: False drops the generator's BatchNorm layers.
   config.generator.batch_norm = True
-  # Off the paper when changed: ICNR initialisation of the sub-pixel convolutions.
+  # Off the paper when changed: ICNR initialization of the sub-pixel convolutions.
   config.generator.icnr = False
   # Off the paper when changed: True adds the input's bicubic upsampling to the
   # output (a global residual, as VDSR), so the network learns what bicubic misses.
@@ -77,7 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 'constant' (the paper) or 'cosine' (off the paper: decays to 0 at num_steps).
   config.srresnet.schedule = 'constant'
 
-  # Phase 2, SRGAN: initialised from the SRResNet; 10^5 updates at lr 1e-4, then
+  # Phase 2, SRGAN: initialized from the SRResNet; 10^5 updates at lr 1e-4, then
   # 10^5 at 1e-5; D and G updated alternately (k = 1).
   config.srgan = ml_collections.ConfigDict()
   config.srgan.num_steps = 200_000
@@ -105,7 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 20_000
   config.eval_folders = (paths.dataset('Set5'), paths.dataset('Set14'))
   config.num_summary_images = 3  # SR images written to TensorBoard per evaluation.
-  # Beside PSNR/SSIM (see srgan_jax/perceptual.py); LPIPS only once its weights are imported.
+  # Beside PSNR/SSIM (see srgan_jax/evaluation/registry.py); LPIPS only once its weights are imported.
   config.eval_metrics = ('niqe', 'lpips')
   config.profile_steps = 5  # Steps traced by the clu profiler once the run is warm (0: off).
 

@@ -3,20 +3,7 @@
 Runs offline on 2 CPU cores. It trains on 10 of scikit-image's bundled photographs
 and holds out two (camera, coins); at the end it prints a table of the generator
 against bicubic interpolation on those two and on Set5 when $SRGAN_DATASETS holds
-it. Measured with the README's commands in a fresh clone and a new virtual
-environment, on 2 CPU cores with nothing else running (uptime load 1.3 at the start,
-1.5 at the end): `pip install -e .` 69 s, then this config 9 min 5 s wall-clock
-including start-up, 5,000 steps at about 10 steps/s:
-
-  set         images  PSNR (dB)    SSIM  bicubic PSNR  bicubic SSIM
-  Set5             5    29.7176  0.8386       28.4314        0.8113
-  camera.png       1    27.2571  0.7670       26.1696        0.7472
-  coins.png        1    24.6996  0.6929       23.6807        0.6598
-
-Set5 at 4,500 and 5,000 steps: 29.7045 and 29.7176 dB; SR - HR per channel on Set5
-+0.03, +0.06, +0.16 grey levels (held-out photos: within 0.06). Without the bicubic
-skip the same run reached 29.13 dB with a +1.9 cast in red. On a busier machine
-(load 4 or more) the same run takes longer than ten minutes.
+it: Set5 29.72 dB against bicubic's 28.43 (the measured runs: notes/CONFIG_RESULTS.md).
 
 Off the paper, to get there in minutes (each option is off in configs/default.py):
 no BatchNorm in the generator, the bicubic skip (the network adds what bicubic
@@ -33,9 +20,9 @@ import os
 import ml_collections
 import skimage
 
-from srgan_jax import paths
 from srgan_jax.configs import cpu_small
 from srgan_jax.configs import default
+from srgan_jax.runtime import paths
 
 _DATA = os.path.join(os.path.dirname(skimage.__file__), 'data')
 
@@ -43,8 +30,8 @@ _DATA = os.path.join(os.path.dirname(skimage.__file__), 'data')
 # charts, text, logos and synthetic images), split into training and held-out ones.
 # Six colour and four gray photographs. Left out: the microscope, telescope and
 # fundus images (ihc, hubble_deep_field, retina), and two gray photographs held out
-# for the final table. Trained on mostly gray photographs, the generator gave Set5 a
-# colour cast of -4 grey levels in green; with these six colour ones, within 2.
+# for the final table. Six colour photographs, so that the generator learns colour
+# without a cast (notes/CONFIG_RESULTS.md).
 TRAIN_PHOTOS = tuple(os.path.join(_DATA, name) for name in (
     'astronaut.png', 'brick.png', 'chelsea.png', 'coffee.png', 'grass.png', 'gravel.png',
     'moon.png', 'motorcycle_left.png', 'motorcycle_right.png', 'rocket.jpg'))

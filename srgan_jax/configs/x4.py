@@ -11,8 +11,8 @@ imagenet2012 prepared under tfds_data_dir (or use div2k/bicubic_x4 with image ke
 
 import ml_collections
 
-from srgan_jax import paths
 from srgan_jax.configs import default
+from srgan_jax.runtime import paths
 
 
 def get_config() -> ml_collections.ConfigDict:

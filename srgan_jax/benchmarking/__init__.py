@@ -1,0 +1,1 @@
+"""Throughput: timing, the benchmark lines, the PyTorch twin and chip peaks."""

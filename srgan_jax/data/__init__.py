@@ -1,0 +1,1 @@
+"""Training input: image sources, the tf.data pipeline, and the device-resident source."""

@@ -1,0 +1,180 @@
+r"""Learning curves of a training run: PSNR and SSIM against step, bicubic beside them.
+
+The command is ``python -m srgan_jax.plot`` (``srgan_jax/plot.py``).
+
+Reads the ``eval/<set>/{psnr,ssim}`` scalars of the run's TensorBoard event files
+and draws one colour per evaluation set, its bicubic baseline dashed in the same
+colour. The baseline is the ``eval/<set>/bicubic_*`` scalars that training writes;
+for runs from before those, it is computed from the sets' folders (the run's
+config.json names them). A dotted line marks the switch from SRResNet to SRGAN.
+
+Reads event files with TensorBoard's protocol buffers only: importing tensorflow
+(which TensorBoard's own readers do when it is installed) would take seconds.
+"""
+
+import json
+import pathlib
+import struct
+from typing import Any, Iterator, Sequence
+
+from absl import logging
+from matplotlib import figure
+from matplotlib import ticker
+import numpy as np
+from tensorboard.compat.proto import event_pb2
+from tensorboard.util import tensor_util
+
+from srgan_jax.evaluation import scoring
+from srgan_jax.runtime import paths
+
+METRICS = ('psnr', 'ssim')
+_LABELS = {'psnr': 'PSNR (dB, Y channel)', 'ssim': 'SSIM (Y channel)'}
+# Curve: (steps, values), both sorted by step.
+Curve = tuple[np.ndarray, np.ndarray]
+
+
+def _records(data: bytes) -> Iterator[bytes]:
+  """The records of a TFRecord file: length (8 bytes), its CRC (4), data, data CRC (4).
+
+  A record cut short (a run still writing) ends the iteration; CRCs are not checked.
+  """
+  position = 0
+  while position + 12 <= len(data):
+    (length,) = struct.unpack('<Q', data[position:position + 8])
+    end = position + 12 + length
+    if end + 4 > len(data):
+      return
+    yield data[position + 12:end]
+    position = end + 4
+
+
+def read_scalars(workdir: str | pathlib.Path) -> dict[str, Curve]:
+  """Every scalar of the run's event files, by tag.
+
+  A step written twice (a resumed run repeats the steps after its last checkpoint)
+  keeps the value written last.
+  """
+  values: dict[str, dict[int, tuple[float, float]]] = {}
+  for path in sorted(pathlib.Path(workdir).glob('events.out.tfevents.*')):
+    for record in _records(path.read_bytes()):
+      event = event_pb2.Event.FromString(record)
+      for value in event.summary.value:
+        if value.HasField('simple_value'):
+          number = value.simple_value
+        elif value.HasField('tensor') and not value.tensor.tensor_shape.dim:
+          number = float(tensor_util.make_ndarray(value.tensor))
+        else:  # Images, histograms, text.
+          continue
+        steps = values.setdefault(value.tag, {})
+        if event.step not in steps or event.wall_time >= steps[event.step][0]:
+          steps[event.step] = (event.wall_time, number)
+  return {tag: (np.array(sorted(steps)), np.array([steps[s][1] for s in sorted(steps)]))
+          for tag, steps in values.items()}
+
+
+def learning_curves(scalars: dict[str, Curve]) -> dict[str, dict[str, Curve]]:
+  """``{set: {metric: curve}}`` from the ``eval/<set>/<metric>`` scalars."""
+  curves: dict[str, dict[str, Curve]] = {}
+  for tag, curve in scalars.items():
+    parts = tag.split('/')
+    if len(parts) == 3 and parts[0] == 'eval' and parts[2] in METRICS:
+      curves.setdefault(parts[1], {})[parts[2]] = curve
+  return curves
+
+
+def read_config(workdir: str | pathlib.Path) -> dict[str, Any]:
+  """The run's config.json as a dict, or {} when absent."""
+  path = pathlib.Path(workdir) / 'config.json'
+  return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _set_folder(name: str, config: dict[str, Any]) -> pathlib.Path | None:
+  """The folder of evaluation set ``name``: the run's, else $SRGAN_DATASETS's."""
+  for folder in [*config.get('eval_folders', ()), paths.dataset(name)]:
+    if pathlib.Path(folder).name == name and pathlib.Path(folder).is_dir():
+      return pathlib.Path(folder)
+  return None
+
+
+def bicubic_baselines(scalars: dict[str, Curve], sets: Sequence[str],
+                      config: dict[str, Any]) -> dict[str, dict[str, float]]:
+  """``{set: {metric: value}}``: the run's bicubic scalars, else computed from the folder.
+
+  Sets with neither are left out (with a warning).
+  """
+  baselines = {}
+  for name in sets:
+    logged = {metric: scalars.get(f'eval/{name}/bicubic_{metric}') for metric in METRICS}
+    if all(curve is not None for curve in logged.values()):
+      baselines[name] = {metric: float(curve[1][-1]) for metric, curve in logged.items()}
+      continue
+    folder = _set_folder(name, config)
+    if folder is None:
+      logging.warning('No bicubic line for %s: not in the events, and no folder found.', name)
+      continue
+    scores = scoring.bicubic_scores(str(folder), config.get('scale', 4))
+    baselines[name] = {metric: scores[metric] for metric in METRICS}
+  return baselines
+
+
+def plot_learning_curves(curves: dict[str, dict[str, Curve]],
+                         baselines: dict[str, dict[str, float]], title: str = '',
+                         srgan_from: int | None = None) -> figure.Figure:
+  """PSNR and SSIM panels: a solid line per set, its bicubic baseline dashed.
+
+  Args:
+    curves: ``learning_curves``' result.
+    baselines: ``{set: {metric: value}}``; sets without one get no dashed line.
+    title: the figure's title.
+    srgan_from: the first SRGAN step, marked with a dotted vertical line.
+  """
+  # A Figure of its own, not pyplot: no global state, and no GUI backend is needed.
+  fig = figure.Figure(figsize=(11, 4.2), layout='constrained')
+  axes = fig.subplots(1, len(METRICS))
+  for index, (name, set_curves) in enumerate(sorted(curves.items())):
+    colour = f'C{index}'
+    for ax, metric in zip(axes, METRICS):
+      if metric not in set_curves:
+        continue
+      steps, values = set_curves[metric]
+      ax.plot(steps, values, color=colour, marker='o', markersize=3, label=name)
+      if metric in baselines.get(name, {}):
+        ax.axhline(baselines[name][metric], color=colour, linestyle='--', linewidth=1,
+                   label=f'{name} bicubic')
+  for ax, metric in zip(axes, METRICS):
+    if srgan_from is not None:
+      ax.axvline(srgan_from, color='grey', linestyle=':', linewidth=1, label='SRGAN from here')
+    ax.set_xlim(left=0)  # Where training started, for scale.
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_xlabel('training step')
+    ax.set_ylabel(_LABELS[metric])
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize='small')
+  if title:
+    fig.suptitle(title)
+  return fig
+
+
+def plot_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
+                 sets: Sequence[str] = ()) -> figure.Figure:
+  """Plots a run's learning curves (all its sets, or ``sets``) into ``output``."""
+  scalars = read_scalars(workdir)
+  curves = learning_curves(scalars)
+  if sets:
+    missing = sorted(set(sets) - set(curves))
+    if missing:
+      raise ValueError(f'no evaluations of {missing} in {workdir}; it has {sorted(curves)}')
+    curves = {name: curves[name] for name in sets}
+  if not curves:
+    raise ValueError(f'no eval/<set>/psnr scalars in the event files of {workdir}')
+  config = read_config(workdir)
+  srresnet_steps = config.get('srresnet', {}).get('num_steps')
+  last_step = max(int(curve[0][-1]) for set_curves in curves.values()
+                  for curve in set_curves.values())
+  srgan_from = (srresnet_steps if config.get('srgan', {}).get('num_steps')
+                and srresnet_steps is not None and srresnet_steps < last_step else None)
+  fig = plot_learning_curves(curves, bicubic_baselines(scalars, list(curves), config),
+                             title=pathlib.Path(workdir).name, srgan_from=srgan_from)
+  pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(output, dpi=120)
+  return fig

@@ -1,0 +1,68 @@
+"""NIQE and LPIPS as evaluation metrics beside PSNR/SSIM, chosen by name.
+
+Each metric is a ``MetricFn``: same-size uint8 batches ``sr, hr [n, H, W, C]`` ->
+per-image scores ``[n]``, computed with JAX where the evaluation runs. Conventions:
+
+* ``niqe``: of the SR image alone (no reference), Y channel, ``scale`` pixels shaved
+  off each border (the PIRM 2018 challenge's convention), 96x96 blocks; lower is
+  more natural. Always available: its parameters ship with the package.
+* ``lpips`` (AlexNet, v0.1, the reference default) and ``lpips_vgg``: SR against HR,
+  RGB (gray repeated), the whole image as the reference ``lpips`` scripts score it;
+  lower is closer. Needs the weights of ``python -m srgan_jax.lpips import``.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+import functools
+
+from absl import logging
+import jax
+import numpy as np
+
+from srgan_jax.evaluation import niqe
+from srgan_jax.nn import lpips
+
+MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+METRICS = ('niqe', 'lpips', 'lpips_vgg')
+ALWAYS_COMPUTED = ('psnr', 'ssim')  # By evaluate itself, whatever is asked.
+# What evaluation reports beside PSNR/SSIM unless told otherwise.
+DEFAULT_METRICS = ('niqe', 'lpips')
+_LPIPS_NETS = {'lpips': 'alex', 'lpips_vgg': 'vgg'}
+
+
+def _niqe(sr: np.ndarray, hr: np.ndarray, shave: int) -> np.ndarray:
+  del hr  # No-reference.
+  return niqe.niqe(sr, shave)
+
+
+def _lpips(sr: np.ndarray, hr: np.ndarray, params: Mapping[str, object], net: str) -> np.ndarray:
+  return lpips.lpips(params, sr, hr, net)
+
+
+def metric_fns(names: Sequence[str], scale: int) -> dict[str, MetricFn]:
+  """The ``MetricFn`` of each name in ``names`` (see ``METRICS``), in that order.
+
+  'psnr' and 'ssim' may be named too: evaluation always computes them, so they get
+  no ``MetricFn``. An LPIPS variant whose converted weights are absent is left out
+  with one logged line that names the import command; an unknown name is a ValueError.
+  """
+  unknown = sorted(set(names) - set(METRICS) - set(ALWAYS_COMPUTED))
+  if unknown:
+    raise ValueError(f'unknown metrics {unknown}: expected some of '
+                     f'{ALWAYS_COMPUTED + METRICS}')
+  names = [name for name in names if name not in ALWAYS_COMPUTED]
+  fns = {}
+  for name in names:
+    if name == 'niqe':
+      fns[name] = functools.partial(_niqe, shave=scale)
+      continue
+    net = _LPIPS_NETS[name]
+    try:
+      params = lpips.load_params(net)
+    except lpips.LPIPSWeightsNotFoundError:
+      logging.warning('Skipping %s: no weights at %s (convert them once with: %s).', name,
+                      lpips.default_path(net), lpips.import_command(net))
+      continue
+    # On the device once, not with every batch.
+    fns[name] = functools.partial(_lpips, params=jax.device_put(params), net=net)
+  return fns

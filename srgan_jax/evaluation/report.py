@@ -1,0 +1,82 @@
+"""How evaluation results are shown: the results table, comparison images, regions of interest."""
+
+import functools
+import pathlib
+import re
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+
+class Crop(NamedTuple):
+  """A region of interest of one image, in HR pixels, shown ``zoom`` times enlarged."""
+  image: str  # The file name without suffix, e.g. 'butterfly'.
+  x: int
+  y: int
+  width: int
+  height: int
+  zoom: int = 1
+
+  @property
+  def file_name(self) -> str:
+    return f'{self.image}_x{self.x}_y{self.y}_{self.width}x{self.height}.png'
+
+
+def parse_crop(spec: str, zoom: int = 1) -> Crop:
+  """``'NAME:x,y,w,h'`` (HR pixels) as a Crop."""
+  match = re.fullmatch(r'([^:]+):(\d+),(\d+),(\d+),(\d+)', spec.strip())
+  if not match or min(int(match[4]), int(match[5]), zoom) < 1:
+    raise ValueError(f'crop {spec!r} is not NAME:x,y,width,height (HR pixels, positive '
+                     'size), e.g. butterfly:96,64,64,48')
+  return Crop(match[1], *map(int, match.groups()[1:]), zoom=zoom)
+
+
+def comparison_image(lr: np.ndarray, bicubic_sr: np.ndarray, sr: np.ndarray,
+                     hr: np.ndarray, crop: Crop | None = None) -> np.ndarray:
+  """LR (nearest-upsampled) | bicubic | SR | HR, side by side, uint8; with ``crop``,
+  each panel cut to the same HR region (so they stay in register) and enlarged."""
+  scale = hr.shape[0] // lr.shape[0]
+  panels = [np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1), bicubic_sr, sr, hr]
+  if crop is not None:
+    if crop.x + crop.width > hr.shape[1] or crop.y + crop.height > hr.shape[0]:
+      raise ValueError(f'crop {crop} lies outside {crop.image} (HR {hr.shape[1]}x'
+                       f'{hr.shape[0]} after cropping to a multiple of the scale)')
+    panels = [np.repeat(np.repeat(panel[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width],
+                                  crop.zoom, axis=0), crop.zoom, axis=1) for panel in panels]
+  return np.concatenate(panels, axis=1)
+
+
+def save_png(path: pathlib.Path, image: np.ndarray) -> None:
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+
+
+_COLUMN_LABELS = {'psnr': 'PSNR (dB)', 'ssim': 'SSIM', 'niqe': 'NIQE', 'lpips': 'LPIPS',
+                  'lpips_vgg': 'LPIPS-VGG'}
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+  """A plain-text table: set, images, each metric (PSNR (dB), SSIM, NIQE, LPIPS, ...),
+  then the bicubic baseline's if present."""
+  width = max([len('set')] + [len(name) for name in results])
+  scored = [result for result in results.values() if 'error' not in result]
+  names = [key for key, value in (scored[0] if scored else {}).items()
+           if key != 'images' and isinstance(value, float)]  # Not bias, failed, bicubic.
+  columns = [(_COLUMN_LABELS.get(key, key), (key,)) for key in names]
+  if scored and all('bicubic' in result for result in scored):
+    columns += [(f'bicubic {_COLUMN_LABELS.get(key, key).removesuffix(" (dB)")}',
+                 ('bicubic', key)) for key in names]
+  sizes = [max(len(label), 6) for label, _ in columns]
+  lines = [f'{"set":<{width}}  images' +
+           ''.join(f'  {label:>{size}}' for (label, _), size in zip(columns, sizes))]
+  for name, result in results.items():
+    if 'error' in result:
+      lines.append(f'{name:<{width}}  not scored: {result["error"]}')
+      continue
+    values = [functools.reduce(dict.get, keys, result) for _, keys in columns]
+    line = (f'{name:<{width}}  {result["images"]:>6}' +
+            ''.join(f'  {value:>{size}.4f}' for value, size in zip(values, sizes)))
+    if result.get('failed'):
+      line += f'  ({len(result["failed"])} files skipped)'
+    lines.append(line)
+  return '\n'.join(lines)

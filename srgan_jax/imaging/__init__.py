@@ -1,0 +1,2 @@
+"""Pixels: reading image files, MATLAB bicubic resizing, the LR degradation, the
+symmetries of the square."""

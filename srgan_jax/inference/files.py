@@ -1,0 +1,154 @@
+"""Image files in and out of super-resolution: inputs found, outputs written, a summary.
+
+The input is a file or a folder (searched recursively for png, jpg/jpeg, bmp, webp,
+tif/tiff); outputs are PNGs, mirroring the folder structure. How grayscale, alpha,
+16-bit, palette and EXIF-rotated images are handled: see ``image_io``.
+"""
+
+import dataclasses
+import os
+import pathlib
+import time
+
+import numpy as np
+import tqdm
+
+from srgan_jax.imaging import bicubic
+from srgan_jax.imaging import image_io
+from srgan_jax.inference import tiling
+from srgan_jax.runtime import errors
+
+
+def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
+                   ) -> list[tuple[pathlib.Path, pathlib.Path]]:
+  """(input file, output PNG) pairs for a file or a folder.
+
+  A file goes to ``output`` if that ends in .png, else to ``output/<stem>.png``. A
+  folder's images (recursively, skipping anything under ``output``) go to the same
+  relative paths under ``output`` with a .png suffix; where two inputs would share an
+  output (a.jpg and a.png), the non-PNG ones keep their suffix (a.jpg.png).
+  """
+  if not inputs.is_dir():
+    if output.suffix.lower() == '.png':
+      return [(inputs, output)]
+    return [(inputs, output / f'{inputs.stem}.png')]
+  if output.suffix.lower() == '.png':
+    raise ValueError(f'--output must be a folder when --input is a folder: {output}')
+  output_resolved = output.resolve()
+  files = sorted(
+      path for path in inputs.rglob('*')
+      if path.suffix.lower() in image_io.IMAGE_SUFFIXES and path.is_file()
+      and not path.resolve().is_relative_to(output_resolved))
+  targets = [path.relative_to(inputs).with_suffix('.png') for path in files]
+  counts: dict[pathlib.Path, int] = {}
+  for target in targets:
+    counts[target] = counts.get(target, 0) + 1
+  return [
+      (path, output / (target if counts[target] == 1 or path.suffix.lower() == '.png'
+                       else target.with_name(path.name + '.png')))
+      for path, target in zip(files, targets)]
+
+
+class InputError(errors.UserError, FileNotFoundError):
+  """--input is missing, or --output would overwrite it."""
+
+
+def check_paths(inputs: pathlib.Path, output: pathlib.Path) -> None:
+  """Raises InputError for a missing input, or an output that is the input."""
+  if not inputs.exists():
+    raise InputError(f'no such input: {inputs}')
+  if inputs.is_dir():  # Outputs are never read as inputs: nothing would be done.
+    same = inputs.resolve().is_relative_to(output.resolve())
+  else:
+    same = inputs.resolve() in (output.resolve(), (output / f'{inputs.stem}.png').resolve())
+  if same:
+    raise InputError(f'--output {output} would overwrite the input {inputs}; '
+                     'choose another --output')
+
+
+@dataclasses.dataclass
+class Summary:
+  """What a run did; ``exit_code`` is non-zero when any image failed."""
+  written: list[pathlib.Path] = dataclasses.field(default_factory=list)
+  skipped: list[pathlib.Path] = dataclasses.field(default_factory=list)
+  failed: list[tuple[pathlib.Path, str]] = dataclasses.field(default_factory=list)
+  output_pixels: int = 0
+  seconds: float = 0.0
+
+  @property
+  def exit_code(self) -> int:
+    return 1 if self.failed else 0
+
+  def __str__(self) -> str:
+    line = (f'{len(self.written)} written, {len(self.skipped)} skipped (existing), '
+            f'{len(self.failed)} failed')
+    if self.failed:
+      line += ': ' + '; '.join(message for _, message in self.failed)
+    return line
+
+
+def super_resolve_image(upscale_image_fn: tiling.UpscaleImageFn, image: image_io.LoadedImage,
+                        scale: int) -> tuple[np.ndarray, np.ndarray | None]:
+  """(SR RGB in [0, 1], upscaled alpha or None) of a loaded image."""
+  height, width, _ = image.rgb.shape
+  sr = upscale_image_fn(image.rgb)
+  if sr.shape != (height * scale, width * scale, 3):
+    raise ValueError(f'upscale_image_fn gave {sr.shape} for {image.rgb.shape} at x{scale}')
+  alpha = None
+  if image.alpha is not None:
+    # Transparency is not photographic content: plain bicubic, as MATLAB would.
+    alpha = bicubic.imresize(image.alpha.astype(np.float64), scale)
+  return sr, alpha
+
+
+def super_resolve_paths(upscale_image_fn: tiling.UpscaleImageFn, inputs: str | os.PathLike[str],
+                        output: str | os.PathLike[str], *, scale: int,
+                        overwrite: bool = False, progress: bool = False,
+                        write: bool = True) -> Summary:
+  """Super-resolves a file or a folder of images into PNGs.
+
+  Unreadable images (and outputs that cannot be written) are reported in the summary
+  and skipped; the others are processed. Existing outputs are kept unless
+  ``overwrite``; which those are is decided before the first image, so that processes
+  that compute together (see ``write``) process the same images.
+
+  Args:
+    upscale_image_fn: LR float32 [H, W, 3] in [0, 1] -> SR [H*scale, W*scale, 3] in
+      [0, 1] (clipped on writing).
+    inputs: an image file, or a folder searched recursively.
+    output: a .png path or a folder (see ``collect_inputs``).
+    scale: the upscaling factor of ``upscale_image_fn``.
+    overwrite: replace existing outputs.
+    progress: show a progress bar over images.
+    write: write the outputs; False on all processes of several but the first, which
+      compute every image with it and leave the writing to it.
+  """
+  inputs, output = pathlib.Path(inputs), pathlib.Path(output)
+  check_paths(inputs, output)
+  summary = Summary()
+  pairs = []
+  for source, target in collect_inputs(inputs, output):
+    if target.exists() and not overwrite:
+      summary.skipped.append(target)
+    else:
+      pairs.append((source, target))
+  start = time.perf_counter()
+  if progress:
+    pairs = tqdm.tqdm(pairs, unit='img', dynamic_ncols=True)
+  for source, target in pairs:
+    try:
+      image = image_io.load_image(source)
+      sr, alpha = super_resolve_image(upscale_image_fn, image, scale)
+      if write:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image_io.save_image(target, sr, alpha, image.grayscale, image.bit_depth)
+    except image_io.UnreadableImageError as error:  # Its message names the file.
+      summary.failed.append((source, str(error)))
+      continue
+    except (OSError, MemoryError) as error:  # Writing, or a huge image.
+      summary.failed.append((source, f'{source}: {type(error).__name__}: {error}'))
+      continue
+    summary.written.append(target)
+    summary.output_pixels += sr.shape[0] * sr.shape[1]
+  summary.seconds = time.perf_counter() - start
+  return summary

@@ -1,0 +1,213 @@
+"""The SRGAN networks (Ledig et al., CVPR 2017): SRResNet generator and discriminator.
+
+Flax Linen, NHWC. Every width, kernel size and stride below is the paper's (Fig. 4);
+the configurable ones default to the paper's values. This module must not import
+tensorflow: benchmark and inference machines may not have it.
+
+Mixed precision: ``dtype`` is the compute dtype (e.g. bfloat16); parameters are
+always float32 and BatchNorm statistics are reduced in float32.
+
+The convolutions are ``Conv``: Flax's, with conv.conv_general_dilated, whose weight
+gradient is a matrix product on CPUs (XLA's is slow there) and XLA's own elsewhere.
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from srgan_jax.imaging import bicubic
+from srgan_jax.nn import conv as conv_lib
+
+# He et al. (2015) initialize PReLU slopes at 0.25; the paper uses their PReLU.
+PRELU_INIT = 0.25
+# BatchNorm momentum and epsilon of the paper's era (TF/Keras defaults).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+# Same parameters and values as nn.Conv; only the weight gradient's computation differs.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_lib.conv_general_dilated)
+
+
+def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
+  """Sub-pixel convolution rearrangement (Shi et al. 2016), NHWC.
+
+  Channel order is that of ``tf.nn.depth_to_space`` (DCR):
+  ``out[n, h*r + i, w*r + j, c] = x[n, h, w, (i*r + j)*C + c]``, with ``C`` the
+  output channels. (PyTorch's ``nn.PixelShuffle`` uses ``c*r*r + i*r + j`` instead;
+  weights imported from PyTorch must have their output channels permuted.)
+  """
+  n, h, w, channels = x.shape
+  out_channels = channels // (factor * factor)
+  x = x.reshape(n, h, w, factor, factor, out_channels)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h * factor, w * factor, out_channels)
+
+
+def icnr(base_init: Callable[..., jax.Array], factor: int) -> Callable[..., jax.Array]:
+  """ICNR initialization (Aitken et al. 2017) of a conv followed by ``pixel_shuffle``.
+
+  The kernel's ``factor**2`` groups of output channels (one per sub-pixel position,
+  in ``pixel_shuffle``'s order) start as copies of one ``base_init`` kernel, so the
+  shuffled output starts as a nearest-neighbour upsampling of one convolution: free
+  of the checkerboard pattern that independent sub-pixel kernels start with. The
+  copies have the base kernel's fan-in, hence its variance.
+  """
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    groups = factor * factor
+    if shape[-1] % groups:
+      raise ValueError(f'ICNR needs output channels divisible by {groups}, got {shape}')
+    base = base_init(key, (*shape[:-1], shape[-1] // groups), dtype)
+    # Channel (i * r + j) * C + c is sub-pixel (i, j) of output channel c.
+    return jnp.tile(base, (1,) * (len(shape) - 1) + (groups,))
+  return init
+
+
+def _norm(batch_norm: bool, train: bool, dtype: Any, name: str) -> Callable[[jax.Array], jax.Array]:
+  """The paper's BatchNorm, or the identity when ``batch_norm`` is off."""
+  if not batch_norm:
+    return lambda x: x
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                      epsilon=BN_EPSILON, dtype=dtype, name=name)
+
+
+class ResidualBlock(nn.Module):
+  """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity skip (no BN if off)."""
+  features: int
+  batch_norm: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    conv = lambda name: Conv(self.features, (3, 3), dtype=self.dtype, name=name)
+    norm = lambda name: _norm(self.batch_norm, train, self.dtype, name)
+    y = conv('conv1')(x)
+    y = norm('bn1')(y)
+    y = nn.PReLU(negative_slope_init=PRELU_INIT, name='prelu')(y)
+    y = conv('conv2')(y)
+    y = norm('bn2')(y)
+    return x + y
+
+
+class SRResNet(nn.Module):
+  """The SRGAN generator. Input: LR RGB in [0, 1]; output: SR RGB in [-1, 1].
+
+  With 16 blocks and 64 features (the paper) it has 1,549,462 parameters.
+  """
+  num_blocks: int = 16  # B in the paper.
+  features: int = 64
+  scale: int = 4  # 2, 4 or 8: one conv + pixel shuffle x2 stage per factor 2.
+  upsample_features: int = 256  # conv width before each pixel shuffle.
+  output_activation: str = 'none'  # 'none' (the paper) or 'tanh'.
+  # Off the paper: False drops every BatchNorm (as EDSR does); the output then
+  # no longer depends on statistics that differ between training crops and whole
+  # images.
+  batch_norm: bool = True
+  # Off the paper: ICNR initialization of the convs before each pixel shuffle.
+  icnr: bool = False
+  # Off the paper: add the input's bicubic upsampling (MATLAB's, as the LR images
+  # are made) to the output, so the network learns only what bicubic misses (the
+  # global residual of VDSR, Kim et al. 2016). Training starts at bicubic quality
+  # and the output's mean is anchored to the input's.
+  bicubic_skip: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if self.scale not in (2, 4, 8):
+      raise ValueError(f'scale must be 2, 4 or 8, got {self.scale}')
+    if self.output_activation not in ('none', 'tanh'):
+      raise ValueError(f'output_activation must be none or tanh, got {self.output_activation!r}')
+    lr = x.astype(jnp.float32)
+    x = x.astype(self.dtype)
+    x = Conv(self.features, (9, 9), dtype=self.dtype, name='head_conv')(x)
+    head = nn.PReLU(negative_slope_init=PRELU_INIT, name='head_prelu')(x)
+    x = head
+    for i in range(self.num_blocks):
+      x = ResidualBlock(self.features, self.batch_norm, dtype=self.dtype,
+                        name=f'block{i}')(x, train)
+    x = Conv(self.features, (3, 3), dtype=self.dtype, name='body_conv')(x)
+    x = _norm(self.batch_norm, train, self.dtype, 'body_bn')(x)
+    x = x + head  # The long skip connection.
+    up_init = nn.linear.default_kernel_init
+    if self.icnr:
+      up_init = icnr(up_init, 2)
+    for i in range(self.scale.bit_length() - 1):  # log2(scale) x2 stages.
+      x = Conv(self.upsample_features, (3, 3), kernel_init=up_init, dtype=self.dtype,
+               name=f'up{i}_conv')(x)
+      x = pixel_shuffle(x, 2)
+      x = nn.PReLU(negative_slope_init=PRELU_INIT, name=f'up{i}_prelu')(x)
+    x = Conv(3, (9, 9), dtype=self.dtype, name='tail_conv')(x)
+    if self.bicubic_skip:  # In float32; [0, 1] -> [-1, 1] like the output.
+      x = x.astype(jnp.float32) + 2 * bicubic.imresize_jax(lr, self.scale) - 1
+    if self.output_activation == 'tanh':
+      x = jnp.tanh(x)
+    return x.astype(jnp.float32)
+
+
+# The paper's discriminator: (channels, stride) of its eight 3x3 convolutions.
+DISCRIMINATOR_CONVS = ((64, 1), (64, 2), (128, 1), (128, 2),
+                       (256, 1), (256, 2), (512, 1), (512, 2))
+
+
+class Discriminator(nn.Module):
+  """The SRGAN discriminator. Input: HR or SR RGB in [-1, 1]; output: one logit per image.
+
+  The sigmoid of the paper is left to the loss (``optax.sigmoid_binary_cross_entropy``),
+  which is the numerically stable form. Any input side that is a multiple of 16 works;
+  the Dense layer's size follows from it (96x96 in the paper: 6x6x512 features).
+  """
+  convs: tuple[tuple[int, int], ...] = DISCRIMINATOR_CONVS
+  dense_features: int = 1024
+  negative_slope: float = 0.2  # LeakyReLU alpha.
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = x.astype(self.dtype)
+    for i, (features, stride) in enumerate(self.convs):
+      x = Conv(features, (3, 3), strides=(stride, stride), dtype=self.dtype,
+               name=f'conv{i}')(x)
+      if i > 0:  # The paper has no BN after the first convolution.
+        x = _norm(True, train, self.dtype, f'bn{i}')(x)
+      x = nn.leaky_relu(x, self.negative_slope)
+    x = x.reshape(x.shape[0], -1)
+    x = nn.Dense(self.dense_features, dtype=self.dtype, name='dense1')(x)
+    x = nn.leaky_relu(x, self.negative_slope)
+    x = nn.Dense(1, dtype=self.dtype, name='dense2')(x)
+    return x[:, 0].astype(jnp.float32)
+
+
+def generator_from_config(config: ml_collections.ConfigDict,
+                          dtype: Any = jnp.float32) -> SRResNet:
+  """The generator of a run config (``scale`` and the ``generator`` fields), computing
+  in ``dtype``: training uses the config's dtype, evaluation and inference float32."""
+  return SRResNet(scale=config.scale, dtype=dtype, **config.generator)
+
+
+def discriminator_from_config(config: ml_collections.ConfigDict,
+                              dtype: Any = jnp.float32) -> Discriminator:
+  """The discriminator of a run config (its ``discriminator`` fields), computing in ``dtype``."""
+  options = config.discriminator.to_dict()
+  options['convs'] = tuple(tuple(conv) for conv in options['convs'])  # Hashable.
+  return Discriminator(dtype=dtype, **options)
+
+
+def generator_receptive_radius(num_blocks: int, scale: int) -> int:
+  """How many LR pixels beyond a tile's edge can influence its SR output.
+
+  Head 9x9 (4) + 2 x 3x3 per block (2 each) + body 3x3 (1) + one 3x3 per upsampling
+  stage, measured at that stage's resolution (1 / 2^k LR px, rounded up) + tail 9x9
+  at SR resolution (4 / scale LR px, rounded up). Tiled inference that overlaps tiles
+  by at least this many LR pixels equals whole-image inference.
+  """
+  stages = scale.bit_length() - 1
+  return 4 + 2 * num_blocks + 1 + stages + -(-4 // scale)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter tree."""
+  return sum(p.size for p in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,2 @@
+"""What every command runs on: errors and exit codes, paths, flag checks, the
+command-line wrapper, processes and devices."""

@@ -1,0 +1,159 @@
+"""What every command does around its main: one-line user errors, exit codes, quiet logs.
+
+``run(main)`` replaces ``absl.app.run(main)`` in each entry point (main, evaluate,
+super_resolve, vgg19, benchmark):
+
+- a bad flag, a ``UserError`` (``errors``) or an ``app.UsageError`` ends the program
+  with ONE line on stderr, ``error: <what is wrong and how to fix it>``, and exit
+  status 2 (``errors.EXIT_USER_ERROR``); other exceptions are bugs and keep their
+  traceback. ``--verbosity=1`` (or ``SRGAN_JAX_DEBUG=1``) shows the full traceback
+  of user errors too, and the logs of other libraries;
+- ``errors.Preempted`` exits with 75 (saved; rerun to resume), Ctrl-C with 130;
+- INFO lines of other libraries (Orbax, JAX) are hidden, and their warnings and
+  errors are one line each, without traceback: the console shows this package's own
+  lines (steps, steps/s, ETA, losses, evaluations, where files went, through clu's
+  writers). (TensorFlow 2.21 prints two C++ start-up lines before any setting can
+  hide them.)
+"""
+
+import functools
+import logging as std_logging
+import os
+import sys
+from typing import Any, Callable, NoReturn
+
+# Before anything imports TensorFlow: its C++ start-up lines (oneDNN, CUDA probing).
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from srgan_jax.runtime import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+DEBUG_ENV = 'SRGAN_JAX_DEBUG'
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # srgan_jax/
+# Whose INFO lines the console shows: this package, and clu's progress and metric lines.
+_OWN_LOG_SOURCES = (_PACKAGE_DIR + os.sep, f'{os.sep}clu{os.sep}')
+
+
+def verbose(argv: list[str] | None = None) -> bool:
+  """--verbosity >= 1 or $SRGAN_JAX_DEBUG: full tracebacks and every library's logs.
+
+  ``argv``: look for --verbosity there (flags that failed to parse), not in FLAGS.
+  """
+  if os.environ.get(DEBUG_ENV, '') not in ('', '0'):
+    return True
+  if argv is not None:
+    return any(arg.startswith(('--verbosity=', '-v=')) and arg.split('=')[1] not in ('0', '-1')
+               for arg in argv)
+  return flags.FLAGS['verbosity'].value >= 1
+
+
+class _OwnLinesOnly(std_logging.Filter):
+  """Keeps this package's and clu's lines, and one line per warning or error of others.
+
+  Other libraries' tracebacks (Orbax logs one per background thread when a save
+  fails) are dropped: the error that stops the program says what failed.
+  """
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.pathname.startswith(_OWN_LOG_SOURCES[0]) or _OWN_LOG_SOURCES[1] in record.pathname:
+      return True
+    if record.levelno < std_logging.WARNING:
+      return False
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return True
+
+
+def quiet_other_libraries() -> None:
+  """Hides other libraries' INFO lines (all absl and Python logging goes through root)."""
+  root = std_logging.getLogger()
+  handlers = root.handlers or [logging.get_absl_handler()]
+  for handler in handlers:
+    if not any(isinstance(f, _OwnLinesOnly) for f in handler.filters):
+      handler.addFilter(_OwnLinesOnly())
+
+
+def fail(message: str, code: int = errors.EXIT_USER_ERROR, prefix: str = 'error') -> NoReturn:
+  """Ends the program with one line on stderr, ``prefix: message``."""
+  sys.stdout.flush()
+  line = ' '.join(str(message).split())  # One line, whatever the message held.
+  sys.stderr.write(f'{prefix}: {line}\n')
+  sys.stderr.flush()
+  sys.exit(code)
+
+
+def _message(error: BaseException) -> str:
+  """The text of an error, unwrapped from the exceptions that carry it as an argument
+  (ml_collections raises AttributeError(KeyError('...Did you mean ...?')))."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  if isinstance(error, (KeyError, AttributeError)) and error.args:
+    return str(error.args[0])
+  return str(error) or type(error).__name__
+
+
+def _without_traceback(message: str) -> str:
+  """A message that embeds a traceback (ml_collections does, for a config file that
+  raises) cut to its first line and the exception line the traceback ends with."""
+  marker = 'Traceback (most recent call last):'
+  if marker not in message:
+    return message
+  before, _, trace = message.partition(marker)
+  lines = [line.strip() for line in trace.splitlines() if line.strip()]
+  return f'{before.strip()} {lines[-1] if lines else ""}'
+
+
+def _check_config_files() -> None:
+  """Raises the error of a config file that ml_collections could not load (it keeps
+  an object that raises it only when used)."""
+  for name in flags.FLAGS:
+    value = flags.FLAGS[name].value
+    if type(value).__name__ == '_ErrorConfig':
+      value._ReportError()  # pylint: disable=protected-access
+
+
+def _parse_flags(argv: list[str], rewrite_arg: Callable[[str], str] | None = None
+                 ) -> list[str]:
+  """Parses the flags (each first through ``rewrite_arg``, if given); a bad flag, or a
+  config file that cannot be loaded or overridden (ml_collections raises many types),
+  is one line, unless verbose."""
+  try:
+    remaining = flags.FLAGS([rewrite_arg(arg) for arg in argv] if rewrite_arg else argv)
+    _check_config_files()
+    return remaining
+  except Exception as error:  # pylint: disable=broad-except
+    if verbose(argv):
+      raise
+    if isinstance(error, flags.Error):
+      fail(f'{_without_traceback(str(error))} (see --help)')
+    fail(f'bad flags: {_message(error)} (see --help)')
+
+
+def _call(main: Callable[[list[str]], Any], argv: list[str]) -> Any:
+  if not verbose():
+    quiet_other_libraries()
+  try:
+    return main(argv)
+  except (errors.UserError, app.UsageError) as error:
+    if verbose():
+      raise
+    fail(_message(error))
+  except errors.Preempted as preempted:
+    fail(str(preempted), errors.EXIT_PREEMPTED, prefix='preempted')
+  except KeyboardInterrupt:
+    if verbose():
+      raise
+    fail('interrupted (Ctrl-C)', errors.EXIT_INTERRUPTED)
+
+
+def run(main: Callable[[list[str]], Any],
+        rewrite_arg: Callable[[str], str] | None = None) -> None:
+  """``app.run(main)`` with one-line user errors; main's return value is the exit status.
+
+  ``rewrite_arg`` maps each command-line argument before absl parses it (main uses it
+  to let ``--config`` name a shipped config).
+  """
+  app.run(lambda argv: _call(main, argv),
+          flags_parser=functools.partial(_parse_flags, rewrite_arg=rewrite_arg))

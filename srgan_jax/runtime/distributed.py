@@ -1,0 +1,105 @@
+"""Several processes, one program: starting JAX's distributed runtime, and the
+decisions that every process must take alike.
+
+When a run is one process of several, `initialize` starts the runtime (before any
+other JAX call), as every entry point does first:
+
+- ``JAX_COORDINATOR_ADDRESS`` set (several GPU hosts, a scheduler, the multi-host
+  tests): ``jax.distributed.initialize`` with it, ``JAX_NUM_PROCESSES`` and
+  ``JAX_PROCESS_ID``.
+- A Cloud TPU VM: ``jax.distributed.initialize()`` with no arguments, as JAX documents
+  for Cloud TPU; JAX reads the worker list and this worker's number from the VM
+  metadata (GKE: from ``TPU_WORKER_HOSTNAMES``). Recognised by ``SRGAN_CLOUD_TPU=1``,
+  which ``launch/tpu_vm.sh`` sets on every worker, or else detected: JAX found TPU
+  chips and libtpu when it was imported, or GKE's ``TPU_WORKER_HOSTNAMES`` is set.
+  ``SRGAN_CLOUD_TPU=0`` turns the detection off. A one-host TPU VM is initialized
+  the same way (one process; harmless).
+- Otherwise, one process on one machine: nothing to start.
+
+Evaluation and super-resolution then run every computation on all processes alike
+(``sharding.data_parallel`` splits a batch that every process holds over all
+devices and gives every process the outputs); `on_every_process` makes decisions
+(which folders exist) the same everywhere; `is_main_process` says who writes.
+"""
+
+import os
+from typing import Any, Mapping, Sequence
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+COORDINATOR_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
+CLOUD_TPU_VARIABLE = 'SRGAN_CLOUD_TPU'
+
+
+def _jax_found_cloud_tpu() -> bool:
+  """Whether JAX, at import, found TPU chips and libtpu (it then configures a TPU VM).
+
+  A private flag of JAX's (the one its own Cloud TPU cluster detection reads); if a
+  JAX version lacks it, only SRGAN_CLOUD_TPU and the GKE variables are used.
+  """
+  try:
+    from jax._src import cloud_tpu_init  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return bool(getattr(cloud_tpu_init, 'running_in_cloud_tpu_vm', False))
+
+
+def on_cloud_tpu(environ: Mapping[str, str], jax_found_tpu: bool) -> bool:
+  """Whether this process runs on a Cloud TPU VM (see the module docstring)."""
+  explicit = environ.get(CLOUD_TPU_VARIABLE, '')
+  if explicit in ('0', '1'):
+    return explicit == '1'
+  if explicit:
+    raise ValueError(f'{CLOUD_TPU_VARIABLE} must be 0 or 1, got {explicit!r}')
+  platforms = environ.get('JAX_PLATFORMS', '')
+  if platforms and 'tpu' not in platforms.split(','):
+    return False  # E.g. CPU tests on a TPU VM: not part of the slice.
+  return jax_found_tpu or bool(environ.get('TPU_WORKER_HOSTNAMES'))
+
+
+def initialize_arguments(environ: Mapping[str, str],
+                         jax_found_tpu: bool) -> dict[str, Any] | None:
+  """The arguments of jax.distributed.initialize for this environment; None: do not call it."""
+  if environ.get('JAX_COORDINATOR_ADDRESS'):
+    missing = [name for name in COORDINATOR_VARIABLES if not environ.get(name)]
+    if missing:
+      raise ValueError(f'JAX_COORDINATOR_ADDRESS is set, so {", ".join(missing)} must be too')
+    return {'coordinator_address': environ['JAX_COORDINATOR_ADDRESS'],
+            'num_processes': int(environ['JAX_NUM_PROCESSES']),
+            'process_id': int(environ['JAX_PROCESS_ID'])}
+  if on_cloud_tpu(environ, jax_found_tpu):
+    return {}  # JAX reads the Cloud TPU metadata.
+  return None
+
+
+def initialize(environ: Mapping[str, str] | None = None) -> None:
+  """Starts JAX's distributed runtime when this process is one of several.
+
+  Call it before any other JAX call (jax.devices() included); calling it again is a
+  no-op.
+  """
+  environ = os.environ if environ is None else environ
+  arguments = initialize_arguments(environ, _jax_found_cloud_tpu())
+  if arguments is None or jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(**arguments)
+
+
+def on_every_process(values: Sequence[bool]) -> list[bool]:
+  """Each value and-ed over all processes (the same list on every process).
+
+  For decisions every process must take alike, such as which folders to evaluate:
+  computations over all devices hang or fail unless all processes run them.
+  """
+  values = np.asarray(values, bool)
+  if jax.process_count() == 1 or not values.size:
+    return values.tolist()
+  return multihost_utils.process_allgather(values).all(axis=0).tolist()
+
+
+def is_main_process() -> bool:
+  """Whether this process writes the files and prints the results of a run (process 0)."""
+  return jax.process_index() == 0
+

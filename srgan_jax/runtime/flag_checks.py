@@ -1,0 +1,109 @@
+"""Checkers of values by name and range, and one-line errors for command-line flags.
+
+A checker returns None for a good value, else what is wrong ("must be ..., got X").
+The training config's rules (``training/config_rules.py``) are made of them, and each
+command checks its flags with ``check_flags`` before any work.
+"""
+
+import math
+from typing import Any, Callable, Sequence
+
+from srgan_jax.runtime import errors
+
+# A checker returns None for a good value, else what is wrong ("must be ..., got X").
+Checker = Callable[[Any], str | None]
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Checker:
+  """An int (not a bool) in [minimum, maximum]."""
+  def check(value):
+    if not _is_int(value):
+      return f'must be an integer, got {value!r}'
+    if minimum is not None and value < minimum:
+      return f'must be >= {minimum}, got {value}'
+    if maximum is not None and value > maximum:
+      return f'must be <= {maximum}, got {value}'
+    return None
+  return check
+
+
+def number(minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None, below: float | None = None) -> Checker:
+  """A finite int or float in [minimum, maximum] and (above, below)."""
+  def check(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      return f'must be a finite number, got {value!r}'
+    for bound, fails, word in ((minimum, lambda b: value < b, '>='),
+                               (maximum, lambda b: value > b, '<='),
+                               (above, lambda b: value <= b, '>'),
+                               (below, lambda b: value >= b, '<')):
+      if bound is not None and fails(bound):
+        return f'must be {word} {bound}, got {value}'
+    return None
+  return check
+
+
+def one_of(*allowed: Any) -> Checker:
+  """One of the allowed values (listed in the message)."""
+  def check(value):
+    if isinstance(value, bool) or value not in allowed:
+      return f'must be one of {", ".join(map(repr, allowed))}; got {value!r}'
+    return None
+  return check
+
+
+def subset_of(*allowed: Any) -> Checker:
+  """A tuple or list of allowed values (listed in the message)."""
+  def check(value):
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+      return f'must be a tuple of names, e.g. ("niqe",), got {value!r}'
+    unknown = [item for item in value if item not in allowed]
+    if unknown:
+      return f'may hold {", ".join(map(repr, allowed))}; got {unknown[0]!r}'
+    return None
+  return check
+
+
+def boolean(value: Any) -> str | None:
+  return None if isinstance(value, bool) else f'must be True or False, got {value!r}'
+
+
+def text(optional: bool = False) -> Checker:
+  """A non-empty string (or None when optional)."""
+  def check(value):
+    if value is None and optional:
+      return None
+    if not isinstance(value, str) or not value:
+      return f'must be a non-empty string{" or unset" if optional else ""}, got {value!r}'
+    return None
+  return check
+
+
+def path_list(non_empty: bool) -> Checker:
+  """A tuple or list of non-empty path strings."""
+  def check(value):
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+      return f'must be a tuple of paths, e.g. ("a", "b"), got {value!r}'
+    if non_empty and not value:
+      return 'must name at least one folder'
+    bad = [item for item in value if not isinstance(item, str) or not item]
+    return f'must hold paths (strings), got {bad[0]!r}' if bad else None
+  return check
+
+
+def check_flags(checks: Sequence[tuple[str, Any, Checker]], *conditions: str | None) -> None:
+  """Raises ConfigError for the command-line flags that fail their checker.
+
+  Args:
+    checks: (flag name, value, checker) triples; a None value (flag not given) passes.
+    *conditions: further problems (strings); anything else (None, False) is none.
+  """
+  problems = [f'--{name} {problem}' for name, value, rule in checks
+              if value is not None and (problem := rule(value))]
+  problems += [condition for condition in conditions if isinstance(condition, str) and condition]
+  if problems:
+    raise errors.ConfigError('; '.join(problems))

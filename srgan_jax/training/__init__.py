@@ -1,0 +1,1 @@
+"""Training: config rules, train steps, the loop, checkpoints and the workdir lock."""

@@ -1,0 +1,245 @@
+"""Orbax checkpoints of a training run, in one place.
+
+A checkpoint holds three items: the generator and discriminator TrainStates and a
+JSON record of the run (global step, phase, and the whole config, so that evaluation
+and inference need only the workdir). No RNG state is stored: crops, batches and
+initialization are keyed by (config.seed, step), so step and config determine the rest.
+
+Layout: ``WORKDIR/checkpoints/<step>/{generator,discriminator,run}``. Workdirs may be
+local paths or gs:// URLs (Orbax writes through etils.epath). Orbax writes each
+checkpoint under ``<step>.orbax-checkpoint-tmp`` and renames it when complete, so a
+process killed mid-save leaves only that temporary directory: it is never taken for a
+checkpoint, and the next training run deletes it.
+
+Every failure here is a CheckpointError that names the checkpoint's path and says
+what is wrong with it (a config whose shapes differ, a damaged directory, a failed
+write); the Orbax or TensorStore error it comes from stays chained to it.
+"""
+
+from collections.abc import Iterator
+import contextlib
+import json
+import logging as std_logging
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+from srgan_jax.nn import models
+from srgan_jax.runtime import errors
+from srgan_jax.runtime import paths
+
+# What fixes the structure and shapes of the saved states, by config field: a run
+# resumed with other values cannot restore them. The crop size sets the input width
+# of the discriminator's dense layer; EMA weights are stored only when ema_decay > 0.
+_STRUCTURE_FIELDS = {
+    'scale': lambda config: config['scale'],
+    'generator': lambda config: config['generator'],
+    'discriminator': lambda config: config['discriminator'],
+    'data.crop_size': lambda config: config['data']['crop_size'],
+    'ema_decay > 0': lambda config: config['ema_decay'] > 0,
+}
+
+
+class CheckpointError(errors.UserError, RuntimeError):
+  """A checkpoint directory that cannot be used, with the path and the reason."""
+
+
+def checkpoint_dir(workdir: str) -> epath.Path:
+  # Orbax and TensorStore refuse relative paths (and a relative path would change
+  # meaning if the working directory did), so local workdirs are made absolute.
+  return epath.Path(paths.absolute(workdir)) / 'checkpoints'
+
+
+def _summary(error: Exception) -> str:
+  """The first line of an error, without TensorStore's spec dump (kept in the chain)."""
+  lines = str(error).strip().splitlines()
+  text = lines[0].split(' [tensorstore_spec')[0] if lines else ''
+  text = text if len(text) <= 300 else text[:300] + '...'
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
+
+
+def _damaged(manager: ocp.CheckpointManager, step: int, error: Exception) -> CheckpointError:
+  """The error for a checkpoint that Orbax cannot read although the config fits."""
+  others = [other for other in manager.all_steps() if other != step]
+  return CheckpointError(
+      f'checkpoint {manager.directory / str(step)} cannot be read: it is damaged, incomplete, '
+      f'or from other model code ({_summary(error)}). Other checkpoints in '
+      f'{manager.directory}: {others or "none"}; delete this one to resume from the newest.')
+
+
+def create_manager(workdir: str, config: ml_collections.ConfigDict,
+                   read_only: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager saving every N steps and keeping the latest K checkpoints."""
+  options = ocp.CheckpointManagerOptions(
+      save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(
+          config.checkpoint_every_steps),
+      preservation_policy=ocp.checkpoint_managers.LatestN(config.keep_checkpoints),
+      read_only=read_only,
+      create=not read_only,
+      # Left by a process killed while saving; ignored when listing steps either way.
+      cleanup_tmp_directories=not read_only,
+  )
+  try:
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+  except (OSError, ValueError) as error:
+    raise CheckpointError(
+        f'cannot use checkpoint directory {checkpoint_dir(workdir)}: {error}') from error
+
+
+def run_record(step: int, phase: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return {'step': step, 'phase': phase, 'config': json.loads(config.to_json_best_effort())}
+
+
+def save(manager: ocp.CheckpointManager, step: int, generator: Any, discriminator: Any,
+         record: dict[str, Any], force: bool = False) -> bool:
+  """Saves (asynchronously) if the policy says so or ``force``; True when saved.
+
+  Raises:
+    CheckpointError: this save failed to start, or an earlier asynchronous one
+      failed (Orbax reports a background failure at the next save).
+  """
+  try:
+    return manager.save(step, force=force, args=ocp.args.Composite(
+        generator=ocp.args.StandardSave(generator),
+        discriminator=ocp.args.StandardSave(discriminator),
+        run=ocp.args.JsonSave(record)))
+  except Exception as error:  # Disk full, permissions, quota: any failed write.
+    raise CheckpointError(
+        f'writing a checkpoint in {manager.directory} failed ({_summary(error)}; reported '
+        f'at step {step}); the latest complete checkpoint is step {manager.latest_step()}'
+    ) from error
+
+
+def check_for_errors(manager: ocp.CheckpointManager) -> None:
+  """Raises CheckpointError as soon as a background write has failed (non-blocking).
+
+  Orbax itself reports a failed asynchronous save only at the next save, which
+  would lose every step in between: its own ``check_for_errors`` misses it, because
+  the thread that finalises a save logs the writer's error and keeps it to itself
+  until it is joined. Once no save is in progress, joining returns at once, with
+  that error if there was one.
+  """
+  if not manager.is_saving_in_progress():
+    wait_until_finished(manager)
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous save in flight; a failed write is a CheckpointError."""
+  try:
+    manager.wait_until_finished()
+  except Exception as error:  # Disk full, permissions, quota: any failed write.
+    raise CheckpointError(
+        f'writing a checkpoint in {manager.directory} failed ({_summary(error)}); the '
+        f'latest complete checkpoint is step {manager.latest_step()}') from error
+
+
+def read_record(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """The JSON run record of a checkpoint, with a clear error when unreadable."""
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))
+  except Exception as error:  # Orbax raises many types for a damaged directory.
+    raise _damaged(manager, step, error) from error
+  return restored['run']
+
+
+def check_architecture(record: dict[str, Any], config: ml_collections.ConfigDict,
+                       path: epath.Path) -> None:
+  """Raises CheckpointError naming each config field that changes the saved shapes."""
+  stored = record['config']
+  current = json.loads(config.to_json_best_effort())
+  differences = [f'{field}: checkpoint has {value(stored)!r}, config has {value(current)!r}'
+                 for field, value in _STRUCTURE_FIELDS.items() if value(stored) != value(current)]
+  if differences:
+    raise CheckpointError(f'checkpoint {path} is from an incompatible config: '
+                          + '; '.join(differences))
+
+
+def restore(manager: ocp.CheckpointManager, step: int, generator: Any, discriminator: Any,
+            config: ml_collections.ConfigDict) -> tuple[Any, Any, dict[str, Any]]:
+  """Restores both states into the structure, shapes and shardings of the given ones.
+
+  Raises:
+    CheckpointError: the checkpoint is from a config with other shapes (naming the
+      fields), or is damaged.
+  """
+  path = manager.directory / str(step)
+  record = read_record(manager, step)
+  check_architecture(record, config, path)
+  abstract = lambda tree: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        generator=ocp.args.StandardRestore(abstract(generator)),
+        discriminator=ocp.args.StandardRestore(abstract(discriminator))))
+  except Exception as error:
+    raise _damaged(manager, step, error) from error
+  return restored['generator'], restored['discriminator'], record
+
+
+@contextlib.contextmanager
+def _reader(directory: epath.Path, **kwargs: Any) -> Iterator[ocp.CheckpointManager]:
+  """A manager that only reads the checkpoints in ``directory``.
+
+  While it is open Orbax's warnings are hidden (its errors still raise): it warns
+  that a read-only manager does not save, and that the items not asked for (the
+  discriminator, when the generator is read alone) are not restored. Both intended.
+  """
+  absl_logger = std_logging.getLogger('absl')  # Orbax logs through absl.
+  level = absl_logger.level
+  absl_logger.setLevel(std_logging.ERROR)
+  try:
+    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+        read_only=True, create=False), **kwargs) as manager:
+      yield manager
+  finally:
+    absl_logger.setLevel(level)
+
+
+def latest_step(workdir: str) -> int | None:
+  """The newest complete checkpoint step in a workdir, or None."""
+  directory = checkpoint_dir(workdir)
+  if not directory.exists():
+    return None
+  with _reader(directory) as manager:
+    return manager.latest_step()
+
+
+def load_generator(workdir: str, step: int | None = None, ema: bool = True
+                   ) -> tuple[models.SRResNet, dict[str, Any], ml_collections.ConfigDict]:
+  """The trained generator of a workdir: (module, variables for apply, run config).
+
+  Uses the latest checkpoint unless ``step`` is given, and the EMA weights when the
+  run kept them and ``ema`` is True. The architecture comes from the checkpoint.
+  """
+  directory = checkpoint_dir(workdir)
+  if not directory.exists():
+    raise CheckpointError(f'no checkpoints in {workdir} (expected {directory})')
+  # The handlers let item_metadata read the generator's shapes without restoring it.
+  with _reader(directory, item_handlers={
+      'generator': ocp.StandardCheckpointHandler(), 'run': ocp.JsonCheckpointHandler()}
+               ) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+      raise CheckpointError(f'no checkpoint at step {step} in {directory}; '
+                            f'steps present: {list(manager.all_steps())}')
+    record = read_record(manager, step)
+    # Onto this host's first device, whatever devices saved it: without a target,
+    # Orbax restores onto the saving run's devices and fails on other machines.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    try:
+      target = jax.tree_util.tree_map(
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+          manager.item_metadata(step)['generator'])
+      state = manager.restore(step, args=ocp.args.Composite(
+          generator=ocp.args.StandardRestore(target)))['generator']
+    except Exception as error:
+      raise _damaged(manager, step, error) from error
+  config = ml_collections.ConfigDict(record['config'])
+  model = models.generator_from_config(config)
+  if ema and state.get('ema_params') is not None:
+    # The EMA weights with the EMA of the BatchNorm statistics that belong to them.
+    return model, {'params': state['ema_params'],
+                   'batch_stats': state.get('ema_batch_stats') or {}}, config
+  return model, {'params': state['params'], 'batch_stats': state.get('batch_stats') or {}}, config

@@ -1,0 +1,183 @@
+"""The one check of a training config, before any work: every field, by name.
+
+``validate(config)`` is called by ``srgan_jax.main`` before a workdir, a file or a
+compiled program is created (library users call it before ``loop.train_and_evaluate``).
+It checks every field of ``default.py`` for its type, range and allowed values, and
+that no field is unknown (a misspelled override) or missing, and reports every
+problem at once in a ``ConfigError``, one line long.
+
+A field added to ``default.py`` needs a rule in ``RULES`` (a test checks that the
+two agree). The rules are made of ``runtime/flag_checks.py``'s checkers, which the
+other commands use for their flags. The choice lists come from the modules that
+implement the choices (content losses, evaluation metrics).
+"""
+
+import difflib
+import os
+from typing import Any, Mapping
+
+from srgan_jax.evaluation import registry
+from srgan_jax.nn import losses
+from srgan_jax.nn import vgg19
+from srgan_jax.runtime import errors
+from srgan_jax.runtime import flag_checks
+from srgan_jax.runtime import paths
+
+
+SCALES = (2, 4, 8)
+DATA_SOURCES = ('folders', 'tfds', 'device')
+DTYPES = ('float32', 'bfloat16')
+OUTPUT_ACTIVATIONS = ('none', 'tanh')
+EVAL_METRICS = registry.ALWAYS_COMPUTED + registry.METRICS
+
+
+def _convs(value: Any) -> str | None:
+  """The discriminator's (channels, stride) pairs."""
+  example = 'e.g. ((64, 1), (64, 2))'
+  if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value:
+    return f'must be a non-empty tuple of (channels, stride) pairs, {example}; got {value!r}'
+  for conv in value:
+    if (isinstance(conv, str) or not isinstance(conv, (tuple, list)) or len(conv) != 2
+        or flag_checks.integer(minimum=1)(conv[0]) or flag_checks.one_of(1, 2)(conv[1])):
+      return f'must hold (channels >= 1, stride 1 or 2) pairs, {example}; got {conv!r}'
+  return None
+
+
+# Every field of default.py, flattened, with its checker.
+RULES: dict[str, flag_checks.Checker] = {
+    'seed': flag_checks.integer(minimum=0),
+    'scale': flag_checks.one_of(*SCALES),
+    'generator.num_blocks': flag_checks.integer(minimum=1),
+    'generator.batch_norm': flag_checks.boolean,
+    'generator.icnr': flag_checks.boolean,
+    'generator.bicubic_skip': flag_checks.boolean,
+    'generator.features': flag_checks.integer(minimum=1),
+    'generator.upsample_features': flag_checks.integer(minimum=1),
+    'generator.output_activation': flag_checks.one_of(*OUTPUT_ACTIVATIONS),
+    'discriminator.convs': _convs,
+    'discriminator.dense_features': flag_checks.integer(minimum=1),
+    'discriminator.negative_slope': flag_checks.number(minimum=0),
+    'dtype': flag_checks.one_of(*DTYPES),
+    'batch_size': flag_checks.integer(minimum=1),
+    'data.source': flag_checks.one_of(*DATA_SOURCES),
+    'data.folders': flag_checks.path_list(non_empty=False),
+    'data.tfds_name': flag_checks.text(),
+    'data.tfds_split': flag_checks.text(),
+    'data.tfds_image_key': flag_checks.text(),
+    'data.tfds_data_dir': flag_checks.text(optional=True),
+    'data.crop_size': flag_checks.integer(minimum=16),
+    'data.augment': flag_checks.boolean,
+    'data.cache': flag_checks.boolean,
+    'data.crops_per_image': flag_checks.integer(minimum=1),
+    'data.prefetch': flag_checks.integer(minimum=0),
+    'adam_b1': flag_checks.number(minimum=0, below=1),
+    'adam_b2': flag_checks.number(minimum=0, below=1),
+    'srresnet.num_steps': flag_checks.integer(minimum=0),
+    'srresnet.learning_rate': flag_checks.number(above=0),
+    'srresnet.schedule': flag_checks.one_of('constant', 'cosine'),
+    'srgan.num_steps': flag_checks.integer(minimum=0),
+    'srgan.learning_rate': flag_checks.number(above=0),
+    'srgan.decay_steps': flag_checks.integer(minimum=0),
+    'srgan.decay_factor': flag_checks.number(above=0),
+    'srgan.content_loss': flag_checks.one_of(*losses.CONTENT_LOSSES),
+    'srgan.adversarial_weight': flag_checks.number(minimum=0),
+    'srgan.vgg_feature_scale': flag_checks.number(above=0),
+    'srgan.vgg_weights': flag_checks.text(optional=True),
+    'srgan.init_from': flag_checks.text(optional=True),
+    'ema_decay': flag_checks.number(minimum=0, below=1),
+    'log_every_steps': flag_checks.integer(minimum=1),
+    'checkpoint_every_steps': flag_checks.integer(minimum=1),
+    'keep_checkpoints': flag_checks.integer(minimum=1),
+    'eval_every_steps': flag_checks.integer(minimum=1),
+    'eval_folders': flag_checks.path_list(non_empty=False),
+    'eval_metrics': flag_checks.subset_of(*EVAL_METRICS),
+    'num_summary_images': flag_checks.integer(minimum=0),
+    'profile_steps': flag_checks.integer(minimum=0),
+}
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{'a.b': value} for the leaves of nested mappings (ConfigDicts)."""
+  flat = {}
+  for key, value in config.items():
+    if hasattr(value, 'items') and f'{prefix}{key}' not in RULES:
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def _names(flat: Mapping[str, Any]) -> list[str]:
+  """Unknown and missing field names."""
+  problems = []
+  for name in sorted(set(flat) - set(RULES)):
+    close = difflib.get_close_matches(name, RULES, n=1)
+    hint = f' (did you mean {close[0]}?)' if close else ''
+    problems.append(f'unknown field {name}{hint}')
+  problems += [f'missing field {name}' for name in RULES if name not in flat]
+  return problems
+
+
+def _relations(flat: Mapping[str, Any], device_count: int | None,
+               check_files: bool) -> list[str]:
+  """Checks between fields, and files that must exist before training starts."""
+  problems = []
+  scale, crop, batch = flat['scale'], flat['data.crop_size'], flat['batch_size']
+  if crop % scale or crop % 16:
+    problems.append(f'data.crop_size must be a multiple of scale ({scale}) and of 16 '
+                    f'(the discriminator halves it four times), got {crop}')
+  if device_count and batch % device_count:
+    problems.append(f'batch_size must be a multiple of the {device_count} devices, got {batch}')
+  if flat['srresnet.num_steps'] + flat['srgan.num_steps'] == 0:
+    problems.append('srresnet.num_steps + srgan.num_steps must be >= 1, got 0')
+  if not check_files:
+    return problems
+  if flat['data.source'] in ('folders', 'device'):
+    if not flat['data.folders']:
+      problems.append(f'data.folders must name at least one folder for data.source='
+                      f'{flat["data.source"]!r}')
+    missing = [folder for folder in flat['data.folders']
+               if not paths.is_remote(folder) and not os.path.exists(folder)]
+    if missing:
+      problems.append(f'data.folders: {", ".join(missing)} not found')
+  if flat['srgan.num_steps'] and flat['srgan.content_loss'] != 'mse':
+    weights = flat['srgan.vgg_weights'] or vgg19.default_path()
+    if not paths.is_remote(weights) and not os.path.isfile(weights):
+      problems.append(f'srgan.content_loss={flat["srgan.content_loss"]!r} needs VGG19 weights, '
+                      f'none at {weights}: run {vgg19.IMPORT_COMMAND}'
+                      + (f' --output={weights}' if flat['srgan.vgg_weights'] else '')
+                      + " (or set srgan.content_loss='mse')")
+  init_from = flat['srgan.init_from']
+  if init_from and not paths.is_remote(init_from) and not os.path.isdir(
+      os.path.join(init_from, 'checkpoints')):
+    problems.append(f'srgan.init_from: no checkpoints in {init_from}')
+  return problems
+
+
+def check(config: Mapping[str, Any], device_count: int | None = None,
+          check_files: bool = True) -> list[str]:
+  """Every problem of a training config, as 'field what is wrong' strings."""
+  flat = _flatten(config)
+  problems = _names(flat)
+  for name, rule in RULES.items():
+    problem = rule(flat[name]) if name in flat else None
+    if problem:
+      problems.append(f'{name} {problem}')
+  if problems:  # The checks between fields assume each field is well-formed.
+    return problems
+  return _relations(flat, device_count, check_files)
+
+
+def validate(config: Mapping[str, Any], device_count: int | None = None,
+             check_files: bool = True) -> None:
+  """Raises ConfigError naming every bad field of a training config.
+
+  Args:
+    config: the training config (a ConfigDict, or nested dicts).
+    device_count: the number of devices the batch is split over (checked when given).
+    check_files: also check that the files training reads exist (local data
+      folders, VGG19 weights when the SRGAN phase needs them, srgan.init_from).
+  """
+  problems = check(config, device_count, check_files)
+  if problems:
+    raise errors.ConfigError(f'bad config: {"; ".join(problems)}')

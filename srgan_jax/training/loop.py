@@ -1,0 +1,220 @@
+"""The training loop: both phases of the paper in one workdir, resumable.
+
+The two phases run with one global step counter: steps [0, srresnet.num_steps) train
+the generator alone with pixel MSE; the next srgan.num_steps train it against the
+discriminator (``steps``). Everything that varies between steps (crops,
+augmentation) is keyed by (config.seed, step), so a resumed run repeats an
+uninterrupted one exactly. The loop picks the input (``data/``), saves and restores
+checkpoints, evaluates with ``evaluation/during_training``, and stops cleanly on
+SIGTERM. Importing this module does not import tensorflow: the tf.data input
+pipeline and clu's TensorBoard writer are imported when the loop runs.
+"""
+
+import functools
+import signal
+from typing import Any, Iterator
+
+from absl import logging
+from clu import metrics
+from etils import epath
+import jax
+import ml_collections
+import numpy as np
+
+from srgan_jax.evaluation import during_training
+from srgan_jax.nn import vgg19
+from srgan_jax.runtime import errors
+from srgan_jax.runtime import sharding
+from srgan_jax.training import checkpointing
+from srgan_jax.training import steps
+
+
+class NonFiniteLossError(errors.UserError, FloatingPointError):
+  """Training produced a NaN or infinite loss."""
+
+
+def create_input_iterator(config: ml_collections.ConfigDict,
+                          start_step: int) -> Iterator[dict[str, np.ndarray]]:
+  """This host's batches for steps start_step, start_step + 1, ..."""
+  if config.data.source == 'device':  # No tensorflow: decoded once onto the accelerator.
+    from srgan_jax.data import on_device  # pylint: disable=g-import-not-at-top  # This source only.
+    source = on_device.DeviceDataSource(
+        config.data, scale=config.scale, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    return source.batches(start_step, config.batch_size // jax.process_count())
+  # tf.data source only (it imports tensorflow).
+  from srgan_jax.data import tf_pipeline  # pylint: disable=g-import-not-at-top
+  return tf_pipeline.create_train_iterator(
+      config.data, scale=config.scale, batch_size=config.batch_size // jax.process_count(),
+      seed=config.seed, start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count())
+
+
+def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str]:
+  """VGG19 parameters and preprocessing for a VGG content loss, else (None, 'caffe')."""
+  if config.srgan.num_steps == 0 or config.srgan.content_loss == 'mse':
+    return None, 'caffe'
+  return vgg19.load_params(config.srgan.vgg_weights)
+
+
+def initialize_srgan_generator(generator: steps.TrainState, config: ml_collections.ConfigDict,
+                               replicated: jax.sharding.NamedSharding) -> steps.TrainState:
+  """The generator the SRGAN phase starts from (paper: the trained SRResNet).
+
+  With srgan.init_from set, its weights come from that workdir's latest checkpoint;
+  otherwise from this run's SRResNet phase.
+  """
+  if config.srgan.init_from:
+    _, variables, source_config = checkpointing.load_generator(
+        config.srgan.init_from, ema=False)
+    if (source_config.generator.to_dict(), source_config.scale) != (
+        config.generator.to_dict(), config.scale):
+      raise checkpointing.CheckpointError(
+          f'srgan.init_from={config.srgan.init_from} has generator '
+          f'{source_config.generator.to_dict()} x{source_config.scale}, this config '
+          f'{config.generator.to_dict()} x{config.scale}')
+    variables = jax.device_put(variables, replicated)
+    generator = generator.replace(params=variables['params'],
+                                  batch_stats=variables['batch_stats'])
+  elif config.srresnet.num_steps == 0:
+    logging.warning('SRGAN phase starts from a random generator: the paper initializes '
+                    'it from a trained SRResNet (set srgan.init_from).')
+  return jax.jit(functools.partial(steps.start_srgan_phase, config=config),
+                 out_shardings=replicated)(generator)
+
+
+class PreemptionWatcher:
+  """Notices SIGTERM (preemption, job schedulers) so the loop can save and stop.
+
+  One process: a signal handler. Several: JAX's preemption sync service, which makes
+  every process agree on the step at which to stop.
+  """
+
+  def __init__(self):
+    self._signalled = False
+    self._previous = None
+    if jax.process_count() == 1:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # Not the main thread: leave signals alone.
+        pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint at the end of this step.')
+    self._signalled = True
+
+  def reached(self, step: int, manager: Any) -> bool:
+    if jax.process_count() > 1:
+      return manager.reached_preemption(step)
+    return self._signalled
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
+  """Raises NonFiniteLossError if any step since the last check had a bad loss."""
+  bad_step = int(jax.device_get(train_metrics.first_nonfinite_step.compute()))
+  if bad_step >= 0:
+    checkpointing.wait_until_finished(manager)
+    raise NonFiniteLossError(
+        f'the training loss became NaN or infinite at step {bad_step}; stopped. The '
+        f'latest checkpoint ({manager.latest_step()}) in {manager.directory} is from '
+        'before it and intact.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                       ) -> tuple[steps.TrainState, steps.TrainState]:
+  """Runs (or resumes) both phases in ``workdir``; returns the final states.
+
+  ``config`` must have passed ``config_rules.validate`` (``srgan_jax.main`` checks it
+  where the command line enters).
+
+  Raises:
+    errors.Preempted: SIGTERM arrived; a checkpoint was saved, and calling this
+      again with the same arguments resumes from it.
+  """
+  # Imported here: they import tensorflow (for TensorBoard), which the steps do not need.
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  srresnet_steps, total_steps = config.srresnet.num_steps, (
+      config.srresnet.num_steps + config.srgan.num_steps)
+  # Damaged VGG19 weights are reported before anything is written.
+  vgg_params, vgg_preprocessing = load_vgg(config)
+  manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  mesh = sharding.create_mesh()
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
+  start_step = manager.latest_step() or 0
+  phase = steps.SRRESNET if start_step < srresnet_steps else steps.SRGAN
+
+  generator, discriminator = jax.jit(
+      functools.partial(steps.create_states, config, phase), out_shardings=replicated)()
+  if start_step:
+    generator, discriminator, record = checkpointing.restore(
+        manager, start_step, generator, discriminator, config)
+    logging.info('Resumed from %s at step %d.', manager.directory, start_step)
+    if phase == steps.SRGAN and record['phase'] == steps.SRRESNET:  # Saved right at the switch.
+      phase = steps.SRRESNET
+  if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
+    (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+
+  vgg_params = jax.device_put(vgg_params, replicated)
+  srresnet_step, srgan_step = steps.compile_steps(config, vgg_preprocessing, replicated)
+  train_metrics = steps.empty_metrics(phase, replicated)
+  batches = create_input_iterator(config, start_step)
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
+  if jax.process_index() == 0 and config.profile_steps:
+    hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
+                                          logdir=workdir))
+  preemption = PreemptionWatcher()
+  saved_once = False
+  evaluator = during_training.TrainingEvaluator(config, writer)  # Names absent sets.
+  logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
+               start_step, total_steps, srresnet_steps, jax.device_count())
+  try:
+    for step in range(start_step, total_steps):
+      if phase == steps.SRRESNET and step >= srresnet_steps:
+        phase = steps.SRGAN
+        generator = initialize_srgan_generator(generator, config, replicated)
+        train_metrics = steps.empty_metrics(phase, replicated)
+      # Outside the mesh context: the device source makes each host's batch on one
+      # of its devices before it joins the global batch.
+      batch = sharding.shard_batch(next(batches), data_sharding)
+      with jax.set_mesh(mesh), jax.profiler.StepTraceAnnotation('train', step_num=step):
+        if phase == steps.SRRESNET:
+          generator, train_metrics = srresnet_step(generator, train_metrics, batch, step)
+        else:
+          generator, discriminator, train_metrics = srgan_step(
+              generator, discriminator, train_metrics, batch, vgg_params, step)
+      done = step + 1
+      for hook in hooks:
+        hook(done)
+      if done % config.log_every_steps == 0 or done in (srresnet_steps, total_steps):
+        _check_finite(train_metrics, manager)
+        summary = {f'train/{phase}/{k}': v for k, v in train_metrics.compute().items()
+                   if k != 'first_nonfinite_step'}
+        writer.write_scalars(done, jax.device_get(summary))
+        train_metrics = steps.empty_metrics(phase, replicated)
+      if done % config.eval_every_steps == 0 or done == total_steps:
+        evaluator.run(generator.eval_variables(), done, final=done == total_steps)
+      checkpointing.check_for_errors(manager)  # A failed background write stops here.
+      preempted = preemption.reached(done, manager)
+      if preempted or manager.should_save(done) or done == total_steps:
+        _check_finite(train_metrics, manager)
+        checkpointing.save(manager, done, generator, discriminator,
+                           checkpointing.run_record(done, phase, config), force=True)
+        if not saved_once:  # The first write of a run is waited for: a workdir that
+          checkpointing.wait_until_finished(manager)  # cannot be written fails now.
+          saved_once = True
+      if preempted:
+        raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the '
+                               'same command to resume', (generator, discriminator))
+  finally:
+    preemption.close()
+    checkpointing.wait_until_finished(manager)
+    writer.flush()
+  return generator, discriminator

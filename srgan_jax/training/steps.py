@@ -1,0 +1,319 @@
+"""SRResNet and SRGAN training steps: states, metrics, optimizers and the jitted steps.
+
+Pure functions of (states, metrics, batch, step): what the training loop
+(``training/loop.py``) runs and the benchmark times. The states are replicated and
+the batch split along the 'data' mesh axis (see ``runtime/sharding.py``), so
+BatchNorm statistics and gradients cover the global batch. Nothing here imports
+tensorflow or reads files.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+from clu import metrics
+import flax
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from srgan_jax.nn import losses
+from srgan_jax.nn import models
+
+SRRESNET, SRGAN = 'srresnet', 'srgan'
+
+
+class TrainState(train_state.TrainState):
+  """A TrainState that also carries BatchNorm statistics and, optionally, an EMA.
+
+  The EMA covers the BatchNorm running averages too (``ema_batch_stats``, with the
+  weights' decay): the running averages follow the current weights over about ten
+  steps, the EMA weights average about 1 / (1 - decay) steps, and evaluating the
+  EMA weights with the current weights' statistics mixes two different networks.
+  """
+  batch_stats: Any
+  ema_params: Any = None
+  ema_batch_stats: Any = None
+
+  def eval_variables(self, ema: bool = True) -> dict[str, Any]:
+    """Variables for ``apply``: the EMA weights with their statistics if kept."""
+    if ema and self.ema_params is not None:
+      return {'params': self.ema_params, 'batch_stats': self.ema_batch_stats}
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+@flax.struct.dataclass
+class FirstNonFinite(metrics.Metric):
+  """The first step whose loss was NaN or infinite (-1 while all are finite)."""
+  step: jax.Array
+
+  @classmethod
+  def from_model_output(cls, *, loss: jax.Array, step: jax.Array, **_) -> 'FirstNonFinite':
+    return cls(jnp.where(jnp.isfinite(loss), -1, step).astype(jnp.int32))
+
+  @classmethod
+  def empty(cls) -> 'FirstNonFinite':
+    return cls(jnp.array(-1, jnp.int32))
+
+  def merge(self, other: 'FirstNonFinite') -> 'FirstNonFinite':
+    return type(self)(jnp.where(self.step >= 0, self.step, other.step))
+
+  def compute(self) -> jax.Array:
+    return self.step
+
+
+@flax.struct.dataclass
+class SRResNetMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  learning_rate: metrics.LastValue.from_output('learning_rate')
+  grad_norm: metrics.Average.from_output('grad_norm')
+  first_nonfinite_step: FirstNonFinite
+
+
+@flax.struct.dataclass
+class SRGANMetrics(metrics.Collection):
+  generator_loss: metrics.Average.from_output('generator_loss')
+  content_loss: metrics.Average.from_output('content_loss')
+  adversarial_loss: metrics.Average.from_output('adversarial_loss')
+  discriminator_loss: metrics.Average.from_output('discriminator_loss')
+  d_real: metrics.Average.from_output('d_real')  # Mean D(HR): near 1 when D wins.
+  d_fake: metrics.Average.from_output('d_fake')  # Mean D(G(LR)).
+  learning_rate: metrics.LastValue.from_output('learning_rate')
+  generator_grad_norm: metrics.Average.from_output('generator_grad_norm')
+  discriminator_grad_norm: metrics.Average.from_output('discriminator_grad_norm')
+  first_nonfinite_step: FirstNonFinite
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.dtype]
+
+
+def create_generator(config: ml_collections.ConfigDict) -> models.SRResNet:
+  """The generator to train, computing in the config's dtype."""
+  return models.generator_from_config(config, compute_dtype(config))
+
+
+def create_discriminator(config: ml_collections.ConfigDict) -> models.Discriminator:
+  """The discriminator to train, computing in the config's dtype."""
+  return models.discriminator_from_config(config, compute_dtype(config))
+
+
+def create_optimizer(config: ml_collections.ConfigDict, phase: str) -> optax.GradientTransformation:
+  """Adam (beta1 0.9) with the phase's schedule: constant 1e-4 for the SRResNet (or
+  a cosine decay to 0 with srresnet.schedule='cosine'); 1e-4 then 1e-5 after
+  srgan.decay_steps for SRGAN (both networks)."""
+  if phase == SRRESNET and config.srresnet.schedule == 'constant':
+    schedule = optax.constant_schedule(config.srresnet.learning_rate)
+  elif phase == SRRESNET and config.srresnet.schedule == 'cosine':
+    # The rate falls to zero at the end, so the last evaluations agree and the
+    # running BatchNorm averages catch up with weights that no longer move.
+    schedule = optax.cosine_decay_schedule(config.srresnet.learning_rate,
+                                           max(config.srresnet.num_steps, 1))
+  else:  # SRGAN; config_rules checked srresnet.schedule.
+    schedule = optax.piecewise_constant_schedule(
+        config.srgan.learning_rate, {config.srgan.decay_steps: config.srgan.decay_factor})
+  # inject_hyperparams keeps the current learning rate in the optimizer state for logging.
+  return optax.inject_hyperparams(optax.adam)(
+      learning_rate=schedule, b1=config.adam_b1, b2=config.adam_b2)
+
+
+def create_train_state(rng: jax.Array, model: flax.linen.Module, input_shape: tuple[int, ...],
+                       tx: optax.GradientTransformation, ema: bool = False) -> TrainState:
+  """Initializes a model's variables and wraps them with its optimizer."""
+  variables = model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
+  params = variables['params']
+  batch_stats = variables.get('batch_stats', {})  # {}: a generator without BatchNorm.
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+                           ema_params=params if ema else None,
+                           ema_batch_stats=batch_stats if ema else None)
+
+
+def create_states(config: ml_collections.ConfigDict, phase: str) -> tuple[TrainState, TrainState]:
+  """Freshly initialized generator and discriminator states for a phase."""
+  crop = config.data.crop_size  # A multiple of scale and of 16: config_rules checked it.
+  g_rng, d_rng = jax.random.split(jax.random.key(config.seed))
+  lr_side = crop // config.scale
+  generator = create_train_state(g_rng, create_generator(config), (1, lr_side, lr_side, 3),
+                                 create_optimizer(config, phase), ema=config.ema_decay > 0)
+  discriminator = create_train_state(d_rng, create_discriminator(config), (1, crop, crop, 3),
+                                     create_optimizer(config, SRGAN))
+  return generator, discriminator
+
+
+def start_srgan_phase(generator: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+  """The SRGAN generator: the SRResNet's weights with a fresh Adam on the SRGAN schedule."""
+  tx = create_optimizer(config, SRGAN)
+  ema = config.ema_decay > 0
+  return TrainState.create(apply_fn=generator.apply_fn, params=generator.params, tx=tx,
+                           batch_stats=generator.batch_stats,
+                           ema_params=generator.params if ema else None,
+                           ema_batch_stats=generator.batch_stats if ema else None)
+
+
+def _update_generator(state: TrainState, grads: Any, batch_stats: Any,
+                      ema_decay: float) -> TrainState:
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if ema_decay > 0:
+    state = state.replace(
+        ema_params=optax.incremental_update(state.params, state.ema_params,
+                                            step_size=1 - ema_decay),
+        ema_batch_stats=optax.incremental_update(state.batch_stats, state.ema_batch_stats,
+                                                 step_size=1 - ema_decay))
+  return state
+
+
+def _learning_rate(state: TrainState) -> jax.Array:
+  """The rate of the update just applied (inject_hyperparams stores it in the state)."""
+  return state.opt_state.hyperparams['learning_rate']
+
+
+def srresnet_train_step(state: TrainState, train_metrics: SRResNetMetrics,
+                        batch: dict[str, jax.Array], step: jax.Array, *, ema_decay: float
+                        ) -> tuple[TrainState, SRResNetMetrics]:
+  """One SRResNet update: pixel MSE between G(LR) and HR, both in [-1, 1]."""
+  def loss_fn(params):
+    sr, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
+                                 batch['lr'], train=True, mutable=['batch_stats'])
+    return losses.pixel_mse(sr, batch['hr']), updates['batch_stats']
+
+  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = _update_generator(state, grads, batch_stats, ema_decay)
+  update = SRResNetMetrics.single_from_model_output(
+      loss=loss, learning_rate=_learning_rate(state), grad_norm=optax.tree.norm(grads), step=step)
+  return state, train_metrics.merge(update)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerceptualLoss:
+  """The SRGAN generator's loss (paper eq. 3): content + adversarial_weight x adversarial.
+
+  Attributes:
+    content_loss: 'mse' (pixels) or a VGG19 feature map, e.g. 'vgg54' (see
+      ``nn/losses.CONTENT_LOSSES``).
+    adversarial_weight: the paper's 1e-3.
+    vgg_feature_scale: VGG features are multiplied by it before the MSE (the paper's
+      1/12.75, which brings the VGG loss to the scale of the pixel MSE).
+    vgg_preprocessing: that of the VGG19 weights, 'caffe' or 'torch' (see
+      ``nn/vgg19.preprocess``).
+    dtype: VGG19's compute dtype.
+  """
+  content_loss: str
+  adversarial_weight: float
+  vgg_feature_scale: float
+  vgg_preprocessing: str
+  dtype: Any
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict,
+                  vgg_preprocessing: str) -> 'PerceptualLoss':
+    """The loss of ``config.srgan``, computing in ``config.dtype``."""
+    return cls(content_loss=config.srgan.content_loss,
+               adversarial_weight=config.srgan.adversarial_weight,
+               vgg_feature_scale=config.srgan.vgg_feature_scale,
+               vgg_preprocessing=vgg_preprocessing, dtype=compute_dtype(config))
+
+
+def srgan_train_step(generator: TrainState, discriminator: TrainState,
+                     train_metrics: SRGANMetrics, batch: dict[str, jax.Array],
+                     vgg_params: Any, step: jax.Array, *, loss: PerceptualLoss,
+                     ema_decay: float) -> tuple[TrainState, TrainState, SRGANMetrics]:
+  """One SRGAN update of D then G (k = 1), in one compiled program.
+
+  G runs forward once; D is updated on (HR, G(LR)); G's perceptual loss (content +
+  ``loss.adversarial_weight`` x adversarial) is then taken against the updated D and
+  pulled back through the saved forward pass.
+
+  Args:
+    generator, discriminator: the two networks' states (replicated).
+    train_metrics: the metrics so far; this step's are merged into them.
+    batch: ``{'lr', 'hr'}`` in [-1, 1], split over the devices.
+    vgg_params: VGG19's weights for a VGG content loss (None for 'mse').
+    step: the global step, for ``first_nonfinite_step``.
+    loss: the generator's perceptual loss.
+    ema_decay: of the generator's weight average (0: none kept).
+
+  Returns:
+    The updated generator, discriminator and metrics.
+  """
+  lr, hr = batch['lr'], batch['hr']
+
+  def generate(params):
+    sr, updates = generator.apply_fn(
+        {'params': params, 'batch_stats': generator.batch_stats}, lr, train=True,
+        mutable=['batch_stats'])
+    return sr, updates['batch_stats']
+
+  sr, generator_vjp, generator_batch_stats = jax.vjp(generate, generator.params, has_aux=True)
+
+  def discriminate(params, batch_stats, images):
+    logits, updates = discriminator.apply_fn(
+        {'params': params, 'batch_stats': batch_stats}, images, train=True,
+        mutable=['batch_stats'])
+    return logits, updates['batch_stats']
+
+  def discriminator_loss_fn(params):
+    # Real and fake batches pass separately, so each has its own BN statistics.
+    real_logits, batch_stats = discriminate(params, discriminator.batch_stats, hr)
+    fake_logits, batch_stats = discriminate(params, batch_stats, jax.lax.stop_gradient(sr))
+    loss = losses.discriminator_loss(real_logits, fake_logits)
+    return loss, (real_logits, fake_logits, batch_stats)
+
+  (d_loss, (real_logits, fake_logits, d_batch_stats)), d_grads = jax.value_and_grad(
+      discriminator_loss_fn, has_aux=True)(discriminator.params)
+  discriminator = discriminator.apply_gradients(grads=d_grads, batch_stats=d_batch_stats)
+
+  content_loss_fn = losses.make_content_loss(
+      loss.content_loss, vgg_params, loss.vgg_preprocessing, loss.vgg_feature_scale, loss.dtype)
+
+  def perceptual_loss_fn(sr):
+    # The updated D judges G's output; its BN statistic updates from this pass are
+    # not kept (D was already updated on this batch).
+    logits, _ = discriminate(discriminator.params, discriminator.batch_stats, sr)
+    content = content_loss_fn(sr, hr)
+    adversarial = losses.generator_adversarial_loss(logits)
+    return content + loss.adversarial_weight * adversarial, (content, adversarial)
+
+  (g_loss, (content, adversarial)), sr_grads = jax.value_and_grad(
+      perceptual_loss_fn, has_aux=True)(sr)
+  (g_grads,) = generator_vjp(sr_grads)
+  generator = _update_generator(generator, g_grads, generator_batch_stats, ema_decay)
+
+  update = SRGANMetrics.single_from_model_output(
+      generator_loss=g_loss, content_loss=content, adversarial_loss=adversarial,
+      discriminator_loss=d_loss, d_real=jnp.mean(jax.nn.sigmoid(real_logits)),
+      d_fake=jnp.mean(jax.nn.sigmoid(fake_logits)),
+      learning_rate=_learning_rate(generator),  # D follows the same schedule.
+      generator_grad_norm=optax.tree.norm(g_grads),
+      discriminator_grad_norm=optax.tree.norm(d_grads),
+      loss=g_loss + d_loss, step=step)
+  return generator, discriminator, train_metrics.merge(update)
+
+
+def compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,
+                  replicated: jax.sharding.NamedSharding) -> tuple[Callable, Callable]:
+  """The jitted SRResNet and SRGAN steps: states and metrics donated and replicated.
+
+  What the training loop runs and the benchmark times. ``vgg_preprocessing`` is that
+  of the content loss's VGG19 weights ('caffe' or 'torch', see nn/vgg19.preprocess); the
+  SRGAN step's other settings come from ``config.srgan``, its compute dtype from
+  ``config.dtype``. Call them under ``jax.set_mesh`` of the mesh of ``replicated``.
+  """
+  srresnet_step = jax.jit(
+      functools.partial(srresnet_train_step, ema_decay=config.ema_decay),
+      donate_argnums=(0, 1), out_shardings=replicated)
+  srgan_step = jax.jit(
+      functools.partial(srgan_train_step,
+                        loss=PerceptualLoss.from_config(config, vgg_preprocessing),
+                        ema_decay=config.ema_decay),
+      donate_argnums=(0, 1, 2), out_shardings=replicated)
+  return srresnet_step, srgan_step
+
+
+def empty_metrics(phase: str, replicated: jax.sharding.NamedSharding) -> metrics.Collection:
+  """Zeroed train metrics of a phase, replicated: the metrics argument of its step."""
+  collection = SRResNetMetrics if phase == SRRESNET else SRGANMetrics
+  # Made on the devices: device_put of host values onto a multi-host sharding first
+  # checks that every host holds the same values (a collective per leaf).
+  return jax.jit(collection.empty, out_shardings=replicated)()

@@ -1,0 +1,158 @@
+"""One training run per workdir: ``WORKDIR/lock.json`` names the run that holds it.
+
+A second run on a workdir in use refuses to start with a ``WorkdirInUseError`` that
+names the host and process holding it; two runs writing one workdir would delete
+each other's checkpoints and interleave their TensorBoard files.
+
+What is guaranteed:
+
+- Local workdirs (any POSIX file system with ``flock``, NFS included): exclusive.
+  The run holds an ``flock`` on the lock file while it trains; the kernel releases it
+  when the process ends in any way (exit, crash, ``kill -9``), so a lock left by a
+  dead process is taken over at once and two live runs can never both hold it. The
+  file is left in place (deleting it would let a waiting run lock a stale inode).
+- Remote workdirs (gs://, ...), which have no atomic create or lock through
+  ``etils.epath``: best effort, by heartbeat. The holder rewrites the file (host,
+  pid, a random token, the time) every ``HEARTBEAT_SECONDS``; a file whose
+  heartbeat is older than ``STALE_SECONDS`` (or whose process is gone, when it is
+  on this host) is taken over. A run writes its token, waits ``SETTLE_SECONDS`` and
+  reads the file back: only the last writer of runs started within that window
+  keeps it, so two runs starting within about a second of each other can, rarely,
+  both start. A run whose heartbeat stops for ``STALE_SECONDS`` (a hung machine)
+  can lose its lock to a new run. The file is deleted when the run ends.
+
+Only process 0 of a multi-host run takes the lock (the caller says which).
+"""
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Iterator
+
+from etils import epath
+
+from srgan_jax.runtime import errors
+from srgan_jax.runtime import paths
+
+LOCK_NAME = 'lock.json'
+HEARTBEAT_SECONDS = 60.0
+STALE_SECONDS = 600.0
+SETTLE_SECONDS = 2.0
+
+
+class WorkdirInUseError(errors.UserError):
+  """Another live run holds the workdir."""
+
+
+def _holder_record(token: str) -> dict[str, Any]:
+  return {'host': socket.gethostname(), 'pid': os.getpid(), 'token': token,
+          'heartbeat': time.time()}
+
+
+def _describe(holder: dict[str, Any] | None, workdir: str) -> str:
+  who = ('another process' if not holder else
+         f'process {holder.get("pid")} on host {holder.get("host")}')
+  return (f'workdir {workdir} is in use by {who} (lock file {workdir}/{LOCK_NAME}); '
+          'wait for it to end or stop it, or choose another --workdir')
+
+
+def _read(path: Any) -> dict[str, Any] | None:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):  # Missing, or half-written by a dying process.
+    return None
+
+
+def _process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Exists, owned by someone else.
+    return True
+  return True
+
+
+@contextlib.contextmanager
+def _flock(workdir: str) -> Iterator[None]:
+  """Holds an exclusive flock on the local lock file."""
+  import fcntl  # pylint: disable=g-import-not-at-top  # POSIX only.
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_NAME)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+        raise
+      raise WorkdirInUseError(_describe(_read(epath.Path(path)), workdir)) from None
+    record = json.dumps(_holder_record(uuid.uuid4().hex)).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, record, 0)
+    yield
+  finally:
+    os.close(fd)  # Releases the flock.
+
+
+def _stale(holder: dict[str, Any] | None, stale_seconds: float) -> bool:
+  if not holder:
+    return True
+  if holder.get('host') == socket.gethostname() and not _process_alive(int(holder['pid'])):
+    return True
+  return time.time() - float(holder.get('heartbeat', 0)) > stale_seconds
+
+
+@contextlib.contextmanager
+def _heartbeat_lock(workdir: str, heartbeat_seconds: float = HEARTBEAT_SECONDS,
+                    stale_seconds: float = STALE_SECONDS,
+                    settle_seconds: float = SETTLE_SECONDS) -> Iterator[None]:
+  """A lock file kept fresh by a heartbeat thread (remote workdirs)."""
+  path = epath.Path(workdir) / LOCK_NAME
+  path.parent.mkdir(parents=True, exist_ok=True)
+  holder = _read(path) if path.exists() else None
+  if holder and not _stale(holder, stale_seconds):
+    raise WorkdirInUseError(_describe(holder, workdir))
+  token = uuid.uuid4().hex
+  path.write_text(json.dumps(_holder_record(token)))
+  time.sleep(settle_seconds)  # Another run that started as well writes in this time.
+  holder = _read(path)
+  if not holder or holder.get('token') != token:
+    raise WorkdirInUseError(_describe(holder, workdir))
+  stop = threading.Event()
+
+  def beat():
+    while not stop.wait(heartbeat_seconds):
+      try:
+        path.write_text(json.dumps(_holder_record(token)))
+      except Exception:  # pylint: disable=broad-except  # A blip; the next beat retries.
+        pass
+
+  thread = threading.Thread(target=beat, name='workdir-lock-heartbeat', daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
+    with contextlib.suppress(Exception):
+      if (_read(path) or {}).get('token') == token:
+        path.unlink()
+
+
+def hold(workdir: str, enabled: bool = True) -> contextlib.AbstractContextManager[None]:
+  """Holds the workdir's lock for the ``with`` block, or does nothing if not enabled.
+
+  Raises:
+    WorkdirInUseError: another live run holds it (the message names it).
+  """
+  if not enabled:
+    return contextlib.nullcontext()
+  if paths.is_remote(workdir):
+    return _heartbeat_lock(workdir)
+  return _flock(workdir)

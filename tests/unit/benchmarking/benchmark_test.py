@@ -1,0 +1,176 @@
+"""Benchmark tests: XLA's FLOP count, the CLI writes its report (with the PyTorch line),
+and --rounds times the variants of a line side by side."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from conftest import REPO
+from srgan_jax.benchmarking import lines
+from srgan_jax.benchmarking import timing
+from srgan_jax.training import steps
+
+# A tiny run: 32x32 HR crops, batch 2.
+CROP = 32
+BATCH = 2
+
+
+def _conv_flops(side, kernel, in_channels, out_channels):
+  """2 x multiply-adds of a stride-1 'SAME' conv on a square image, counting only the
+  taps that fall inside the image (XLA does not count those on the zero padding)."""
+  half = kernel // 2
+  taps = sum(min(o + half, side - 1) - max(o - half, 0) + 1 for o in range(side))
+  return 2 * taps**2 * in_channels * out_channels
+
+
+def test_generator_flops_match_conv_count():
+  """The paper's SRResNet at 24x24 -> 96x96: XLA's count is that of its convolutions
+  plus under 1% for PReLU, BatchNorm and the skips."""
+  config = lines.benchmark_config(batch_size=1)
+  model = steps.create_generator(config)
+  variables = lines.generator_variables(config)
+  compiled = jax.jit(functools.partial(model.apply, train=False)).lower(
+      variables, jnp.zeros((1, 24, 24, 3))).compile()
+  convs = (_conv_flops(24, 9, 3, 64) + 33 * _conv_flops(24, 3, 64, 64)
+           + _conv_flops(24, 3, 64, 256) + _conv_flops(48, 3, 64, 256)
+           + _conv_flops(96, 9, 64, 3))
+  assert convs < lines.compiled_flops(compiled) < 1.01 * convs
+
+
+# The tiny runs' arguments but --run (their programs are compiled once, then cached).
+TINY_ARGS = [f'--batch_sizes={BATCH}', f'--crop_size={CROP}', '--widths=1,8',
+             '--inference_sizes=8', '--warmup=0', '--weight_gradients=xla,matmul']
+
+
+def _run_cli(folder, *args):
+  """Runs the command line (its flags and main) in a fresh process with these
+  arguments; returns (JSON report, stdout)."""
+  path = folder / 'report.json'
+  args = [*args, f'--json={path}']
+  code = textwrap.dedent(f"""
+      import sys
+      from absl import flags
+      from srgan_jax import benchmark
+      benchmark._define_flags()
+      benchmark.main(flags.FLAGS(['benchmark', *{args}]))
+      print('tensorflow imported:', 'tensorflow' in sys.modules)
+      """)
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(path.read_text()), result.stdout
+
+
+@pytest.fixture(scope='module')
+def cli_run(tmp_path_factory):
+  """One tiny run of the command line with the PyTorch comparison; (report, stdout)."""
+  return _run_cli(tmp_path_factory.mktemp('benchmark'), '--run=srresnet,srgan,inference',
+                  *TINY_ARGS, '--steps=1', '--compare=torch')
+
+
+@pytest.mark.system
+def test_cli_writes_json(cli_run):
+  report, stdout = cli_run
+  assert {'jax', 'backend', 'device_kind', 'dtype', 'torch'} <= set(report['environment'])
+  assert lines.RANDOM_VGG_NOTE in report['notes']
+  assert report['environment']['weight_gradients'] == ['xla', 'matmul']
+  by_mode = {(row['benchmark'], row['weight_gradient']): row for row in report['results']}
+  assert set(by_mode) == {(line, mode) for line in ('srresnet_step', 'srgan_step', 'inference')
+                          for mode in ('xla', 'matmul')}
+  for line in ('srresnet_step', 'srgan_step', 'inference'):  # One PyTorch timing for both.
+    assert by_mode[line, 'xla']['torch'] == by_mode[line, 'matmul']['torch']
+  rows = {line: row for (line, mode), row in by_mode.items() if mode == 'matmul'}
+  for row in by_mode.values():
+    assert row['images_per_s'] > 0 and row['torch']['images_per_s'] > 0
+    assert row['jax_over_torch'] == pytest.approx(
+        row['images_per_s'] / row['torch']['images_per_s'])
+    assert row['flops_per_step'] > 0
+    assert row['mfu'] is None  # CPU: no known peak.
+  # The SRGAN step runs G, D twice and VGG19 on top of the SRResNet step's work.
+  assert rows['srgan_step']['flops_per_step'] > 2 * rows['srresnet_step']['flops_per_step']
+  assert rows['inference']['hr_size'] == 32 and rows['inference']['megapixels_per_s'] > 0
+  assert 'JAX/torch' in stdout and 'dW' in stdout
+
+
+def test_unknown_weight_gradient_mode_rejected():
+  with pytest.raises(ValueError, match='weight_gradients'):
+    lines.BenchmarkOptions(benchmarks=('inference',), weight_gradients=('fast',))
+
+
+@pytest.mark.system
+def test_benchmark_does_not_import_tensorflow(cli_run):
+  """Machines that only benchmark or serve need not have tensorflow."""
+  _, stdout = cli_run
+  assert 'tensorflow imported: False' in stdout
+
+
+def _fake_variant(name, events):
+  """A variant whose preparation and calls only record themselves (and the carry)."""
+  def prepare():
+    events.append(('prepare', name))
+    loop = timing.Loop(lambda carry: events.append((name, carry)) or carry + 1, 0,
+                       lambda _: None)
+    return loop, lambda seconds: {'ms_per_step': seconds * 1e3}
+  return prepare
+
+
+def test_sequential_timing_prepares_each_variant_before_timing_it():
+  events = []
+  variants = {name: _fake_variant(name, events) for name in 'ab'}
+  timed = list(timing.measure(variants, steps=2, warmup=1, rounds=0))
+  assert [name for name, _ in timed] == ['a', 'b']
+  assert events == [('prepare', 'a'), ('a', 0), ('a', 1), ('a', 2),
+                    ('prepare', 'b'), ('b', 0), ('b', 1), ('b', 2)]
+  assert all('ms_min' not in fields for _, fields in timed)
+
+
+def test_rounds_call_each_variant_once_per_round_in_alternating_order():
+  events = []
+  variants = {name: _fake_variant(name, events) for name in 'abc'}
+  timed = dict(timing.measure(variants, steps=5, warmup=1, rounds=3))
+  prepared, calls = events[:3], events[3:]
+  assert prepared == [('prepare', name) for name in 'abc']
+  # The warm-up call of each, then the rounds; each variant's carry goes on.
+  assert calls == [('a', 0), ('b', 0), ('c', 0), ('a', 1), ('b', 1), ('c', 1),
+                   ('c', 2), ('b', 2), ('a', 2), ('a', 3), ('b', 3), ('c', 3)]
+  for fields in timed.values():
+    assert 0 <= fields['ms_min'] <= fields['ms_per_step'] <= fields['ms_max']
+    assert fields['load_1min'][0] <= fields['load_1min'][1]
+
+
+@pytest.fixture(scope='module', params=['torch', 'jax'])
+def rounds_run(request, tmp_path_factory):
+  """A tiny --rounds=2 run of the command line, with and without the PyTorch
+  comparison; (compared, report, stdout). The SRGAN step, slow and timed by the same
+  code as the SRResNet step, is left out."""
+  compared = request.param == 'torch'
+  return (compared, *_run_cli(tmp_path_factory.mktemp('rounds'), '--run=srresnet,inference',
+                              *TINY_ARGS, '--rounds=2', *['--compare=torch'] * compared))
+
+
+@pytest.mark.system
+def test_rounds_report_median_min_max_and_load(rounds_run):
+  compared, report, stdout = rounds_run
+  assert report['environment']['rounds'] == 2
+  assert sorted((row['benchmark'], row['weight_gradient']) for row in report['results']) == (
+      sorted((line, mode) for line in ('srresnet_step', 'inference')
+             for mode in ('xla', 'matmul')))
+  for row in report['results']:
+    assert row['ms_min'] <= row['ms_per_step'] <= row['ms_max']
+    assert 0 <= row['load_1min'][0] <= row['load_1min'][1]
+    if compared:
+      torch_row = row['torch']
+      assert torch_row['ms_min'] <= torch_row['ms_per_step'] <= torch_row['ms_max']
+      assert row['jax_over_torch'] == pytest.approx(
+          torch_row['ms_per_step'] / row['ms_per_step'])
+    else:
+      assert 'torch' not in row and 'jax_over_torch' not in row
+  header = next(line for line in stdout.splitlines() if line.startswith('benchmark |'))
+  assert 'ms min' in header and 'torch max' in header and header.endswith('| load')

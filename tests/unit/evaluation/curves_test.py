@@ -1,0 +1,89 @@
+"""Learning-curve plots from a tiny run's TensorBoard events."""
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+import numpy as np
+from PIL import Image
+import pytest
+
+from srgan_jax.evaluation import curves
+from srgan_jax.evaluation import metrics
+from srgan_jax.evaluation import scoring
+from srgan_jax.imaging import bicubic
+from srgan_jax.inference import loading
+
+
+def _bicubic_reference(folder):
+  """Mean Y PSNR and SSIM of bicubic x4 on the folder's images, written out here."""
+  scores = []
+  for path in sorted(folder.glob('*.png')):
+    with Image.open(path) as image:
+      hr = np.asarray(image)  # 32x40: already a multiple of 4.
+    sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
+    scores.append((metrics.psnr(sr, hr, 4), metrics.ssim(sr, hr, 4)))
+  return np.mean(scores, axis=0)
+
+
+def test_events_hold_the_curves_and_the_bicubic_baseline(tiny_run):
+  workdir, eval_folder = tiny_run
+  scalars = curves.read_scalars(workdir)
+  learning = curves.learning_curves(scalars)
+  assert list(learning) == ['eval'] and sorted(learning['eval']) == ['psnr', 'ssim']
+  steps, psnrs = learning['eval']['psnr']
+  np.testing.assert_array_equal(steps, [2, 4])
+  # The last point is the final generator's score, as evaluate measures it.
+  final = scoring.evaluate_model(*loading.load_generator('srgan', str(workdir)),
+                                 [str(eval_folder)])['eval']
+  assert [float(psnrs[-1]), float(learning['eval']['ssim'][1][-1])] == pytest.approx(
+      [final['psnr'], final['ssim']], rel=1e-6)
+  # Training logged the bicubic baseline at each evaluation; it is bicubic's score.
+  np.testing.assert_array_equal(scalars['eval/eval/bicubic_psnr'][0], [2, 4])
+  baseline = curves.bicubic_baselines(scalars, ['eval'], curves.read_config(workdir))
+  assert [baseline['eval']['psnr'], baseline['eval']['ssim']] == pytest.approx(
+      _bicubic_reference(eval_folder), rel=1e-6)
+  # Without those scalars (runs from before them), it is computed from the folder.
+  older = {tag: curve for tag, curve in scalars.items() if 'bicubic' not in tag}
+  recomputed = curves.bicubic_baselines(older, ['eval'], curves.read_config(workdir))['eval']
+  assert [recomputed['psnr'], recomputed['ssim']] == pytest.approx(
+      _bicubic_reference(eval_folder), rel=1e-6)
+  assert curves.bicubic_baselines(older, ['eval'], {}) == {}  # No folder known: no line.
+
+
+def test_plot_draws_each_curve_and_its_baseline(tiny_run, tmp_path):
+  workdir, eval_folder = tiny_run
+  output = tmp_path / 'curves' / 'curve.png'
+  fig = curves.plot_workdir(workdir, output)
+  with Image.open(output) as image:
+    assert image.size == (11 * 120, int(4.2 * 120))
+  learning = curves.learning_curves(curves.read_scalars(workdir))['eval']
+  reference = _bicubic_reference(eval_folder)
+  for ax, metric, baseline in zip(fig.axes, curves.METRICS, reference):
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_array_equal(lines['eval'].get_xdata(), learning[metric][0])
+    np.testing.assert_array_equal(lines['eval'].get_ydata(), learning[metric][1])
+    assert lines['eval bicubic'].get_ydata()[0] == pytest.approx(baseline, rel=1e-6)
+  with pytest.raises(ValueError, match=r"no evaluations of \['Set5'\]"):
+    curves.plot_workdir(workdir, output, sets=['Set5'])
+
+
+def _python(*args):
+  result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.system
+def test_command_writes_the_png(tiny_run, tmp_path):
+  output = tmp_path / 'curve.png'
+  _python('-m', 'srgan_jax.plot', f'--workdir={tiny_run[0]}', f'--output={output}')
+  assert output.stat().st_size > 10_000
+
+
+@pytest.mark.system
+def test_plotting_leaves_tensorflow_out(tiny_run, tmp_path):
+  _python('-c', 'import sys; from srgan_jax.evaluation import curves; '
+          f'curves.plot_workdir({str(tiny_run[0])!r}, {str(tmp_path / "c.png")!r}); '
+          'assert "tensorflow" not in sys.modules')

@@ -1,0 +1,146 @@
+"""Shipped generators: export from a workdir, load by name, use from both commands."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from conftest import REPO
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from srgan_jax.evaluation import scoring
+from srgan_jax.inference import files
+from srgan_jax.inference import loading
+from srgan_jax.inference import packaging
+from srgan_jax.inference import tiling
+from srgan_jax.training import checkpointing
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+  """An empty folder of shipped models in place of the package's."""
+  folder = tmp_path / 'models'
+  monkeypatch.setenv(loading.DIRECTORY_ENV, str(folder))
+  return folder
+
+
+def _leaves(tree):
+  return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+def test_export_then_load_by_name_equals_the_workdir_generator(tiny_run, models_dir):
+  workdir, eval_folder = tiny_run
+  assert loading.names() == []
+  record_path = packaging.export(str(workdir), 'tiny', command='train it', folders=[str(eval_folder)])
+  assert record_path == models_dir / 'tiny.json'
+  assert loading.names() == ['tiny']
+  model, variables, config = loading.load('tiny')
+  # Small: the float32 weights and BatchNorm statistics, and little else.
+  values = sum(leaf.size for leaf in _leaves(variables))
+  assert 4 * values < (models_dir / 'tiny.msgpack').stat().st_size < 4 * values + 4096
+  source_model, source_variables, source_config = checkpointing.load_generator(str(workdir))
+  assert model == source_model and config.to_dict() == source_config.to_dict()
+  for shipped, source in zip(_leaves(variables), _leaves(source_variables), strict=True):
+    np.testing.assert_array_equal(shipped, source)
+  # The EMA weights, which the run kept, not the raw ones.
+  raw = checkpointing.load_generator(str(workdir), ema=False)[1]['params']
+  assert any(np.abs(a - b).max() > 0 for a, b in zip(_leaves(variables['params']), _leaves(raw)))
+  lr = np.random.default_rng(0).uniform(size=(2, 9, 7, 3)).astype(np.float32)
+  np.testing.assert_array_equal(
+      np.asarray(model.apply(variables, lr, train=False)),
+      np.asarray(source_model.apply(source_variables, lr, train=False)))
+
+  record = json.loads(record_path.read_text())
+  assert record['source']['step'] == 4 and record['command'] == 'train it'
+  assert record['config']['generator'] == source_config.generator.to_dict()
+  # The recorded scores are the workdir generator's, measured the usual way.
+  expected = scoring.evaluate_model(*loading.load_generator('srgan', str(workdir)),
+                                    [str(eval_folder)])
+  # As JSON text: NIQE is NaN on these images (no whole 96x96 block), and NaN != NaN.
+  assert json.dumps(record['scores'], sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def test_export_refuses_an_existing_name_and_bad_names(tiny_run, models_dir):
+  workdir, _ = tiny_run
+  packaging.export(str(workdir), 'tiny', step=2, folders=[])
+  first = (models_dir / 'tiny.msgpack').read_bytes()
+  with pytest.raises(FileExistsError, match='--overwrite'):
+    packaging.export(str(workdir), 'tiny', folders=[])
+  assert (models_dir / 'tiny.msgpack').read_bytes() == first
+  packaging.export(str(workdir), 'tiny', folders=[], overwrite=True)  # Step 4 now.
+  assert (models_dir / 'tiny.msgpack').read_bytes() != first
+  assert json.loads((models_dir / 'tiny.json').read_text())['source']['step'] == 4
+  for name in ('bicubic', 'srgan', 'Has Space', '../escape'):
+    with pytest.raises(ValueError, match='invalid model name'):
+      packaging.export(str(workdir), name, folders=[])
+
+
+def test_unknown_name_lists_the_shipped_ones(tiny_run, models_dir):
+  packaging.export(str(tiny_run[0]), 'tiny', folders=[])
+  with pytest.raises(loading.UnknownModelError, match=r"'nope'.*shipped models: tiny"):
+    loading.load('nope')
+  with pytest.raises(loading.UnknownModelError, match='needs --workdir'):
+    loading.load_generator('srgan')
+  assert 'shipped model by name: tiny ' in loading.model_flag_help()  # --help.
+
+
+def test_changed_weights_file_is_refused(tiny_run, models_dir):
+  packaging.export(str(tiny_run[0]), 'tiny', folders=[])
+  with open(models_dir / 'tiny.msgpack', 'ab') as weights:
+    weights.write(b'\0')
+  with pytest.raises(ValueError, match='SHA-256'):
+    loading.load('tiny')
+
+
+def _run(*args: str, models: pathlib.Path, check: bool = True) -> subprocess.CompletedProcess:
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu',
+             **{loading.DIRECTORY_ENV: str(models)})
+  result = subprocess.run([sys.executable, '-m', *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+@pytest.mark.system
+def test_commands_load_a_shipped_model_by_name(tiny_run, models_dir, tmp_path):
+  workdir, eval_folder = tiny_run
+  packaging.export(str(workdir), 'tiny', folders=[str(eval_folder)])
+  record = json.loads((models_dir / 'tiny.json').read_text())
+
+  output = tmp_path / 'results.json'
+  _run('srgan_jax.evaluate', '--model=tiny', f'--data={eval_folder}', f'--output={output}',
+       f'--save_dir={tmp_path / "sr"}', '--crop=img01:8,4,16,12', '--zoom=2',
+       models=models_dir)
+  # Within rounding: this process has 8 simulated devices, the command one.
+  result, expected = json.loads(output.read_text())['eval'], record['scores']['eval']
+  assert result['bicubic'] == expected['bicubic'] and result['images'] == 2
+  assert [result['psnr'], result['ssim']] == pytest.approx([expected['psnr'], expected['ssim']],
+                                                           abs=1e-3)
+  with Image.open(tmp_path / 'sr' / 'eval' / 'compare' / 'img01_x8_y4_16x12.png') as crop:
+    assert crop.size == (4 * 16 * 2, 12 * 2)
+
+  _run('srgan_jax.super_resolve', '--model=tiny', f'--input={eval_folder / "img00.png"}',
+       f'--output={tmp_path / "by_name.png"}', models=models_dir)
+  # The same image through the workdir's generator, in this process.
+  model, variables, _ = checkpointing.load_generator(str(workdir))
+  upscale, scale = tiling.generator_upscaler(
+      model, variables, None, tile=192, overlap=None, batch_size=4, progress=None)
+  files.super_resolve_paths(upscale, eval_folder / 'img00.png',
+                            tmp_path / 'from_workdir.png', scale=scale)
+  with Image.open(tmp_path / 'by_name.png') as by_name, Image.open(
+      tmp_path / 'from_workdir.png') as from_workdir:
+    assert by_name.size == (4 * 40, 4 * 32)
+    # The command runs on one device, this process on eight: XLA's CPU kernels may
+    # round a rare pixel the other way (seen: 1 of 61,440 values, by one level).
+    difference = np.abs(np.asarray(by_name, np.int16) - np.asarray(from_workdir, np.int16))
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3
+
+  failed = _run('srgan_jax.super_resolve', '--model=nope', f'--input={eval_folder}',
+                f'--output={tmp_path / "out"}', models=models_dir, check=False)
+  assert failed.returncode != 0
+  assert "unknown model 'nope'; shipped models: tiny" in failed.stderr

@@ -1,0 +1,188 @@
+"""When the distributed runtime starts, and with which arguments, in faked environments.
+
+jax.distributed.initialize is replaced by a recorder: these tests check the decision
+and the call. multihost_test starts real 2-process runs through the coordinator
+variables; test_cloud_tpu_vm_pod_starts_from_the_metadata below runs JAX's own Cloud
+TPU detection against a fake metadata server.
+"""
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import jax
+import pytest
+
+from conftest import REPO
+from srgan_jax.runtime import distributed
+
+COORDINATOR = {'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234', 'JAX_NUM_PROCESSES': '4',
+               'JAX_PROCESS_ID': '3'}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+  """The keyword arguments of each jax.distributed.initialize call."""
+  recorded = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda **kwargs: recorded.append(kwargs))
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: bool(recorded))
+  return recorded
+
+
+def _initialize(monkeypatch, environ, jax_found_tpu=False):
+  monkeypatch.setattr(distributed, '_jax_found_cloud_tpu', lambda: jax_found_tpu)
+  distributed.initialize(environ)
+
+
+@pytest.mark.parametrize('environ, jax_found_tpu, expected', [
+    # Processes started with the coordinator variables (GPU hosts, the tests).
+    (COORDINATOR, False,
+     {'coordinator_address': '10.0.0.1:1234', 'num_processes': 4, 'process_id': 3}),
+    # They win over a TPU VM's detection: CPU processes on a TPU VM.
+    ({**COORDINATOR, 'SRGAN_CLOUD_TPU': '1'}, True,
+     {'coordinator_address': '10.0.0.1:1234', 'num_processes': 4, 'process_id': 3}),
+    # A TPU VM (gcloud compute tpus tpu-vm create): the worker list is in the VM
+    # metadata, not in the environment; JAX reads it when given no arguments.
+    ({'SRGAN_CLOUD_TPU': '1'}, False, {}),  # As launch/tpu_vm.sh runs it.
+    ({}, True, {}),  # Started by hand on a TPU VM: detected.
+    ({'TPU_WORKER_HOSTNAMES': 'w-0,w-1'}, False, {}),  # GKE.
+    ({'TPU_WORKER_HOSTNAMES': 'w-0'}, False, {}),  # GKE, one host.
+], ids=['coordinator', 'coordinator-on-tpu-vm', 'launch-script', 'tpu-vm-detected', 'gke',
+        'gke-one-host'])
+def test_starts_the_runtime(monkeypatch, calls, environ, jax_found_tpu, expected):
+  _initialize(monkeypatch, environ, jax_found_tpu)
+  assert calls == [expected]
+
+
+@pytest.mark.parametrize('environ, jax_found_tpu', [
+    ({}, False),  # One machine, not a TPU VM: a GPU box, a laptop, CI.
+    ({'TPU_WORKER_HOSTNAMES': ''}, False),
+    ({'SRGAN_CLOUD_TPU': '0'}, True),  # Detection turned off.
+    ({'SRGAN_CLOUD_TPU': '0', 'TPU_WORKER_HOSTNAMES': 'w-0,w-1'}, False),
+    ({'JAX_PLATFORMS': 'cpu'}, True),  # CPU-only processes on a TPU VM (tests).
+], ids=['one-machine', 'empty-worker-list', 'turned-off', 'turned-off-gke', 'cpu-on-tpu-vm'])
+def test_one_machine_starts_nothing(monkeypatch, calls, environ, jax_found_tpu):
+  _initialize(monkeypatch, environ, jax_found_tpu)
+  assert not calls
+
+
+def test_second_call_is_a_no_op(monkeypatch, calls):
+  _initialize(monkeypatch, COORDINATOR)
+  _initialize(monkeypatch, COORDINATOR)
+  assert len(calls) == 1
+
+
+@pytest.mark.parametrize('environ, message', [
+    ({'JAX_COORDINATOR_ADDRESS': 'h:1', 'JAX_NUM_PROCESSES': '2'}, 'JAX_PROCESS_ID must be'),
+    ({'JAX_COORDINATOR_ADDRESS': 'h:1'}, 'JAX_NUM_PROCESSES, JAX_PROCESS_ID must be'),
+    ({'SRGAN_CLOUD_TPU': 'yes'}, 'SRGAN_CLOUD_TPU must be 0 or 1'),
+])
+def test_incomplete_environment_is_an_error(monkeypatch, calls, environ, message):
+  with pytest.raises(ValueError, match=message):
+    _initialize(monkeypatch, environ)
+  assert not calls
+
+
+def test_detection_reads_what_jax_found_at_import():
+  """The flag JAX's own Cloud TPU cluster detection reads exists, and is False here."""
+  from jax._src import cloud_tpu_init  # pylint: disable=g-import-not-at-top
+  assert cloud_tpu_init.running_in_cloud_tpu_vm is False
+  assert distributed._jax_found_cloud_tpu() is False  # pylint: disable=protected-access
+
+
+def test_on_every_process_is_the_values_on_one():
+  assert distributed.on_every_process([True, False]) == [True, False]
+  assert distributed.on_every_process([]) == []
+
+
+# The Cloud TPU VM metadata a pod worker reads (keys as in jax._src.clusters.
+# cloud_tpu_cluster); both workers on this machine.
+METADATA = {'worker-network-endpoints': '127.0.0.1,127.0.0.1', 'tpu-env': "ACCELERATOR_TYPE: 'v4-16'"}
+
+# A process on a faked Cloud TPU VM worker: JAX is told at import that it found TPU
+# chips and the metadata server is a local fake; then srgan_jax.runtime.distributed starts
+# the runtime as on a real pod (SRGAN_CLOUD_TPU=1, as launch/tpu_vm.sh sets it).
+FAKE_TPU_WORKER = '''\
+import os
+import jax
+from jax._src import cloud_tpu_init
+from jax._src.clusters import cloud_tpu_cluster, cluster
+jax.config.update('jax_num_cpu_devices', 2)
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+for module in (cloud_tpu_init, cloud_tpu_cluster, cluster):
+  module.running_in_cloud_tpu_vm = True
+os.environ.pop('TPU_SKIP_MDS_QUERY', None)  # Set at import: no TPU chips here.
+from srgan_jax.runtime import distributed
+distributed.initialize()
+print('process', jax.process_index(), 'of', jax.process_count(), jax.device_count(), 'devices')
+print('on every process:', distributed.on_every_process([True, jax.process_index() == 0]))
+'''
+
+
+def _free_port() -> int:
+  with socket.socket() as probe:
+    probe.bind(('127.0.0.1', 0))
+    return probe.getsockname()[1]
+
+
+def _metadata_server(worker: int) -> http.server.HTTPServer:
+  """Serves METADATA and agent-worker-number = worker, as the GCE metadata server does."""
+  values = {**METADATA, 'agent-worker-number': str(worker)}
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      key = self.path.rsplit('/', 1)[-1]
+      if self.headers.get('Metadata-Flavor') != 'Google' or key not in values:
+        self.send_error(404)
+        return
+      body = values[key].encode()
+      self.send_response(200)
+      self.send_header('Content-Length', str(len(body)))
+      self.end_headers()
+      self.wfile.write(body)
+
+    def log_message(self, *args):
+      del args
+
+  server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  return server
+
+
+@pytest.mark.system
+def test_cloud_tpu_vm_pod_starts_from_the_metadata(tmp_path):
+  """Two faked pod workers find each other through JAX's reading of the metadata."""
+  pytest.importorskip('requests')  # JAX's metadata client; jax[tpu] installs it.
+  script = tmp_path / 'worker.py'
+  script.write_text(FAKE_TPU_WORKER)
+  port = str(_free_port())
+  servers = [_metadata_server(worker) for worker in range(2)]
+  processes = []
+  try:
+    for server in servers:
+      environment = {
+          key: value for key, value in os.environ.items()
+          if not key.startswith(('JAX_COORDINATOR', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID',
+                                 'TPU_', 'SRGAN_CLOUD_TPU'))}
+      environment.update({
+          'PYTHONPATH': str(REPO),
+          'JAX_PLATFORMS': 'cpu', 'SRGAN_CLOUD_TPU': '1', 'JAX_COORDINATOR_PORT': port,
+          'GCE_METADATA_IP': f'127.0.0.1:{server.server_address[1]}'})
+      processes.append(subprocess.Popen(
+          [sys.executable, str(script)], env=environment, stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT, text=True))
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+    for server in servers:
+      server.shutdown()
+  for worker, (process, output) in enumerate(zip(processes, outputs)):
+    assert process.returncode == 0, output[-3000:]
+    assert f'process {worker} of 2 4 devices' in output, output[-3000:]
+    assert 'on every process: [True, False]' in output  # Process 1 says no to the second.

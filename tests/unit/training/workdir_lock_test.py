@@ -1,0 +1,115 @@
+"""One writer per workdir: a live holder refuses others; a dead holder's lock is taken over.
+
+The local lock (flock) is tested against real processes; the remote one (a lock file
+with a heartbeat, for gs://) on a local folder, with short timings.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from conftest import REPO
+import pytest
+
+from srgan_jax.runtime import errors
+from srgan_jax.training import workdir_lock
+
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
+
+def _holder(workdir) -> subprocess.Popen:
+  """A process that holds the workdir's lock until killed."""
+  process = subprocess.Popen(
+      [sys.executable, '-c', 'import time\nfrom srgan_jax.training import workdir_lock\n'
+       f'with workdir_lock.hold({str(workdir)!r}):\n  print("held", flush=True)\n'
+       '  time.sleep(600)'],
+      cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)}, stdout=subprocess.PIPE, text=True)
+  assert process.stdout.readline().strip() == 'held'
+  return process
+
+
+def test_live_holder_refuses_and_is_named(tmp_path):
+  holder = _holder(tmp_path)
+  try:
+    with pytest.raises(workdir_lock.WorkdirInUseError,
+                       match=f'in use by process {holder.pid} on host {socket.gethostname()}'):
+      with workdir_lock.hold(str(tmp_path)):
+        pytest.fail('a second holder got the lock')
+    assert issubclass(workdir_lock.WorkdirInUseError, errors.UserError)
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_lock_of_a_killed_process_is_taken_over(tmp_path):
+  holder = _holder(tmp_path)
+  holder.send_signal(signal.SIGKILL)  # No clean-up: the lock file stays.
+  holder.wait()
+  assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['pid'] == holder.pid
+  with workdir_lock.hold(str(tmp_path)):
+    record = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
+    assert record['pid'] == os.getpid()
+  with workdir_lock.hold(str(tmp_path)):  # Released at the end of the block.
+    pass
+
+
+def test_disabled_lock_does_nothing(tmp_path):
+  with workdir_lock.hold(str(tmp_path / 'run'), enabled=False):
+    assert not (tmp_path / 'run').exists()
+
+
+def _heartbeat(workdir, **timings):
+  timings = {'heartbeat_seconds': 0.05, 'stale_seconds': 1.0, 'settle_seconds': 0.01, **timings}
+  return workdir_lock._heartbeat_lock(str(workdir), **timings)  # pylint: disable=protected-access
+
+
+def _write_record(workdir, **record):
+  (workdir / workdir_lock.LOCK_NAME).write_text(json.dumps(
+      {'host': 'other-host', 'pid': 1, 'token': 'theirs', 'heartbeat': time.time(), **record}))
+
+
+def test_heartbeat_lock_refuses_while_fresh_and_beats(tmp_path):
+  with _heartbeat(tmp_path):
+    first = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['heartbeat']
+    time.sleep(0.3)
+    assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['heartbeat'] > first
+    with pytest.raises(workdir_lock.WorkdirInUseError, match=f'process {os.getpid()}'):
+      with _heartbeat(tmp_path):
+        pass
+  assert not (tmp_path / workdir_lock.LOCK_NAME).exists()  # Removed when the run ends.
+
+
+def test_heartbeat_lock_of_another_live_host_refuses(tmp_path):
+  _write_record(tmp_path)
+  with pytest.raises(workdir_lock.WorkdirInUseError, match='process 1 on host other-host'):
+    with _heartbeat(tmp_path):
+      pass
+
+
+@pytest.mark.parametrize('record', [
+    {'heartbeat': time.time() - 3600},  # Another host, silent for an hour.
+    {'host': socket.gethostname(), 'pid': 2**22 + 12345},  # This host, process gone.
+], ids=['stale-heartbeat', 'dead-process'])
+def test_heartbeat_lock_is_taken_over(tmp_path, record):
+  _write_record(tmp_path, **record)
+  with _heartbeat(tmp_path):
+    assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['pid'] == os.getpid()
+
+
+def test_heartbeat_lock_lost_to_a_concurrent_writer_refuses(tmp_path, monkeypatch):
+  """Two runs taking over at once: the one whose token was overwritten backs off."""
+  sleep = time.sleep
+
+  def another_run_writes_meanwhile(seconds):
+    _write_record(tmp_path, token='other-run')
+    sleep(seconds)
+
+  monkeypatch.setattr(workdir_lock.time, 'sleep', another_run_writes_meanwhile)
+  with pytest.raises(workdir_lock.WorkdirInUseError, match='other-host'):
+    with _heartbeat(tmp_path):
+      pass
