@@ -6,7 +6,16 @@ other JAX call), as every entry point does first:
 
 - ``JAX_COORDINATOR_ADDRESS`` set (several GPU hosts, a scheduler, the multi-host
   tests): ``jax.distributed.initialize`` with it, ``JAX_NUM_PROCESSES`` and
-  ``JAX_PROCESS_ID``.
+  ``JAX_PROCESS_ID``, and JAX's cluster detection turned off, so that a process sees
+  all of its host's GPUs (under Slurm or Open MPI the detection would narrow them
+  to the one numbered by the local rank). ``JAX_LOCAL_DEVICE_IDS=0,1`` narrows them
+  on purpose (JAX reads it).
+- A Slurm job step or an Open MPI (``mpirun``) job of several tasks:
+  ``jax.distributed.initialize()`` detects the coordinator, the process count and
+  this process's number, as JAX documents. One task per GPU: JAX gives each task the
+  GPU of its local rank. One task per node: this process takes all of the node's
+  GPUs (``SLURM_GPUS_ON_NODE``, else ``CUDA_VISIBLE_DEVICES``), which JAX's detection
+  would otherwise narrow to GPU 0.
 - A Cloud TPU VM: ``jax.distributed.initialize()`` with no arguments, as JAX documents
   for Cloud TPU; JAX reads the worker list and this worker's number from the VM
   metadata (GKE: from ``TPU_WORKER_HOSTNAMES``). Recognised by ``SRGAN_CLOUD_TPU=1``,
@@ -31,6 +40,10 @@ import numpy as np
 
 COORDINATOR_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 CLOUD_TPU_VARIABLE = 'SRGAN_CLOUD_TPU'
+# What JAX's own cluster detection (jax._src.clusters) requires of each scheduler.
+SLURM_VARIABLES = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PROCID',
+                   'SLURM_LOCALID')
+OPEN_MPI_VARIABLE = 'OMPI_MCA_orte_hnp_uri'  # Set by mpirun / mpiexec.
 
 
 def _jax_found_cloud_tpu() -> bool:
@@ -59,6 +72,26 @@ def on_cloud_tpu(environ: Mapping[str, str], jax_found_tpu: bool) -> bool:
   return jax_found_tpu or bool(environ.get('TPU_WORKER_HOSTNAMES'))
 
 
+def _node_gpu_count(environ: Mapping[str, str]) -> int | None:
+  """The GPUs the scheduler gave this node, if it says."""
+  if environ.get('SLURM_GPUS_ON_NODE', '').isdigit():
+    return int(environ['SLURM_GPUS_ON_NODE'])
+  visible = [device for device in environ.get('CUDA_VISIBLE_DEVICES', '').split(',') if device]
+  return len(visible) or None
+
+
+def scheduler_tasks(environ: Mapping[str, str]) -> tuple[int, bool] | None:
+  """(tasks in the job, whether one per node) under Slurm or Open MPI, else None."""
+  if all(environ.get(name) for name in SLURM_VARIABLES):
+    tasks = int(environ['SLURM_NTASKS'])
+    nodes = int(environ.get('SLURM_STEP_NUM_NODES') or environ.get('SLURM_NNODES') or 1)
+    return tasks, tasks == nodes  # Slurm spreads a step's tasks over all its nodes.
+  if environ.get(OPEN_MPI_VARIABLE):
+    return (int(environ.get('OMPI_COMM_WORLD_SIZE', 1)),
+            environ.get('OMPI_COMM_WORLD_LOCAL_SIZE', '1') == '1')
+  return None
+
+
 def initialize_arguments(environ: Mapping[str, str],
                          jax_found_tpu: bool) -> dict[str, Any] | None:
   """The arguments of jax.distributed.initialize for this environment; None: do not call it."""
@@ -68,7 +101,16 @@ def initialize_arguments(environ: Mapping[str, str],
       raise ValueError(f'JAX_COORDINATOR_ADDRESS is set, so {", ".join(missing)} must be too')
     return {'coordinator_address': environ['JAX_COORDINATOR_ADDRESS'],
             'num_processes': int(environ['JAX_NUM_PROCESSES']),
-            'process_id': int(environ['JAX_PROCESS_ID'])}
+            'process_id': int(environ['JAX_PROCESS_ID']),
+            # Given explicitly: no detection, which would also narrow the devices.
+            'cluster_detection_method': 'deactivate'}
+  tasks = scheduler_tasks(environ)
+  if tasks is not None and tasks[0] > 1:
+    _, one_per_node = tasks
+    gpus = _node_gpu_count(environ)
+    if one_per_node and gpus and not environ.get('JAX_LOCAL_DEVICE_IDS'):
+      return {'local_device_ids': list(range(gpus))}  # All of this node's GPUs.
+    return {}  # JAX detects the cluster (one GPU per task: the local rank's).
   if on_cloud_tpu(environ, jax_found_tpu):
     return {}  # JAX reads the Cloud TPU metadata.
   return None

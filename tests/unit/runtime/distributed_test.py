@@ -21,6 +21,18 @@ from srgan_jax.runtime import distributed
 
 COORDINATOR = {'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234', 'JAX_NUM_PROCESSES': '4',
                'JAX_PROCESS_ID': '3'}
+EXPLICIT = {'coordinator_address': '10.0.0.1:1234', 'num_processes': 4, 'process_id': 3,
+            'cluster_detection_method': 'deactivate'}
+# A task of `srun` on 2 nodes of 8 GPUs, one task per GPU (16 tasks) or per node (2).
+SLURM_PER_GPU = {'SLURM_JOB_ID': '4242', 'SLURM_STEP_NODELIST': 'gpu[07-08]',
+                 'SLURM_NTASKS': '16', 'SLURM_PROCID': '11', 'SLURM_LOCALID': '3',
+                 'SLURM_STEP_NUM_NODES': '2', 'SLURM_GPUS_ON_NODE': '8'}
+SLURM_PER_NODE = {**SLURM_PER_GPU, 'SLURM_NTASKS': '2', 'SLURM_PROCID': '1',
+                  'SLURM_LOCALID': '0'}
+# A process of `mpirun -np 8` on 2 hosts, 4 per host.
+OPEN_MPI = {'OMPI_MCA_orte_hnp_uri': '1531576320.0;tcp://10.96.0.1,10.148.0.1:34911',
+            'OMPI_COMM_WORLD_SIZE': '8', 'OMPI_COMM_WORLD_RANK': '5',
+            'OMPI_COMM_WORLD_LOCAL_RANK': '1', 'OMPI_COMM_WORLD_LOCAL_SIZE': '4'}
 
 
 @pytest.fixture
@@ -39,31 +51,74 @@ def _initialize(monkeypatch, environ, jax_found_tpu=False):
 
 @pytest.mark.parametrize('environ, jax_found_tpu, expected', [
     # Processes started with the coordinator variables (GPU hosts, the tests).
-    (COORDINATOR, False,
-     {'coordinator_address': '10.0.0.1:1234', 'num_processes': 4, 'process_id': 3}),
+    (COORDINATOR, False, EXPLICIT),
     # They win over a TPU VM's detection: CPU processes on a TPU VM.
-    ({**COORDINATOR, 'SRGAN_CLOUD_TPU': '1'}, True,
-     {'coordinator_address': '10.0.0.1:1234', 'num_processes': 4, 'process_id': 3}),
+    ({**COORDINATOR, 'SRGAN_CLOUD_TPU': '1'}, True, EXPLICIT),
+    # ... and over a scheduler's: no narrowing to the local rank's GPU.
+    ({**COORDINATOR, **SLURM_PER_GPU}, False, EXPLICIT),
+    # Slurm, one task per GPU (srun --ntasks-per-node=8): JAX detects everything.
+    (SLURM_PER_GPU, False, {}),
+    # Slurm, one task per node driving its 8 GPUs (srun --ntasks-per-node=1).
+    (SLURM_PER_NODE, False, {'local_device_ids': list(range(8))}),
+    ({**SLURM_PER_NODE, 'SLURM_GPUS_ON_NODE': '', 'CUDA_VISIBLE_DEVICES': '4,5'}, False,
+     {'local_device_ids': [0, 1]}),
+    ({**SLURM_PER_NODE, 'JAX_LOCAL_DEVICE_IDS': '0'}, False, {}),  # Narrowed on purpose.
+    # Open MPI (mpirun), one process per GPU, and one per node.
+    (OPEN_MPI, False, {}),
+    ({**OPEN_MPI, 'OMPI_COMM_WORLD_LOCAL_SIZE': '1', 'CUDA_VISIBLE_DEVICES': '0,1,2,3'},
+     False, {'local_device_ids': [0, 1, 2, 3]}),
     # A TPU VM (gcloud compute tpus tpu-vm create): the worker list is in the VM
     # metadata, not in the environment; JAX reads it when given no arguments.
     ({'SRGAN_CLOUD_TPU': '1'}, False, {}),  # As launch/tpu_vm.sh runs it.
     ({}, True, {}),  # Started by hand on a TPU VM: detected.
     ({'TPU_WORKER_HOSTNAMES': 'w-0,w-1'}, False, {}),  # GKE.
     ({'TPU_WORKER_HOSTNAMES': 'w-0'}, False, {}),  # GKE, one host.
-], ids=['coordinator', 'coordinator-on-tpu-vm', 'launch-script', 'tpu-vm-detected', 'gke',
-        'gke-one-host'])
+], ids=['coordinator', 'coordinator-on-tpu-vm', 'coordinator-under-slurm', 'slurm-per-gpu',
+        'slurm-per-node', 'slurm-per-node-cuda-visible', 'slurm-narrowed', 'open-mpi-per-gpu',
+        'open-mpi-per-node', 'launch-script', 'tpu-vm-detected', 'gke', 'gke-one-host'])
 def test_starts_the_runtime(monkeypatch, calls, environ, jax_found_tpu, expected):
   _initialize(monkeypatch, environ, jax_found_tpu)
   assert calls == [expected]
 
 
+@pytest.mark.parametrize('environ, expected', [
+    (SLURM_PER_GPU, ('gpu07:5555', 16, 11, [3])),
+    (SLURM_PER_NODE, ('gpu07:5555', 2, 1, list(range(8)))),
+    (OPEN_MPI, ('10.96.0.1:5555', 8, 5, [1])),
+], ids=['slurm-per-gpu', 'slurm-per-node', 'open-mpi-per-gpu'])
+def test_jax_detection_with_these_arguments(monkeypatch, environ, expected):
+  """JAX's own cluster detection, given what initialize passes: the coordinator, the
+  process count and number it finds, and the GPUs this process drives."""
+  from jax._src import clusters  # pylint: disable=g-import-not-at-top
+  for name in [*distributed.SLURM_VARIABLES, distributed.OPEN_MPI_VARIABLE,
+               'JAX_COORDINATOR_PORT', 'JAX_LOCAL_DEVICE_IDS']:
+    monkeypatch.delenv(name, raising=False)
+  for name, value in {**environ, 'JAX_COORDINATOR_PORT': '5555'}.items():
+    monkeypatch.setenv(name, value)
+  arguments = distributed.initialize_arguments(environ, jax_found_tpu=False)
+  found = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+      None, None, None, arguments.get('local_device_ids'), None, 10)
+  assert (found[0], found[1], found[2], list(found[3])) == expected
+
+
+def test_coordinator_variables_keep_every_gpu_under_a_scheduler(monkeypatch):
+  """Before: JAX's detection ran and set local_device_ids to [SLURM_LOCALID]."""
+  for name, value in SLURM_PER_GPU.items():
+    monkeypatch.setenv(name, value)
+  arguments = distributed.initialize_arguments({**COORDINATOR, **SLURM_PER_GPU}, False)
+  assert arguments['cluster_detection_method'] == 'deactivate'
+  assert 'local_device_ids' not in arguments
+
+
 @pytest.mark.parametrize('environ, jax_found_tpu', [
     ({}, False),  # One machine, not a TPU VM: a GPU box, a laptop, CI.
+    ({**SLURM_PER_GPU, 'SLURM_NTASKS': '1', 'SLURM_STEP_NUM_NODES': '1'}, False),  # One task.
+    ({**OPEN_MPI, 'OMPI_COMM_WORLD_SIZE': '1'}, False),  # mpirun -np 1.
     ({'TPU_WORKER_HOSTNAMES': ''}, False),
     ({'SRGAN_CLOUD_TPU': '0'}, True),  # Detection turned off.
     ({'SRGAN_CLOUD_TPU': '0', 'TPU_WORKER_HOSTNAMES': 'w-0,w-1'}, False),
     ({'JAX_PLATFORMS': 'cpu'}, True),  # CPU-only processes on a TPU VM (tests).
-], ids=['one-machine', 'empty-worker-list', 'turned-off', 'turned-off-gke', 'cpu-on-tpu-vm'])
+], ids=['one-machine', 'slurm-one-task', 'open-mpi-one-process', 'empty-worker-list', 'turned-off', 'turned-off-gke', 'cpu-on-tpu-vm'])
 def test_one_machine_starts_nothing(monkeypatch, calls, environ, jax_found_tpu):
   _initialize(monkeypatch, environ, jax_found_tpu)
   assert not calls
