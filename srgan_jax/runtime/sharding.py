@@ -46,6 +46,15 @@ def _data_parallel_program(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.
                  out_shardings=jax.sharding.NamedSharding(mesh, jax.P()))
 
 
+def replicate(tree: Any, replicated: jax.sharding.NamedSharding) -> Any:
+  """A pytree whose values every process holds alike, replicated onto ``replicated``.
+
+  Through the host: JAX does not move a process-local array (a restored checkpoint
+  sits on one local device) onto other processes' devices.
+  """
+  return jax.device_put(jax.device_get(tree), replicated)
+
+
 def data_parallel(fn: Callable[[Any, jax.Array], jax.Array], variables: Any
                   ) -> Callable[[np.ndarray], jax.Array]:
   """``fn(variables, batch)`` over every device of every process, batch in, outputs out.
@@ -68,9 +77,7 @@ def data_parallel(fn: Callable[[Any, jax.Array], jax.Array], variables: Any
   """
   mesh = create_mesh()
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-  # Through the host: JAX does not move a process-local array (a restored checkpoint
-  # sits on one local device) onto other processes' devices.
-  variables = jax.device_put(jax.device_get(variables), jax.sharding.NamedSharding(mesh, jax.P()))
+  variables = replicate(variables, jax.sharding.NamedSharding(mesh, jax.P()))
   apply = _data_parallel_program(fn, mesh)
 
   def run(batch: np.ndarray) -> jax.Array:

@@ -73,7 +73,8 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
           f'srgan.init_from={config.srgan.init_from} has generator '
           f'{source_config.generator.to_dict()} x{source_config.scale}, this config '
           f'{config.generator.to_dict()} x{config.scale}')
-    variables = jax.device_put(variables, replicated)
+    # Every process read the same weights onto one of its own devices.
+    variables = sharding.replicate(variables, replicated)
     generator = generator.replace(params=variables['params'],
                                   batch_stats=variables['batch_stats'])
   elif config.srresnet.num_steps == 0:

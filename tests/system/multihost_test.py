@@ -23,6 +23,7 @@ super-resolved by `super_resolve` on 2 processes each, and by the same functions
 this process; the numbers and images must be the same.
 """
 
+import copy
 import json
 import os
 import re
@@ -259,6 +260,33 @@ def test_two_hosts_train_like_one_process_given_the_same_global_batches(runs):
   # The hosts' steps moved the weights: this is not a comparison of the restored ones.
   start = _restore_leaves(runs['reference_dir'], 2, runs['config'], runs['reference'])
   assert max(np.max(np.abs(a - b)) for a, b in zip(expected, start)) > 1e-3
+
+
+def test_init_from_on_two_hosts_trains_like_one_process(runs, tmp_path):
+  """An SRGAN phase started from another workdir's generator (srgan.init_from), on 2
+  processes. Before, both died at its start: jax.device_put of the restored weights
+  (on each host's first device) onto the global sharding is a cross-host transfer."""
+  config = copy.deepcopy(runs['config'])
+  config.srresnet.num_steps, config.srgan.num_steps, config.srgan.decay_steps = 0, 2, 1
+  config.srgan.init_from = str(runs['reference_dir'])
+  config.eval_folders = []
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop, 'create_input_iterator', global_batches)
+    patch.setattr(steps, 'create_optimizer', sgd)
+    expected = leaves(loop.train_and_evaluate(config, str(tmp_path / 'one')))
+  address = f'127.0.0.1:{_free_port()}'
+  workers = [Worker(tmp_path / f'process{p}', config, tmp_path / 'two', devices=2,
+                    JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(PROCESSES),
+                    JAX_PROCESS_ID=str(p), WORKER_SGD='1')
+             for p in range(PROCESSES)]
+  try:
+    for worker in workers:
+      worker.finish_ok()
+  finally:  # One host failing leaves the other waiting for it.
+    for worker in workers:
+      worker.stop()
+  for worker in workers:
+    assert_same_states(worker.final_states(), expected)
 
 
 def test_checkpoints_move_between_one_and_two_processes(runs):
