@@ -120,6 +120,7 @@ def main(argv: Sequence[str]) -> int:
     print(report.format_table(results))
   else:
     distributed.initialize()
+    cli.stop_on_sigterm('evaluate')
     try:  # A workdir's generator (srgan) or a shipped model's, by name.
       generator = loading.load_generator(model, options.workdir and paths.absolute(
           options.workdir), options.step, options.ema)

@@ -69,6 +69,7 @@ def main(argv):
     if distributed.is_main_process():
       print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
   else:
+    cli.stop_on_sigterm('main --mode=evaluate')
     # The architecture and scale come from the checkpoint: the workdir is enough.
     scoring.evaluate_model(*loading.load_generator('srgan', workdir, _STEP.value),
                            config.eval_folders, metric_names=config.eval_metrics)

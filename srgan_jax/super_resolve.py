@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
   writes = True  # On several processes, all compute and process 0 writes and reports.
   if options.model != 'bicubic':  # A generator: JAX, maybe on several processes.
     distributed.initialize()
+    cli.stop_on_sigterm('super_resolve')
     writes = distributed.is_main_process()
   # Not in logs: the bar moves the cursor up, which a file shows as stray characters.
   with tqdm.tqdm(unit='tile', leave=False, dynamic_ncols=True, position=1,

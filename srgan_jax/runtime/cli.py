@@ -9,6 +9,7 @@ super_resolve, vgg19, benchmark):
   traceback. ``--verbosity=1`` (or ``SRGAN_JAX_DEBUG=1``) shows the full traceback
   of user errors too, and the logs of other libraries;
 - ``errors.Preempted`` exits with 75 (saved; rerun to resume), Ctrl-C with 130;
+  ``stop_on_sigterm`` makes SIGTERM end a command that is not training the same way;
 - INFO lines of other libraries (Orbax, JAX) are hidden, and their warnings and
   errors are one line each, without traceback: the console shows this package's own
   lines (steps, steps/s, ETA, losses, evaluations, where files went, through clu's
@@ -19,6 +20,7 @@ super_resolve, vgg19, benchmark):
 import functools
 import logging as std_logging
 import os
+import signal
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -146,6 +148,23 @@ def _call(main: Callable[[list[str]], Any], argv: list[str]) -> Any:
     if verbose():
       raise
     fail('interrupted (Ctrl-C)', errors.EXIT_INTERRUPTED)
+
+
+def stop_on_sigterm(command: str) -> None:
+  """Makes SIGTERM stop ``command`` with exit status 75 (``errors.Preempted``).
+
+  JAX's distributed runtime catches SIGTERM for its preemption sync service, which
+  only training consults (it saves a checkpoint, then stops); evaluation and
+  super-resolution started on several processes or a TPU VM would otherwise ignore
+  SIGTERM and run on. Call it after ``distributed.initialize``. What was written
+  stays: super-resolved images are written whole (atomically), one by one.
+  """
+  def stop(signum, frame):
+    del signum, frame
+    raise errors.Preempted(f'{command} stopped by SIGTERM before it finished; rerun the '
+                           'same command')
+
+  signal.signal(signal.SIGTERM, stop)
 
 
 def run(main: Callable[[list[str]], Any],

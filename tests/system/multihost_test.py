@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
@@ -37,6 +36,7 @@ import numpy as np
 import optax
 from PIL import Image
 from preemption_test import assert_same_states
+from preemption_test import free_port
 from preemption_test import leaves
 from preemption_test import tiny_config
 from preemption_test import TIMEOUT
@@ -66,12 +66,6 @@ EVAL_STEP = 3  # The 2-process run evaluates here, after its first step.
 # super_resolve: 32-pixel tiles with the tiny generator's receptive radius (10) as
 # overlap make 9 tiles of a 48x56 image, in batches of 4 (the last one padded).
 SUPER_RESOLVE_FLAGS = ['--tile=32', '--batch=4']
-
-
-def _free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(('127.0.0.1', 0))
-    return probe.getsockname()[1]
 
 
 def process_batches(config, start_step: int, process_index: int):
@@ -111,7 +105,7 @@ def _start_processes(module: str, args: list[str], out) -> list[subprocess.Popen
   """`python -m module args` as PROCESSES processes with 2 CPU devices each, as a
   multi-host job starts them; their output goes to out/<process>.txt."""
   out.mkdir()
-  address = f'127.0.0.1:{_free_port()}'
+  address = f'127.0.0.1:{free_port()}'
   processes = []
   for p in range(PROCESSES):
     with open(out / f'{p}.txt', 'w') as log:
@@ -175,7 +169,7 @@ def runs(tmp_path_factory):
 
     shared = root / 'shared'  # The hosts' common workdir, as on a shared file system.
     shutil.copytree(root / 'reference' / 'checkpoints' / '2', shared / 'checkpoints' / '2')
-    address = f'127.0.0.1:{_free_port()}'
+    address = f'127.0.0.1:{free_port()}'
     workers = [Worker(root / f'process{p}', config, shared, devices=2,
                       JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(PROCESSES),
                       JAX_PROCESS_ID=str(p), WORKER_PAUSE_AT='3', WORKER_SGD='1')
@@ -274,7 +268,7 @@ def test_init_from_on_two_hosts_trains_like_one_process(runs, tmp_path):
     patch.setattr(loop, 'create_input_iterator', global_batches)
     patch.setattr(steps, 'create_optimizer', sgd)
     expected = leaves(loop.train_and_evaluate(config, str(tmp_path / 'one')))
-  address = f'127.0.0.1:{_free_port()}'
+  address = f'127.0.0.1:{free_port()}'
   workers = [Worker(tmp_path / f'process{p}', config, tmp_path / 'two', devices=2,
                     JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(PROCESSES),
                     JAX_PROCESS_ID=str(p), WORKER_SGD='1')

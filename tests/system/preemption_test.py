@@ -12,6 +12,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -472,3 +473,75 @@ def test_training_stops_soon_after_a_failed_background_save(data_dir, tmp_path, 
     loop.train_and_evaluate(config, str(workdir))
   assert 'reported at step' not in str(error.value)  # Not found by the save at step 6.
   assert steps_on_disk(workdir) == ['2', '4.orbax-checkpoint-tmp']
+
+
+# A command whose work never ends (the function named by WORKER_STALL, "module:name",
+# touches OUT/started and then sleeps), run with JAX's distributed runtime started.
+STALLED_COMMAND = '''\
+import importlib
+import os
+import pathlib
+import sys
+import time
+
+from srgan_jax.runtime import cli
+
+OUT = pathlib.Path(os.environ['WORKER_OUT'])
+module_name, function = os.environ['WORKER_STALL'].split(':')
+
+
+def stalled(*args, **kwargs):
+  (OUT / 'started').touch()
+  time.sleep(600)
+
+
+setattr(importlib.import_module(module_name), function, stalled)
+command = importlib.import_module(sys.argv[1])
+if hasattr(command, '_define_flags'):
+  command._define_flags()
+sys.argv = sys.argv[1:]
+cli.run(command.main)
+'''
+
+
+@pytest.mark.parametrize('command, stall, args', [
+    ('srgan_jax.super_resolve', 'srgan_jax.inference.files:super_resolve_paths',
+     ['--model=cpu_small', '--input=IMAGES', '--output=OUT/sr']),
+    ('srgan_jax.evaluate', 'srgan_jax.evaluation.scoring:evaluate_sets',
+     ['--model=cpu_small', '--data=IMAGES']),
+])
+def test_sigterm_stops_commands_that_do_not_train(tmp_path, command, stall, args):
+  """JAX's distributed runtime catches SIGTERM for training's preemption service; before,
+  evaluate and super_resolve started with it ignored SIGTERM and ran on."""
+  write_images(tmp_path / 'images', count=1)
+  args = [arg.replace('IMAGES', str(tmp_path / 'images')).replace('OUT', str(tmp_path))
+          for arg in args]
+  (tmp_path / 'stalled.py').write_text(STALLED_COMMAND)
+  process = subprocess.Popen(
+      [sys.executable, str(tmp_path / 'stalled.py'), command, *args], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env={**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu',
+           'WORKER_OUT': str(tmp_path), 'WORKER_STALL': stall,
+           # One process of a distributed run: JAX's runtime starts and catches SIGTERM.
+           'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{free_port()}',
+           'JAX_NUM_PROCESSES': '1', 'JAX_PROCESS_ID': '0'})
+  try:
+    wait_until(lambda: (tmp_path / 'started').exists() or process.poll() is not None,
+               'the command to start working')
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)  # It sleeps 600 s if SIGTERM is ignored.
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert process.returncode == errors.EXIT_PREEMPTED, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1] == (
+      f'preempted: {command.split(".")[1]} stopped by SIGTERM before it finished; rerun the '
+      'same command')
+
+
+def free_port() -> int:
+  """A TCP port free on this machine now (for a JAX coordinator)."""
+  with socket.socket() as probe:
+    probe.bind(('127.0.0.1', 0))
+    return probe.getsockname()[1]
