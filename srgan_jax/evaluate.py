@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+from etils import epath
 
 from srgan_jax.evaluation import registry
 from srgan_jax.evaluation import report
@@ -72,7 +73,7 @@ def _define_flags() -> None:
 def _check_flags(options: Any, model: str) -> None:
   """Every flag, before any image is read (errors.ConfigError)."""
   missing = [folder for folder in options.data
-             if isinstance(folder, str) and folder and not pathlib.Path(
+             if isinstance(folder, str) and folder and not epath.Path(  # Or gs://...
                  paths.image_folder(folder)).is_dir()]
   flag_checks.check_flags(
       [('data', folder, flag_checks.text()) for folder in options.data] +

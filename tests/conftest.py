@@ -1,5 +1,6 @@
 """Shared test setup: 8 simulated CPU devices, and the benchmark image sets."""
 
+import contextlib
 import os
 import pathlib
 import tempfile
@@ -122,3 +123,25 @@ def tiny_run(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
   config.eval_every_steps = 2
   loop.train_and_evaluate(config, str(root / 'workdir'))
   return root / 'workdir', root / 'eval'
+
+
+@contextlib.contextmanager
+def fake_bucket(root: pathlib.Path, bucket: str = 'gs://bucket'):
+  """``gs://bucket/...`` served from the local folder ``root``: epath's mock backend,
+  so the code under test goes through epath's remote-path code as on GCS."""
+  local = lambda path: os.fspath(path).replace(bucket, str(root))
+  mapped = lambda fn, path, *args, **kwargs: fn(local(path), *args, **kwargs)
+
+  def walk(fn, top, **kwargs):
+    for directory, folders, names in fn(local(top), **kwargs):
+      yield os.fspath(directory).replace(str(root), bucket), folders, names
+
+  # pylint: disable=g-import-not-at-top
+  from unittest import mock
+  from etils.epath import gpath
+  from etils.epath import testing
+  # With tensorflow installed, epath sends gs:// to tf.io.gfile past the mock backend.
+  with mock.patch.object(gpath, '_is_tf_installed', lambda: False), testing.mock_epath(
+      exists=mapped, isdir=mapped, listdir=mapped, open=mapped, stat=mapped, glob=mapped,
+      walk=walk):
+    yield

@@ -38,10 +38,10 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
-import pathlib
 import threading
 
 from absl import logging
+from etils import epath
 import ml_collections
 import numpy as np
 
@@ -87,17 +87,11 @@ def folder_source(folders: str | Sequence[str], process_index: int,
   """Image files under ``folders`` (directories, or image files named one by one),
   every ``process_count``-th one."""
   folders = [folders] if isinstance(folders, str) else list(folders)
-  missing = [folder for folder in folders if not pathlib.Path(folder).exists()]
+  missing = [folder for folder in folders if not epath.Path(folder).exists()]
   if not folders or missing:
     raise FileNotFoundError(f'data.folders: not found: {missing or folders}')
-  paths = []
-  for folder in map(pathlib.Path, folders):
-    if folder.is_file():
-      paths.append(folder)
-      continue
-    paths.extend(sorted(
-        path for path in folder.rglob('*')
-        if path.suffix.lower() in image_io.IMAGE_SUFFIXES and path.is_file()))
+  paths = [path for folder in folders  # Local or remote (gs://...).
+           for path in image_io.image_files(folder, recursive=True)]
   if not paths:
     raise ValueError(f'No image files ({", ".join(image_io.IMAGE_SUFFIXES)}) in folders '
                      f'{folders}')

@@ -14,10 +14,12 @@ all is reported and the other sets are still scored.
 """
 
 import functools
+import os
 import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
+from etils import epath
 import numpy as np
 
 from srgan_jax.evaluation import metrics
@@ -42,12 +44,12 @@ class NoImagesError(errors.UserError, FileNotFoundError):
   """A set with no image that can be scored."""
 
 
-def list_images(folder: str | pathlib.Path) -> list[pathlib.Path]:
-  """The image files of ``folder``, sorted by name; an image file is a set of one."""
-  if pathlib.Path(folder).is_file():
-    return [pathlib.Path(folder)]
-  return sorted(path for path in pathlib.Path(folder).iterdir()
-                if path.suffix.lower() in image_io.IMAGE_SUFFIXES)
+def list_images(folder: str | os.PathLike[str]) -> list[epath.Path]:
+  """The image files of ``folder`` (local or gs://...), sorted by name; an image file
+  is a set of one."""
+  if not epath.Path(folder).exists():
+    raise FileNotFoundError(f'{folder}: no such folder')
+  return image_io.image_files(folder, recursive=False)
 
 
 def load_image(path: str | pathlib.Path) -> np.ndarray:
@@ -239,7 +241,7 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
     raise ValueError(f'crops name images that are in none of the sets: {unknown}')
   results = {}
   for folder in folders:
-    name = pathlib.Path(folder).name
+    name = epath.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
     try:
       results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,

@@ -44,11 +44,13 @@ import pathlib
 import struct
 import zlib
 
+from etils import epath
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import paths
 
 # The suffixes (lower case) of the files that folders of images are searched for.
 IMAGE_SUFFIXES = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
@@ -106,8 +108,30 @@ class _Samples:
   peak: float
 
 
+def image_files(location: str | os.PathLike[str], recursive: bool) -> list[epath.Path]:
+  """The image files (``IMAGE_SUFFIXES``) at ``location``, sorted by path.
+
+  ``location`` is a folder (its files, and with ``recursive`` its subfolders' too) or
+  one image file; local, or remote (gs://...) through epath. Every reader of folders
+  (training, evaluation) lists them here, so they agree on what an image file is.
+  """
+  location = epath.Path(location)
+  if not location.is_dir():
+    return [location] if location.exists() else []
+  found = []
+  for directory, _, names in location.walk():  # Top-down: the folder itself first.
+    found += [epath.Path(directory) / name for name in names]
+    if not recursive:
+      break
+  return sorted(path for path in found if path.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _open(source: Source) -> Image.Image:
-  return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+  if isinstance(source, bytes):
+    return Image.open(io.BytesIO(source))
+  if paths.is_remote(os.fspath(source)):  # PIL opens local files only.
+    return Image.open(io.BytesIO(epath.Path(source).read_bytes()))
+  return Image.open(source)
 
 
 def _png_tile_rawmode(image: Image.Image) -> str | None:

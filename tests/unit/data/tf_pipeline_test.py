@@ -10,6 +10,7 @@ from PIL import Image
 import pytest
 
 from conftest import REPO
+from srgan_jax.data import sources
 from srgan_jax.data import tf_pipeline
 from srgan_jax.imaging import degradation
 
@@ -386,3 +387,18 @@ def test_tfds_without_random_access():
                       process_count=2).iterator(0)
     seen = {colour for _ in range(15) for colour in _colours(next(iterator)['hr'])}
   assert seen == {_colour(i) for i in (1, 3, 5, 9)}
+
+
+def test_training_folders_in_a_bucket_are_read_as_local_ones(tmp_path):
+  """data.folders on gs:// (a fake bucket), subfolders included: before, pathlib's
+  exists() on gs://... crashed the run at its start."""
+  from conftest import fake_bucket, write_blocky_images  # pylint: disable=g-import-not-at-top
+  write_blocky_images(tmp_path / 'train', 2, (48, 40), seed=5)
+  write_blocky_images(tmp_path / 'train' / 'more', 1, (40, 48), seed=6)
+  local = sources.folder_source([str(tmp_path / 'train')], 0, 1)
+  with fake_bucket(tmp_path):
+    remote = sources.folder_source(['gs://bucket/train'], 0, 1)
+    assert [remote.name(i) for i in range(remote.num_images)] == [
+        'gs://bucket/train/img00.png', 'gs://bucket/train/img01.png',
+        'gs://bucket/train/more/img00.png']
+    assert [remote.read(i) for i in range(3)] == [local.read(i) for i in range(3)]

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import REPO, image_set
+from conftest import REPO, image_set, write_blocky_images
 from srgan_jax.data import sources
 from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import niqe
@@ -227,3 +227,36 @@ def test_evaluate_folder_skips_unscorable_files_by_name(tmp_path):
   assert [message.split(':')[0] for message in result['failed']] == [
       str(tmp_path / 'small.png'), str(tmp_path / 'zero.png')]
   assert 'too small to score at x4: both sides must be at least 19' in result['failed'][0]
+
+
+def test_sets_in_a_bucket_score_as_local_ones(tmp_path):
+  """An evaluation set on gs:// (a fake bucket): before, pathlib turned gs://b/Set5
+  into gs:/b/Set5 and the set was never scored."""
+  from conftest import fake_bucket  # pylint: disable=g-import-not-at-top
+  write_blocky_images(tmp_path / 'Bench', 2, (48, 40), seed=4)
+  bicubic_fn = scoring.make_upscale_fn('bicubic', 4)
+  local = scoring.evaluate_sets(bicubic_fn, [tmp_path / 'Bench'], 4)
+  with fake_bucket(tmp_path):
+    remote = scoring.evaluate_sets(bicubic_fn, ['gs://bucket/Bench'], 4)
+    assert [str(path) for path in scoring.list_images('gs://bucket/Bench')] == [
+        'gs://bucket/Bench/img00.png', 'gs://bucket/Bench/img01.png']
+  assert list(remote) == ['Bench'] and remote['Bench']['images'] == 2
+  assert remote == local
+
+
+def test_evaluate_accepts_a_set_in_a_bucket(tmp_path):
+  """The evaluate command's check of --data: before, gs://bucket/Bench became
+  gs:/bucket/Bench (pathlib) and was refused as missing."""
+  import types  # pylint: disable=g-import-not-at-top
+  from conftest import fake_bucket  # pylint: disable=g-import-not-at-top
+  from srgan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from srgan_jax.runtime import errors  # pylint: disable=g-import-not-at-top
+  write_blocky_images(tmp_path / 'Bench', 1, (48, 40), seed=4)
+  options = types.SimpleNamespace(scale=4, step=None, workdir=None, output=None,
+                                  save_dir=None, compare=False)
+  with fake_bucket(tmp_path):
+    evaluate._check_flags(  # pylint: disable=protected-access
+        types.SimpleNamespace(**vars(options), data=['gs://bucket/Bench']), 'bicubic')
+    with pytest.raises(errors.ConfigError, match='no folder gs://bucket/Missing'):
+      evaluate._check_flags(  # pylint: disable=protected-access
+          types.SimpleNamespace(**vars(options), data=['gs://bucket/Missing']), 'bicubic')
