@@ -111,18 +111,21 @@ class _Samples:
 def image_files(location: str | os.PathLike[str], recursive: bool) -> list[epath.Path]:
   """The image files (``IMAGE_SUFFIXES``) at ``location``, sorted by path.
 
-  ``location`` is a folder (its files, and with ``recursive`` its subfolders' too) or
-  one image file; local, or remote (gs://...) through epath. Every reader of folders
-  (training, evaluation) lists them here, so they agree on what an image file is.
+  ``location`` is a folder or one image file; local, or remote (gs://...) through
+  epath. Every reader of folders (training, evaluation) lists them here, so they agree
+  on what an image file is. ``recursive`` (training) walks the subfolders and lists
+  files only; otherwise (an evaluation set) every entry with an image suffix is listed,
+  so that a folder named like an image is reported as skipped rather than silently left
+  out of the set's count.
   """
   location = epath.Path(location)
   if not location.is_dir():
     return [location] if location.exists() else []
-  found = []
-  for directory, _, names in location.walk():  # Top-down: the folder itself first.
-    found += [epath.Path(directory) / name for name in names]
-    if not recursive:
-      break
+  if recursive:
+    found = [epath.Path(directory) / name for directory, _, names in location.walk()
+             for name in names]
+  else:
+    found = list(location.iterdir())
   return sorted(path for path in found if path.suffix.lower() in IMAGE_SUFFIXES)
 
 
