@@ -41,6 +41,7 @@ from srgan_jax.evaluation import registry
 from srgan_jax.evaluation import report
 from srgan_jax.evaluation import scoring
 from srgan_jax.inference import loading
+from srgan_jax.nn import shipped
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
@@ -125,7 +126,7 @@ def main(argv: Sequence[str]) -> int:
     try:  # A workdir's generator (srgan) or a shipped model's, by name.
       generator = loading.load_generator(model, options.workdir and paths.absolute(
           options.workdir), options.step, options.ema)
-    except loading.UnknownModelError as error:  # Lists the shipped names.
+    except shipped.UnknownModelError as error:  # Lists the shipped names.
       raise app.UsageError(str(error)) from error
     results = scoring.evaluate_model(*generator, folders, save_dir, options.compare, crops,
                                      options.metrics)

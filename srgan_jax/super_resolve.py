@@ -33,6 +33,7 @@ from srgan_jax.imaging import bicubic
 from srgan_jax.inference import files
 from srgan_jax.inference import loading
 from srgan_jax.inference import tiling
+from srgan_jax.nn import shipped
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import flag_checks
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> int:
       try:  # A workdir's generator (srgan) or a shipped model's, by name.
         model, variables, _ = loading.load_generator(
             options.model, options.workdir and paths.absolute(options.workdir), options.step)
-      except loading.UnknownModelError as error:  # Lists the shipped names.
+      except shipped.UnknownModelError as error:  # Lists the shipped names.
         raise app.UsageError(str(error)) from error
       upscale, scale = tiling.generator_upscaler(model, variables, options.scale, options.tile,
                                                  options.overlap, options.batch, on_tiles)

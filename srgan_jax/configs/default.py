@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
                                 (256, 1), (256, 2), (512, 1), (512, 2))
   config.discriminator.dense_features = 1024
   config.discriminator.negative_slope = 0.2  # LeakyReLU alpha.
+  # Off the paper when True: D sees gray images (the mean of R, G, B), so its
+  # gradient cannot put colour noise into G's output.
+  config.discriminator.gray_input = False
 
   # 'float32', or 'bfloat16' for bf16 compute with float32 parameters, BatchNorm
   # statistics and losses.
@@ -84,13 +87,25 @@ def get_config() -> ml_collections.ConfigDict:
   config.srgan.learning_rate = 1e-4
   config.srgan.decay_steps = 100_000  # After this many SRGAN steps...
   config.srgan.decay_factor = 0.1  # ...the learning rate becomes 1e-5.
-  config.srgan.content_loss = 'vgg54'  # 'mse', 'vgg22' (relu2_2) or 'vgg54' (relu5_4).
+  # Off the paper when set: D's own rate (same schedule); unset = srgan.learning_rate.
+  config.srgan.discriminator_learning_rate = config_dict.placeholder(float)
+  # 'mse', 'vgg22' (relu2_2) or 'vgg54' (relu5_4); off the paper: 'l1' (pixels).
+  config.srgan.content_loss = 'vgg54'
   config.srgan.adversarial_weight = 1e-3  # perceptual = content + 1e-3 x adversarial.
+  # Off the paper when changed: 'relativistic' (ESRGAN's relativistic average GAN).
+  config.srgan.gan_loss = 'standard'
+  # Off the paper when > 0: adds this x the L1 distance between D's features of SR
+  # and HR to G's loss (pix2pixHD's feature matching, a content loss without VGG).
+  config.srgan.feature_matching_weight = 0.0
+  # Off the paper when > 0: adds this x the L1 distance between the chroma (Cb, Cr)
+  # of SR and HR to G's loss, against colour noise.
+  config.srgan.chroma_weight = 0.0
   config.srgan.vgg_feature_scale = 1 / 12.75  # VGG maps rescaled to an MSE-like scale.
   # VGG19 weights converted by `python -m srgan_jax.vgg19 import`; unset = the cache.
   # (Placeholders: unset by default, yet --config.srgan.vgg_weights=PATH works.)
   config.srgan.vgg_weights = config_dict.placeholder(str)
-  # Start the SRGAN phase from another run's SRResNet (a workdir); unset = this run's.
+  # Start the SRGAN phase from another run's SRResNet (a workdir) or a shipped model
+  # (a name: python -m srgan_jax.pretrained lists them); unset = this run's.
   config.srgan.init_from = config_dict.placeholder(str)
 
   # Exponential moving average of generator weights; 0 disables it (the paper has none).

@@ -1,4 +1,6 @@
-r"""Learning curves of a training run: PSNR and SSIM against step, bicubic beside them.
+r"""Learning curves of a training run: PSNR and SSIM against step, bicubic beside them;
+and for a run with an SRGAN phase, a second row: G's content and adversarial losses,
+D(real) and D(fake), and NIQE (bicubic's dashed).
 
 The command is ``python -m srgan_jax.plot`` (``srgan_jax/plot.py``).
 
@@ -82,6 +84,56 @@ def learning_curves(scalars: dict[str, Curve]) -> dict[str, dict[str, Curve]]:
   return curves
 
 
+# The SRGAN phase's logged scalars drawn in the second row, by panel.
+GAN_LOSSES = ('content_loss', 'adversarial_loss')
+GAN_OUTPUTS = ('d_real', 'd_fake')
+
+
+def gan_curves(scalars: dict[str, Curve]) -> dict[str, Curve]:
+  """The ``train/srgan/<name>`` curves of ``GAN_LOSSES + GAN_OUTPUTS`` that the run
+  logged, by name ({} for a run without an SRGAN phase)."""
+  return {name: scalars[f'train/srgan/{name}'] for name in GAN_LOSSES + GAN_OUTPUTS
+          if f'train/srgan/{name}' in scalars}
+
+
+def niqe_curves(scalars: dict[str, Curve]) -> dict[str, tuple[Curve, float | None]]:
+  """``{set: (NIQE curve, bicubic's NIQE or None)}`` from the eval scalars."""
+  found = {}
+  for tag, curve in scalars.items():
+    parts = tag.split('/')
+    if len(parts) == 3 and parts[0] == 'eval' and parts[2] == 'niqe':
+      baseline = scalars.get(f'eval/{parts[1]}/bicubic_niqe')
+      found[parts[1]] = (curve, None if baseline is None else float(baseline[1][-1]))
+  return found
+
+
+def plot_gan_curves(fig: figure.Figure | figure.SubFigure, gan: dict[str, Curve],
+                    niqe: dict[str, tuple[Curve, float | None]]) -> None:
+  """The SRGAN row: losses (log scale), D's mean outputs, NIQE per set."""
+  losses_ax, outputs_ax, niqe_ax = fig.subplots(1, 3)
+  for ax, names in ((losses_ax, GAN_LOSSES), (outputs_ax, GAN_OUTPUTS)):
+    for name in names:
+      if name in gan:
+        ax.plot(*gan[name], label=name.replace('_', ' '))
+  losses_ax.set_yscale('log')
+  losses_ax.set_ylabel("G's losses")
+  outputs_ax.set_ylabel('mean D output (sigmoid)')
+  outputs_ax.set_ylim(0, 1)
+  for index, (name, (curve, baseline)) in enumerate(sorted(niqe.items())):
+    niqe_ax.plot(*curve, color=f'C{index}', marker='o', markersize=3, label=name)
+    if baseline is not None:
+      niqe_ax.axhline(baseline, color=f'C{index}', linestyle='--', linewidth=1,
+                      label=f'{name} bicubic')
+  niqe_ax.set_ylabel('NIQE (lower: more natural)')
+  for ax in (losses_ax, outputs_ax, niqe_ax):
+    ax.set_xlabel('training step')
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.get_lines():
+      ax.legend(fontsize='small')
+  fig.suptitle('SRGAN phase')
+
+
 def read_config(workdir: str | pathlib.Path) -> dict[str, Any]:
   """The run's config.json as a dict, or {} when absent."""
   path = pathlib.Path(workdir) / 'config.json'
@@ -130,6 +182,14 @@ def plot_learning_curves(curves: dict[str, dict[str, Curve]],
   """
   # A Figure of its own, not pyplot: no global state, and no GUI backend is needed.
   fig = figure.Figure(figsize=(11, 4.2), layout='constrained')
+  _draw_learning_curves(fig, curves, baselines, title, srgan_from)
+  return fig
+
+
+def _draw_learning_curves(fig: figure.Figure | figure.SubFigure,
+                          curves: dict[str, dict[str, Curve]],
+                          baselines: dict[str, dict[str, float]], title: str,
+                          srgan_from: int | None) -> None:
   axes = fig.subplots(1, len(METRICS))
   for index, (name, set_curves) in enumerate(sorted(curves.items())):
     colour = f'C{index}'
@@ -152,7 +212,6 @@ def plot_learning_curves(curves: dict[str, dict[str, Curve]],
   axes[0].legend(fontsize='small')
   if title:
     fig.suptitle(title)
-  return fig
 
 
 def plot_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
@@ -173,8 +232,17 @@ def plot_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
                   for curve in set_curves.values())
   srgan_from = (srresnet_steps if config.get('srgan', {}).get('num_steps')
                 and srresnet_steps is not None and srresnet_steps < last_step else None)
-  fig = plot_learning_curves(curves, bicubic_baselines(scalars, list(curves), config),
-                             title=pathlib.Path(workdir).name, srgan_from=srgan_from)
+  baselines = bicubic_baselines(scalars, list(curves), config)
+  title = pathlib.Path(workdir).name
+  gan = gan_curves(scalars)
+  if gan:  # Two rows: the learning curves, then the SRGAN phase.
+    fig = figure.Figure(figsize=(11, 8.4), layout='constrained')
+    top, bottom = fig.subfigures(2, 1)
+    _draw_learning_curves(top, curves, baselines, title, srgan_from)
+    plot_gan_curves(bottom, gan, {name: curve for name, curve in niqe_curves(scalars).items()
+                                  if not sets or name in sets})
+  else:
+    fig = plot_learning_curves(curves, baselines, title=title, srgan_from=srgan_from)
   pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(output, dpi=120)
   return fig

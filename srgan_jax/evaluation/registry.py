@@ -6,6 +6,11 @@ per-image scores ``[n]``, computed with JAX where the evaluation runs. Conventio
 * ``niqe``: of the SR image alone (no reference), Y channel, ``scale`` pixels shaved
   off each border (the PIRM 2018 challenge's convention), 96x96 blocks; lower is
   more natural. Always available: its parameters ship with the package.
+* ``luma_detail`` and ``chroma_detail``: the SR image's high-frequency energy over the
+  HR image's (``metrics.high_pass_energy``: mean absolute Laplacian of Y, resp. Cb +
+  Cr, ``scale`` pixels shaved): 1 is as much fine detail as the photograph, below 1
+  blur, above 1 invented detail or (chroma) colour noise. Gray HR images have no
+  chroma and are left out of ``chroma_detail``'s mean (NaN).
 * ``lpips`` (AlexNet, v0.1, the reference default) and ``lpips_vgg``: SR against HR,
   RGB (gray repeated), the whole image as the reference ``lpips`` scripts score it;
   lower is closer. Needs the weights of ``python -m srgan_jax.lpips import``.
@@ -18,21 +23,36 @@ from absl import logging
 import jax
 import numpy as np
 
+from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import niqe
 from srgan_jax.nn import lpips
 
 MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-METRICS = ('niqe', 'lpips', 'lpips_vgg')
+METRICS = ('niqe', 'luma_detail', 'chroma_detail', 'lpips', 'lpips_vgg')
 ALWAYS_COMPUTED = ('psnr', 'ssim')  # By evaluate itself, whatever is asked.
 # What evaluation reports beside PSNR/SSIM unless told otherwise.
 DEFAULT_METRICS = ('niqe', 'lpips')
 _LPIPS_NETS = {'lpips': 'alex', 'lpips_vgg': 'vgg'}
+_DETAIL_CHANNELS = {'luma_detail': 0, 'chroma_detail': 1}
+# Below this mean |Laplacian| (grey levels) an HR image has no such detail: a gray
+# image's chroma (the MATLAB weights leave ~1e-14 there).
+_NO_ENERGY = 1e-6
 
 
 def _niqe(sr: np.ndarray, hr: np.ndarray, shave: int) -> np.ndarray:
   del hr  # No-reference.
   return niqe.niqe(sr, shave)
+
+
+def _detail(sr: np.ndarray, hr: np.ndarray, shave: int, channel: int) -> np.ndarray:
+  """Per image: high-pass energy of SR over HR's (``channel`` 0 luma, 1 chroma)."""
+  ratios = []
+  for sr_image, hr_image in zip(sr, hr):
+    reference = metrics.high_pass_energy(hr_image, shave)[channel]
+    energy = metrics.high_pass_energy(sr_image, shave)[channel]
+    ratios.append(energy / reference if reference > _NO_ENERGY else np.nan)
+  return np.array(ratios)
 
 
 def _lpips(sr: np.ndarray, hr: np.ndarray, params: Mapping[str, object], net: str) -> np.ndarray:
@@ -55,6 +75,9 @@ def metric_fns(names: Sequence[str], scale: int) -> dict[str, MetricFn]:
   for name in names:
     if name == 'niqe':
       fns[name] = functools.partial(_niqe, shave=scale)
+      continue
+    if name in _DETAIL_CHANNELS:
+      fns[name] = functools.partial(_detail, shave=scale, channel=_DETAIL_CHANNELS[name])
       continue
     net = _LPIPS_NETS[name]
     try:

@@ -143,7 +143,9 @@ def _batched_means(metric_fns: Mapping[str, registry.MetricFn], srs: Sequence[np
     scores = np.empty(len(srs))
     for indices in _same_size_batches(hrs, batch_size):
       scores[indices] = fn(np.stack([srs[i] for i in indices]), np.stack([hrs[i] for i in indices]))
-    means[name] = float(np.mean(scores))
+    # NaN marks an image a metric does not apply to (a gray image's chroma detail).
+    scored = scores[~np.isnan(scores)]
+    means[name] = float(np.mean(scored)) if scored.size else float('nan')
   return means
 
 

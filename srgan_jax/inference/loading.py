@@ -1,88 +1,13 @@
-r"""Loading a generator: a training workdir's, or one shipped in the package by name.
-
-A shipped model is two files in ``srgan_jax/pretrained_models/``:
-
-- ``<name>.msgpack``: the generator's variables for ``apply`` (``params``, the EMA
-  weights when the run kept them, and ``batch_stats``), by ``flax.serialization``;
-- ``<name>.json``: the training run's whole config, the command that trained it,
-  its scores measured on export (bicubic beside them), the source workdir and
-  checkpoint step, and the SHA-256 of the msgpack file.
-
-``python -m srgan_jax.export`` writes them from a training workdir;
-``python -m srgan_jax.pretrained`` lists them; ``--model=NAME`` in
-``srgan_jax.evaluate`` and ``srgan_jax.super_resolve`` loads one.
-$SRGAN_PRETRAINED_DIR points all of this at another folder (tests use that).
+r"""Loading a generator: a training workdir's, or one shipped in the package by name
+(``nn/shipped.py``).
 
 Imports only the standard library at the top: listing names for a command's --help
 must not start JAX.
 """
 
-import hashlib
-import json
-import os
-import pathlib
 from typing import Any
 
-DIRECTORY_ENV = 'SRGAN_PRETRAINED_DIR'
-# Names that the commands' --model flag already gives another meaning.
-RESERVED_NAMES = frozenset({'bicubic', 'srgan'})
-
-
-class UnknownModelError(ValueError):
-  """A --model that names no generator: not shipped, or srgan without a workdir."""
-
-
-def directory() -> pathlib.Path:
-  """Where shipped models are: $SRGAN_PRETRAINED_DIR, else the package's folder."""
-  override = os.environ.get(DIRECTORY_ENV)
-  if override:
-    return pathlib.Path(override).expanduser().resolve()
-  return pathlib.Path(__file__).resolve().parent.parent / 'pretrained_models'
-
-
-def names() -> list[str]:
-  """The shipped models' names, sorted: those with both a .msgpack and a .json file."""
-  folder = directory()
-  if not folder.is_dir():
-    return []
-  return sorted(path.stem for path in folder.glob('*.json')
-                if path.with_suffix('.msgpack').is_file())
-
-
-def describe(name: str) -> dict[str, Any]:
-  """The JSON record of a shipped model (config, command, scores, source)."""
-  available = names()
-  if name not in available:
-    raise UnknownModelError(
-        f'unknown model {name!r}; shipped models: {", ".join(available) or "none"} (in '
-        f'{directory()}); built-in: {", ".join(sorted(RESERVED_NAMES))}')
-  return json.loads((directory() / f'{name}.json').read_text())
-
-
-def load(name: str) -> tuple[Any, dict[str, Any], Any]:
-  """A shipped generator, as ``checkpointing.load_generator`` returns a workdir's:
-  ``(module, variables for apply, run config)``, variables on the first local device.
-
-  Raises:
-    UnknownModelError: no such model; the message lists the shipped ones.
-    ValueError: the weights file is not the one its record describes.
-  """
-  record = describe(name)  # First: an unknown name fails fast, before JAX starts.
-  # Imported here: --help and the bicubic method need neither JAX nor Flax.
-  import flax.serialization  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from srgan_jax.nn import models  # pylint: disable=g-import-not-at-top
-
-  path = directory() / f'{name}.msgpack'
-  data = path.read_bytes()
-  if hashlib.sha256(data).hexdigest() != record['msgpack_sha256']:
-    raise ValueError(f'{path} is not the file that {path.with_suffix(".json")} describes '
-                     '(SHA-256 differs); export the model again')
-  variables = flax.serialization.msgpack_restore(data)
-  config = ml_collections.ConfigDict(record['config'])
-  model = models.generator_from_config(config)
-  return model, jax.device_put(variables, jax.local_devices()[0]), config
+from srgan_jax.nn import shipped
 
 
 def load_generator(model: str, workdir: str | None = None, step: int | None = None,
@@ -90,10 +15,11 @@ def load_generator(model: str, workdir: str | None = None, step: int | None = No
   """The generator the commands' ``--model`` names: ``'srgan'`` is the one of
   ``workdir`` (``checkpointing.load_generator``), any other name a shipped model."""
   if model != 'srgan':
-    return load(model)
+    return shipped.load(model)
   if not workdir:
-    raise UnknownModelError('--model=srgan needs --workdir (or name a shipped model: '
-                            f'{", ".join(names()) or "none shipped"})')
+    raise shipped.UnknownModelError(
+        '--model=srgan needs --workdir (or name a shipped model: '
+        f'{", ".join(shipped.names()) or "none shipped"})')
   from srgan_jax.training import checkpointing  # pylint: disable=g-import-not-at-top  # Orbax.
   return checkpointing.load_generator(workdir, step, ema)
 
@@ -101,5 +27,5 @@ def load_generator(model: str, workdir: str | None = None, step: int | None = No
 def model_flag_help() -> str:
   """The --model help text of the commands, with the shipped names of this install."""
   return ('bicubic: MATLAB imresize; srgan: the generator of --workdir; or a shipped '
-          f'model by name: {", ".join(names()) or "none in this install"} '
+          f'model by name: {", ".join(shipped.names()) or "none in this install"} '
           '(python -m srgan_jax.pretrained lists them).')

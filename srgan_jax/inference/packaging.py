@@ -1,4 +1,4 @@
-"""Shipping a training run's generator inside the package, loadable by name (``loading``).
+"""Shipping a training run's generator inside the package, loadable by name (``nn/shipped``).
 
 The command is ``python -m srgan_jax.export`` (``srgan_jax/export.py``).
 """
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from srgan_jax.evaluation import scoring
-from srgan_jax.inference import loading
+from srgan_jax.nn import shipped
 from srgan_jax.runtime import paths
 from srgan_jax.training import checkpointing
 
@@ -44,7 +44,7 @@ def _write_atomically(path: pathlib.Path, content: bytes) -> None:
 def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True,
            command: str | None = None, folders: Sequence[str] | None = None,
            overwrite: bool = False) -> pathlib.Path:
-  """Writes ``<name>.msgpack`` and ``<name>.json`` into ``loading.directory()``.
+  """Writes ``<name>.msgpack`` and ``<name>.json`` into ``shipped.directory()``.
 
   The scores are those of the variables read back from the serialized bytes, so
   they are the shipped file's.
@@ -64,10 +64,10 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
   Raises:
     FileExistsError: the name exists and not ``overwrite``.
   """
-  if not _NAME_PATTERN.fullmatch(name) or name in loading.RESERVED_NAMES:
+  if not _NAME_PATTERN.fullmatch(name) or name in shipped.RESERVED_NAMES:
     raise ValueError(f'invalid model name {name!r}: use lower-case letters, digits, '
-                     f'"_", "-", "."; not {", ".join(sorted(loading.RESERVED_NAMES))}')
-  folder = loading.directory()
+                     f'"_", "-", "."; not {", ".join(sorted(shipped.RESERVED_NAMES))}')
+  folder = shipped.directory()
   weights_path, record_path = folder / f'{name}.msgpack', folder / f'{name}.json'
   existing = [str(path) for path in (weights_path, record_path) if path.exists()]
   if existing and not overwrite:
@@ -76,13 +76,13 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
   step = checkpointing.latest_step(workdir) if step is None else step
   model, variables, config = checkpointing.load_generator(workdir, step, ema)
   data = flax.serialization.msgpack_serialize(jax.device_get(variables))
-  shipped = flax.serialization.msgpack_restore(data)
+  shipped_variables = flax.serialization.msgpack_restore(data)
   folders = default_score_folders() if folders is None else list(folders)
-  scores = scoring.evaluate_model(model, shipped, config, folders) if folders else {}
+  scores = scoring.evaluate_model(model, shipped_variables, config, folders) if folders else {}
   record = {
       'name': name,
       'scale': config.scale,
-      'parameters': _parameter_count(shipped),
+      'parameters': _parameter_count(shipped_variables),
       'command': command,
       'source': {'workdir': workdir, 'step': step, 'ema': ema},
       'scores': scores,
@@ -92,7 +92,7 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
       'config': json.loads(config.to_json_best_effort()),
   }
   folder.mkdir(parents=True, exist_ok=True)
-  # Weights first: loading.names() lists a model only once its record exists.
+  # Weights first: shipped.names() lists a model only once its record exists.
   _write_atomically(weights_path, data)
   _write_atomically(record_path, (json.dumps(record, indent=2) + '\n').encode())
   return record_path

@@ -163,17 +163,25 @@ class Discriminator(nn.Module):
   convs: tuple[tuple[int, int], ...] = DISCRIMINATOR_CONVS
   dense_features: int = 1024
   negative_slope: float = 0.2  # LeakyReLU alpha.
+  # Off the paper when True: D sees the mean of R, G and B only. Its gradient then
+  # changes the three channels of G's output equally, so the adversarial loss can
+  # add detail but no colour noise; colour is left to the content loss.
+  gray_input: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = x.astype(self.dtype)
+    if self.gray_input:
+      x = jnp.mean(x, axis=-1, keepdims=True)
     for i, (features, stride) in enumerate(self.convs):
       x = Conv(features, (3, 3), strides=(stride, stride), dtype=self.dtype,
                name=f'conv{i}')(x)
       if i > 0:  # The paper has no BN after the first convolution.
         x = _norm(True, train, self.dtype, f'bn{i}')(x)
       x = nn.leaky_relu(x, self.negative_slope)
+      # Each block's output, for feature matching (apply with mutable=['intermediates']).
+      self.sow('intermediates', f'features{i}', x)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.dense_features, dtype=self.dtype, name='dense1')(x)
     x = nn.leaky_relu(x, self.negative_slope)

@@ -32,9 +32,13 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Checker:
 
 
 def number(minimum: float | None = None, maximum: float | None = None,
-           above: float | None = None, below: float | None = None) -> Checker:
-  """A finite int or float in [minimum, maximum] and (above, below)."""
+           above: float | None = None, below: float | None = None,
+           optional: bool = False) -> Checker:
+  """A finite int or float in [minimum, maximum] and (above, below) (or None when
+  optional)."""
   def check(value):
+    if value is None and optional:
+      return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
       return f'must be a finite number, got {value!r}'
     for bound, fails, word in ((minimum, lambda b: value < b, '>='),

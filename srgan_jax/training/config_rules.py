@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from srgan_jax.evaluation import registry
 from srgan_jax.nn import losses
+from srgan_jax.nn import shipped
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
@@ -57,6 +58,7 @@ RULES: dict[str, flag_checks.Checker] = {
     'discriminator.convs': _convs,
     'discriminator.dense_features': flag_checks.integer(minimum=1),
     'discriminator.negative_slope': flag_checks.number(minimum=0),
+    'discriminator.gray_input': flag_checks.boolean,
     'dtype': flag_checks.one_of(*DTYPES),
     'batch_size': flag_checks.integer(minimum=1),
     'data.source': flag_checks.one_of(*DATA_SOURCES),
@@ -77,10 +79,14 @@ RULES: dict[str, flag_checks.Checker] = {
     'srresnet.schedule': flag_checks.one_of('constant', 'cosine'),
     'srgan.num_steps': flag_checks.integer(minimum=0),
     'srgan.learning_rate': flag_checks.number(above=0),
+    'srgan.discriminator_learning_rate': flag_checks.number(above=0, optional=True),
     'srgan.decay_steps': flag_checks.integer(minimum=0),
     'srgan.decay_factor': flag_checks.number(above=0),
     'srgan.content_loss': flag_checks.one_of(*losses.CONTENT_LOSSES),
     'srgan.adversarial_weight': flag_checks.number(minimum=0),
+    'srgan.gan_loss': flag_checks.one_of(*losses.GAN_LOSSES),
+    'srgan.feature_matching_weight': flag_checks.number(minimum=0),
+    'srgan.chroma_weight': flag_checks.number(minimum=0),
     'srgan.vgg_feature_scale': flag_checks.number(above=0),
     'srgan.vgg_weights': flag_checks.text(optional=True),
     'srgan.init_from': flag_checks.text(optional=True),
@@ -140,7 +146,7 @@ def _relations(flat: Mapping[str, Any], device_count: int | None,
                if not paths.is_remote(folder) and not os.path.exists(folder)]
     if missing:
       problems.append(f'data.folders: {", ".join(missing)} not found')
-  if flat['srgan.num_steps'] and flat['srgan.content_loss'] != 'mse':
+  if flat['srgan.num_steps'] and flat['srgan.content_loss'] in losses.VGG_CONTENT_LAYERS:
     weights = flat['srgan.vgg_weights'] or vgg19.default_path()
     if not paths.is_remote(weights) and not os.path.isfile(weights):
       problems.append(f'srgan.content_loss={flat["srgan.content_loss"]!r} needs VGG19 weights, '
@@ -148,9 +154,10 @@ def _relations(flat: Mapping[str, Any], device_count: int | None,
                       + (f' --output={weights}' if flat['srgan.vgg_weights'] else '')
                       + " (or set srgan.content_loss='mse')")
   init_from = flat['srgan.init_from']
-  if init_from and not paths.is_remote(init_from) and not os.path.isdir(
-      os.path.join(init_from, 'checkpoints')):
-    problems.append(f'srgan.init_from: no checkpoints in {init_from}')
+  if (init_from and not paths.is_remote(init_from) and not shipped.is_shipped(init_from)
+      and not os.path.isdir(os.path.join(init_from, 'checkpoints'))):
+    problems.append(f'srgan.init_from: no checkpoints in {init_from}, and no shipped model '
+                    f'of that name ({", ".join(shipped.names()) or "none shipped"})')
   return problems
 
 

@@ -22,10 +22,13 @@ import ml_collections
 import numpy as np
 
 from srgan_jax.evaluation import during_training
+from srgan_jax.nn import losses
+from srgan_jax.nn import shipped
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import sharding
 from srgan_jax.training import checkpointing
+from srgan_jax.training import gan_health as gan_health_lib
 from srgan_jax.training import steps
 
 
@@ -52,7 +55,7 @@ def create_input_iterator(config: ml_collections.ConfigDict,
 
 def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str]:
   """VGG19 parameters and preprocessing for a VGG content loss, else (None, 'caffe')."""
-  if config.srgan.num_steps == 0 or config.srgan.content_loss == 'mse':
+  if config.srgan.num_steps == 0 or config.srgan.content_loss not in losses.VGG_CONTENT_LAYERS:
     return None, 'caffe'
   return vgg19.load_params(config.srgan.vgg_weights)
 
@@ -61,12 +64,15 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
                                replicated: jax.sharding.NamedSharding) -> steps.TrainState:
   """The generator the SRGAN phase starts from (paper: the trained SRResNet).
 
-  With srgan.init_from set, its weights come from that workdir's latest checkpoint;
-  otherwise from this run's SRResNet phase.
+  With srgan.init_from set, its weights come from that workdir's latest checkpoint,
+  or from the shipped model of that name; otherwise from this run's SRResNet phase.
   """
   if config.srgan.init_from:
-    _, variables, source_config = checkpointing.load_generator(
-        config.srgan.init_from, ema=False)
+    if shipped.is_shipped(config.srgan.init_from):
+      _, variables, source_config = shipped.load(config.srgan.init_from)
+    else:
+      _, variables, source_config = checkpointing.load_generator(
+          config.srgan.init_from, ema=False)
     if (source_config.generator.to_dict(), source_config.scale) != (
         config.generator.to_dict(), config.scale):
       raise checkpointing.CheckpointError(
@@ -76,7 +82,7 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
     # Every process read the same weights onto one of its own devices.
     variables = sharding.replicate(variables, replicated)
     generator = generator.replace(params=variables['params'],
-                                  batch_stats=variables['batch_stats'])
+                                  batch_stats=variables.get('batch_stats', {}))
   elif config.srresnet.num_steps == 0:
     logging.warning('SRGAN phase starts from a random generator: the paper initializes '
                     'it from a trained SRResNet (set srgan.init_from).')
@@ -150,7 +156,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
   start_step = manager.latest_step() or 0
-  phase = steps.SRRESNET if start_step < srresnet_steps else steps.SRGAN
+  # A fresh run starts in the SRResNet phase even with srresnet.num_steps = 0: the
+  # switch at the top of the loop is what initializes the SRGAN generator
+  # (srgan.init_from).
+  phase = steps.SRRESNET if start_step < srresnet_steps or not start_step else steps.SRGAN
 
   generator, discriminator = jax.jit(
       functools.partial(steps.create_states, config, phase), out_shardings=replicated)()
@@ -172,6 +181,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
                                           logdir=workdir))
   preemption = PreemptionWatcher()
+  gan_health = gan_health_lib.GanHealth()
+  sr_beside_hr = jax.jit(
+      functools.partial(steps.sr_beside_hr,
+                        count=min(config.num_summary_images, config.batch_size)),
+      out_shardings=replicated)
   saved_once = False
   evaluator = during_training.TrainingEvaluator(config, writer)  # Names absent sets.
   logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
@@ -196,10 +210,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         hook(done)
       if done % config.log_every_steps == 0 or done in (srresnet_steps, total_steps):
         _check_finite(train_metrics, manager)
-        summary = {f'train/{phase}/{k}': v for k, v in train_metrics.compute().items()
-                   if k != 'first_nonfinite_step'}
-        writer.write_scalars(done, jax.device_get(summary))
+        summary = jax.device_get({k: v for k, v in train_metrics.compute().items()
+                                  if k != 'first_nonfinite_step'})
+        writer.write_scalars(done, {f'train/{phase}/{k}': v for k, v in summary.items()})
         train_metrics = steps.empty_metrics(phase, replicated)
+        if phase == steps.SRGAN:
+          gan_health.check(done, summary)
+          if config.num_summary_images:  # What D judges: this batch's SR beside its HR.
+            with jax.set_mesh(mesh):
+              pairs = sr_beside_hr(generator, batch)
+            writer.write_images(done, {'train/srgan/sr_beside_hr': jax.device_get(pairs)})
       if done % config.eval_every_steps == 0 or done == total_steps:
         evaluator.run(generator.eval_variables(), done, final=done == total_steps)
       checkpointing.check_for_errors(manager)  # A failed background write stops here.

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from srgan_jax.evaluation import metrics as eval_metrics
 from srgan_jax.nn import losses
 from srgan_jax.nn import models
 
@@ -100,11 +101,19 @@ def create_discriminator(config: ml_collections.ConfigDict) -> models.Discrimina
   return models.discriminator_from_config(config, compute_dtype(config))
 
 
+DISCRIMINATOR = 'discriminator'  # create_optimizer's phase name for D's optimizer.
+
+
 def create_optimizer(config: ml_collections.ConfigDict, phase: str) -> optax.GradientTransformation:
   """Adam (beta1 0.9) with the phase's schedule: constant 1e-4 for the SRResNet (or
   a cosine decay to 0 with srresnet.schedule='cosine'); 1e-4 then 1e-5 after
-  srgan.decay_steps for SRGAN (both networks)."""
-  if phase == SRRESNET and config.srresnet.schedule == 'constant':
+  srgan.decay_steps for SRGAN's generator, and for the discriminator (``DISCRIMINATOR``)
+  the same, from srgan.discriminator_learning_rate when set."""
+  if phase == DISCRIMINATOR:
+    rate = config.srgan.discriminator_learning_rate or config.srgan.learning_rate
+    schedule = optax.piecewise_constant_schedule(
+        rate, {config.srgan.decay_steps: config.srgan.decay_factor})
+  elif phase == SRRESNET and config.srresnet.schedule == 'constant':
     schedule = optax.constant_schedule(config.srresnet.learning_rate)
   elif phase == SRRESNET and config.srresnet.schedule == 'cosine':
     # The rate falls to zero at the end, so the last evaluations agree and the
@@ -138,7 +147,7 @@ def create_states(config: ml_collections.ConfigDict, phase: str) -> tuple[TrainS
   generator = create_train_state(g_rng, create_generator(config), (1, lr_side, lr_side, 3),
                                  create_optimizer(config, phase), ema=config.ema_decay > 0)
   discriminator = create_train_state(d_rng, create_discriminator(config), (1, crop, crop, 3),
-                                     create_optimizer(config, SRGAN))
+                                     create_optimizer(config, DISCRIMINATOR))
   return generator, discriminator
 
 
@@ -198,12 +207,20 @@ class PerceptualLoss:
     vgg_preprocessing: that of the VGG19 weights, 'caffe' or 'torch' (see
       ``nn/vgg19.preprocess``).
     dtype: VGG19's compute dtype.
+    gan_loss: 'standard' (the paper) or 'relativistic' (``nn/losses.GAN_LOSSES``).
+    feature_matching_weight: of the L1 distance between D's features of SR and HR,
+      added to G's loss (0 in the paper).
+    chroma_weight: of the L1 distance between SR's and HR's chroma, added to G's
+      loss (0 in the paper).
   """
   content_loss: str
   adversarial_weight: float
   vgg_feature_scale: float
   vgg_preprocessing: str
   dtype: Any
+  gan_loss: str = 'standard'
+  feature_matching_weight: float = 0.0
+  chroma_weight: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict,
@@ -212,7 +229,10 @@ class PerceptualLoss:
     return cls(content_loss=config.srgan.content_loss,
                adversarial_weight=config.srgan.adversarial_weight,
                vgg_feature_scale=config.srgan.vgg_feature_scale,
-               vgg_preprocessing=vgg_preprocessing, dtype=compute_dtype(config))
+               vgg_preprocessing=vgg_preprocessing, dtype=compute_dtype(config),
+               gan_loss=config.srgan.gan_loss,
+               feature_matching_weight=config.srgan.feature_matching_weight,
+               chroma_weight=config.srgan.chroma_weight)
 
 
 def srgan_train_step(generator: TrainState, discriminator: TrainState,
@@ -250,15 +270,17 @@ def srgan_train_step(generator: TrainState, discriminator: TrainState,
   def discriminate(params, batch_stats, images):
     logits, updates = discriminator.apply_fn(
         {'params': params, 'batch_stats': batch_stats}, images, train=True,
-        mutable=['batch_stats'])
-    return logits, updates['batch_stats']
+        mutable=['batch_stats', 'intermediates'])
+    features = [value for _, (value,) in sorted(updates['intermediates'].items(),
+                                                key=lambda item: int(item[0][8:]))]
+    return logits, updates['batch_stats'], features
 
   def discriminator_loss_fn(params):
     # Real and fake batches pass separately, so each has its own BN statistics.
-    real_logits, batch_stats = discriminate(params, discriminator.batch_stats, hr)
-    fake_logits, batch_stats = discriminate(params, batch_stats, jax.lax.stop_gradient(sr))
-    loss = losses.discriminator_loss(real_logits, fake_logits)
-    return loss, (real_logits, fake_logits, batch_stats)
+    real_logits, batch_stats, _ = discriminate(params, discriminator.batch_stats, hr)
+    fake_logits, batch_stats, _ = discriminate(params, batch_stats, jax.lax.stop_gradient(sr))
+    d_loss = losses.discriminator_loss(real_logits, fake_logits, loss.gan_loss)
+    return d_loss, (real_logits, fake_logits, batch_stats)
 
   (d_loss, (real_logits, fake_logits, d_batch_stats)), d_grads = jax.value_and_grad(
       discriminator_loss_fn, has_aux=True)(discriminator.params)
@@ -266,14 +288,24 @@ def srgan_train_step(generator: TrainState, discriminator: TrainState,
 
   content_loss_fn = losses.make_content_loss(
       loss.content_loss, vgg_params, loss.vgg_preprocessing, loss.vgg_feature_scale, loss.dtype)
+  # The updated D's view of HR, when G's loss needs it (constants for G).
+  needs_real = loss.gan_loss == 'relativistic' or loss.feature_matching_weight > 0
+  real_logits_now, _, real_features = (
+      discriminate(discriminator.params, discriminator.batch_stats, hr) if needs_real
+      else (None, None, None))
 
   def perceptual_loss_fn(sr):
     # The updated D judges G's output; its BN statistic updates from this pass are
     # not kept (D was already updated on this batch).
-    logits, _ = discriminate(discriminator.params, discriminator.batch_stats, sr)
+    logits, _, features = discriminate(discriminator.params, discriminator.batch_stats, sr)
     content = content_loss_fn(sr, hr)
-    adversarial = losses.generator_adversarial_loss(logits)
-    return content + loss.adversarial_weight * adversarial, (content, adversarial)
+    adversarial = losses.generator_adversarial_loss(logits, real_logits_now, loss.gan_loss)
+    total = content + loss.adversarial_weight * adversarial
+    if loss.feature_matching_weight > 0:
+      total += loss.feature_matching_weight * losses.feature_matching(features, real_features)
+    if loss.chroma_weight > 0:
+      total += loss.chroma_weight * losses.chroma_l1(sr, hr)
+    return total, (content, adversarial)
 
   (g_loss, (content, adversarial)), sr_grads = jax.value_and_grad(
       perceptual_loss_fn, has_aux=True)(sr)
@@ -289,6 +321,14 @@ def srgan_train_step(generator: TrainState, discriminator: TrainState,
       discriminator_grad_norm=optax.tree.norm(d_grads),
       loss=g_loss + d_loss, step=step)
   return generator, discriminator, train_metrics.merge(update)
+
+
+def sr_beside_hr(generator: TrainState, batch: dict[str, jax.Array], count: int) -> jax.Array:
+  """G's SR of the batch's first ``count`` crops beside their HR crops: uint8
+  ``[count, crop, 2 * crop, 3]``, for TensorBoard during the SRGAN phase."""
+  sr = generator.apply_fn(generator.eval_variables(), batch['lr'][:count], train=False)
+  pairs = jnp.concatenate([sr.astype(jnp.float32), batch['hr'][:count]], axis=2)
+  return eval_metrics.to_pixels(pairs).astype(jnp.uint8)
 
 
 def compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,

@@ -142,7 +142,7 @@ MAIN_CASES = {
                               r'batch_size must be >= 1.*keep_checkpoints must be >= 1'),
     # Enumerations, with the allowed values in the message.
     'content_loss=foo': (['--config.srgan.content_loss=foo'],
-                         r"srgan.content_loss must be one of 'mse', 'vgg22', 'vgg54'; got 'foo'"),
+                         r"srgan.content_loss must be one of 'mse', 'l1', 'vgg22', 'vgg54'; got 'foo'"),
     'scale=3': (['--config.scale=3'], r'scale must be one of 2, 4, 8; got 3'),
     'dtype=float16': (['--config.dtype=float16'], r"dtype must be one of 'float32', 'bfloat16'"),
     'data.source=nfs': (['--config.data.source=nfs'], r"data.source must be one of 'folders'"),

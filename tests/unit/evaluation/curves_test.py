@@ -87,3 +87,39 @@ def test_plotting_leaves_tensorflow_out(tiny_run, tmp_path):
   _python('-c', 'import sys; from srgan_jax.evaluation import curves; '
           f'curves.plot_workdir({str(tiny_run[0])!r}, {str(tmp_path / "c.png")!r}); '
           'assert "tensorflow" not in sys.modules')
+
+
+@pytest.fixture(scope='module')
+def tiny_gan_run(tmp_path_factory):
+  """2 SRResNet then 4 SRGAN steps, logged every 2, NIQE on one 112x104 image."""
+  from conftest import tiny_run_config, write_blocky_images, write_tiny_image_sets  # pylint: disable=g-import-not-at-top
+  from srgan_jax.training import loop  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('tiny_gan_run')
+  write_tiny_image_sets(root)
+  write_blocky_images(root / 'bench', 1, (112, 104), seed=2)
+  config = tiny_run_config(root, srresnet_steps=2, srgan_steps=4)
+  config.eval_every_steps = 2
+  config.eval_folders = (str(root / 'bench'),)
+  config.eval_metrics = ('niqe',)
+  loop.train_and_evaluate(config, str(root / 'workdir'))
+  return root / 'workdir'
+
+
+def test_plot_draws_the_srgan_phase(tiny_gan_run, tmp_path):
+  output = tmp_path / 'curve.png'
+  fig = curves.plot_workdir(tiny_gan_run, output)
+  with Image.open(output) as image:
+    assert image.size == (11 * 120, int(8.4 * 120))
+  scalars = curves.read_scalars(tiny_gan_run)
+  psnr_ax, _, losses_ax, outputs_ax, niqe_ax = fig.axes
+  assert [line.get_label() for line in psnr_ax.get_lines()][0] == 'bench'
+  for ax, names in ((losses_ax, curves.GAN_LOSSES), (outputs_ax, curves.GAN_OUTPUTS)):
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for name in names:
+      steps, values = scalars[f'train/srgan/{name}']
+      np.testing.assert_array_equal(steps, [4, 6])
+      np.testing.assert_array_equal(lines[name.replace('_', ' ')].get_ydata(), values)
+  niqe_lines = {line.get_label(): line for line in niqe_ax.get_lines()}
+  np.testing.assert_array_equal(niqe_lines['bench'].get_ydata(), scalars['eval/bench/niqe'][1])
+  assert niqe_lines['bench bicubic'].get_ydata()[0] == pytest.approx(
+      scalars['eval/bench/bicubic_niqe'][1][-1])

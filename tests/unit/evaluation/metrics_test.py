@@ -5,10 +5,12 @@ import pathlib
 import numpy as np
 import pytest
 from PIL import Image
+import scipy.ndimage
 from skimage import metrics as skmetrics
 
 from conftest import image_set
 from srgan_jax.evaluation import metrics
+from srgan_jax.evaluation import registry
 from srgan_jax.imaging import bicubic
 
 
@@ -124,3 +126,42 @@ def test_jax_matches_numpy_on_a_photograph():
       metrics.psnr(sr, hr, 4), abs=1e-4)
   assert float(metrics.ssim_jax(sr_batch, hr_batch, 4)[0]) == pytest.approx(
       metrics.ssim(sr, hr, 4), abs=1e-5)
+
+
+def _ycbcr_planes(image: np.ndarray) -> list[np.ndarray]:
+  """MATLAB rgb2ycbcr on 0..255 input, written out from its documented matrix."""
+  matrix = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0],
+                     [112.0, -93.786, -18.214]])
+  ycbcr = np.array([16, 128, 128]) + image.astype(np.float64) / 255 @ matrix.T
+  return [ycbcr[..., channel] for channel in range(3)]
+
+
+def test_high_pass_energy_is_scipys_laplacian_of_matlabs_ycbcr():
+  image = np.random.default_rng(0).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+  y, cb, cr = (plane[4:-4, 4:-4] for plane in _ycbcr_planes(image))
+  def energy(plane):  # scipy's 5-point Laplacian, interior pixels only.
+    return np.mean(np.abs(scipy.ndimage.laplace(plane)[1:-1, 1:-1]))
+  luma, chroma = metrics.high_pass_energy(image, shave=4)
+  assert luma == pytest.approx(energy(y), rel=1e-12)
+  assert chroma == pytest.approx(energy(cb) + energy(cr), rel=1e-12)
+  gray = image[..., 0]
+  assert metrics.high_pass_energy(gray, shave=4) == (
+      pytest.approx(energy(gray[4:-4, 4:-4].astype(np.float64)), rel=1e-12), 0.0)
+
+
+def test_detail_metrics_see_blur_invented_detail_and_colour_noise():
+  hr = np.asarray(Image.open(image_set('Set5') / 'butterfly.png').convert('RGB'))
+  rng = np.random.default_rng(0)
+  blurred = scipy.ndimage.uniform_filter(hr.astype(np.float64), size=(3, 3, 1))
+  luma_noise = hr + rng.normal(0, 8, hr.shape[:2])[..., None]  # Same on R, G, B: gray noise.
+  colour_noise = hr + rng.normal(0, 8, hr.shape)
+  fns = registry.metric_fns(['luma_detail', 'chroma_detail'], scale=4)
+  def scores(sr):
+    sr = np.clip(np.round(sr), 0, 255).astype(np.uint8)[None]
+    return {name: float(fn(sr, hr[None])[0]) for name, fn in fns.items()}
+  assert scores(hr) == {'luma_detail': 1.0, 'chroma_detail': 1.0}
+  assert scores(blurred)['luma_detail'] < 0.7 and scores(blurred)['chroma_detail'] < 1
+  assert scores(luma_noise)['luma_detail'] > 1.3
+  assert scores(luma_noise)['chroma_detail'] < 1.3 < scores(colour_noise)['chroma_detail']
+  gray = np.repeat(hr[..., :1], 3, axis=-1)[None]  # No chroma: left out of the mean.
+  assert np.isnan(fns['chroma_detail'](gray, gray)[0])

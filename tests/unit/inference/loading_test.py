@@ -17,6 +17,7 @@ from srgan_jax.inference import files
 from srgan_jax.inference import loading
 from srgan_jax.inference import packaging
 from srgan_jax.inference import tiling
+from srgan_jax.nn import shipped
 from srgan_jax.training import checkpointing
 
 
@@ -24,7 +25,7 @@ from srgan_jax.training import checkpointing
 def models_dir(tmp_path, monkeypatch):
   """An empty folder of shipped models in place of the package's."""
   folder = tmp_path / 'models'
-  monkeypatch.setenv(loading.DIRECTORY_ENV, str(folder))
+  monkeypatch.setenv(shipped.DIRECTORY_ENV, str(folder))
   return folder
 
 
@@ -34,18 +35,18 @@ def _leaves(tree):
 
 def test_export_then_load_by_name_equals_the_workdir_generator(tiny_run, models_dir):
   workdir, eval_folder = tiny_run
-  assert loading.names() == []
+  assert shipped.names() == []
   record_path = packaging.export(str(workdir), 'tiny', command='train it', folders=[str(eval_folder)])
   assert record_path == models_dir / 'tiny.json'
-  assert loading.names() == ['tiny']
-  model, variables, config = loading.load('tiny')
+  assert shipped.names() == ['tiny']
+  model, variables, config = shipped.load('tiny')
   # Small: the float32 weights and BatchNorm statistics, and little else.
   values = sum(leaf.size for leaf in _leaves(variables))
   assert 4 * values < (models_dir / 'tiny.msgpack').stat().st_size < 4 * values + 4096
   source_model, source_variables, source_config = checkpointing.load_generator(str(workdir))
   assert model == source_model and config.to_dict() == source_config.to_dict()
-  for shipped, source in zip(_leaves(variables), _leaves(source_variables), strict=True):
-    np.testing.assert_array_equal(shipped, source)
+  for loaded, source in zip(_leaves(variables), _leaves(source_variables), strict=True):
+    np.testing.assert_array_equal(loaded, source)
   # The EMA weights, which the run kept, not the raw ones.
   raw = checkpointing.load_generator(str(workdir), ema=False)[1]['params']
   assert any(np.abs(a - b).max() > 0 for a, b in zip(_leaves(variables['params']), _leaves(raw)))
@@ -81,9 +82,9 @@ def test_export_refuses_an_existing_name_and_bad_names(tiny_run, models_dir):
 
 def test_unknown_name_lists_the_shipped_ones(tiny_run, models_dir):
   packaging.export(str(tiny_run[0]), 'tiny', folders=[])
-  with pytest.raises(loading.UnknownModelError, match=r"'nope'.*shipped models: tiny"):
-    loading.load('nope')
-  with pytest.raises(loading.UnknownModelError, match='needs --workdir'):
+  with pytest.raises(shipped.UnknownModelError, match=r"'nope'.*shipped models: tiny"):
+    shipped.load('nope')
+  with pytest.raises(shipped.UnknownModelError, match='needs --workdir'):
     loading.load_generator('srgan')
   assert 'shipped model by name: tiny ' in loading.model_flag_help()  # --help.
 
@@ -93,12 +94,12 @@ def test_changed_weights_file_is_refused(tiny_run, models_dir):
   with open(models_dir / 'tiny.msgpack', 'ab') as weights:
     weights.write(b'\0')
   with pytest.raises(ValueError, match='SHA-256'):
-    loading.load('tiny')
+    shipped.load('tiny')
 
 
 def _run(*args: str, models: pathlib.Path, check: bool = True) -> subprocess.CompletedProcess:
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu',
-             **{loading.DIRECTORY_ENV: str(models)})
+             **{shipped.DIRECTORY_ENV: str(models)})
   result = subprocess.run([sys.executable, '-m', *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
   if check:

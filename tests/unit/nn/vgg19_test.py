@@ -307,3 +307,33 @@ def test_import_does_not_load_heavy_frameworks():
           'loaded = {"tensorflow", "keras", "torch"} & set(sys.modules); assert not loaded, loaded')
   subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True, timeout=120,
                  env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+@pytest.mark.parametrize('layout', ['keras', 'torchvision'])
+def test_srgan_vgg54_end_to_end(layout, keras_model, tmp_path):
+  """The paper's SRGAN-VGG54 path with weight files in the layouts users import
+  (random values: the real ones cannot be downloaded here): import, train SRResNet
+  then SRGAN steps with the relu5_4 content loss, evaluate the result."""
+  from conftest import tiny_run_config, write_tiny_image_sets  # pylint: disable=g-import-not-at-top
+  from srgan_jax.evaluation import scoring  # pylint: disable=g-import-not-at-top
+  from srgan_jax.training import checkpointing, config_rules, loop  # pylint: disable=g-import-not-at-top
+  if layout == 'keras':
+    source = tmp_path / 'vgg19.weights.h5'
+    keras_model.save_weights(str(source))
+  else:
+    torch, model = _torch_vgg19()
+    source = tmp_path / 'vgg19.pth'
+    torch.save(model.state_dict(), source)
+  weights = vgg19.import_weights(str(source), str(tmp_path / 'vgg19.npz'))
+  write_tiny_image_sets(tmp_path)
+  config = tiny_run_config(tmp_path, srresnet_steps=2, srgan_steps=8)
+  config.srgan.content_loss, config.srgan.vgg_weights = 'vgg54', str(weights)
+  config_rules.validate(config)
+  workdir = str(tmp_path / 'run')
+  loop.train_and_evaluate(config, workdir)
+  results = scoring.evaluate_model(*checkpointing.load_generator(workdir),
+                                   [str(tmp_path / 'eval')])['eval']
+  assert results['images'] == 2 and np.isfinite(results['psnr']), results
+  from srgan_jax.evaluation import curves  # pylint: disable=g-import-not-at-top
+  content = curves.read_scalars(workdir)['train/srgan/content_loss'][1]
+  assert len(content) == 4 and np.all(np.isfinite(content)) and np.all(content > 0), content

@@ -39,7 +39,7 @@ def test_every_problem_in_one_line():
   message = str(error.value)
   assert '\n' not in message
   assert message == ("bad config: scale must be one of 2, 4, 8; got 3; batch_size must be "
-                     ">= 1, got 0; srgan.content_loss must be one of 'mse', 'vgg22', 'vgg54'; "
+                     ">= 1, got 0; srgan.content_loss must be one of 'mse', 'l1', 'vgg22', 'vgg54'; "
                      "got 'vgg'")
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from srgan_jax.evaluation import during_training
 from srgan_jax.inference import loading
+from srgan_jax.nn import shipped
 from srgan_jax.training import checkpointing
 from srgan_jax.training import loop
 from srgan_jax.training import steps
@@ -169,3 +170,38 @@ def test_short_run_is_unbiased_on_its_training_crops(tmp_path):
   # Within 2 grey levels after 150 steps of a 1-block, 8-feature generator (measured:
   # -0.5, -1.6, -1.6); the issue's BatchNorm generator was 4 to 8 levels off.
   assert np.all(np.abs(bias) < 2.0), bias
+
+
+@pytest.mark.parametrize('source', ['workdir', 'shipped'])
+def test_srgan_phase_alone_starts_from_init_from(data_dirs, tmp_path, monkeypatch, source):
+  """srresnet.num_steps = 0 with srgan.init_from (a workdir, or a shipped model's name):
+  the SRGAN phase starts from that generator. Before, a run with no SRResNet steps
+  skipped the switch that loads it and trained a random generator."""
+  source_dir = tmp_path / 'source'
+  loop.train_and_evaluate(tiny_run_config(data_dirs, srresnet_steps=2, srgan_steps=0),
+                          str(source_dir))
+  _, expected, _ = checkpointing.load_generator(str(source_dir), ema=False)
+  config = tiny_run_config(data_dirs, srresnet_steps=0, srgan_steps=1)
+  config.ema_decay = 0.0
+  config.srgan.learning_rate = 1e-30  # One step that cannot move the weights.
+  config.srgan.init_from = str(source_dir)
+  if source == 'shipped':
+    from srgan_jax.inference import packaging  # pylint: disable=g-import-not-at-top
+    monkeypatch.setenv(shipped.DIRECTORY_ENV, str(tmp_path / 'models'))
+    packaging.export(str(source_dir), 'tiny', command='train it', folders=[], ema=False)
+    config.srgan.init_from = 'tiny'
+    monkeypatch.chdir(tmp_path)  # No folder named 'tiny' here: the name is a model's.
+  generator, _ = loop.train_and_evaluate(config, str(tmp_path / 'gan'))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(generator.params),
+               jax.device_get(expected['params']))
+  # The phase's TensorBoard images: this batch's SR beside its HR.
+  assert 'train/srgan/sr_beside_hr' in _event_tags(tmp_path / 'gan')
+
+
+def _event_tags(workdir: pathlib.Path) -> set[str]:
+  """Every tag (scalars, images) in a run's TensorBoard event files."""
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  from srgan_jax.evaluation import curves  # pylint: disable=g-import-not-at-top
+  return {value.tag for path in workdir.glob('events.out.tfevents.*')
+          for record in curves._records(path.read_bytes())  # pylint: disable=protected-access
+          for value in event_pb2.Event.FromString(record).summary.value}

@@ -186,3 +186,86 @@ def test_steps_import_without_tensorflow():
           'srgan_jax.super_resolve; '
           'assert "tensorflow" not in sys.modules, "tensorflow imported"')
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def _one_step_each(config, batch, sgd=False):
+  """One SRResNet step and one SRGAN step from the same fresh generator (Adam at the
+  same learning rate, or with ``sgd`` both ``_with_sgd``); returns (SRResNet params,
+  SRGAN generator params, SRGAN metrics)."""
+  mesh = _mesh(1)
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  generator, discriminator = jax.jit(
+      functools.partial(steps.create_states, config, steps.SRRESNET), out_shardings=replicated)()
+  srgan_generator = jax.jit(functools.partial(steps.start_srgan_phase, config=config),
+                            out_shardings=replicated)(generator)
+  if sgd:
+    generator, srgan_generator = (_with_sgd(generator, replicated),
+                                  _with_sgd(srgan_generator, replicated))
+  srresnet_step, srgan_step = steps.compile_steps(config, 'caffe', replicated)
+  batch = jax.device_put(batch, replicated)
+  with jax.set_mesh(mesh):
+    srresnet, _ = srresnet_step(generator, steps.empty_metrics(steps.SRRESNET, replicated),
+                                batch, 0)
+    srgan, _, metrics = srgan_step(srgan_generator, discriminator,
+                                   steps.empty_metrics(steps.SRGAN, replicated), batch, None, 0)
+  return jax.device_get(srresnet.params), jax.device_get(srgan.params), metrics
+
+
+@pytest.mark.parametrize('gan_loss', ['standard', 'relativistic'])
+def test_without_adversarial_loss_an_srgan_step_is_an_srresnet_step(gan_loss):
+  config = tiny_config()
+  config.srresnet.learning_rate = config.srgan.learning_rate = 1e-3
+  config.srgan.content_loss, config.srgan.gan_loss = 'mse', gan_loss
+  config.srgan.adversarial_weight = 0.0
+  srresnet, srgan, _ = _one_step_each(config, _batch(5), sgd=True)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-9),
+               srgan, srresnet)
+
+
+@pytest.mark.parametrize('gan_loss,feature_matching_weight,gray_input', [
+    ('standard', 0.0, False), ('relativistic', 0.0, True), ('standard', 1.0, False)])
+def test_the_adversarial_gradient_reaches_every_generator_parameter(
+    gan_loss, feature_matching_weight, gray_input):
+  """Against the same step without it, each adversarial term moves every parameter of G
+  (without BatchNorm, which cancels the gradients of the biases before it). SGD: Adam's
+  first update is the learning rate times the gradient's sign, which hides changes
+  that keep the sign (a PReLU's one slope)."""
+  config = tiny_config()
+  config.generator.batch_norm, config.generator.bicubic_skip = False, True  # As cpu_small.
+  config.srresnet.learning_rate = config.srgan.learning_rate = 1e-3
+  config.srgan.content_loss, config.srgan.gan_loss = 'mse', gan_loss
+  config.discriminator.gray_input = gray_input
+  config.srgan.adversarial_weight = 0.0
+  without = _one_step_each(config, _batch(6), sgd=True)[1]
+  config.srgan.adversarial_weight = 0.0 if feature_matching_weight else 1.0
+  config.srgan.feature_matching_weight = feature_matching_weight
+  _, with_it, metrics = _one_step_each(config, _batch(6), sgd=True)
+  moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), with_it, without)
+  still = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_leaves_with_path(moved)
+           if not leaf]
+  assert not still, still
+  assert np.isfinite(float(metrics.compute()['generator_loss']))
+
+
+@pytest.mark.parametrize('gan_loss', ['standard', 'relativistic'])
+def test_a_few_discriminator_steps_tell_real_from_fake(gan_loss):
+  """G frozen (a learning rate too small to move it), D learns at 1e-3: after a few
+  steps it scores the textured HR crops above the random generator's output."""
+  config = tiny_config()
+  config.srgan.gan_loss = gan_loss
+  config.srgan.learning_rate, config.srgan.discriminator_learning_rate = 1e-30, 1e-3
+  mesh = _mesh(1)
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  generator, discriminator = jax.jit(
+      functools.partial(steps.create_states, config, steps.SRGAN), out_shardings=replicated)()
+  _, srgan_step = steps.compile_steps(config, 'caffe', replicated)
+  history = []
+  with jax.set_mesh(mesh):
+    for step in range(8):
+      metrics = steps.empty_metrics(steps.SRGAN, replicated)
+      generator, discriminator, metrics = srgan_step(
+          generator, discriminator, metrics, jax.device_put(_batch(step), replicated), None, step)
+      values = jax.device_get(metrics.compute())
+      history.append((float(values['d_real']), float(values['d_fake'])))
+  d_real, d_fake = history[-1]
+  assert d_real > 0.6 and d_fake < 0.4, history

@@ -1,0 +1,83 @@
+r"""Command: the paper's Figure 2 in our own pictures. Crops of images as bicubic and
+each --model make them from the same LR (MATLAB bicubic x4 of the HR image), beside
+the HR crop, each titled with the whole image's PSNR / SSIM (Y) and NIQE.
+
+  python -m srgan_jax.compare --model=cpu_small --model=cpu_small_gan \
+      --data=Set14 --data=BSD100 --crop=baboon:200,100,120,120 \
+      --crop=108005:160,200,120,120 --output=docs/figure2.png
+
+What is drawn: ``srgan_jax/evaluation/figures.py``.
+"""
+
+import pathlib
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+from srgan_jax.evaluation import figures
+from srgan_jax.evaluation import report
+from srgan_jax.evaluation import scoring
+from srgan_jax.imaging import degradation
+from srgan_jax.inference import loading
+from srgan_jax.nn import shipped
+from srgan_jax.runtime import cli
+from srgan_jax.runtime import paths
+
+
+def _define_flags() -> None:
+  flags.DEFINE_multi_string('model', [], 'Shipped generators to compare, by name, in '
+                            'order (bicubic always comes first): '
+                            f'{", ".join(shipped.names()) or "none in this install"}.')
+  flags.DEFINE_multi_string('data', [], 'Folders (or set names in $SRGAN_DATASETS) that '
+                            'hold the --crop images.')
+  flags.DEFINE_multi_string('crop', [], 'NAME:x,y,w,h: one row, that region of image NAME '
+                            '(HR pixels).')
+  flags.DEFINE_string('output', 'figure2.png', 'The PNG to write.')
+  flags.DEFINE_integer('scale', 4, 'The upscaling factor (the models\' own).')
+  flags.mark_flags_as_required(['model', 'data', 'crop'])
+
+
+def _find(name: str, folders: Sequence[str]) -> pathlib.Path:
+  """The image file called ``name`` (without suffix) in the first folder holding one."""
+  for folder in folders:
+    for path in scoring.list_images(folder):
+      if path.stem == name:
+        return pathlib.Path(path)
+  raise app.UsageError(f'no image {name!r} in {", ".join(folders)}')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  options = flags.FLAGS
+  folders = [paths.image_folder(folder) for folder in options.data]
+  missing = [folder for folder in folders if not pathlib.Path(folder).is_dir()]
+  if missing:
+    raise app.UsageError(f'--data: no such folder: {", ".join(missing)}')
+  crops = [report.parse_crop(spec) for spec in options.crop]
+  generators = {}
+  for name in options.model:
+    try:
+      generators[name] = scoring.generator_upscale_fn(*loading.load_generator(name)[:2])
+    except shipped.UnknownModelError as error:  # Lists the shipped names.
+      raise app.UsageError(str(error)) from error
+  rows = []
+  for crop in crops:
+    hr = degradation.modcrop(scoring.load_image(_find(crop.image, folders)), options.scale)
+    if crop.x + crop.width > hr.shape[1] or crop.y + crop.height > hr.shape[0]:
+      raise app.UsageError(f'--crop={crop.image}:{crop.x},{crop.y},{crop.width},'
+                           f'{crop.height} lies outside the image ({hr.shape[1]}x{hr.shape[0]})')
+    lr = degradation.make_lr(hr, options.scale)[None]
+    srs = {'bicubic': scoring.bicubic_upscale(lr, options.scale)[0]}
+    srs.update({name: upscale(lr)[0] for name, upscale in generators.items()})
+    rows.append((crop, srs, hr))
+  output = pathlib.Path(paths.absolute(options.output))
+  output.parent.mkdir(parents=True, exist_ok=True)
+  figures.comparison_figure(rows, options.scale).savefig(output, dpi=110)
+  print(f'Wrote {output}')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  cli.run(main)

@@ -1,0 +1,74 @@
+"""GAN health: one warning when one network wins outright for a sustained stretch.
+
+The training loop passes each logged summary of the SRGAN phase (means over the
+last ``log_every_steps`` steps) to ``GanHealth.check``. Two failures are named:
+
+* the discriminator wins outright: its loss stays below ``D_WINS_LOSS`` (it tells
+  every SR image from HR with near certainty), so the adversarial gradient G gets is
+  that of a saturated classifier, which usually puts noise into G's output;
+* the discriminator is at chance: its loss stays within ``CHANCE_TOLERANCE`` of
+  2 ln 2 (what a D that cannot tell SR from HR scores) and D(real) ~ D(fake), so
+  the adversarial loss no longer guides G.
+
+Each is warned about once per stretch of ``PATIENCE`` consecutive summaries, with
+the step it started at; a healthy summary ends the stretch.
+"""
+
+import math
+from typing import Mapping
+
+from absl import logging
+
+D_WINS_LOSS = 0.05
+CHANCE_LOSS = 2 * math.log(2)
+CHANCE_TOLERANCE = 0.05  # Relative, of CHANCE_LOSS.
+CHANCE_GAP = 0.02  # Most |D(real) - D(fake)| at chance.
+PATIENCE = 3  # Consecutive summaries.
+
+
+def diagnose(summary: Mapping[str, float]) -> str | None:
+  """'discriminator wins', 'discriminator at chance', or None for one summary with
+  ``discriminator_loss``, ``d_real`` and ``d_fake``."""
+  loss = summary['discriminator_loss']
+  if loss < D_WINS_LOSS:
+    return 'discriminator wins'
+  if (abs(loss - CHANCE_LOSS) < CHANCE_TOLERANCE * CHANCE_LOSS
+      and abs(summary['d_real'] - summary['d_fake']) < CHANCE_GAP):
+    return 'discriminator at chance'
+  return None
+
+
+_ADVICE = {
+    'discriminator wins': ('G gets the gradient of a saturated classifier, which tends to '
+                           'add noise; try a lower srgan.learning_rate, a smaller '
+                           "discriminator, or srgan.gan_loss='relativistic'"),
+    'discriminator at chance': ('it no longer tells SR from HR, so the adversarial loss '
+                                'does not guide G; try a larger discriminator or a higher '
+                                'srgan.adversarial_weight'),
+}
+
+
+class GanHealth:
+  """Watches the SRGAN phase's logged summaries; warns once per unhealthy stretch."""
+
+  def __init__(self, patience: int = PATIENCE):
+    self._patience = patience
+    self._state: str | None = None
+    self._since = 0
+    self._count = 0
+    self.warnings: list[str] = []  # What was warned, for tests and callers.
+
+  def check(self, step: int, summary: Mapping[str, float]) -> str | None:
+    """Records one summary (logged at ``step``); returns the warning if one is due."""
+    state = diagnose(summary)
+    if state != self._state:
+      self._state, self._since, self._count = state, step, 0
+    self._count += 1
+    if state is None or self._count != self._patience:
+      return None
+    message = (f'SRGAN: {state} since step {self._since} (D loss '
+               f'{summary["discriminator_loss"]:.3f}, D(real) {summary["d_real"]:.3f}, '
+               f'D(fake) {summary["d_fake"]:.3f}): {_ADVICE[state]}.')
+    logging.warning('%s', message)
+    self.warnings.append(message)
+    return message
