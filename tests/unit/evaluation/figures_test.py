@@ -1,0 +1,49 @@
+"""The Figure 2 comparison: each panel is its method's crop, titled with its scores."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, image_set
+from srgan_jax.evaluation import figures
+from srgan_jax.evaluation import metrics
+from srgan_jax.evaluation import niqe
+from srgan_jax.evaluation import report
+from srgan_jax.evaluation import scoring
+from srgan_jax.imaging import degradation
+
+
+def test_panels_are_the_crops_in_order_with_whole_image_scores():
+  hr = degradation.modcrop(scoring.load_image(image_set('Set5') / 'butterfly.png'), 4)
+  lr = degradation.make_lr(hr, 4)[None]
+  bicubic = scoring.bicubic_upscale(lr, 4)[0]
+  darker = (bicubic // 2).astype(np.uint8)
+  crop = report.Crop('butterfly', 96, 64, 64, 48)
+  fig = figures.comparison_figure([(crop, {'bicubic': bicubic, 'darker': darker}, hr)], 4)
+  axes = fig.axes
+  assert [ax.get_title().split('\n')[0] for ax in axes] == ['bicubic', 'darker', 'HR']
+  for ax, image in zip(axes, (bicubic, darker, hr)):
+    np.testing.assert_array_equal(ax.get_images()[0].get_array(), image[64:112, 96:160])
+  assert f'{metrics.psnr(bicubic, hr, 4):.2f} dB' in axes[0].get_title()
+  assert f'NIQE {float(niqe.niqe(hr[None], 4)[0]):.2f}' in axes[2].get_title()
+
+
+def _compare(*args):
+  return subprocess.run([sys.executable, '-m', 'srgan_jax.compare', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu'))
+
+
+@pytest.mark.system
+def test_command_draws_the_figure_and_names_a_missing_image(tmp_path):
+  output = tmp_path / 'figure' / 'f.png'
+  result = _compare('--model=cpu_small', f'--data={image_set("Set5")}',
+                    '--crop=butterfly:96,64,64,48', f'--output={output}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert output.stat().st_size > 10_000
+  result = _compare('--model=cpu_small', f'--data={image_set("Set5")}', '--crop=nope:0,0,8,8',
+                    f'--output={output}')
+  assert result.returncode == 2 and "no image 'nope'" in result.stderr.splitlines()[-1]
