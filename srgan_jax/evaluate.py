@@ -91,6 +91,10 @@ def _check_flags(options: Any, model: str) -> None:
       model == 'bicubic' and options.step is not None and '--step is for --model=srgan',
       options.output and pathlib.Path(options.output).is_dir()
       and f'--output={options.output} is a folder; name a .json file')
+  # Then where the results go: scores that cannot be written would be lost.
+  flag_checks.check_flags(
+      [], flag_checks.output_problem(options.output, flag='--output'),
+      flag_checks.output_problem(options.save_dir, folder=True, flag='--save_dir'))
 
 
 def _failures(results: dict[str, dict[str, Any]]) -> str | None:

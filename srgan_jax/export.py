@@ -10,12 +10,16 @@ existing name is kept unless --overwrite. Then ``--model=cpu_small`` works in
 ``srgan_jax.evaluate`` and ``srgan_jax.super_resolve``, and ``pip install .`` ships it.
 """
 
+import os
 from typing import Sequence
 
 from absl import app
 from absl import flags
 
 from srgan_jax.inference import packaging
+from srgan_jax.nn import shipped
+from srgan_jax.runtime import cli
+from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
 
 
@@ -31,10 +35,20 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(['workdir', 'name'])
 
 
+def _check_target() -> None:
+  """Where the model goes, before the checkpoint is read and scored (errors.ConfigError)."""
+  override = os.environ.get(shipped.DIRECTORY_ENV)
+  flag_checks.check_flags([], flag_checks.output_problem(
+      override or str(shipped.directory()), folder=True,
+      flag=override and f'${shipped.DIRECTORY_ENV}',
+      fix=None if override else f'set ${shipped.DIRECTORY_ENV} to a folder you can write'))
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
+  _check_target()
   folders = [paths.absolute(folder) for folder in options.data] if options.data else None
   try:
     record = packaging.export(paths.absolute(options.workdir), options.name, step=options.step,
@@ -47,4 +61,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -5,12 +5,15 @@ r"""Command: draws a training run's learning curves (PSNR and SSIM against step)
 What is drawn: ``srgan_jax/evaluation/curves.py``.
 """
 
+import os
 from typing import Sequence
 
 from absl import app
 from absl import flags
 
 from srgan_jax.evaluation import curves
+from srgan_jax.runtime import cli
+from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
 
 
@@ -25,6 +28,10 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
+  # Before the event files are read: a plot that cannot be written is lost work.
+  flag_checks.check_flags([], flag_checks.output_problem(
+      options.output or os.path.join(options.workdir, 'learning_curve.png'),
+      flag=options.output and '--output', fix=None if options.output else 'pass --output'))
   workdir = paths.absolute(options.workdir)
   output = paths.absolute(options.output or f'{workdir}/learning_curve.png')
   try:
@@ -36,4 +43,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -102,8 +102,12 @@ def _check_flags(options: Any) -> None:
       not srgan and options.step is not None and '--step is for --model=srgan')
   if options.overlap is not None and options.overlap >= 0 and options.tile >= 1:
     tiling.check_tiles(options.tile, options.overlap, '--overlap')
-  files.check_paths(pathlib.Path(paths.absolute(options.input)),
-                    pathlib.Path(paths.absolute(options.output)))
+  inputs = pathlib.Path(paths.absolute(options.input))
+  files.check_paths(inputs, pathlib.Path(paths.absolute(options.output)))
+  # Then where the images go, so that none is computed only to fail on writing.
+  output_file = not inputs.is_dir() and pathlib.Path(options.output).suffix.lower() == '.png'
+  flag_checks.check_flags(
+      [], flag_checks.output_problem(options.output, folder=not output_file, flag='--output'))
 
 
 def _define_flags() -> None:

@@ -1,7 +1,7 @@
 """What every command does around its main: one-line user errors, exit codes, quiet logs.
 
 ``run(main)`` replaces ``absl.app.run(main)`` in each entry point (main, evaluate,
-super_resolve, vgg19, benchmark):
+super_resolve, compare, export, plot, vgg19, benchmark):
 
 - a bad flag, a ``UserError`` (``errors``) or an ``app.UsageError`` ends the program
   with ONE line on stderr, ``error: <what is wrong and how to fix it>``, and exit

@@ -2,13 +2,17 @@
 
 A checker returns None for a good value, else what is wrong ("must be ..., got X").
 The training config's rules (``training/config_rules.py``) are made of them, and each
-command checks its flags with ``check_flags`` before any work.
+command checks its flags with ``check_flags`` before any work, and where its outputs
+go with ``output_problem``, so that a result is never computed only to be lost.
 """
 
 import math
+import os
+import secrets
 from typing import Any, Callable, Sequence
 
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import paths
 
 # A checker returns None for a good value, else what is wrong ("must be ..., got X").
 Checker = Callable[[Any], str | None]
@@ -111,3 +115,61 @@ def check_flags(checks: Sequence[tuple[str, Any, Checker]], *conditions: str | N
   problems += [condition for condition in conditions if isinstance(condition, str) and condition]
   if problems:
     raise errors.ConfigError('; '.join(problems))
+
+
+def _write_problem(folder: str) -> str | None:
+  """Why no file can be created in the existing ``folder`` (strerror), or None.
+
+  Tried rather than asked: os.access says yes to root in a folder of mode 0o555 and
+  misses what only a real write meets (an immutable folder, ACLs, network file
+  systems), and gives no reason. The probe's name is one no other writer uses.
+  """
+  probe = os.path.join(folder, f'.srgan_jax_write_check.{os.getpid()}.{secrets.token_hex(4)}')
+  try:
+    with open(probe, 'xb'):
+      pass
+    os.remove(probe)
+  except OSError as error:
+    return error.strerror or type(error).__name__
+  return None
+
+
+def output_problem(path: str | None, *, folder: bool = False, flag: str | None = None,
+                   fix: str | None = None) -> str | None:
+  """What stops a command from creating the output ``path``, in one line, or None.
+
+  Checked before any work, since a result computed and then not written is lost:
+  the nearest existing ancestor of the folder that will hold the output must be a
+  folder, and one this process can create files in. Remote paths (gs://) are not
+  checked.
+
+  Args:
+    path: the output as the user gave it (relative to the working directory); None
+      or '' passes (``text()`` checks those).
+    folder: ``path`` is a folder to write into, not a file.
+    flag: the flag that named it (``--output``), to quote in the message.
+    fix: what to do instead (default: choose another ``flag``, or path).
+  """
+  if not path or paths.is_remote(path):
+    return None
+  given = os.path.normpath(os.path.expanduser(path))
+  what = f'{flag}={path}' if flag else path
+  fix = fix or f'choose another {flag or "path"}'
+  if not folder and os.path.isdir(given):
+    return f'{what} is a folder, not a file; {fix}'
+  target = given if folder else os.path.dirname(given) or os.curdir
+  nearest = target
+  while not os.path.lexists(nearest):  # The first ancestor that exists; mkdir makes the rest.
+    parent = os.path.dirname(nearest) or os.curdir
+    if parent == nearest:
+      break
+    nearest = parent
+  if not os.path.isdir(nearest):
+    kind = ('a file, not a folder' if os.path.isfile(nearest) else
+            'a broken link' if os.path.islink(nearest) else 'not a folder')
+    where = what if nearest == given else f'{what}: {nearest}'
+    return f'{where} is {kind}; {fix}'
+  reason = _write_problem(nearest)
+  if reason:
+    return f'{what}: cannot create files in {nearest} ({reason}); {fix}'
+  return None
