@@ -12,12 +12,15 @@ JAX_NUM_PROCESSES and JAX_PROCESS_ID set) start JAX's distributed runtime first
 The config is checked as a whole (training/config_rules.py) before anything is created.
 A workdir has one writer: a second training run on it refuses to start (workdir_lock).
 
-Exit status (runtime/errors.py): 0 finished; 75 preempted (SIGTERM): a checkpoint was saved,
+Exit status (runtime/errors.py): 0 finished (also when SIGTERM arrives during the final
+evaluation: training is done and saved); 75 preempted (SIGTERM): a checkpoint was saved,
 rerun the same command to resume; 2 something to fix first, said in one line on stderr
 (a bad flag or config field, a missing file, an incompatible checkpoint, a workdir in
 use, a failed checkpoint write, a NaN loss); 1 a bug, with a traceback. --verbosity=1
 shows tracebacks and the logs of other libraries.
 """
+
+import os
 
 from absl import app
 from absl import flags
@@ -46,20 +49,29 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _not_a_folder(workdir: str | None) -> str | None:
+  """The problem of a local --workdir that exists but is a file (or another non-folder)."""
+  if (not workdir or paths.is_remote(workdir) or not os.path.exists(workdir)
+      or os.path.isdir(workdir)):
+    return None
+  return (f'--workdir {paths.absolute(workdir)} is a file, not a folder: choose another '
+          '--workdir (the file is left as it is)')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   flag_checks.check_flags([('workdir', _WORKDIR.value, flag_checks.text()),
                            ('step', _STEP.value, flag_checks.integer(minimum=0))],
                           _STEP.value is not None and _MODE.value == 'train'
-                          and '--step is for --mode=evaluate')
+                          and '--step is for --mode=evaluate', _not_a_folder(_WORKDIR.value))
   distributed.initialize()  # Before any other JAX call.
   config = flags.FLAGS.config
   # Relative paths are relative to where the command was started, once and for all.
   workdir = paths.absolute(_WORKDIR.value)
   paths.absolute_config_paths(config)
   config_rules.validate(config, jax.device_count(),  # Before any file or program.
-                        check_files=_MODE.value == 'train')
+                        check_files=_MODE.value == 'train', process_count=jax.process_count())
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)

@@ -82,6 +82,56 @@ def check_process(seed: int, process_index: int, process_count: int) -> None:
                      f'{seed}, {process_index}, {process_count}')
 
 
+def list_image_files(folders: Sequence[str]) -> list[epath.Path]:
+  """The image files of ``folders`` (local or remote), numbered as training numbers
+  them: sorted by path, folder after folder (module docstring)."""
+  return [path for folder in folders for path in image_io.image_files(folder, recursive=True)]
+
+
+def fits_crop(width: int, height: int, crop_size: int) -> bool:
+  """Whether an image of this size gives a ``crop_size`` crop: the usability rule."""
+  return min(width, height) >= crop_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Share:
+  """One host's share of some image files, judged by their headers."""
+  process_index: int
+  num_files: int
+  usable: int  # At least the crop on both sides.
+  unreadable: int  # No readable image header.
+  # The shorter side of each readable image; complete only when usable < the batch.
+  short_sides: tuple[int, ...]
+
+
+def short_shares(files: Sequence[epath.Path], crop_size: int, batch_per_host: int,
+                 process_count: int) -> list[Share]:
+  """The hosts whose share of local ``files`` has fewer than ``batch_per_host``
+  images that fit the crop (each crop of a batch needs its own image).
+
+  Reads image headers only (``image_io.image_size``), and stops reading a host's
+  share once it has enough: a few header reads for a large, usable dataset. A
+  readable header can still hide a truncated file; the input pipeline skips those.
+  """
+  shares = []
+  for process_index in range(process_count):
+    local = files[process_index::process_count]
+    usable, unreadable, short_sides = 0, 0, []
+    for path in local:
+      try:
+        width, height = image_io.image_size(path)
+      except image_io.UnreadableImageError:
+        unreadable += 1
+        continue
+      short_sides.append(min(width, height))
+      usable += fits_crop(width, height, crop_size)
+      if usable >= batch_per_host:
+        break
+    if usable < batch_per_host:
+      shares.append(Share(process_index, len(local), usable, unreadable, tuple(short_sides)))
+  return shares
+
+
 def folder_source(folders: str | Sequence[str], process_index: int,
                   process_count: int) -> Source:
   """Image files under ``folders`` (directories, or image files named one by one),
@@ -90,8 +140,7 @@ def folder_source(folders: str | Sequence[str], process_index: int,
   missing = [folder for folder in folders if not epath.Path(folder).exists()]
   if not folders or missing:
     raise FileNotFoundError(f'data.folders: not found: {missing or folders}')
-  paths = [path for folder in folders  # Local or remote (gs://...).
-           for path in image_io.image_files(folder, recursive=True)]
+  paths = list_image_files(folders)
   if not paths:
     raise ValueError(f'No image files ({", ".join(image_io.IMAGE_SUFFIXES)}) in folders '
                      f'{folders}')
@@ -161,7 +210,7 @@ def load_usable(source: Source, index: int, crop_size: int) -> tuple[np.ndarray 
   except Exception as e:  # pylint: disable=broad-except
     return None, f'undecodable ({type(e).__name__}: {e})'
   height, width = image.shape[:2]
-  if min(height, width) < crop_size:
+  if not fits_crop(width, height, crop_size):
     return None, f'smaller than the crop ({width}x{height} < {crop_size}x{crop_size})'
   return image, ''
 

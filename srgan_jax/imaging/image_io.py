@@ -218,6 +218,21 @@ def _read(source: Source, upright: bool) -> _Samples:
     raise UnreadableImageError(f'{name}{type(error).__name__}: {error}') from error
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+  """``(width, height)`` of a local image file from its header, without decoding it
+  (EXIF orientation not applied: training's rule, ``upright=False``).
+
+  Raises:
+    UnreadableImageError: the header cannot be read (not an image, empty, missing).
+  """
+  try:
+    with Image.open(path) as image:
+      return image.size
+  except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
+          Image.DecompressionBombError) as error:
+    raise UnreadableImageError(f'{path}: {type(error).__name__}: {error}') from error
+
+
 def load_image(path: str | os.PathLike[str]) -> LoadedImage:
   """Reads an image file for super-resolution (rules in the module docstring).
 

@@ -13,10 +13,13 @@ implement the choices (content losses, evaluation metrics).
 """
 
 import difflib
+import math
 import os
 from typing import Any, Mapping
 
+from srgan_jax.data import sources
 from srgan_jax.evaluation import registry
+from srgan_jax.imaging import image_io
 from srgan_jax.nn import losses
 from srgan_jax.nn import shipped
 from srgan_jax.nn import vgg19
@@ -124,7 +127,51 @@ def _names(flat: Mapping[str, Any]) -> list[str]:
   return problems
 
 
-def _relations(flat: Mapping[str, Any], device_count: int | None,
+def _too_few_images(flat: Mapping[str, Any], device_count: int | None,
+                    process_count: int) -> str | None:
+  """Local training folders without a batch of images that fit the crop, and the fix."""
+  folders, crop, batch = flat['data.folders'], flat['data.crop_size'], flat['batch_size']
+  where = folders[0] if len(folders) == 1 else (  # One line, however many entries.
+      f'{len(folders)} entries ({", ".join(folders[:2])}{", ..." if len(folders) > 2 else ""})')
+  files = sources.list_image_files(folders)
+  if not files:
+    return (f'data.folders: no image files ({", ".join(image_io.IMAGE_SUFFIXES)}) in '
+            f'{where}: add training images there or point data.folders at folders that hold them')
+  per_host = batch // process_count
+  shares = sources.short_shares(files, crop, per_host, process_count)
+  if not shares:
+    return None
+  worst = min(shares, key=lambda share: share.usable)
+  fixes = []
+  # The largest batch that each host can fill, in whole crops per device.
+  unit = device_count or 1
+  largest_batch = worst.usable * process_count // unit * unit
+  if largest_batch:
+    fixes.append(f'lower batch_size to {largest_batch}')
+  # The largest valid crop that leaves every short host a batch (their short sides
+  # are all known: a short host's share was read to the end).
+  unit = math.lcm(flat['scale'], 16)
+  if all(len(share.short_sides) >= per_host for share in shares):
+    largest_crop = min(sorted(share.short_sides, reverse=True)[per_host - 1]
+                       for share in shares) // unit * unit
+    if largest_crop >= unit:
+      fixes.append(f'lower data.crop_size to {largest_crop}')
+  fixes.append(f'add images of at least {crop}x{crop} pixels')
+  smaller = len(worst.short_sides) - worst.usable
+  why = [f'{smaller} smaller than data.crop_size={crop} on a side'] if smaller else []
+  why += [f'{worst.unreadable} unreadable'] if worst.unreadable else []
+  why = f' ({", ".join(why)})' if why else ''
+  share, over = '', ''
+  if process_count > 1:
+    share = f' in the share of process {worst.process_index} of {process_count}'
+    over = f' over {process_count} processes'
+  fix = ', or '.join([', '.join(fixes[:-1]), fixes[-1]] if len(fixes) > 1 else fixes)
+  return (f'data.folders: {where}: {worst.usable} usable of {worst.num_files} images'
+          f'{share}{why}, fewer than the {per_host} that one batch takes '
+          f'(batch_size={batch}{over}, each crop from its own image): {fix}')
+
+
+def _relations(flat: Mapping[str, Any], device_count: int | None, process_count: int,
                check_files: bool) -> list[str]:
   """Checks between fields, and files that must exist before training starts."""
   problems = []
@@ -146,6 +193,11 @@ def _relations(flat: Mapping[str, Any], device_count: int | None,
                if not paths.is_remote(folder) and not os.path.exists(folder)]
     if missing:
       problems.append(f'data.folders: {", ".join(missing)} not found')
+    elif flat['data.folders'] and not any(map(paths.is_remote, flat['data.folders'])):
+      # Remote folders are checked by the input pipeline, where reading starts anyway.
+      problem = _too_few_images(flat, device_count, process_count)
+      if problem:
+        problems.append(problem)
   if flat['srgan.num_steps'] and flat['srgan.content_loss'] in losses.VGG_CONTENT_LAYERS:
     weights = flat['srgan.vgg_weights'] or vgg19.default_path()
     if not paths.is_remote(weights) and not os.path.isfile(weights):
@@ -162,7 +214,7 @@ def _relations(flat: Mapping[str, Any], device_count: int | None,
 
 
 def check(config: Mapping[str, Any], device_count: int | None = None,
-          check_files: bool = True) -> list[str]:
+          check_files: bool = True, process_count: int = 1) -> list[str]:
   """Every problem of a training config, as 'field what is wrong' strings."""
   flat = _flatten(config)
   problems = _names(flat)
@@ -172,19 +224,22 @@ def check(config: Mapping[str, Any], device_count: int | None = None,
       problems.append(f'{name} {problem}')
   if problems:  # The checks between fields assume each field is well-formed.
     return problems
-  return _relations(flat, device_count, check_files)
+  return _relations(flat, device_count, process_count, check_files)
 
 
 def validate(config: Mapping[str, Any], device_count: int | None = None,
-             check_files: bool = True) -> None:
+             check_files: bool = True, process_count: int = 1) -> None:
   """Raises ConfigError naming every bad field of a training config.
 
   Args:
     config: the training config (a ConfigDict, or nested dicts).
     device_count: the number of devices the batch is split over (checked when given).
     check_files: also check that the files training reads exist (local data
-      folders, VGG19 weights when the SRGAN phase needs them, srgan.init_from).
+      folders, VGG19 weights when the SRGAN phase needs them, srgan.init_from),
+      and that each host's share of local data folders fills a batch with
+      images that fit the crop (read from image headers, not decoded).
+    process_count: the number of hosts the images and the batch are split over.
   """
-  problems = check(config, device_count, check_files)
+  problems = check(config, device_count, check_files, process_count)
   if problems:
     raise errors.ConfigError(f'bad config: {"; ".join(problems)}')

@@ -132,6 +132,18 @@ def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
         'before it and intact.')
 
 
+def _check_steps(done: int, config: ml_collections.ConfigDict, directory: Any) -> None:
+  """Raises CheckpointError when a checkpoint is past the config's last step (the run
+  would train nothing and record a config that does not describe its weights)."""
+  total_steps = config.srresnet.num_steps + config.srgan.num_steps
+  if done > total_steps:
+    raise checkpointing.CheckpointError(
+        f'the checkpoint in {directory} is at step {done}, but the config asks for '
+        f'{total_steps} steps (srresnet.num_steps={config.srresnet.num_steps} + '
+        f'srgan.num_steps={config.srgan.num_steps}): ask for at least {done} to train on, '
+        'or choose another --workdir for a shorter run')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> tuple[steps.TrainState, steps.TrainState]:
   """Runs (or resumes) both phases in ``workdir``; returns the final states.
@@ -140,22 +152,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   where the command line enters).
 
   Raises:
-    errors.Preempted: SIGTERM arrived; a checkpoint was saved, and calling this
-      again with the same arguments resumes from it.
+    errors.Preempted: SIGTERM arrived before the last step; a checkpoint was saved,
+      and calling this again with the same arguments resumes from it (SIGTERM in the
+      last step or the final evaluation only logs a warning: training is finished).
+    checkpointing.CheckpointError: among others, the workdir's checkpoint is past
+      the config's last step (checked before anything is written).
   """
-  # Imported here: they import tensorflow (for TensorBoard), which the steps do not need.
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top,redefined-outer-name
-  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   srresnet_steps, total_steps = config.srresnet.num_steps, (
       config.srresnet.num_steps + config.srgan.num_steps)
   # Damaged VGG19 weights are reported before anything is written.
   vgg_params, vgg_preprocessing = load_vgg(config)
   manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.
+  start_step = manager.latest_step() or 0
+  # Before the events file and config.json. Under the workdir lock (main), so a run
+  # still writing this workdir is reported as that, not by its checkpoints.
+  _check_steps(start_step, config, manager.directory)
+  # Imported here, after the checks: they import tensorflow (for TensorBoard), which the
+  # steps do not need.
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   mesh = sharding.create_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-  start_step = manager.latest_step() or 0
   # A fresh run starts in the SRResNet phase even with srresnet.num_steps = 0: the
   # switch at the top of the loop is what initializes the SRGAN generator
   # (srgan.init_from).
@@ -231,7 +250,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         if not saved_once:  # The first write of a run is waited for: a workdir that
           checkpointing.wait_until_finished(manager)  # cannot be written fails now.
           saved_once = True
-      if preempted:
+      if preempted and done == total_steps:
+        # SIGTERM during the last step or the final evaluation: training is done and its
+        # last checkpoint saved, so this is a finished run (exit 0). Reported as
+        # preempted (75), a scheduler would rerun it only to find nothing left to do.
+        checkpointing.wait_until_finished(manager)
+        logging.warning('SIGTERM received during the last step or the final evaluation: '
+                        'training finished and its checkpoint (step %d) is saved.', done)
+      elif preempted:
         raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the '
                                'same command to resume', (generator, discriminator))
   finally:

@@ -2,6 +2,7 @@
 
 import re
 
+from PIL import Image
 import pytest
 
 from srgan_jax.configs import cpu_small
@@ -26,6 +27,9 @@ def test_shipped_configs_are_valid(module, devices, tmp_path):
   weights = tmp_path / 'vgg19.npz'  # Only its existence is checked up front.
   weights.write_bytes(b'')
   config.srgan.vgg_weights = str(weights)
+  # A batch of images of the crop size: the check reads their headers.
+  for index in range(config.batch_size):
+    Image.new('RGB', (config.data.crop_size,) * 2).save(tmp_path / f'{index}.png')
   config.data.folders = (str(tmp_path),)
   config.eval_folders = ()
   config_rules.validate(config, device_count=devices)
@@ -63,3 +67,30 @@ def test_config_rules_are_the_only_check_of_what_training_relies_on(field, value
   setattr(config[section] if section else config, name, value)
   with pytest.raises(errors.ConfigError, match=re.escape(expected)):
     config_rules.validate(config, device_count=8)
+
+
+def test_each_hosts_share_of_the_training_images_must_fill_its_batch(tmp_path):
+  """Host p trains on images p, p + P, ... (data/sources): with 3 images on 2 hosts,
+  host 1 has one image, fewer than its 2 crops of a batch of 4; the largest crop that
+  gives every host a batch is suggested too."""
+  for index, side in enumerate((80, 64, 70)):
+    Image.new('RGB', (side, 100)).save(tmp_path / f'{index}.png')
+  config = quickstart.get_config()
+  config.data.folders, config.data.crop_size, config.batch_size = (str(tmp_path),), 48, 2
+  assert not config_rules.check(config, device_count=2, process_count=1)
+  config.batch_size = 4
+  problems = config_rules.check(config, device_count=2, process_count=2)
+  assert problems == [
+      f'data.folders: {tmp_path}: 1 usable of 1 images in the share of process 1 of 2, fewer '
+      'than the 2 that one batch takes (batch_size=4 over 2 processes, each crop from its own '
+      'image): lower batch_size to 2, or add images of at least 48x48 pixels']
+  # Too big for all; with a batch of 2, a crop of 64 fits (70, the second longest of the
+  # shorter sides, rounded down to a multiple of 16).
+  config.data.crop_size = 96
+  problems = config_rules.check(config, device_count=2, process_count=1)
+  assert problems == [
+      f'data.folders: {tmp_path}: 0 usable of 3 images (3 smaller than data.crop_size=96 on a '
+      'side), fewer than the 4 that one batch takes (batch_size=4, each crop from its own '
+      'image): add images of at least 96x96 pixels']
+  config.batch_size = 2
+  assert 'lower data.crop_size to 64, or add images' in config_rules.check(config, 2)[0]

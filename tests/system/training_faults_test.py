@@ -1,0 +1,143 @@
+"""Training runs that cannot start or go on: one line, the right exit status, nothing lost.
+
+Each case runs ``python -m srgan_jax.main`` in a subprocess (``user_errors_test``'s
+helpers). Training data that cannot fill a batch, a workdir that is a file, and a
+config asking for fewer steps than the checkpoint holds are refused before anything
+is written or compiled; SIGTERM during the final evaluation of a run that has
+finished training is not a preemption.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import REPO
+import pytest
+from user_errors_test import QUICKSTART, check_user_error, run_command, snapshot, write_image
+
+from srgan_jax.configs import quickstart
+
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
+# The quickstart at test size (conftest.tiny_quickstart_config's widths), two steps,
+# one checkpoint and one evaluation, both at the end.
+TINY = ['--config.generator.num_blocks=1', '--config.generator.features=8',
+        '--config.generator.upsample_features=32', '--config.data.crop_size=32',
+        '--config.batch_size=2', '--config.srresnet.num_steps=2']
+
+
+def _folder(root, name, sizes, extra=()):
+  """A folder of images of the given (height, width) sizes and other named files."""
+  folder = root / name
+  folder.mkdir()
+  for index, (height, width) in enumerate(sizes):
+    write_image(folder / f'{index}.png', height, width, seed=index)
+  for file in extra:
+    (folder / file).write_text('not an image')
+  return str(folder)
+
+
+DATA_CASES = {
+    'empty folder': (lambda root: _folder(root, 'empty', []), [],
+                     r'data.folders: no image files \(.bmp, .*\) in \S+/empty: add training '
+                     r'images'),
+    'folder without images': (
+        lambda root: _folder(root, 'notes', [], extra=['notes.txt', 'a.png.txt']), [],
+        r'data.folders: no image files .* in \S+/notes: add training images'),
+    # The quickstart's crop is 48 and its batch 10.
+    'every image smaller than the crop': (
+        lambda root: _folder(root, 'small', [(40, 56)] * 3), [],
+        r'data.folders: \S+/small: 0 usable of 3 images \(3 smaller than data.crop_size=48 '
+        r'on a side\), fewer than the 10 that one batch takes \(batch_size=10, each crop from '
+        r'its own image\): add images of at least 48x48 pixels'),
+    'fewer usable images than the batch': (
+        lambda root: _folder(root, 'few', [(64, 64)] * 3, extra=['broken.png']), [],
+        r'data.folders: \S+/few: 3 usable of 4 images \(1 unreadable\), fewer than the 10 '
+        r'that one batch takes .*: lower batch_size to 3, or add images of at least 48x48'),
+    'batch of 4096 crops of 512': (
+        lambda root: None, ['--config.batch_size=4096', '--config.data.crop_size=512'],
+        rf'data.folders: {len(quickstart.TRAIN_PHOTOS)} entries \(.*\): 5 usable of 10 images '
+        r'\(5 smaller than data.crop_size=512 on a side\), fewer than the 4096 that one batch '
+        r'takes .*: lower batch_size to 5, or add images of at least 512x512 pixels'),
+}
+
+
+@pytest.mark.parametrize('make_data, args, pattern', DATA_CASES.values(), ids=DATA_CASES.keys())
+def test_training_data_without_a_batch_is_refused_before_any_work(tmp_path, make_data, args,
+                                                                  pattern):
+  folder = make_data(tmp_path)
+  args = args + ([f"--config.data.folders=('{folder}',)"] if folder else [])
+  before = snapshot(tmp_path)
+  workdir = tmp_path / 'run'
+  check_user_error(run_command('main', f'--config={QUICKSTART}', f'--workdir={workdir}', *args),
+                   pattern)
+  assert not workdir.exists()  # Decided in the config check: no workdir, nothing compiled.
+  assert snapshot(tmp_path) == before
+
+
+def test_workdir_that_is_a_file_is_refused_and_left_alone(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.write_bytes(b'my notes')
+  before = snapshot(tmp_path)
+  check_user_error(run_command('main', f'--config={QUICKSTART}', f'--workdir={workdir}'),
+                   rf'--workdir {re.escape(str(workdir))} is a file, not a folder: choose '
+                   r'another --workdir')
+  assert snapshot(tmp_path) == before and workdir.read_bytes() == b'my notes'
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  """A run of TINY signalled with SIGTERM during its final evaluation: (workdir, exit
+  status, stdout, stderr)."""
+  root = tmp_path_factory.mktemp('finished')
+  # Images big enough that the final evaluation lasts seconds: the signal lands in it.
+  evaluation = _folder(root, 'eval', [(1600, 1600), (1600, 1560)])
+  workdir = root / 'run'
+  environment = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
+  environment.pop('SRGAN_JAX_DEBUG', None)
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'srgan_jax.main', f'--config={QUICKSTART}', f'--workdir={workdir}',
+       *TINY, f"--config.eval_folders=('{evaluation}',)"],
+      cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  stderr = []
+  deadline = time.monotonic() + 300
+  # The last step's training scalars are written just before the final evaluation.
+  for line in process.stderr:
+    stderr.append(line)
+    if re.search(r'\[2\] train/srresnet/', line):
+      process.send_signal(signal.SIGTERM)
+      break
+    assert time.monotonic() < deadline, ''.join(stderr)
+  stdout, rest = process.communicate(timeout=300)
+  return workdir, process.returncode, stdout, ''.join(stderr) + rest
+
+
+def test_sigterm_during_the_final_evaluation_is_not_a_preemption(finished_run):
+  workdir, code, stdout, stderr = finished_run
+  shown = f'exit {code}\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}'
+  assert code == 0, shown
+  assert 'Traceback' not in stderr and 'preempted' not in stderr, shown
+  assert ('SIGTERM received during the last step or the final evaluation: training finished '
+          'and its checkpoint (step 2) is saved.') in stderr, shown
+  assert 'this generator against bicubic' in stdout, shown  # The evaluation finished.
+  assert sorted(path.name for path in (workdir / 'checkpoints').iterdir()) == ['2'], shown
+
+
+def test_config_with_fewer_steps_than_the_checkpoint_is_refused(finished_run):
+  workdir = finished_run[0]
+  before, config_json = snapshot(workdir), (workdir / 'config.json').read_bytes()
+  result = run_command('main', f'--config={QUICKSTART}', f'--workdir={workdir}',
+                       *TINY[:-1], '--config.srresnet.num_steps=1')
+  check_user_error(result, rf'the checkpoint in {re.escape(str(workdir))}/checkpoints is at '
+                           r'step 2, but the config asks for 1 steps \(srresnet.num_steps=1 \+ '
+                           r'srgan.num_steps=0\): ask for at least 2 to train on, or choose '
+                           r'another --workdir for a shorter run')
+  # Refused before the events file and config.json are written: nothing changed but
+  # lock.json, which names the run that holds the workdir (this one, for a moment).
+  after = snapshot(workdir)
+  assert {**after, 'lock.json': None} == {**before, 'lock.json': None}
+  assert (workdir / 'config.json').read_bytes() == config_json
