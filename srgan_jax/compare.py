@@ -22,6 +22,7 @@ from srgan_jax.imaging import degradation
 from srgan_jax.inference import loading
 from srgan_jax.nn import shipped
 from srgan_jax.runtime import cli
+from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
 
 
@@ -35,7 +36,6 @@ def _define_flags() -> None:
                             '(HR pixels).')
   flags.DEFINE_string('output', 'figure2.png', 'The PNG to write.')
   flags.DEFINE_integer('scale', 4, 'The upscaling factor (the models\' own).')
-  flags.mark_flags_as_required(['model', 'data', 'crop'])
 
 
 def _find(name: str, folders: Sequence[str]) -> pathlib.Path:
@@ -51,11 +51,18 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
+  # Checked here, not by absl's mark_flags_as_required, which cannot tell an empty
+  # multi-flag from a missing one.
+  unset = [f'--{name}' for name in ('model', 'data', 'crop') if not options[name].value]
+  if unset:
+    raise app.UsageError(f'{", ".join(unset)} required: e.g. --model=cpu_small '
+                         '--data=Set14 --crop=baboon:200,100,120,120')
   folders = [paths.image_folder(folder) for folder in options.data]
   missing = [folder for folder in folders if not pathlib.Path(folder).is_dir()]
   if missing:
     raise app.UsageError(f'--data: no such folder: {", ".join(missing)}')
   crops = [report.parse_crop(spec) for spec in options.crop]
+  flag_checks.check_flags([], flag_checks.output_problem(options.output, flag='--output'))
   generators = {}
   for name in options.model:
     try:

@@ -145,3 +145,29 @@ def fake_bucket(root: pathlib.Path, bucket: str = 'gs://bucket'):
       exists=mapped, isdir=mapped, listdir=mapped, open=mapped, stat=mapped, glob=mapped,
       walk=walk):
     yield
+
+
+# torchvision's vgg19 'E' configuration, written out independently of the module.
+TORCHVISION_VGG19_CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M',
+                         512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M')
+
+
+def torch_vgg19():
+  """A torch module with torchvision's ``vgg19().features`` layout, random He weights (for the
+  VGG19 import tests: unit and README)."""
+  torch = pytest.importorskip('torch', reason='torch is not installed')
+  layers, channels = [], 3
+  for v in TORCHVISION_VGG19_CFG:
+    if v == 'M':
+      layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
+    else:
+      layers += [torch.nn.Conv2d(channels, v, kernel_size=3, padding=1), torch.nn.ReLU()]
+      channels = v
+  model = torch.nn.Module()
+  model.features = torch.nn.Sequential(*layers)
+  torch.manual_seed(0)
+  for layer in model.features:
+    if isinstance(layer, torch.nn.Conv2d):
+      torch.nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')
+      torch.nn.init.normal_(layer.bias, std=0.1)
+  return torch, model

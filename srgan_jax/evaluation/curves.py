@@ -127,7 +127,7 @@ def plot_gan_curves(fig: figure.Figure | figure.SubFigure, gan: dict[str, Curve]
   niqe_ax.set_ylabel('NIQE (lower: more natural)')
   for ax in (losses_ax, outputs_ax, niqe_ax):
     ax.set_xlabel('training step')
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=5, integer=True))  # A third as wide.
     ax.grid(alpha=0.3)
     if ax.get_lines():
       ax.legend(fontsize='small')
@@ -230,10 +230,14 @@ def plot_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
   srresnet_steps = config.get('srresnet', {}).get('num_steps')
   last_step = max(int(curve[0][-1]) for set_curves in curves.values()
                   for curve in set_curves.values())
+  # No line at step 0: a run of the SRGAN phase alone (srgan.init_from) says so in its title.
   srgan_from = (srresnet_steps if config.get('srgan', {}).get('num_steps')
-                and srresnet_steps is not None and srresnet_steps < last_step else None)
+                and srresnet_steps and srresnet_steps < last_step else None)
   baselines = bicubic_baselines(scalars, list(curves), config)
   title = pathlib.Path(workdir).name
+  init_from = config.get('srgan', {}).get('init_from')
+  if init_from and not srresnet_steps:
+    title += f' (SRGAN phase from {pathlib.Path(init_from).name})'
   gan = gan_curves(scalars)
   if gan:  # Two rows: the learning curves, then the SRGAN phase.
     fig = figure.Figure(figsize=(11, 8.4), layout='constrained')

@@ -40,8 +40,9 @@ def diagnose(summary: Mapping[str, float]) -> str | None:
 
 _ADVICE = {
     'discriminator wins': ('G gets the gradient of a saturated classifier, which tends to '
-                           'add noise; try a lower srgan.learning_rate, a smaller '
-                           "discriminator, or srgan.gan_loss='relativistic'"),
+                           'add noise; try a lower srgan.discriminator_learning_rate, a '
+                           'smaller discriminator, a stronger content loss, or (with the '
+                           "standard loss) srgan.gan_loss='relativistic'"),
     'discriminator at chance': ('it no longer tells SR from HR, so the adversarial loss '
                                 'does not guide G; try a larger discriminator or a higher '
                                 'srgan.adversarial_weight'),

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 from absl import flags
+import conftest
 from conftest import REPO, image_set
 import numpy as np
 from PIL import Image
@@ -150,8 +151,7 @@ def test_installed_package_works_from_any_directory(tmp_path):
        cwd=elsewhere, env=env)
   assert (elsewhere / 'bench.json').is_file()
 
-  from vgg19_test import _torch_vgg19  # pylint: disable=g-import-not-at-top
-  torch, model = _torch_vgg19()
+  torch, model = conftest.torch_vgg19()
   torch.save(model.state_dict(), elsewhere / 'vgg19.pth')
   stdout = _run([sys.executable, '-m', 'srgan_jax.vgg19', 'import', '--source=vgg19.pth',
                  '--output=weights/vgg19.npz'], cwd=elsewhere, env=env)
@@ -180,6 +180,8 @@ def _expected(text: str, default: object) -> object:
     return type(default)(ast.literal_eval(text))
   if isinstance(default, tuple):
     return tuple(ast.literal_eval(text))
+  if default is None and re.fullmatch(r'[0-9.e+-]+', text):  # An unset float field.
+    return float(text)
   return text.strip('"\'')
 
 

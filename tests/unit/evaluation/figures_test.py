@@ -47,3 +47,17 @@ def test_command_draws_the_figure_and_names_a_missing_image(tmp_path):
   result = _compare('--model=cpu_small', f'--data={image_set("Set5")}', '--crop=nope:0,0,8,8',
                     f'--output={output}')
   assert result.returncode == 2 and "no image 'nope'" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.system
+def test_command_refuses_an_unwritable_output_and_missing_flags_before_any_work(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('kept')
+  result = _compare('--model=cpu_small', f'--data={image_set("Set5")}',
+                    '--crop=butterfly:96,64,64,48', f'--output={a_file}/f.png')
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.splitlines()[-1].endswith('is a file, not a folder; choose another --output')
+  assert a_file.read_text() == 'kept' and 'Traceback' not in result.stderr
+  result = _compare('--model=cpu_small')
+  assert result.returncode == 2 and '--data, --crop required' in result.stderr.splitlines()[-1]
+  assert 'UserWarning' not in result.stderr  # absl's, for required multi-flags: gone.

@@ -12,17 +12,13 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 import pytest
+import conftest
 from conftest import REPO
 from srgan_jax.nn import vgg19
 
 
 # relu{i}_{j} outputs of Keras' VGG19 are its block{i}_conv{j} layers (ReLU built in).
 RELU_LAYERS = ('relu1_2', 'relu2_2', 'relu3_4', 'relu4_4', 'relu5_4')
-# torchvision's vgg19 'E' configuration, written out independently of the module.
-TORCHVISION_VGG19_CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M',
-                         512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M')
-
-
 def relative_error(actual, expected) -> float:
   actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
   return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
@@ -82,28 +78,8 @@ def test_matches_keras_pre_relu_outputs(keras_model, keras_params, images):
     assert error <= 1e-4, name
 
 
-def _torch_vgg19():
-  """A module with torchvision's ``vgg19().features`` layout, random He weights."""
-  torch = pytest.importorskip('torch', reason='torch is not installed')
-  layers, channels = [], 3
-  for v in TORCHVISION_VGG19_CFG:
-    if v == 'M':
-      layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
-    else:
-      layers += [torch.nn.Conv2d(channels, v, kernel_size=3, padding=1), torch.nn.ReLU()]
-      channels = v
-  model = torch.nn.Module()
-  model.features = torch.nn.Sequential(*layers)
-  torch.manual_seed(0)
-  for layer in model.features:
-    if isinstance(layer, torch.nn.Conv2d):
-      torch.nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')
-      torch.nn.init.normal_(layer.bias, std=0.1)
-  return torch, model
-
-
 def test_matches_torch(images):
-  torch, model = _torch_vgg19()
+  torch, model = conftest.torch_vgg19()
   params = vgg19.params_from_torch_state_dict(model.state_dict())
   mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
   std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -279,7 +255,7 @@ def test_import_keras_weights_h5(keras_model, keras_params, tmp_path):
 
 
 def test_import_torch_state_dict(tmp_path):
-  torch, model = _torch_vgg19()
+  torch, model = conftest.torch_vgg19()
   source = str(tmp_path / 'vgg19.pth')
   torch.save(model.state_dict(), source)
   params, preprocessing = vgg19.load_params(
@@ -321,7 +297,7 @@ def test_srgan_vgg54_end_to_end(layout, keras_model, tmp_path):
     source = tmp_path / 'vgg19.weights.h5'
     keras_model.save_weights(str(source))
   else:
-    torch, model = _torch_vgg19()
+    torch, model = conftest.torch_vgg19()
     source = tmp_path / 'vgg19.pth'
     torch.save(model.state_dict(), source)
   weights = vgg19.import_weights(str(source), str(tmp_path / 'vgg19.npz'))
