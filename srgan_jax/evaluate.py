@@ -113,7 +113,11 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
   model = options.model or ('srgan' if options.workdir else 'bicubic')
-  _check_flags(options, model)
+  if model != 'bicubic':  # A generator: JAX, maybe on several processes.
+    distributed.initialize()
+  # On every process alike: a host whose --data lacks a set would otherwise stop alone
+  # and leave the others waiting for it.
+  distributed.check_on_every_process(lambda: _check_flags(options, model))
   # Relative paths are relative to where the command was started.
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
@@ -125,7 +129,6 @@ def main(argv: Sequence[str]) -> int:
                                     registry.metric_fns(options.metrics, options.scale))
     print(report.format_table(results))
   else:
-    distributed.initialize()
     cli.stop_on_sigterm('evaluate')
     try:  # A workdir's generator (srgan) or a shipped model's, by name.
       generator = loading.load_generator(model, options.workdir and paths.absolute(

@@ -44,10 +44,13 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
-  _check_flags(options)
   writes = True  # On several processes, all compute and process 0 writes and reports.
   if options.model != 'bicubic':  # A generator: JAX, maybe on several processes.
     distributed.initialize()
+  # On every process alike: a host without --input would otherwise stop alone and
+  # leave the others waiting for it.
+  distributed.check_on_every_process(lambda: _check_flags(options))
+  if options.model != 'bicubic':
     cli.stop_on_sigterm('super_resolve')
     writes = distributed.is_main_process()
   # Not in logs: the bar moves the cursor up, which a file shows as stray characters.

@@ -11,6 +11,11 @@ the training input does).
 Files that cannot be scored (unreadable, unsupported, or too small for the SSIM
 window once shaved) are reported by name and skipped; a set that cannot be scored at
 all is reported and the other sets are still scored.
+
+On several processes (hosts that may read their own copies of the sets), every
+process must see the same images: the hosts agree on each set's names, shapes and
+pixels before scoring it, and a set they differ on is reported alike by every host
+and skipped (``distributed.HostsDifferError``), so that no host waits for the others.
 """
 
 import functools
@@ -42,6 +47,10 @@ EVAL_BATCH_SIZE = 8
 
 class NoImagesError(errors.UserError, FileNotFoundError):
   """A set with no image that can be scored."""
+
+
+class CropError(errors.UserError, ValueError):
+  """A --crop naming an image of no set."""
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[epath.Path]:
@@ -149,6 +158,32 @@ def _batched_means(metric_fns: Mapping[str, registry.MetricFn], srs: Sequence[np
   return means
 
 
+def _files_seen(counts: Sequence[int]) -> str:
+  files, readable = counts
+  return 'no such folder' if files < 0 else f'{files} files, {readable} readable'
+
+
+def _check_same_on_every_host(folder: str | os.PathLike[str], parts: Sequence[Any],
+                              counts: Sequence[int]) -> None:
+  """Raises HostsDifferError on every process unless all read the same ``parts`` (names
+  and pixels) from ``folder``: each would otherwise score other batches, and the
+  data-parallel upscaling would wait forever for the hosts that stopped calling it.
+
+  Every process calls it once per set, before any computation; ``counts`` are (files
+  listed or -1 for none, files readable), for the message.
+  """
+  differ = distributed.disagreement(distributed.fingerprint(*parts), counts)
+  if differ is None:
+    return
+  other, first = differ.counts[differ.process], differ.counts[0]
+  seen = (f'process {differ.process}: {_files_seen(other)}; process 0: {_files_seen(first)}'
+          if other != first else
+          f'process {differ.process} read other names or pixels than process 0')
+  raise distributed.HostsDifferError(
+      f'{epath.Path(folder).name}: the hosts do not see the same images ({seen}); give '
+      'every host identical copies of the set')
+
+
 def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: int,
                     save_dir: str | pathlib.Path | None = None,
                     compare_dir: str | pathlib.Path | None = None,
@@ -179,15 +214,27 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
 
   Raises:
     NoImagesError: no file of the folder could be scored.
+    distributed.HostsDifferError: (on every process) processes read other images.
   """
   failed, image_paths, hrs = [], [], []
-  for path in list_images(folder):
+  try:
+    listed, missing = list_images(folder), None
+  except OSError as error:  # Raised once the hosts agree that they differ, or not.
+    listed, missing = [], error
+  parts: list[Any] = [missing is None]
+  for path in listed:
     try:
       hrs.append(_scorable(path, scale))
       image_paths.append(path)
+      parts += [path.name, hrs[-1]]
     except image_io.UnreadableImageError as error:  # Its message names the file.
       logging.warning('Skipped %s', error)
       failed.append(str(error))
+      parts += [path.name, 'unreadable']
+  _check_same_on_every_host(folder, parts, [len(listed) if missing is None else -1,
+                                            len(image_paths)])
+  if missing is not None:
+    raise missing
   if not image_paths:
     raise NoImagesError(f'no image to score in {folder} ({len(failed)} skipped'
                         + (f', e.g. {failed[0]}' if failed else
@@ -223,24 +270,48 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
           'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed}
 
 
+def check_crops(folders: Sequence[str | pathlib.Path], crops: Sequence[report.Crop]) -> None:
+  """Raises CropError (on every process alike) for crops that name an image of no set.
+
+  Every process must call it (a collective when there are several): an image that
+  only some hosts have counts as absent.
+  """
+  if not crops:
+    return
+  stems = set()
+  for folder in folders:
+    try:
+      stems.update(path.stem for path in list_images(folder))
+    except OSError:  # A missing set: reported as that set's error.
+      pass
+  found = distributed.on_every_process([crop.image in stems for crop in crops])
+  unknown = sorted({crop.image for crop, ok in zip(crops, found) if not ok})
+  if unknown:
+    raise CropError(f'crops name images that are in none of the sets: {unknown}'
+                    + (' (on every host)' if distributed.several_processes() else ''))
+
+
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,
                   save_dir: str | pathlib.Path | None = None, compare: bool = False,
                   crops: Sequence[report.Crop] = (),
-                  metric_fns: Mapping[str, registry.MetricFn] | None = None
-                  ) -> dict[str, dict[str, Any]]:
+                  metric_fns: Mapping[str, registry.MetricFn] | None = None,
+                  write: bool = True) -> dict[str, dict[str, Any]]:
   """``evaluate_folder`` on each folder, keyed by folder name.
 
   With ``save_dir``, SR images go to ``save_dir/<set>/`` and, with ``compare`` (or
   ``crops``), comparison images to ``save_dir/<set>/compare/``. A set that cannot be
-  scored (missing, no usable image) gets ``{'error': message}`` and the others are scored.
+  scored (missing, no usable image, or other images on another host) gets
+  ``{'error': message}`` and the others are scored.
+
+  ``write=False`` (processes of several but the first) writes no image, but checks
+  the crops with the other processes (``check_crops``).
   """
+  check_crops(folders, crops)  # Before the evaluation, not after it.
+  if not write:
+    save_dir, compare, crops = None, False, ()
   compare = compare or bool(crops)
   if compare and save_dir is None:
     raise ValueError('comparison images need a save_dir')
-  stems = {path.stem for folder in folders for path in list_images(folder)}
-  unknown = sorted({crop.image for crop in crops} - stems)
-  if unknown:  # Before the evaluation, not after it.
-    raise ValueError(f'crops name images that are in none of the sets: {unknown}')
   results = {}
   for folder in folders:
     name = epath.Path(folder).name
@@ -269,11 +340,9 @@ def evaluate_model(model: Any, variables: Any, config: Any,
   process 0 alone writes images and prints.
   """
   writes = distributed.is_main_process()
-  if not writes:
-    save_dir, compare, crops = None, False, ()
   metric_fns = registry.metric_fns(metric_names, config.scale)
   results = evaluate_sets(generator_upscale_fn(model, variables), folders, config.scale,
-                          save_dir, compare, crops, metric_fns)
+                          save_dir, compare, crops, metric_fns, write=writes)
   for folder, result in zip(folders, results.values()):
     if 'error' not in result:
       baseline = bicubic_scores(str(folder), config.scale, metric_fns)

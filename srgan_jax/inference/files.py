@@ -16,6 +16,7 @@ import tqdm
 from srgan_jax.imaging import bicubic
 from srgan_jax.imaging import image_io
 from srgan_jax.inference import tiling
+from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
 
 
@@ -47,6 +48,35 @@ def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
       (path, output / (target if counts[target] == 1 or path.suffix.lower() == '.png'
                        else target.with_name(path.name + '.png')))
       for path, target in zip(files, targets)]
+
+
+def _check_same_inputs(inputs: pathlib.Path, output: pathlib.Path,
+                       found: list[tuple[pathlib.Path, pathlib.Path]]) -> None:
+  """Raises HostsDifferError on every process unless all found the same inputs.
+
+  Processes that compute together call the data-parallel generator once per tile
+  batch of each image: one with an image more would wait forever for the others.
+  """
+  names = [(source.relative_to(inputs).as_posix(), target.relative_to(output).as_posix())
+           for source, target in found]
+  differ = distributed.disagreement(distributed.fingerprint(names), [len(names)])
+  if differ is not None:
+    raise distributed.HostsDifferError(
+        f'--input: the hosts do not see the same images (process {differ.process}: '
+        f'{differ.counts[differ.process][0]} files; process 0: {differ.counts[0][0]}'
+        f'{"" if differ.counts[differ.process] != differ.counts[0] else ", other names"}); '
+        'give every host identical copies')
+
+
+def _same_image_on_every_host(source: pathlib.Path, inputs: pathlib.Path,
+                              image: image_io.LoadedImage | None) -> bool:
+  """Whether every process read the same pixels from ``source`` (or none could read it)."""
+  if image is None:
+    digest = distributed.fingerprint(source.relative_to(inputs).as_posix(), 'unreadable')
+  else:
+    digest = distributed.fingerprint(source.relative_to(inputs).as_posix(), image.rgb,
+                                     image.alpha, image.grayscale, image.bit_depth)
+  return distributed.same_on_every_process(digest)
 
 
 class InputError(errors.UserError, FileNotFoundError):
@@ -110,7 +140,11 @@ def super_resolve_paths(upscale_image_fn: tiling.UpscaleImageFn, inputs: str | o
   Unreadable images (and outputs that cannot be written) are reported in the summary
   and skipped; the others are processed. Existing outputs are kept unless
   ``overwrite``; which those are is decided before the first image, so that processes
-  that compute together (see ``write``) process the same images.
+  that compute together (see ``write``) process the same images: process 0's outputs,
+  the ones that would be overwritten. Those processes must see the same inputs:
+  they agree on the list (else every one raises ``distributed.HostsDifferError``), and
+  on each image before computing it (an image read differently by some is a failure
+  on all).
 
   Args:
     upscale_image_fn: LR float32 [H, W, 3] in [0, 1] -> SR [H*scale, W*scale, 3] in
@@ -124,11 +158,16 @@ def super_resolve_paths(upscale_image_fn: tiling.UpscaleImageFn, inputs: str | o
       compute every image with it and leave the writing to it.
   """
   inputs, output = pathlib.Path(inputs), pathlib.Path(output)
-  check_paths(inputs, output)
+  distributed.check_on_every_process(lambda: check_paths(inputs, output))
   summary = Summary()
+  found = collect_inputs(inputs, output)
+  _check_same_inputs(inputs, output, found)
+  # Process 0 writes (the others compute with it): its outputs are those kept.
+  exists = distributed.from_main_process(
+      [not overwrite and target.exists() for _, target in found])
   pairs = []
-  for source, target in collect_inputs(inputs, output):
-    if target.exists() and not overwrite:
+  for (source, target), skip in zip(found, exists):
+    if skip:
       summary.skipped.append(target)
     else:
       pairs.append((source, target))
@@ -137,14 +176,22 @@ def super_resolve_paths(upscale_image_fn: tiling.UpscaleImageFn, inputs: str | o
     pairs = tqdm.tqdm(pairs, unit='img', dynamic_ncols=True)
   for source, target in pairs:
     try:
-      image = image_io.load_image(source)
+      image, problem = image_io.load_image(source), None
+    except image_io.UnreadableImageError as error:  # Its message names the file.
+      image, problem = None, error
+    if not _same_image_on_every_host(source, inputs, image):
+      summary.failed.append((source, f'{source}: the hosts read different images from it '
+                                     '(unreadable or other pixels on some); give every '
+                                     'host identical copies'))
+      continue
+    if problem is not None:
+      summary.failed.append((source, str(problem)))
+      continue
+    try:
       sr, alpha = super_resolve_image(upscale_image_fn, image, scale)
       if write:
         target.parent.mkdir(parents=True, exist_ok=True)
         image_io.save_image(target, sr, alpha, image.grayscale, image.bit_depth)
-    except image_io.UnreadableImageError as error:  # Its message names the file.
-      summary.failed.append((source, str(error)))
-      continue
     except (OSError, MemoryError) as error:  # Writing, or a huge image.
       summary.failed.append((source, f'{source}: {type(error).__name__}: {error}'))
       continue

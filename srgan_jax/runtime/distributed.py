@@ -29,14 +29,27 @@ Evaluation and super-resolution then run every computation on all processes alik
 (``sharding.data_parallel`` splits a batch that every process holds over all
 devices and gives every process the outputs); `on_every_process` makes decisions
 (which folders exist) the same everywhere; `is_main_process` says who writes.
+
+Anything decided from files must be decided alike on every process: hosts that read
+their own disks may see different files, and a host that ran the data-parallel program
+fewer times, or on other shapes, would leave the others waiting for it forever. So
+`disagreement` compares a fingerprint of what each process read (its names, shapes
+and pixels) before any computation, and `from_main_process` takes process 0's view
+where process 0 alone acts on it (the outputs it writes). Each of these is a
+collective: every process must call it, as often and in the same order. In a run of
+one process they cost nothing (no JAX call at all when the runtime was not started).
 """
 
+import dataclasses
+import hashlib
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+
+from srgan_jax.runtime import errors
 
 COORDINATOR_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 CLOUD_TPU_VARIABLE = 'SRGAN_CLOUD_TPU'
@@ -129,6 +142,23 @@ def initialize(environ: Mapping[str, str] | None = None) -> None:
   jax.distributed.initialize(**arguments)
 
 
+class HostsDifferError(errors.UserError):
+  """Processes read different files where they must read the same (one line, the same
+  on every process, naming the set or the input and the fix)."""
+
+
+def _one_process() -> bool:
+  """Whether this run is one process (no collective is needed, or possible)."""
+  # is_initialized first: jax.process_count() would start a backend (and take the
+  # accelerators) in commands that never use one (--model=bicubic).
+  return not jax.distributed.is_initialized() or jax.process_count() == 1
+
+
+def several_processes() -> bool:
+  """Whether this process is one of several (JAX's distributed runtime is started)."""
+  return not _one_process()
+
+
 def on_every_process(values: Sequence[bool]) -> list[bool]:
   """Each value and-ed over all processes (the same list on every process).
 
@@ -136,9 +166,93 @@ def on_every_process(values: Sequence[bool]) -> list[bool]:
   computations over all devices hang or fail unless all processes run them.
   """
   values = np.asarray(values, bool)
-  if jax.process_count() == 1 or not values.size:
+  if not values.size or _one_process():
     return values.tolist()
   return multihost_utils.process_allgather(values).all(axis=0).tolist()
+
+
+def check_on_every_process(check: Callable[[], None]) -> None:
+  """Runs ``check`` (which raises a UserError for something to fix) on every process;
+  when it raises on any, raises on every one.
+
+  For checks of what each host reads from its own disk (flags naming files): a process
+  that stopped alone would leave the others waiting for it. A process whose own check
+  passed raises a HostsDifferError that points at the others' output.
+  """
+  try:
+    check()
+    problem = None
+  except errors.UserError as error:
+    problem = error
+  if all(on_every_process([problem is None])):
+    return
+  if problem is not None:
+    raise problem
+  raise HostsDifferError('another host refused the command (its output says why); give '
+                         'every host the same files')
+
+
+def from_main_process(values: Sequence[bool]) -> list[bool]:
+  """Process 0's values, on every process (all must pass as many).
+
+  For what process 0 alone acts on, such as which outputs it will not overwrite: the
+  other processes compute with it and must skip the same images.
+  """
+  values = np.asarray(values, bool)
+  if not values.size or _one_process():
+    return values.tolist()
+  return np.asarray(multihost_utils.broadcast_one_to_all(values), bool).tolist()
+
+
+def fingerprint(*parts: Any) -> bytes:
+  """A sha256 digest of ``parts``: arrays by dtype, shape and bytes, the rest by repr."""
+  digest = hashlib.sha256()
+  for part in parts:
+    if isinstance(part, np.ndarray):
+      part = np.ascontiguousarray(part)
+      digest.update(f'{part.dtype.str}{part.shape}'.encode())
+      digest.update(part.data)
+    else:
+      digest.update(repr(part).encode())
+    digest.update(b'\0')  # So that ('ab', 'c') and ('a', 'bc') differ.
+  return digest.digest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Disagreement:
+  """Processes that read different things (the same on every process).
+
+  Attributes:
+    process: the first process whose fingerprint differs from process 0's.
+    counts: each process's ``counts`` (as passed to `disagreement`), by process.
+  """
+  process: int
+  counts: list[list[int]]
+
+
+def disagreement(digest: bytes, counts: Sequence[int] = ()) -> Disagreement | None:
+  """None when every process passed the same ``digest`` (a `fingerprint`), else which
+  differs; the same answer on every process.
+
+  One allgather of fixed-size data: ``digest`` (32 bytes) and ``counts``, a few
+  integers for the message (such as the files seen); every process must pass as many.
+  """
+  if _one_process():
+    return None
+  if len(digest) != hashlib.sha256().digest_size:
+    raise ValueError(f'expected a sha256 digest, got {len(digest)} bytes')
+  mine = np.concatenate([np.frombuffer(digest, np.uint8).astype(np.int32),
+                         np.asarray(counts, np.int32).reshape(-1)])
+  every = np.asarray(multihost_utils.process_allgather(mine))
+  differs = np.flatnonzero(np.any(every[:, :len(digest)] != every[0, :len(digest)], axis=1))
+  if not differs.size:
+    return None
+  return Disagreement(int(differs[0]), every[:, len(digest):].tolist())
+
+
+def same_on_every_process(digest: bytes) -> bool:
+  """Whether every process passed the same ``digest`` (the same answer everywhere)."""
+  return disagreement(digest) is None
 
 
 def is_main_process() -> bool:

@@ -14,6 +14,7 @@ import sys
 import threading
 
 import jax
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -151,6 +152,32 @@ def test_detection_reads_what_jax_found_at_import():
 def test_on_every_process_is_the_values_on_one():
   assert distributed.on_every_process([True, False]) == [True, False]
   assert distributed.on_every_process([]) == []
+
+
+def test_one_process_agrees_with_itself_without_a_collective(monkeypatch):
+  def no_collective(*args, **kwargs):
+    raise AssertionError('a collective in a run of one process')
+
+  monkeypatch.setattr(distributed.multihost_utils, 'process_allgather', no_collective)
+  monkeypatch.setattr(distributed.multihost_utils, 'broadcast_one_to_all', no_collective)
+  digest = distributed.fingerprint('a.png', np.zeros((2, 3), np.uint8))
+  assert distributed.disagreement(digest, [3, 2]) is None
+  assert distributed.same_on_every_process(digest)
+  assert distributed.from_main_process([True, False]) == [True, False]
+  assert distributed.on_every_process([False]) == [False]
+
+
+def test_fingerprint_tells_names_shapes_and_pixels_apart():
+  pixels = np.arange(6, dtype=np.uint8).reshape(2, 3)
+  digest = distributed.fingerprint('a.png', pixels)
+  assert len(digest) == 32 and digest == distributed.fingerprint('a.png', pixels.copy())
+  changed = pixels.copy()
+  changed[1, 2] += 1
+  for other in (distributed.fingerprint('b.png', pixels),
+                distributed.fingerprint('a.png', pixels.reshape(3, 2)),
+                distributed.fingerprint('a.png', changed),
+                distributed.fingerprint('a.pn', 'g', pixels)):
+    assert other != digest
 
 
 # The Cloud TPU VM metadata a pod worker reads (keys as in jax._src.clusters.

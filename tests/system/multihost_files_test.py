@@ -1,0 +1,168 @@
+"""Hosts that read their own copies of the images, and copies that differ (issue 22).
+
+Two JAX processes on this machine (2 CPU devices each, gloo collectives), as in
+multihost_test, run `evaluate` and `super_resolve` with the shipped cpu_small
+generator; each process reads its own folder (its own $SRGAN_DATASETS, or its own
+working directory for relative paths), as the hosts of a TPU pod read their own
+disks. Where the copies differ, both processes must end (each run is killed after
+RUN_TIMEOUT) with the same exit status and the same line: before, a host with an
+image more called the data-parallel program once more than the other, and waited
+for it forever.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+from PIL import Image
+from preemption_test import free_port
+from preemption_test import write_images
+import pytest
+
+from conftest import REPO
+from srgan_jax.runtime import errors
+
+# Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
+pytestmark = pytest.mark.system
+
+PROCESSES = 2
+RUN_TIMEOUT = 120  # Seconds for both processes of one command (measured: under 30).
+DIFFER = 'the hosts do not see the same images'
+
+
+def _run_on_two_hosts(module: str, args: list[str], hosts: list[pathlib.Path],
+                      **env: str) -> list[tuple[int | None, str]]:
+  """(exit status, output) of `python -m module args` as 2 processes of one job, the
+  p-th started in hosts[p] with SRGAN_DATASETS=hosts[p]; None for one still running
+  after RUN_TIMEOUT (then killed)."""
+  address = f'127.0.0.1:{free_port()}'
+  processes, logs = [], []
+  for p, host in enumerate(hosts):
+    logs.append(open(host / 'log.txt', 'w'))  # pylint: disable=consider-using-with
+    processes.append(subprocess.Popen(
+        [sys.executable, '-m', module, *args], cwd=host, stdout=logs[-1],
+        stderr=subprocess.STDOUT,
+        env={**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu',
+             'JAX_NUM_CPU_DEVICES': '2', 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo',
+             'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': str(PROCESSES),
+             'JAX_PROCESS_ID': str(p), 'SRGAN_DATASETS': str(host), **env}))
+  deadline = time.monotonic() + RUN_TIMEOUT
+  statuses = []
+  for process in processes:
+    try:
+      statuses.append(process.wait(max(deadline - time.monotonic(), 0.1)))
+    except subprocess.TimeoutExpired:
+      statuses.append(None)
+  for process, log in zip(processes, logs):
+    if process.poll() is None:  # Waiting for the other host: what the fix prevents.
+      process.kill()
+      process.wait()
+    log.close()
+  return [(status, (host / 'log.txt').read_text()) for status, host in zip(statuses, hosts)]
+
+
+def _lines(log: str, text: str) -> list[str]:
+  return [line for line in log.splitlines() if text in line]
+
+
+def _errors(log: str) -> list[str]:
+  """The command's error lines (Gloo's C++ lines may come after them)."""
+  return [line for line in log.splitlines() if line.startswith('error: ')]
+
+
+def _same_outcome(results, status: int) -> None:
+  """Both ended with ``status``; returns nothing, fails with both logs' tails."""
+  report = '\n'.join(f'--- process {p}: exit {code}\n{log[-3000:]}'
+                     for p, (code, log) in enumerate(results))
+  assert [code for code, _ in results] == [status] * PROCESSES, report
+
+
+@pytest.fixture
+def hosts(tmp_path) -> list[pathlib.Path]:
+  """One folder per host, each with the same 'good' and 'differs' sets of 2 images."""
+  folders = [tmp_path / f'host{p}' for p in range(PROCESSES)]
+  for folder in folders:
+    for name in ('good', 'extra', 'truncated'):
+      write_images(folder / name, count=2)
+  return folders
+
+
+def test_evaluate_skips_the_sets_that_differ_on_every_host_alike(hosts):
+  """One host has an image more in one set, the other a truncated copy of an image
+  of another set: both skip those two sets with the same line, and score the third."""
+  shutil.copy(hosts[0] / 'extra' / 'img00.png', hosts[0] / 'extra' / 'img09.png')
+  damaged = hosts[1] / 'truncated' / 'img01.png'
+  damaged.write_bytes(damaged.read_bytes()[:200])
+  results = _run_on_two_hosts('srgan_jax.evaluate', [
+      '--model=cpu_small', '--data=extra', '--data=good', '--data=truncated', '--metrics='],
+      hosts)
+  _same_outcome(results, errors.EXIT_FAILED)
+  extra = ('extra: the hosts do not see the same images (process 1: 2 files, 2 readable; '
+           'process 0: 3 files, 3 readable); give every host identical copies of the set')
+  truncated = ('truncated: the hosts do not see the same images (process 1: 2 files, '
+               '1 readable; process 0: 2 files, 2 readable); give every host identical '
+               'copies of the set')
+  for _, log in results:
+    for name, line in (('extra', extra), ('truncated', truncated)):
+      assert len(_lines(log, f'Set {name} not scored: {line}')) == 1, log[-3000:]
+    assert _errors(log) == ['error: sets not scored: extra, truncated (named above)']
+  table = results[0][1]
+  (good,) = [line for line in table.splitlines() if line.startswith('good ')]
+  assert good.split()[1] == '2'  # Scored on both hosts (process 0 prints the table).
+
+
+def test_evaluate_crop_of_an_image_one_host_lacks_is_refused_by_both(hosts):
+  """Before, only process 0 checked --crop (with a traceback); process 1 went on alone."""
+  (hosts[1] / 'good' / 'img01.png').rename(hosts[1] / 'good' / 'only1.png')
+  (hosts[0] / 'good' / 'img01.png').rename(hosts[0] / 'good' / 'only0.png')
+  results = _run_on_two_hosts('srgan_jax.evaluate', [
+      '--model=cpu_small', '--data=good', '--metrics=', '--save_dir=sr',
+      '--crop=only1:0,0,8,8'], hosts)
+  _same_outcome(results, errors.EXIT_USER_ERROR)
+  for _, log in results:
+    assert _errors(log) == [
+        "error: crops name images that are in none of the sets: ['only1'] (on every host)"]
+
+
+def test_super_resolve_refuses_inputs_that_differ_on_every_host_alike(hosts):
+  write_images(hosts[1] / 'good' / 'more', count=1)  # One input more, on process 1.
+  results = _run_on_two_hosts('srgan_jax.super_resolve', [
+      '--model=cpu_small', '--input=good', '--output=sr'], hosts)
+  _same_outcome(results, errors.EXIT_USER_ERROR)
+  for _, log in results:
+    assert _errors(log) == [
+        'error: --input: the hosts do not see the same images (process 1: 3 files; '
+        'process 0: 2); give every host identical copies']
+
+
+def test_super_resolve_keeps_the_outputs_process_0_has(hosts):
+  """Process 0 writes, so its existing outputs are the ones kept; process 1 (which
+  writes nothing, so has none on its own disk) skips the same image."""
+  (hosts[0] / 'sr').mkdir()
+  Image.new('RGB', (8, 8)).save(hosts[0] / 'sr' / 'img00.png')
+  results = _run_on_two_hosts('srgan_jax.super_resolve', [
+      '--model=cpu_small', '--input=good', '--output=sr'], hosts)
+  _same_outcome(results, errors.EXIT_OK)
+  assert '1 written, 1 skipped (existing), 0 failed' in results[0][1]
+  with Image.open(hosts[0] / 'sr' / 'img00.png') as kept:
+    assert kept.size == (8, 8)
+  with Image.open(hosts[0] / 'sr' / 'img01.png') as written:
+    assert written.size == (56 * 4, 48 * 4)
+  assert not (hosts[1] / 'sr').exists()
+
+
+def test_evaluate_of_a_set_one_host_lacks_is_refused_by_both(hosts):
+  """A flag check that fails on one host only (its --data folder is missing): before,
+  that host exited and the other waited for it in JAX's distributed start-up."""
+  shutil.rmtree(hosts[1] / 'extra')
+  results = _run_on_two_hosts('srgan_jax.evaluate', [
+      '--model=cpu_small', '--data=extra', '--metrics='], hosts)
+  _same_outcome(results, errors.EXIT_USER_ERROR)
+  assert _errors(results[0][1]) == [
+      'error: another host refused the command (its output says why); give every host '
+      'the same files']
+  (refused,) = _errors(results[1][1])
+  assert refused.startswith('error: --data: no folder ')
