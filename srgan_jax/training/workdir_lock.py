@@ -62,10 +62,39 @@ def _describe(holder: dict[str, Any] | None, workdir: str) -> str:
 
 
 def _read(path: Any) -> dict[str, Any] | None:
+  """The holder's record, or None when there is none or it cannot be parsed.
+
+  Every write of the heartbeat lock replaces the file whole (``_write``), so a reader
+  never sees one half-written; the flock's file, written in place, is only read for
+  the refusal's message, where "another process" is enough.
+  """
   try:
     return json.loads(path.read_text())
-  except (OSError, ValueError):  # Missing, or half-written by a dying process.
+  except (OSError, ValueError):
     return None
+
+
+def _write(path: Any, record: dict[str, Any]) -> None:
+  """Replaces the lock file in one step: a concurrent reader sees the old or the new
+  record, never an empty file (which would read as "no holder" and let a second run
+  take a live lock). Object stores (gs://) write objects whole already."""
+  text = json.dumps(record)
+  if paths.is_remote(str(path)):
+    path.write_text(text)
+    return
+  # A unique name per write: two runs taking over at once never share a temp file.
+  temp = os.path.join(os.path.dirname(str(path)),
+                      f'.{LOCK_NAME}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
+  try:
+    with open(temp, 'w') as file:
+      file.write(text)
+      file.flush()
+      os.fsync(file.fileno())
+    os.replace(temp, str(path))
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(temp)
+    raise
 
 
 def _process_alive(pid: int) -> bool:
@@ -92,9 +121,11 @@ def _flock(workdir: str) -> Iterator[None]:
       if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
         raise
       raise WorkdirInUseError(_describe(_read(epath.Path(path)), workdir)) from None
+    # In place: the flock belongs to this inode, which os.replace would swap out.
+    # Written, then cut to length, so the file is never empty while held.
     record = json.dumps(_holder_record(uuid.uuid4().hex)).encode()
-    os.ftruncate(fd, 0)
     os.pwrite(fd, record, 0)
+    os.ftruncate(fd, len(record))
     yield
   finally:
     os.close(fd)  # Releases the flock.
@@ -119,7 +150,7 @@ def _heartbeat_lock(workdir: str, heartbeat_seconds: float = HEARTBEAT_SECONDS,
   if holder and not _stale(holder, stale_seconds):
     raise WorkdirInUseError(_describe(holder, workdir))
   token = uuid.uuid4().hex
-  path.write_text(json.dumps(_holder_record(token)))
+  _write(path, _holder_record(token))
   time.sleep(settle_seconds)  # Another run that started as well writes in this time.
   holder = _read(path)
   if not holder or holder.get('token') != token:
@@ -129,7 +160,7 @@ def _heartbeat_lock(workdir: str, heartbeat_seconds: float = HEARTBEAT_SECONDS,
   def beat():
     while not stop.wait(heartbeat_seconds):
       try:
-        path.write_text(json.dumps(_holder_record(token)))
+        _write(path, _holder_record(token))
       except Exception:  # pylint: disable=broad-except  # A blip; the next beat retries.
         pass
 

@@ -113,3 +113,20 @@ def test_heartbeat_lock_lost_to_a_concurrent_writer_refuses(tmp_path, monkeypatc
   with pytest.raises(workdir_lock.WorkdirInUseError, match='other-host'):
     with _heartbeat(tmp_path):
       pass
+
+
+def test_heartbeat_rewrites_are_never_seen_half_written(tmp_path):
+  """A reader racing the heartbeat sees a whole record every time: an empty file read
+  as "no holder" would let a second run take a live lock."""
+  path = tmp_path / workdir_lock.LOCK_NAME
+  unreadable = reads = 0
+  with _heartbeat(tmp_path, heartbeat_seconds=0.0005):
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+      reads += 1
+      try:
+        assert json.loads(path.read_text())['pid'] == os.getpid()
+      except ValueError:
+        unreadable += 1
+  assert unreadable == 0, f'{unreadable} of {reads} reads found a half-written lock file'
+  assert sorted(p.name for p in tmp_path.iterdir()) == []  # No temporary files left.
