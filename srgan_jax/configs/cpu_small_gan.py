@@ -28,23 +28,25 @@ def get_config() -> ml_collections.ConfigDict:
   config = cpu_small.get_config()
   config.srresnet.num_steps = 0  # No SRResNet phase: the generator comes pretrained...
   config.srgan.init_from = 'cpu_small'  # ...as the shipped model (or a workdir).
-  # Stop while the generator still holds the image: in longer runs the discriminator
-  # wins and detail turns to noise (PSNR and NIQE both got worse after ~2,500 steps).
+  # Stop while the generator still holds the image: run on, PSNR falls below bicubic's
+  # after ~1,600 steps and NIQE rises again after 2,500 (notes/CONFIG_RESULTS.md).
   config.srgan.num_steps = 1500
   config.srgan.decay_steps = 1500  # A constant rate: the paper's x0.1 step comes at the end.
-  config.srgan.learning_rate = 1e-5  # G starts where the paper's G ends: fine-tuning.
-  # D learns 10x faster than G, so that it keeps up with a pretrained generator.
+  config.srgan.learning_rate = 1e-5  # The paper's final rate: fine-tuning a trained G.
+  # D starts from scratch against a trained G, so it learns at 10x G's rate. It still
+  # wins outright from about step 800 (the run warns); the EMA below keeps G's output
+  # from turning to noise meanwhile.
   config.srgan.discriminator_learning_rate = 1e-4
-  # L1 instead of MSE: MSE's gradient vanishes on small errors, so the adversarial term
-  # took over and painted noise (issue 21's table); L1 holds the image to HR as firmly
-  # on fine errors as on coarse ones.
+  # L1 instead of MSE: MSE's gradient shrinks with the error, so near HR the
+  # adversarial term would dominate; L1 holds the image to HR as firmly on fine errors
+  # as on coarse ones.
   config.srgan.content_loss = 'l1'
   # Relativistic average GAN (Jolicoeur-Martineau 2018, as in ESRGAN): D judges whether
   # HR is more realistic than SR on average, and both terms reach G.
   config.srgan.gan_loss = 'relativistic'
   config.srgan.adversarial_weight = 5e-3
-  # Colour noise was the failure: an L1 penalty on SR's Cb/Cr against HR's keeps the
-  # colours the SRResNet's while the discriminator (on luma only) sharpens luma detail.
+  # Colour speckle was what went wrong without it: an L1 penalty on SR's Cb/Cr against
+  # HR's keeps the colours while the discriminator (on luma only) sharpens luma detail.
   config.srgan.chroma_weight = 10.0
   config.discriminator.gray_input = True
   config.discriminator.convs = tuple((channels // 4, stride)
