@@ -172,7 +172,7 @@ def _check_same_on_every_host(folder: str | os.PathLike[str], parts: Sequence[An
   Every process calls it once per set, before any computation; ``counts`` are (files
   listed or -1 for none, files readable), for the message.
   """
-  differ = distributed.disagreement(distributed.fingerprint(*parts), counts)
+  differ = distributed.disagreement(parts, counts)
   if differ is None:
     return
   other, first = differ.counts[differ.process], differ.counts[0]

@@ -59,7 +59,7 @@ def _check_same_inputs(inputs: pathlib.Path, output: pathlib.Path,
   """
   names = [(source.relative_to(inputs).as_posix(), target.relative_to(output).as_posix())
            for source, target in found]
-  differ = distributed.disagreement(distributed.fingerprint(names), [len(names)])
+  differ = distributed.disagreement([names], [len(names)])
   if differ is not None:
     raise distributed.HostsDifferError(
         f'--input: the hosts do not see the same images (process {differ.process}: '
@@ -71,12 +71,11 @@ def _check_same_inputs(inputs: pathlib.Path, output: pathlib.Path,
 def _same_image_on_every_host(source: pathlib.Path, inputs: pathlib.Path,
                               image: image_io.LoadedImage | None) -> bool:
   """Whether every process read the same pixels from ``source`` (or none could read it)."""
+  name = source.relative_to(inputs).as_posix()
   if image is None:
-    digest = distributed.fingerprint(source.relative_to(inputs).as_posix(), 'unreadable')
-  else:
-    digest = distributed.fingerprint(source.relative_to(inputs).as_posix(), image.rgb,
-                                     image.alpha, image.grayscale, image.bit_depth)
-  return distributed.same_on_every_process(digest)
+    return distributed.same_on_every_process(name, 'unreadable')
+  return distributed.same_on_every_process(name, image.rgb, image.alpha, image.grayscale,
+                                           image.bit_depth)
 
 
 class InputError(errors.UserError, FileNotFoundError):

@@ -230,17 +230,17 @@ class Disagreement:
   counts: list[list[int]]
 
 
-def disagreement(digest: bytes, counts: Sequence[int] = ()) -> Disagreement | None:
-  """None when every process passed the same ``digest`` (a `fingerprint`), else which
-  differs; the same answer on every process.
+def disagreement(parts: Sequence[Any], counts: Sequence[int] = ()) -> Disagreement | None:
+  """None when every process read the same ``parts`` (compared by `fingerprint`), else
+  which differs; the same answer on every process.
 
-  One allgather of fixed-size data: ``digest`` (32 bytes) and ``counts``, a few
-  integers for the message (such as the files seen); every process must pass as many.
+  One allgather of fixed-size data: the sha256 of ``parts`` (32 bytes) and ``counts``,
+  a few integers for the message (such as the files seen); every process must pass as
+  many. A run of one process returns at once, without hashing anything.
   """
   if _one_process():
     return None
-  if len(digest) != hashlib.sha256().digest_size:
-    raise ValueError(f'expected a sha256 digest, got {len(digest)} bytes')
+  digest = fingerprint(*parts)
   mine = np.concatenate([np.frombuffer(digest, np.uint8).astype(np.int32),
                          np.asarray(counts, np.int32).reshape(-1)])
   every = np.asarray(multihost_utils.process_allgather(mine))
@@ -250,9 +250,9 @@ def disagreement(digest: bytes, counts: Sequence[int] = ()) -> Disagreement | No
   return Disagreement(int(differs[0]), every[:, len(digest):].tolist())
 
 
-def same_on_every_process(digest: bytes) -> bool:
-  """Whether every process passed the same ``digest`` (the same answer everywhere)."""
-  return disagreement(digest) is None
+def same_on_every_process(*parts: Any) -> bool:
+  """Whether every process read the same ``parts`` (the same answer everywhere)."""
+  return disagreement(parts) is None
 
 
 def is_main_process() -> bool:

@@ -160,9 +160,9 @@ def test_one_process_agrees_with_itself_without_a_collective(monkeypatch):
 
   monkeypatch.setattr(distributed.multihost_utils, 'process_allgather', no_collective)
   monkeypatch.setattr(distributed.multihost_utils, 'broadcast_one_to_all', no_collective)
-  digest = distributed.fingerprint('a.png', np.zeros((2, 3), np.uint8))
-  assert distributed.disagreement(digest, [3, 2]) is None
-  assert distributed.same_on_every_process(digest)
+  parts = ['a.png', np.zeros((2, 3), np.uint8)]
+  assert distributed.disagreement(parts, [3, 2]) is None
+  assert distributed.same_on_every_process(*parts)
   assert distributed.from_main_process([True, False]) == [True, False]
   assert distributed.on_every_process([False]) == [False]
 
