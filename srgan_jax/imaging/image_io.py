@@ -41,7 +41,6 @@ import dataclasses
 import io
 import os
 import pathlib
-import secrets
 import struct
 import zlib
 
@@ -308,15 +307,6 @@ def _png16_bytes(samples: np.ndarray) -> bytes:
           + _png_chunk(b'IEND', b''))
 
 
-def temporary_path(path: pathlib.Path) -> pathlib.Path:
-  """A hidden name beside ``path`` to write it under before renaming it into place.
-
-  Unique to each call (process id and a random part): processes writing the same
-  output folder at once would otherwise write, rename and delete each other's files.
-  """
-  return path.with_name(f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial')
-
-
 def save_image(path: str | os.PathLike[str], rgb: np.ndarray, alpha: np.ndarray | None = None,
                grayscale: bool = False, bit_depth: int = 8) -> None:
   """Writes a PNG (whatever the suffix), atomically.
@@ -338,7 +328,7 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray, alpha: np.ndarray 
   peak = 2 ** bit_depth - 1
   samples = np.round(np.clip(np.stack(channels, axis=-1), 0.0, 1.0) * peak)
   path = pathlib.Path(path)
-  temporary = temporary_path(path)
+  temporary = paths.temporary_path(path)
   try:
     if bit_depth == 16:
       temporary.write_bytes(_png16_bytes(samples.astype(np.uint16)))

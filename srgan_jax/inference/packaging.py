@@ -36,7 +36,7 @@ def _parameter_count(variables: dict[str, Any]) -> int:
 
 
 def _write_atomically(path: pathlib.Path, content: bytes) -> None:
-  temporary = path.with_name(path.name + '.tmp')
+  temporary = paths.temporary_path(path)
   temporary.write_bytes(content)
   os.replace(temporary, path)
 

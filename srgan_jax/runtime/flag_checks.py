@@ -8,7 +8,6 @@ go with ``output_problem``, so that a result is never computed only to be lost.
 
 import math
 import os
-import secrets
 from typing import Any, Callable, Sequence
 
 from srgan_jax.runtime import errors
@@ -124,7 +123,7 @@ def _write_problem(folder: str) -> str | None:
   misses what only a real write meets (an immutable folder, ACLs, network file
   systems), and gives no reason. The probe's name is one no other writer uses.
   """
-  probe = os.path.join(folder, f'.srgan_jax_write_check.{os.getpid()}.{secrets.token_hex(4)}')
+  probe = paths.temporary_path(os.path.join(folder, 'srgan_jax_write_check'))
   try:
     with open(probe, 'xb'):
       pass

@@ -8,6 +8,8 @@ with ``absolute``. Remote paths (gs://, s3://, ...) are left as they are.
 """
 
 import os
+import pathlib
+import secrets
 from typing import Any
 
 # The evaluation sets (Set5, Set14, BSD100, ...) and the training folders of the
@@ -76,3 +78,13 @@ def absolute_config_paths(config: Any) -> None:
       parent[field] = type(value)(absolute_if_text(path) for path in value)
     elif value:
       parent[field] = absolute_if_text(value)
+
+
+def temporary_path(path: str | os.PathLike[str]) -> pathlib.Path:
+  """A hidden name beside ``path`` to write it under before renaming it into place.
+
+  Unique to each call (process id and a random part): processes writing the same
+  folder at once would otherwise write, rename and delete each other's files.
+  """
+  path = pathlib.Path(path)
+  return path.with_name(f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial')

@@ -83,8 +83,7 @@ def _write(path: Any, record: dict[str, Any]) -> None:
     path.write_text(text)
     return
   # A unique name per write: two runs taking over at once never share a temp file.
-  temp = os.path.join(os.path.dirname(str(path)),
-                      f'.{LOCK_NAME}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
+  temp = paths.temporary_path(str(path))
   try:
     with open(temp, 'w') as file:
       file.write(text)

@@ -32,6 +32,7 @@ from user_errors_test import write_image
 
 from srgan_jax.imaging import image_io
 from srgan_jax.runtime import flag_checks
+from srgan_jax.runtime import paths
 
 
 @contextlib.contextmanager
@@ -271,7 +272,7 @@ def test_output_problem_read_only_folder(tmp_path):
 
 def test_temporary_paths_differ_for_each_write(tmp_path):
   target = tmp_path / 'a.png'
-  names = {image_io.temporary_path(target) for _ in range(100)}
+  names = {paths.temporary_path(target) for _ in range(100)}
   assert len(names) == 100
   for name in names:
     assert name.parent == tmp_path and name.name.startswith('.a.png.')
