@@ -33,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Off the paper when changed: True adds the input's bicubic upsampling to the
   # output (a global residual, as VDSR), so the network learns what bicubic misses.
   config.generator.bicubic_skip = False
+  # Off the paper when changed: True keeps the output's luma and takes its chroma from
+  # the input's bicubic upsampling (as SRCNN): no colour noise from the GAN phase.
+  config.generator.chroma_from_bicubic = False
 
   # Discriminator (paper Fig. 4, bottom): (channels, stride) of its eight 3x3 convs,
   # k3n64s1, k3n64s2, k3n128s1, ... BN after all but the first.

@@ -113,6 +113,12 @@ class SRResNet(nn.Module):
   # global residual of VDSR, Kim et al. 2016). Training starts at bicubic quality
   # and the output's mean is anchored to the input's.
   bicubic_skip: bool = False
+  # Off the paper: the output keeps the network's luma (BT.601 Y) and takes its chroma
+  # (Cb, Cr) from the input's bicubic upsampling, as SRCNN and most PSNR-era SR
+  # networks did by working on Y alone. The eye resolves colour far more coarsely
+  # than brightness (hence JPEG's 4:2:0), so little is lost; what is gained is that a
+  # generator trained against a discriminator cannot add colour noise.
+  chroma_from_bicubic: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -141,10 +147,14 @@ class SRResNet(nn.Module):
       x = pixel_shuffle(x, 2)
       x = nn.PReLU(negative_slope_init=PRELU_INIT, name=f'up{i}_prelu')(x)
     x = Conv(3, (9, 9), dtype=self.dtype, name='tail_conv')(x)
-    if self.bicubic_skip:  # In float32; [0, 1] -> [-1, 1] like the output.
-      x = x.astype(jnp.float32) + 2 * bicubic.imresize_jax(lr, self.scale) - 1
+    if self.bicubic_skip or self.chroma_from_bicubic:  # [0, 1] -> [-1, 1] like the output.
+      upsampled = 2 * bicubic.imresize_jax(lr, self.scale) - 1
+    if self.bicubic_skip:  # In float32.
+      x = x.astype(jnp.float32) + upsampled
     if self.output_activation == 'tanh':
       x = jnp.tanh(x)
+    if self.chroma_from_bicubic:  # Last, so that the chroma is exactly bicubic's.
+      x = replace_chroma(x.astype(jnp.float32), upsampled)
     return x.astype(jnp.float32)
 
 
@@ -187,6 +197,37 @@ class Discriminator(nn.Module):
     x = nn.leaky_relu(x, self.negative_slope)
     x = nn.Dense(1, dtype=self.dtype, name='dense2')(x)
     return x[:, 0].astype(jnp.float32)
+
+
+# BT.601 RGB -> YCbCr (without offsets: only differences are converted below).
+_YCBCR_601 = ((0.299, 0.587, 0.114),
+              (-0.168736, -0.331264, 0.5),
+              (0.5, -0.418688, -0.081312))
+
+
+def replace_chroma(image: jax.Array, chroma_source: jax.Array) -> jax.Array:
+  """``image`` with its BT.601 luma kept and its chroma taken from ``chroma_source``.
+
+  Both are RGB (``[..., 3]``, any common offset and scale). The conversion is linear,
+  so the result is image + RGB(0, Cb_source - Cb_image, Cr_source - Cr_image).
+  """
+  to_ycbcr = jnp.asarray(_YCBCR_601, jnp.float32)
+  chroma_only = to_ycbcr.at[0].set(0.0)  # Y difference dropped: the luma stays.
+  correction = jnp.linalg.inv(to_ycbcr) @ chroma_only
+  return image + (chroma_source - image) @ correction.T
+
+
+# Generator options that change what the output is made of but no parameter's
+# meaning: a generator may start from weights trained without them (srgan.init_from).
+OUTPUT_ONLY_OPTIONS = ('chroma_from_bicubic',)
+
+
+def weight_layout(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a run's generator weights mean: its scale and generator fields, less
+  OUTPUT_ONLY_OPTIONS. Two configs with equal layouts can share weights."""
+  fields = {key: value for key, value in config.generator.to_dict().items()
+            if key not in OUTPUT_ONLY_OPTIONS}
+  return {'scale': config.scale, **fields}
 
 
 def generator_from_config(config: ml_collections.ConfigDict,

@@ -55,6 +55,7 @@ RULES: dict[str, flag_checks.Checker] = {
     'generator.batch_norm': flag_checks.boolean,
     'generator.icnr': flag_checks.boolean,
     'generator.bicubic_skip': flag_checks.boolean,
+    'generator.chroma_from_bicubic': flag_checks.boolean,
     'generator.features': flag_checks.integer(minimum=1),
     'generator.upsample_features': flag_checks.integer(minimum=1),
     'generator.output_activation': flag_checks.one_of(*OUTPUT_ACTIVATIONS),

@@ -23,6 +23,7 @@ import numpy as np
 
 from srgan_jax.evaluation import during_training
 from srgan_jax.nn import losses
+from srgan_jax.nn import models
 from srgan_jax.nn import shipped
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
@@ -73,12 +74,11 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
     else:
       _, variables, source_config = checkpointing.load_generator(
           config.srgan.init_from, ema=False)
-    if (source_config.generator.to_dict(), source_config.scale) != (
-        config.generator.to_dict(), config.scale):
+    if models.weight_layout(source_config) != models.weight_layout(config):
       raise checkpointing.CheckpointError(
           f'srgan.init_from={config.srgan.init_from} has generator '
-          f'{source_config.generator.to_dict()} x{source_config.scale}, this config '
-          f'{config.generator.to_dict()} x{config.scale}')
+          f'{models.weight_layout(source_config)}, this config '
+          f'{models.weight_layout(config)}')
     # Every process read the same weights onto one of its own devices.
     variables = sharding.replicate(variables, replicated)
     generator = generator.replace(params=variables['params'],

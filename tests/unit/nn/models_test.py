@@ -5,8 +5,10 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+from skimage import color
 
 from srgan_jax.imaging import bicubic
 from srgan_jax.nn import models
@@ -170,6 +172,36 @@ def test_bicubic_skip_adds_matlab_bicubic_upsampling(scale):
   reference = np.stack([2 * bicubic.imresize(image.astype(np.float64), scale) - 1
                         for image in x])
   np.testing.assert_allclose(with_skip - without, reference, atol=2e-5)
+
+
+def test_chroma_from_bicubic_keeps_luma_and_takes_bicubic_chroma():
+  """With chroma_from_bicubic, the output's BT.601 luma is the network's and its Cb/Cr
+  are MATLAB bicubic's, both read by scikit-image's YCbCr (an independent conversion)."""
+  kwargs = dict(num_blocks=1, features=8, scale=4, upsample_features=32, batch_norm=False,
+                bicubic_skip=True)
+  x = np.random.default_rng(1).uniform(0.3, 0.7, size=(2, 7, 9, 3)).astype(np.float32)
+  network = models.SRResNet(**kwargs)
+  variables = _init(network, x)
+  own = (np.asarray(network.apply(variables, x)) + 1) / 2
+  mixed = (np.asarray(models.SRResNet(**kwargs, chroma_from_bicubic=True).apply(
+      variables, x)) + 1) / 2
+  upsampled = np.stack([bicubic.imresize(image.astype(np.float64), 4) for image in x])
+  ycbcr = [color.rgb2ycbcr(np.clip(images, 0, 1)) for images in (own, mixed, upsampled)]
+  assert np.all((own > 0) & (own < 1) & (mixed > 0) & (mixed < 1))  # Unclipped above.
+  np.testing.assert_allclose(ycbcr[1][..., 0], ycbcr[0][..., 0], atol=1e-3)  # 8-bit scale.
+  np.testing.assert_allclose(ycbcr[1][..., 1:], ycbcr[2][..., 1:], atol=1e-3)
+  assert np.abs(ycbcr[0][..., 1:] - ycbcr[2][..., 1:]).max() > 1  # The option changed them.
+
+
+def test_weight_layout_ignores_output_only_options():
+  """A generator trained without chroma_from_bicubic may start a run that uses it."""
+  base = ml_collections.ConfigDict({'scale': 4, 'generator': {'features': 8,
+                                                              'chroma_from_bicubic': False}})
+  changed = ml_collections.ConfigDict(base.to_dict())
+  changed.generator.chroma_from_bicubic = True
+  assert models.weight_layout(base) == models.weight_layout(changed)
+  changed.generator.features = 16
+  assert models.weight_layout(base) != models.weight_layout(changed)
 
 
 def test_bfloat16_compute_keeps_float32_params():
