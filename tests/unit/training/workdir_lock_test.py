@@ -153,3 +153,26 @@ def test_heartbeat_rewrites_are_never_seen_half_written(tmp_path):
         unreadable += 1
   assert unreadable == 0, f'{unreadable} of {reads} reads found a half-written lock file'
   assert sorted(p.name for p in tmp_path.iterdir()) == []  # No temporary files left.
+
+
+def test_heartbeat_lock_of_a_run_killed_mid_save_is_taken_over_by_the_next(tmp_path, caplog):
+  """Issue 22, a Spot preemption: the run holding a gs://-style lock is SIGKILLed (its
+  lock file stays, fresh); the run started next on this host takes it over at once
+  instead of refusing for STALE_SECONDS."""
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import time\nfrom srgan_jax.training import workdir_lock\n'
+       f'with workdir_lock._heartbeat_lock({str(tmp_path)!r}, settle_seconds=0.01):\n'
+       '  print("held", flush=True)\n  time.sleep(600)'],
+      cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)}, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()  # Reaped, as a preempted VM's processes are gone.
+  left = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
+  assert left['pid'] == holder.pid and time.time() - left['heartbeat'] < 60
+  with caplog.at_level('WARNING'):
+    with _heartbeat(tmp_path, stale_seconds=workdir_lock.STALE_SECONDS):
+      assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['pid'] == os.getpid()
+  assert [logged.getMessage().rsplit(': ', 1)[-1] for logged in caplog.records] == [
+      'that process has ended.']
