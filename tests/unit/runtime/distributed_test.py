@@ -325,9 +325,19 @@ def test_check_on_every_process_gives_every_process_the_refusing_ones_line(monke
 
 
 def test_check_on_every_process_keeps_a_bugs_traceback_on_its_process(monkeypatch):
+  contributed = []
   _as_process(monkeypatch, 1, [np.zeros(distributed.REFUSAL_BYTES + 1, np.uint8)])
+  gather = distributed.multihost_utils.process_allgather
+  monkeypatch.setattr(distributed.multihost_utils, 'process_allgather',
+                      lambda mine: contributed.append(mine) or gather(mine))
   with pytest.raises(ZeroDivisionError):
     distributed.check_on_every_process(lambda: 1 / 0)
+  # The other process is told, and points at this one's traceback.
+  _as_process(monkeypatch, 0, contributed)
+  with pytest.raises(distributed.RefusedOnAHostError, match=(
+      r"^process 1 of 2 \(host .*\): ZeroDivisionError \(a bug: its traceback is in that "
+      r"process's output\)$")):
+    distributed.check_on_every_process(lambda: None)
   line = _refusal_of(monkeypatch, 1, None)  # Passes: contributes no refusal.
   assert not line.any()
 
