@@ -157,13 +157,12 @@ check_variables() {
       die "PREEMPTIBLE must be 0 or 1, got '$PREEMPTIBLE'"
     [[ $SPOT$PREEMPTIBLE != 11 ]] || die "set SPOT=1 or PREEMPTIBLE=1, not both"
     [[ -n $RUNTIME_VERSION ]] || RUNTIME_VERSION=$(default_runtime_version)
-    if [[ $QUEUED == 1 ]]; then
-      # Queued resources take --spot, not --preemptible (gcloud's synopsis).
-      [[ $PREEMPTIBLE == 0 ]] || die "QUEUED=1 takes SPOT=1, not PREEMPTIBLE=1"
-      # A (re)created VM has no copy of this checkout: its startup script clones it.
-      require REPO_URL
-    fi
+    # Queued resources take --spot, not --preemptible (gcloud's synopsis).
+    [[ $QUEUED == 0 || $PREEMPTIBLE == 0 ]] || die "QUEUED=1 takes SPOT=1, not PREEMPTIBLE=1"
   fi
+  # A (re)created queued VM has no copy of this checkout: its startup script clones
+  # REPO_URL, as root; install does the same (a copy sent by scp would be the user's).
+  if [[ $QUEUED == 1 && ($creates == 1 || $command == install) ]]; then require REPO_URL; fi
   if [[ $command == train || $command == all || ($QUEUED == 1 && $creates == 1) ]]; then
     require WORKDIR CONFIG TFDS_DATA_DIR
     # Local disks are per worker and vanish with a preempted VM; checkpoints must not.

@@ -719,6 +719,8 @@ def test_stop_ends_the_job_on_every_worker_after_its_checkpoint(tmp_path):
 @pytest.mark.parametrize('args, variables, message', [
     (['create'], {**QUEUED_TPU, 'REPO_URL': ''}, 'missing required variable(s): REPO_URL '
      f'(see {TPU_VM} --help)'),
+    (['install'], {**QUEUED_TPU, 'REPO_URL': ''}, 'missing required variable(s): REPO_URL '
+     f'(see {TPU_VM} --help)'),
     (['all'], {**QUEUED_TPU, 'WORKDIR': ''},
      f'missing required variable(s): WORKDIR (see {TPU_VM} --help)'),
     (['create'], {**QUEUED_TPU, 'EXTRA_ARGS': "--a='b"},
