@@ -4,15 +4,22 @@
 # srgan_jax.main joins them with jax.distributed.initialize().
 #
 # Usage: launch/tpu_vm.sh [--dry-run] COMMAND
-#   create   create the TPU VM
+#   create   create the TPU VM (QUEUED=1: request it as a queued resource, with a
+#            startup script that installs and trains at every boot of every worker)
 #   install  copy this checkout to every worker (or git clone REPO_URL there),
 #            pip install it with jax[tpu] into ~/srgan_venv, import the VGG19 weights
 #   train    start training in the background on every worker (log: ~/srgan_train.log),
 #            with SRGAN_CLOUD_TPU=1: srgan_jax starts JAX's distributed runtime, which
 #            reads the pod's workers from the VM metadata
-#   logs     follow worker 0's log
-#   delete   delete the TPU VM
-#   all      create, install, train
+#   logs [--worker=N|all]
+#            follow worker N's log (default 0); all: every worker's, each line
+#            prefixed with the worker's hostname
+#   stop     send SIGTERM to the training job on every worker and wait until it has
+#            saved a checkpoint and ended (train, or a queued VM's reboot, resumes it)
+#   delete   delete the TPU VM (QUEUED=1: the queued resource and its VM)
+#   recreate delete, then create (after a Spot preemption; QUEUED=1: the new VM
+#            installs and resumes training from WORKDIR by itself)
+#   all      create, install, train (QUEUED=1: create; the startup script does the rest)
 #
 # Variables (environment):
 #   TPU_NAME          required. Name of the TPU VM.
@@ -24,6 +31,13 @@
 #                     v6e -> v2-alpha-tpuv6e, v5p -> v2-alpha-tpuv5,
 #                     v5litepod/v5e -> v2-alpha-tpuv5-lite, v2/v3/v4 -> tpu-ubuntu2204-base.
 #   SPOT              1: create a Spot TPU VM (--spot); default 0.
+#   QUEUED            1: create through a queued resource (`gcloud compute tpus
+#                     queued-resources create`, as Google recommends for Spot TPUs)
+#                     whose startup script, run as root at every boot of every worker,
+#                     installs REPO_URL and starts training (resuming from WORKDIR);
+#                     needs REPO_URL, WORKDIR and TFDS_DATA_DIR at create. The job then
+#                     belongs to root: install, train, logs and stop run as root too.
+#                     Default 0.
 #   PREEMPTIBLE       1: create a (legacy) preemptible TPU VM (--preemptible); default 0.
 #   CONFIG            config file, relative to the repository root; default configs/x4.py.
 #   WORKDIR           required by train and all. gs:// directory for checkpoints and
@@ -48,14 +62,15 @@ set -euo pipefail
 : "${ACCELERATOR_TYPE:=v5litepod-8}" "${RUNTIME_VERSION:=}"
 : "${SPOT:=0}" "${PREEMPTIBLE:=0}"
 : "${CONFIG:=configs/x4.py}" "${WORKDIR:=}" "${TFDS_DATA_DIR:=}" "${EXTRA_ARGS:=}"
-: "${REPO_URL:=}" "${REPO_REF:=HEAD}" "${VGG_SOURCE=keras}" "${DRY_RUN:=0}"
+: "${REPO_URL:=}" "${REPO_REF:=HEAD}" "${VGG_SOURCE=keras}" "${DRY_RUN:=0}" "${QUEUED:=0}"
+WORKER=''  # logs --worker=N|all.
 
 # Where things live on every worker: the tilde is for the workers' shell to expand.
 # shellcheck disable=SC2088
 readonly REMOTE_REPO='~/srgan_jax' REMOTE_VENV='~/srgan_venv'
 # shellcheck disable=SC2088
 readonly REMOTE_LOG='~/srgan_train.log' REMOTE_PID='~/srgan_train.pid'
-STAGE_DIR=''
+STAGE_DIR='' STARTUP_SCRIPT=''
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
@@ -74,6 +89,28 @@ require() {
 # gcloud compute tpus tpu-vm ARGS..., in ZONE and PROJECT.
 tpu_vm() {
   run gcloud compute tpus tpu-vm "$@" --zone="$ZONE" ${PROJECT:+"--project=$PROJECT"}
+}
+
+# gcloud compute tpus queued-resources ARGS..., in ZONE and PROJECT.
+queued_resources() {
+  run gcloud compute tpus queued-resources "$@" --zone="$ZONE" ${PROJECT:+"--project=$PROJECT"}
+}
+
+# A remote command as the job's owner: with QUEUED=1 the startup script runs the job
+# as root (in /root), so the commands that reach its files run as root too.
+as_job_owner() {
+  if [[ $QUEUED == 1 ]]; then
+    printf 'sudo -H bash -c %q' "$1"
+  else
+    printf '%s' "$1"
+  fi
+}
+
+# Runs a remote command on every worker (or --worker=$2), as the job's owner.
+on_workers() {
+  local remote
+  remote=$(as_job_owner "$1")
+  tpu_vm ssh "$TPU_NAME" --worker="${2:-all}" --command="$remote"
 }
 
 default_runtime_version() {
@@ -104,15 +141,29 @@ check_variables() {
   local command=$1
   require TPU_NAME ZONE
   [[ $DRY_RUN == 0 || $DRY_RUN == 1 ]] || die "DRY_RUN must be 0 or 1, got '$DRY_RUN'"
-  if [[ $command == create || $command == all ]]; then
+  [[ $QUEUED == 0 || $QUEUED == 1 ]] || die "QUEUED must be 0 or 1, got '$QUEUED'"
+  # Checked here, in this shell: the remote scripts are built inside $(...), where
+  # a failure would not stop the script.
+  quoted_extra_args >/dev/null
+  [[ -z $WORKER || $command == logs ]] || die "--worker is for logs, not $command"
+  [[ -z $WORKER || $WORKER == all || $WORKER =~ ^[0-9]+$ ]] ||
+    die "--worker must be a worker number or all, got '$WORKER'"
+  local creates=0
+  if [[ $command == create || $command == all || $command == recreate ]]; then creates=1; fi
+  if [[ $creates == 1 ]]; then
     require ACCELERATOR_TYPE
     [[ $SPOT == 0 || $SPOT == 1 ]] || die "SPOT must be 0 or 1, got '$SPOT'"
     [[ $PREEMPTIBLE == 0 || $PREEMPTIBLE == 1 ]] ||
       die "PREEMPTIBLE must be 0 or 1, got '$PREEMPTIBLE'"
     [[ $SPOT$PREEMPTIBLE != 11 ]] || die "set SPOT=1 or PREEMPTIBLE=1, not both"
     [[ -n $RUNTIME_VERSION ]] || RUNTIME_VERSION=$(default_runtime_version)
+    # Queued resources take --spot, not --preemptible (gcloud's synopsis).
+    [[ $QUEUED == 0 || $PREEMPTIBLE == 0 ]] || die "QUEUED=1 takes SPOT=1, not PREEMPTIBLE=1"
   fi
-  if [[ $command == train || $command == all ]]; then
+  # A (re)created queued VM has no copy of this checkout: its startup script clones
+  # REPO_URL, as root; install does the same (a copy sent by scp would be the user's).
+  if [[ $QUEUED == 1 && ($creates == 1 || $command == install) ]]; then require REPO_URL; fi
+  if [[ $command == train || $command == all || ($QUEUED == 1 && $creates == 1) ]]; then
     require WORKDIR CONFIG TFDS_DATA_DIR
     # Local disks are per worker and vanish with a preempted VM; checkpoints must not.
     [[ $WORKDIR == gs://* ]] ||
@@ -142,14 +193,8 @@ stage_checkout() {
     (cd "$repo" && tar --null -T - -cf -) | tar -C "$STAGE_DIR/srgan_jax" -xf -
 }
 
-cmd_create() {
-  local flags=("--accelerator-type=$ACCELERATOR_TYPE" "--version=$RUNTIME_VERSION")
-  if [[ $SPOT == 1 ]]; then flags+=(--spot); fi
-  if [[ $PREEMPTIBLE == 1 ]]; then flags+=(--preemptible); fi
-  tpu_vm create "$TPU_NAME" "${flags[@]}"
-}
-
-cmd_install() {
+# The remote script of install (after stage_checkout, unless REPO_URL is set).
+install_script() {
   local remote='set -euo pipefail'
   if [[ -n $REPO_URL ]]; then
     # An earlier install's copy (no .git) is replaced: git clone needs an empty folder.
@@ -157,10 +202,6 @@ cmd_install() {
     remote+=" && git clone --quiet $(printf %q "$REPO_URL") $REMOTE_REPO; }"
     remote+="; git -C $REMOTE_REPO fetch --quiet origin $(printf %q "$REPO_REF")"
     remote+="; git -C $REMOTE_REPO checkout --quiet --detach FETCH_HEAD"
-  else
-    stage_checkout
-    # Into the home directory: scp -r puts (or merges) the folder at ~/srgan_jax.
-    tpu_vm scp --recurse "$STAGE_DIR/srgan_jax" "$TPU_NAME:" --worker=all
   fi
   # JAX needs Python >= 3.11; Ubuntu 22.04 TPU images have 3.10, newer ones more.
   remote+="; if python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'"
@@ -175,10 +216,11 @@ cmd_install() {
   if [[ -n $VGG_SOURCE ]]; then
     remote+="; $REMOTE_VENV/bin/python -m srgan_jax.vgg19 import --source=$(printf %q "$VGG_SOURCE")"
   fi
-  tpu_vm ssh "$TPU_NAME" --worker=all --command="$remote"
+  printf '%s' "$remote"
 }
 
-cmd_train() {
+# The remote script of train: starts the job in the background, unless one runs.
+train_script() {
   local main
   main="$REMOTE_VENV/bin/python -m srgan_jax.main"
   main+=" --config=$(printf %q "$CONFIG") --workdir=$(printf %q "$WORKDIR")"
@@ -196,15 +238,89 @@ cmd_train() {
   # with no arguments (JAX reads the workers from the metadata), detection or not.
   remote+="; PYTHONUNBUFFERED=1 SRGAN_CLOUD_TPU=1 nohup $main >>$REMOTE_LOG 2>&1 </dev/null &"
   remote+=" echo \$! >$REMOTE_PID; echo \"\$(hostname): started pid \$!, log $REMOTE_LOG\""
-  tpu_vm ssh "$TPU_NAME" --worker=all --command="$remote"
+  printf '%s' "$remote"
+}
+
+# Writes the startup script of a queued VM to $STARTUP_SCRIPT: install, then train, as
+# root at every boot of every worker. A dry run leaves the file, for reading.
+write_startup_script() {
+  local install train
+  # Assigned first: a failure inside $(...) (bad EXTRA_ARGS) then stops the script.
+  install=$(install_script)
+  train=$(train_script)
+  STARTUP_SCRIPT=$(mktemp "${TMPDIR:-/tmp}/srgan_startup.XXXXXX")
+  if [[ $DRY_RUN == 0 ]]; then trap 'rm -f "$STARTUP_SCRIPT"' EXIT; fi
+  {
+    echo '#!/bin/bash'
+    echo '# srgan_jax (launch/tpu_vm.sh QUEUED=1): run by the VM as root at every boot of'
+    echo '# every worker, so that a VM recreated after a preemption installs and resumes'
+    echo '# training from the latest checkpoint in WORKDIR by itself.'
+    echo 'export HOME=/root'
+    echo 'cd "$HOME"'
+    echo "rm -f $REMOTE_PID  # A job of an earlier boot: its pid may be reused now."
+    echo "( $install )"
+    echo "( $train )"
+  } >"$STARTUP_SCRIPT"
+}
+
+cmd_create() {
+  local flags=("--accelerator-type=$ACCELERATOR_TYPE")
+  if [[ $QUEUED == 1 ]]; then
+    write_startup_script
+    flags+=("--runtime-version=$RUNTIME_VERSION" "--node-id=$TPU_NAME")
+    if [[ $SPOT == 1 ]]; then flags+=(--spot); fi
+    flags+=("--metadata-from-file=startup-script=$STARTUP_SCRIPT")
+    queued_resources create "$TPU_NAME" "${flags[@]}"
+    return
+  fi
+  flags+=("--version=$RUNTIME_VERSION")
+  if [[ $SPOT == 1 ]]; then flags+=(--spot); fi
+  if [[ $PREEMPTIBLE == 1 ]]; then flags+=(--preemptible); fi
+  tpu_vm create "$TPU_NAME" "${flags[@]}"
+}
+
+cmd_install() {
+  if [[ -z $REPO_URL ]]; then
+    stage_checkout
+    # Into the home directory: scp -r puts (or merges) the folder at ~/srgan_jax.
+    tpu_vm scp --recurse "$STAGE_DIR/srgan_jax" "$TPU_NAME:" --worker=all
+  fi
+  local remote
+  remote=$(install_script)
+  on_workers "$remote"
+}
+
+cmd_train() {
+  local remote
+  remote=$(train_script)  # Assigned first: a bad EXTRA_ARGS stops the script here.
+  on_workers "$remote"
 }
 
 cmd_logs() {
-  tpu_vm ssh "$TPU_NAME" --worker=0 --command="tail -n 100 -F $REMOTE_LOG"
+  local follow="tail -n 100 -F $REMOTE_LOG"
+  if [[ $WORKER == all ]]; then
+    # Each line prefixed with its worker's hostname: the workers' output interleaves.
+    follow+=" 2>&1 | sed -u \"s/^/\$(hostname): /\""
+  fi
+  on_workers "$follow" "${WORKER:-0}"
+}
+
+# SIGTERM makes training save a checkpoint and exit 75 (every worker stops at one step).
+cmd_stop() {
+  local remote="set -u; if [ -f $REMOTE_PID ] && kill -0 \"\$(cat $REMOTE_PID)\" 2>/dev/null"
+  remote+="; then pid=\$(cat $REMOTE_PID); kill -TERM \"\$pid\""
+  remote+="; echo \"\$(hostname): SIGTERM sent to pid \$pid; waiting for its checkpoint\""
+  remote+="; while kill -0 \"\$pid\" 2>/dev/null; do sleep 1; done"
+  remote+="; echo \"\$(hostname): stopped\"; else echo \"\$(hostname): not training\"; fi"
+  on_workers "$remote"
 }
 
 cmd_delete() {
-  tpu_vm delete "$TPU_NAME" --quiet
+  if [[ $QUEUED == 1 ]]; then
+    queued_resources delete "$TPU_NAME" --force --quiet  # --force: its VM as well.
+  else
+    tpu_vm delete "$TPU_NAME" --quiet
+  fi
 }
 
 main() {
@@ -212,11 +328,12 @@ main() {
   for arg in "$@"; do
     case $arg in
       --dry-run) DRY_RUN=1 ;;
+      --worker=*) WORKER=${arg#--worker=} ;;
       -h | --help)
         usage
         exit 0
         ;;
-      create | install | train | logs | delete | all)
+      create | install | train | logs | stop | delete | recreate | all)
         [[ -z $command ]] || die "one command at a time, got '$command' and '$arg'"
         command=$arg
         ;;
@@ -234,10 +351,17 @@ main() {
   # half-way (with a VM running) over a missing variable.
   check_variables "$command"
   case $command in
+    recreate)
+      cmd_delete
+      cmd_create
+      ;;
     all)
       cmd_create
-      cmd_install
-      cmd_train
+      # A queued VM comes later, and its startup script installs and trains.
+      if [[ $QUEUED == 0 ]]; then
+        cmd_install
+        cmd_train
+      fi
       ;;
     *) "cmd_$command" ;;
   esac

@@ -38,6 +38,9 @@ def _define_flags() -> None:
 def _check_target() -> None:
   """Where the model goes, before the checkpoint is read and scored (errors.ConfigError)."""
   override = os.environ.get(shipped.DIRECTORY_ENV)
+  if override:  # The package's folder, or another local one: read back by pathlib.
+    problem = flag_checks.local_path(override)
+    flag_checks.check_flags([], problem and f'${shipped.DIRECTORY_ENV} {problem}')
   flag_checks.check_flags([], flag_checks.output_problem(
       override or str(shipped.directory()), folder=True,
       flag=override and f'${shipped.DIRECTORY_ENV}',

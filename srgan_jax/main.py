@@ -20,6 +20,7 @@ use, a failed checkpoint write, a NaN loss); 1 a bug, with a traceback. --verbos
 shows tracebacks and the logs of other libraries.
 """
 
+import contextlib
 import os
 
 from absl import app
@@ -61,30 +62,41 @@ def _not_a_folder(workdir: str | None) -> str | None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # The same on every host: the flags alone.
   flag_checks.check_flags([('workdir', _WORKDIR.value, flag_checks.text()),
                            ('step', _STEP.value, flag_checks.integer(minimum=0))],
                           _STEP.value is not None and _MODE.value == 'train'
-                          and '--step is for --mode=evaluate', _not_a_folder(_WORKDIR.value))
+                          and '--step is for --mode=evaluate')
   distributed.initialize()  # Before any other JAX call.
   config = flags.FLAGS.config
   # Relative paths are relative to where the command was started, once and for all.
   workdir = paths.absolute(_WORKDIR.value)
   paths.absolute_config_paths(config)
-  config_rules.validate(config, jax.device_count(),  # Before any file or program.
-                        check_files=_MODE.value == 'train', process_count=jax.process_count())
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
-  if _MODE.value == 'train':
-    with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
-      loop.train_and_evaluate(config, workdir)
-    if distributed.is_main_process():
-      print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
-  else:
-    cli.stop_on_sigterm('main --mode=evaluate')
-    # The architecture and scale come from the checkpoint: the workdir is enough.
-    scoring.evaluate_model(*loading.load_generator('srgan', workdir, _STEP.value),
-                           config.eval_folders, metric_names=config.eval_metrics)
+  with contextlib.ExitStack() as held:
+
+    def check_this_host():
+      """What this host must have, checked before any file or program is created."""
+      flag_checks.check_flags([], _not_a_folder(_WORKDIR.value))
+      config_rules.validate(config, jax.device_count(), check_files=_MODE.value == 'train',
+                            process_count=jax.process_count())
+      if _MODE.value == 'train':
+        held.enter_context(workdir_lock.hold(workdir, enabled=jax.process_index() == 0))
+
+    # Each host checks its own files (and process 0 takes the lock); one that refuses
+    # stops all, with the same line, instead of leaving them waiting for it.
+    distributed.check_on_every_process(check_this_host)
+    if _MODE.value == 'evaluate':
+      cli.stop_on_sigterm('main --mode=evaluate')
+      # The architecture and scale come from the checkpoint: the workdir is enough.
+      scoring.evaluate_model(*loading.load_generator('srgan', workdir, _STEP.value),
+                             config.eval_folders, metric_names=config.eval_metrics)
+      return
+    loop.train_and_evaluate(config, workdir)
+  if distributed.is_main_process():
+    print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
 
 
 def named_config(arg: str) -> str:

@@ -99,7 +99,11 @@ def _check_flags(options: Any) -> None:
        ('overlap', options.overlap, flag_checks.integer(minimum=0)),
        ('batch', options.batch, flag_checks.integer(minimum=1)),
        ('input', options.input, flag_checks.text()),
-       ('output', options.output, flag_checks.text())],
+       ('output', options.output, flag_checks.text()),
+       # Found and written through pathlib (recursive listing, atomic renames), which
+       # would turn gs://b/sr into a local folder gs:/b/sr: refused up front.
+       ('input', options.input, flag_checks.local_path),
+       ('output', options.output, flag_checks.local_path)],
       srgan and not options.workdir and '--model=srgan needs --workdir',
       not srgan and options.workdir and '--workdir is for --model=srgan',
       not srgan and options.step is not None and '--step is for --model=srgan')

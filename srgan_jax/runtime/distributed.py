@@ -35,7 +35,9 @@ their own disks may see different files, and a host that ran the data-parallel p
 fewer times, or on other shapes, would leave the others waiting for it forever. So
 `disagreement` compares a fingerprint of what each process read (its names, shapes
 and pixels) before any computation, and `from_main_process` takes process 0's view
-where process 0 alone acts on it (the outputs it writes). Each of these is a
+where process 0 alone acts on it (the outputs it writes). `check_on_every_process`
+runs a host's own checks (its files, the workdir lock) and, when one host refuses,
+stops every host with the same line naming that host and why. Each of these is a
 collective: every process must call it, as often and in the same order. In a run of
 one process they cost nothing (no JAX call at all when the runtime was not started).
 """
@@ -43,6 +45,7 @@ one process they cost nothing (no JAX call at all when the runtime was not start
 import dataclasses
 import hashlib
 import os
+import socket
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -171,25 +174,68 @@ def on_every_process(values: Sequence[bool]) -> list[bool]:
   return multihost_utils.process_allgather(values).all(axis=0).tolist()
 
 
+# The longest refusal one process tells the others (UTF-8 bytes; longer ones are cut).
+REFUSAL_BYTES = 4096
+
+
+class RefusedOnAHostError(errors.UserError):
+  """A check failed on some process; every process raises it with the same line, which
+  names that process, its host and its reason."""
+
+
+def _first_refusal(message: str | None) -> tuple[int, str, list[int]] | None:
+  """(process, its message, every refusing process) of the processes whose ``message``
+  is not None, or None when there is none: one allgather of REFUSAL_BYTES per process
+  (the same answer on all)."""
+  mine = np.zeros(REFUSAL_BYTES + 1, np.uint8)
+  if message is not None:
+    text = message.encode()[:REFUSAL_BYTES]
+    mine[0] = 1  # Refused (the message itself may be empty).
+    mine[1:len(text) + 1] = np.frombuffer(text, np.uint8)
+  every = np.asarray(multihost_utils.process_allgather(mine))
+  refusing = np.flatnonzero(every[:, 0]).tolist()
+  if not refusing:
+    return None
+  first = refusing[0]
+  text = every[first, 1:].tobytes().rstrip(b'\0').decode(errors='ignore')  # Cut mid-character.
+  return first, text, refusing
+
+
 def check_on_every_process(check: Callable[[], None]) -> None:
   """Runs ``check`` (which raises a UserError for something to fix) on every process;
-  when it raises on any, raises on every one.
+  when it raises on any, raises the same one-line RefusedOnAHostError on every one.
 
-  For checks of what each host reads from its own disk (flags naming files): a process
-  that stopped alone would leave the others waiting for it. A process whose own check
-  passed raises a HostsDifferError that points at the others' output.
+  For checks of what each host reads from its own disk (flags naming files, data
+  folders, VGG weights, the workdir lock): a process that stopped alone would leave
+  the others waiting for it, and its reason would be in its log only. The line names
+  the first process that refused, its host and its message (and the others that
+  refused too). A check that fails with another exception (a bug) keeps its traceback
+  on its own process; the others raise the line, pointing at that traceback.
   """
+  if _one_process():
+    check()
+    return
+  problem = None
   try:
     check()
-    problem = None
-  except errors.UserError as error:
+  except Exception as error:  # pylint: disable=broad-except  # Told to all, re-raised below.
     problem = error
-  if all(on_every_process([problem is None])):
-    return
+  mine = None
   if problem is not None:
+    reason = str(problem) if isinstance(problem, errors.UserError) else (
+        f'{type(problem).__name__} (a bug: its traceback is in that process\'s output)')
+    mine = (f'process {jax.process_index()} of {jax.process_count()} '
+            f'(host {socket.gethostname()}): {" ".join(reason.split())}')
+  refusal = _first_refusal(mine)
+  if refusal is None:
+    return
+  first, line, refusing = refusal
+  others = [str(process) for process in refusing if process != first]
+  if others:
+    line += f' (process{"es" if len(others) > 1 else ""} {", ".join(others)} refused as well)'
+  if problem is not None and not isinstance(problem, errors.UserError):
     raise problem
-  raise HostsDifferError('another host refused the command (its output says why); give '
-                         'every host the same files')
+  raise RefusedOnAHostError(line) from problem
 
 
 def from_main_process(values: Sequence[bool]) -> list[bool]:

@@ -90,6 +90,14 @@ def text(optional: bool = False) -> Checker:
   return check
 
 
+def local_path(value: Any) -> str | None:
+  """A path on this machine, not a URL (gs://...), for what only local files support."""
+  if isinstance(value, str) and paths.is_remote(value):
+    return (f'must be a local path, got {value}: this command reads and writes local files '
+            'only; copy them to or from the bucket (gcloud storage cp -r)')
+  return None
+
+
 def path_list(non_empty: bool) -> Checker:
   """A tuple or list of non-empty path strings."""
   def check(value):

@@ -13,9 +13,11 @@ What is guaranteed:
   file is left in place (deleting it would let a waiting run lock a stale inode).
 - Remote workdirs (gs://, ...), which have no atomic create or lock through
   ``etils.epath``: best effort, by heartbeat. The holder rewrites the file (host,
-  pid, a random token, the time) every ``HEARTBEAT_SECONDS``; a file whose
-  heartbeat is older than ``STALE_SECONDS`` (or whose process is gone, when it is
-  on this host) is taken over. A run writes its token, waits ``SETTLE_SECONDS`` and
+  pid, boot id, a random token, the time) every ``HEARTBEAT_SECONDS``. A file whose
+  holder is provably gone is taken over, with one logged line: its heartbeat is
+  older than ``STALE_SECONDS`` (three missed beats), or it names this host and a
+  process that no longer runs, or this host before its last boot (a Spot TPU VM
+  recreated under the same name after a preemption killed the run mid-save). A run writes its token, waits ``SETTLE_SECONDS`` and
   reads the file back: only the last writer of runs started within that window
   keeps it, so two runs starting within about a second of each other can, rarely,
   both start. A run whose heartbeat stops for ``STALE_SECONDS`` (a hung machine)
@@ -34,6 +36,7 @@ import time
 import uuid
 from typing import Any, Iterator
 
+from absl import logging
 from etils import epath
 
 from srgan_jax.runtime import errors
@@ -41,7 +44,9 @@ from srgan_jax.runtime import paths
 
 LOCK_NAME = 'lock.json'
 HEARTBEAT_SECONDS = 60.0
-STALE_SECONDS = 600.0
+# Three missed beats: a preempted run's lock is taken over by the time a recreated
+# VM has installed and started (minutes), while a live run survives two failed writes.
+STALE_SECONDS = 3 * HEARTBEAT_SECONDS
 SETTLE_SECONDS = 2.0
 
 
@@ -49,9 +54,18 @@ class WorkdirInUseError(errors.UserError):
   """Another live run holds the workdir."""
 
 
+def _boot_id() -> str | None:
+  """This machine's boot id (Linux), which changes at every boot; None elsewhere."""
+  try:
+    with open('/proc/sys/kernel/random/boot_id') as file:
+      return file.read().strip()
+  except OSError:
+    return None
+
+
 def _holder_record(token: str) -> dict[str, Any]:
-  return {'host': socket.gethostname(), 'pid': os.getpid(), 'token': token,
-          'heartbeat': time.time()}
+  return {'host': socket.gethostname(), 'pid': os.getpid(), 'boot_id': _boot_id(),
+          'token': token, 'heartbeat': time.time()}
 
 
 def _describe(holder: dict[str, Any] | None, workdir: str) -> str:
@@ -130,12 +144,20 @@ def _flock(workdir: str) -> Iterator[None]:
     os.close(fd)  # Releases the flock.
 
 
-def _stale(holder: dict[str, Any] | None, stale_seconds: float) -> bool:
+def _why_gone(holder: dict[str, Any] | None, stale_seconds: float) -> str | None:
+  """Why the holder of a heartbeat lock is provably gone, or None if it may be alive."""
   if not holder:
-    return True
-  if holder.get('host') == socket.gethostname() and not _process_alive(int(holder['pid'])):
-    return True
-  return time.time() - float(holder.get('heartbeat', 0)) > stale_seconds
+    return 'no holder recorded'
+  silent = time.time() - float(holder.get('heartbeat', 0))
+  if silent > stale_seconds:
+    return f'no heartbeat for {silent:.0f} s'
+  if holder.get('host') != socket.gethostname():
+    return None  # Another machine's processes cannot be asked.
+  if holder.get('boot_id') and holder['boot_id'] != _boot_id():
+    return 'this host has rebooted since'
+  if not _process_alive(int(holder['pid'])):
+    return 'that process has ended'
+  return None
 
 
 @contextlib.contextmanager
@@ -146,8 +168,12 @@ def _heartbeat_lock(workdir: str, heartbeat_seconds: float = HEARTBEAT_SECONDS,
   path = epath.Path(workdir) / LOCK_NAME
   path.parent.mkdir(parents=True, exist_ok=True)
   holder = _read(path) if path.exists() else None
-  if holder and not _stale(holder, stale_seconds):
-    raise WorkdirInUseError(_describe(holder, workdir))
+  if holder:
+    gone = _why_gone(holder, stale_seconds)
+    if not gone:
+      raise WorkdirInUseError(_describe(holder, workdir))
+    logging.warning('Taking over the lock of workdir %s from process %s on host %s: %s.',
+                    workdir, holder.get('pid'), holder.get('host'), gone)
   token = uuid.uuid4().hex
   _write(path, _holder_record(token))
   time.sleep(settle_seconds)  # Another run that started as well writes in this time.

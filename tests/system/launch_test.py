@@ -12,11 +12,13 @@ against a fake ~/srgan_venv.
 """
 
 import ast
+import contextlib
 import os
 import pathlib
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import time
 
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.system
 TPU_VM = REPO / 'launch' / 'tpu_vm.sh'
 GPU_LOCAL = REPO / 'launch' / 'gpu_local.sh'
 GCLOUD = ['gcloud', 'compute', 'tpus', 'tpu-vm']
+QUEUED = ['gcloud', 'compute', 'tpus', 'queued-resources']
 TPU = {'TPU_NAME': 'sr-test', 'ZONE': 'us-central2-b', 'WORKDIR': 'gs://bucket/run',
        'TFDS_DATA_DIR': 'gs://bucket/tfds'}
 MAIN = ('python -m srgan_jax.main --config=configs/x4.py --workdir=gs://bucket/run '
@@ -57,6 +60,21 @@ GCLOUD_SYNOPSES = {
             {'--compress', '--dry-run', '--force-key-file-overwrite', '--internal-ip',
              '--plain', '--recurse'}),
 }
+# The same for `gcloud compute tpus queued-resources COMMAND`, from
+# https://cloud.google.com/sdk/gcloud/reference/compute/tpus/queued-resources/COMMAND.
+QUEUED_SYNOPSES = {
+    'create': ('QUEUED_RESOURCE', {'--zone', '--runtime-version', '--accelerator-type',
+                                   '--topology', '--type', '--node-id', '--node-count',
+                                   '--node-prefix', '--boot-disk', '--data-disk',
+                                   '--description', '--labels', '--metadata',
+                                   '--metadata-from-file', '--network', '--range', '--scopes',
+                                   '--service-account', '--subnetwork', '--tags',
+                                   '--valid-after-duration', '--valid-after-time',
+                                   '--valid-until-duration', '--valid-until-time'},
+               {'--async', '--guaranteed', '--internal-ips', '--reserved',
+                '--shielded-secure-boot', '--spot'}),
+    'delete': ('QUEUED_RESOURCE', {'--zone'}, {'--async', '--force'}),
+}
 # GCLOUD_WIDE_FLAGS (https://cloud.google.com/sdk/gcloud/reference): those used here.
 GCLOUD_WIDE_VALUE_FLAGS = {'--project', '--account', '--configuration', '--format',
                            '--verbosity'}
@@ -71,10 +89,12 @@ RUNTIME_VERSIONS = {'v6e': 'v2-alpha-tpuv6e', 'v5p': 'v2-alpha-tpuv5',
 
 
 def check_gcloud(argv: list[str]) -> None:
-  """Fails unless argv is a `gcloud compute tpus tpu-vm` command as documented."""
-  assert argv[:4] == GCLOUD, argv
+  """Fails unless argv is a `gcloud compute tpus tpu-vm` or `... queued-resources`
+  command as documented."""
+  assert argv[:4] in (GCLOUD, QUEUED), argv
   command, args = argv[4], argv[5:]
-  positional, value_flags, plain_flags = GCLOUD_SYNOPSES[command]
+  synopses = GCLOUD_SYNOPSES if argv[:4] == GCLOUD else QUEUED_SYNOPSES
+  positional, value_flags, plain_flags = synopses[command]
   positionals = []
   for arg in args:
     if not arg.startswith('-'):
@@ -98,7 +118,7 @@ def check_gcloud(argv: list[str]) -> None:
     accelerator = _flag(argv, '--accelerator-type')
     assert re.fullmatch(r'(v2|v3|v4|v5p|v5litepod|v6e)-\d+', accelerator), accelerator
     # The version for JAX of this TPU, or one for TensorFlow (tpu-vm-tf-x.y.z[-pod][-api]).
-    version = _flag(argv, '--version')
+    version = _flag(argv, '--version' if argv[:4] == GCLOUD else '--runtime-version')
     assert (version == RUNTIME_VERSIONS[accelerator.split('-')[0]] or
             re.fullmatch(r'tpu-vm-tf-\d+\.\d+\.\d+(-pod)?(-[a-z]+)?', version)), version
 
@@ -589,3 +609,131 @@ def test_gpu_local_says_when_it_cannot_make_the_virtual_environment(tmp_path):
       f'gpu_local.sh: error: cannot create the virtual environment {tmp_path / "venv"} with '
       'python3.12 (Debian/Ubuntu: sudo apt install python3.12-venv)')
   assert [call[0] for call in _recorded_calls(tmp_path)] == ['python3.12']  # Nothing after.
+
+
+# Spot TPUs through queued resources, whose startup script installs and trains.
+QUEUED_TPU = {**TPU, 'QUEUED': '1', 'SPOT': '1', 'REPO_URL': 'https://example.com/srgan.git'}
+
+
+def _as_root(command: str) -> str:
+  """The remote script a QUEUED=1 launcher sends to root's shell (the job's owner)."""
+  words = shlex.split(command)
+  assert words[:4] == ['sudo', '-H', 'bash', '-c'] and len(words) == 5, command
+  return words[4]
+
+
+def test_queued_spot_create_sends_a_startup_script_that_installs_and_trains(tmp_path):
+  [argv] = _dry_run(tmp_path, TPU_VM, ['create'], **QUEUED_TPU)
+  script = pathlib.Path(_flag(argv, '--metadata-from-file').removeprefix('startup-script='))
+  assert argv == [*QUEUED, 'create', 'sr-test', '--accelerator-type=v5litepod-8',
+                  '--runtime-version=v2-alpha-tpuv5-lite', '--node-id=sr-test', '--spot',
+                  f'--metadata-from-file=startup-script={script}', '--zone=us-central2-b']
+  assert script.parent == tmp_path / 'tmp'  # A dry run leaves it there, for reading.
+  # The same install and train scripts that `install` and `train` send (tested on a
+  # fake worker above), run as root at every boot.
+  install = _flag(_dry_run(tmp_path, TPU_VM, ['install'], **TPU, REPO_URL=QUEUED_TPU['REPO_URL'])
+                  [-1], '--command')
+  train = _flag(_dry_run(tmp_path, TPU_VM, ['train'], **TPU)[-1], '--command')
+  assert 'git clone --quiet https://example.com/srgan.git ~/srgan_jax' in install
+  assert MAIN in train
+  lines = script.read_text().splitlines()
+  assert lines[0] == '#!/bin/bash' and all(line.startswith('# ') for line in lines[1:4])
+  assert lines[4:] == ['export HOME=/root', 'cd "$HOME"',
+                       'rm -f ~/srgan_train.pid  # A job of an earlier boot: its pid may be '
+                       'reused now.', f'( {install} )', f'( {train} )']
+  result = subprocess.run(['bash', '-n', str(script)], capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+
+
+def test_queued_all_only_creates_and_recreate_deletes_first(tmp_path):
+  """The queued VM comes when Google grants it: its startup script does the rest."""
+  dry = _dry_run(tmp_path, TPU_VM, ['all'], **QUEUED_TPU)
+  assert [argv[3:5] for argv in dry] == [['queued-resources', 'create']]
+  delete, create = _dry_run(tmp_path, TPU_VM, ['recreate'], PROJECT='p', **QUEUED_TPU)
+  assert delete == [*QUEUED, 'delete', 'sr-test', '--force', '--quiet', '--zone=us-central2-b',
+                    '--project=p']
+  assert create[:6] == [*QUEUED, 'create', 'sr-test']
+  # Without QUEUED: the TPU VM itself.
+  delete, create = _dry_run(tmp_path, TPU_VM, ['recreate'], SPOT='1', **TPU)
+  assert delete == [*GCLOUD, 'delete', 'sr-test', '--quiet', '--zone=us-central2-b']
+  assert create[:6] == [*GCLOUD, 'create', 'sr-test'] and '--spot' in create
+
+
+def test_logs_of_any_or_all_workers(tmp_path):
+  follow = 'tail -n 100 -F ~/srgan_train.log'
+  [argv] = _dry_run(tmp_path, TPU_VM, ['logs', '--worker=3'], **TPU)
+  assert argv == [*GCLOUD, 'ssh', 'sr-test', '--worker=3', f'--command={follow}',
+                  '--zone=us-central2-b']
+  [argv] = _dry_run(tmp_path, TPU_VM, ['--worker=all', 'logs'], **TPU)
+  prefixed = f'{follow} 2>&1 | sed -u "s/^/$(hostname): /"'
+  assert argv == [*GCLOUD, 'ssh', 'sr-test', '--worker=all', f'--command={prefixed}',
+                  '--zone=us-central2-b']
+  # Each line gets its worker's name.
+  result = subprocess.run(['bash', '-c', prefixed.replace(follow, 'printf "a\\nb\\n"')],
+                          capture_output=True, text=True, check=True)
+  host = socket.gethostname()
+  assert result.stdout == f'{host}: a\n{host}: b\n'
+  # A queued VM's job belongs to root.
+  [argv] = _dry_run(tmp_path, TPU_VM, ['logs', '--worker=all'], **QUEUED_TPU)
+  assert _as_root(_flag(argv, '--command')) == prefixed
+
+
+def test_stop_ends_the_job_on_every_worker_after_its_checkpoint(tmp_path):
+  [argv] = _dry_run(tmp_path, TPU_VM, ['stop'], **TPU)
+  assert argv[:7] == [*GCLOUD, 'ssh', 'sr-test', '--worker=all']
+  remote = _flag(argv, '--command')
+  [queued] = _dry_run(tmp_path, TPU_VM, ['stop'], **QUEUED_TPU)
+  assert _as_root(_flag(queued, '--command')) == remote
+  # On a fake worker: a job that takes a while to save when it gets SIGTERM, started
+  # in the background as `train` starts it (not a child of this process, which would
+  # leave it a zombie that `kill -0` still finds).
+  home = tmp_path / 'vm'
+  home.mkdir()
+  job = ('trap "sleep 1; echo saved > saved; exit 75" TERM; touch started; '
+         'while :; do sleep 0.1; done')
+  started = subprocess.run(['bash', '-c', f'nohup bash -c {shlex.quote(job)} >/dev/null 2>&1 '
+                            '</dev/null & echo $!'], cwd=home, capture_output=True, text=True,
+                           check=True)
+  pid = int(started.stdout)
+  try:
+    (home / 'srgan_train.pid').write_text(f'{pid}\n')
+    deadline = time.monotonic() + 30
+    while not (home / 'started').exists() and time.monotonic() < deadline:
+      time.sleep(0.05)
+    result = subprocess.run(['bash', '-c', remote], env={**os.environ, 'HOME': str(home)},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    host = socket.gethostname()
+    assert result.stdout == (f'{host}: SIGTERM sent to pid {pid}; waiting for its '
+                             f'checkpoint\n{host}: stopped\n')
+    assert (home / 'saved').read_text() == 'saved\n'  # Returned after the job ended.
+  finally:
+    with contextlib.suppress(ProcessLookupError):
+      os.kill(pid, signal.SIGKILL)
+  again = subprocess.run(['bash', '-c', remote], env={**os.environ, 'HOME': str(home)},
+                         capture_output=True, text=True, timeout=60, check=True)
+  assert again.stdout == f'{socket.gethostname()}: not training\n'
+
+
+@pytest.mark.parametrize('args, variables, message', [
+    (['create'], {**QUEUED_TPU, 'REPO_URL': ''}, 'missing required variable(s): REPO_URL '
+     f'(see {TPU_VM} --help)'),
+    (['install'], {**QUEUED_TPU, 'REPO_URL': ''}, 'missing required variable(s): REPO_URL '
+     f'(see {TPU_VM} --help)'),
+    (['all'], {**QUEUED_TPU, 'WORKDIR': ''},
+     f'missing required variable(s): WORKDIR (see {TPU_VM} --help)'),
+    (['create'], {**QUEUED_TPU, 'EXTRA_ARGS': "--a='b"},
+     'cannot split EXTRA_ARGS (unbalanced quotes?)'),
+    (['create'], {**QUEUED_TPU, 'SPOT': '0', 'PREEMPTIBLE': '1'},
+     'QUEUED=1 takes SPOT=1, not PREEMPTIBLE=1'),
+    (['create'], {**TPU, 'QUEUED': 'yes'}, "QUEUED must be 0 or 1, got 'yes'"),
+    (['stop', '--worker=1'], TPU, '--worker is for logs, not stop'),
+    (['logs', '--worker=first'], TPU, "--worker must be a worker number or all, got 'first'"),
+])
+def test_queued_stop_and_logs_errors(tmp_path, args, variables, message):
+  result = _run(TPU_VM, args, _environment(tmp_path, FAILING_FAKE, DRY_RUN='1', **variables),
+                tmp_path)
+  assert result.returncode != 0
+  assert result.stderr.splitlines()[-1] == f'tpu_vm.sh: error: {message}', result.stderr
+  assert '+ ' not in result.stdout

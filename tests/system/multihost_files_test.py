@@ -10,9 +10,11 @@ image more called the data-parallel program once more than the other, and waited
 for it forever.
 """
 
+import contextlib
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ import pytest
 
 from conftest import REPO
 from srgan_jax.runtime import errors
+from srgan_jax.training import workdir_lock
 
 # Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
 pytestmark = pytest.mark.system
@@ -156,13 +159,70 @@ def test_super_resolve_keeps_the_outputs_process_0_has(hosts):
 
 def test_evaluate_of_a_set_one_host_lacks_is_refused_by_both(hosts):
   """A flag check that fails on one host only (its --data folder is missing): before,
-  that host exited and the other waited for it in JAX's distributed start-up."""
+  that host exited and the other waited for it in JAX's distributed start-up; then the
+  other said only that another host refused. Now both print the refusing host's line."""
   shutil.rmtree(hosts[1] / 'extra')
   results = _run_on_two_hosts('srgan_jax.evaluate', [
       '--model=cpu_small', '--data=extra', '--metrics='], hosts)
   _same_outcome(results, errors.EXIT_USER_ERROR)
-  assert _errors(results[0][1]) == [
-      'error: another host refused the command (its output says why); give every host '
-      'the same files']
-  (refused,) = _errors(results[1][1])
-  assert refused.startswith('error: --data: no folder ')
+  lines = [_errors(log) for _, log in results]
+  assert lines[0] == lines[1] and len(lines[0]) == 1, lines
+  assert lines[0][0].startswith(
+      f'error: process 1 of 2 (host {socket.gethostname()}): --data: no folder ')
+
+
+# A tiny training config whose data folder and VGG19 weights are relative paths:
+# each process (started in its own host folder) checks its own copies.
+TRAIN_CONFIG = '''\
+from srgan_jax.configs import quickstart
+
+
+def get_config():
+  config = quickstart.get_config()
+  config.data.folders = ('train',)
+  config.data.crop_size = 32
+  config.batch_size = 4  # 2 crops per host, 1 per device.
+  config.srresnet.num_steps = 1
+  config.srgan.num_steps = 1
+  config.srgan.content_loss = 'vgg54'
+  config.srgan.vgg_weights = 'vgg19.npz'
+  config.eval_folders = ()
+  return config
+'''
+
+
+@pytest.mark.parametrize('fault', ['no_vgg_weights', 'too_few_images', 'lock_held'])
+def test_training_refused_by_one_host_stops_every_host_with_its_line(hosts, tmp_path, fault):
+  """Issue 22, test B. Before, the host that failed its start-up checks exited alone
+  and the other waited in its first collective until killed (JAX's own shutdown
+  barrier gives up after 300 s); now both exit 2 with the same line, which names the
+  host that refused and why, before anything is compiled."""
+  workdir = tmp_path / 'run'  # Shared, as a gs:// workdir is.
+  for host in hosts:
+    write_images(host / 'train', count=4)  # 2 per host's share: a batch.
+    (host / 'vgg19.npz').write_bytes(b'')  # Validation only checks that it exists.
+    (host / 'config.py').write_text(TRAIN_CONFIG)
+  refusing = 1
+  if fault == 'no_vgg_weights':
+    (hosts[1] / 'vgg19.npz').unlink()
+    reason = "bad config: srgan.content_loss='vgg54' needs VGG19 weights, none at " + str(
+        hosts[1] / 'vgg19.npz')
+  elif fault == 'too_few_images':
+    (hosts[1] / 'train' / 'img03.png').unlink()  # A share of 1 on host 1.
+    reason = f'bad config: data.folders: {hosts[1] / "train"}: '
+  else:
+    refusing = 0  # Process 0 takes the lock.
+    reason = f'workdir {workdir} is in use by process {os.getpid()} on host '
+  with contextlib.ExitStack() as stack:
+    if fault == 'lock_held':
+      stack.enter_context(workdir_lock.hold(str(workdir)))
+    results = _run_on_two_hosts('srgan_jax.main', ['--config=config.py', f'--workdir={workdir}'],
+                                hosts)
+  _same_outcome(results, errors.EXIT_USER_ERROR)
+  lines = [_errors(log) for _, log in results]
+  assert lines[0] == lines[1] and len(lines[0]) == 1, lines
+  prefix = f'error: process {refusing} of 2 (host {socket.gethostname()}): '
+  assert lines[0][0].startswith(prefix + reason), lines[0][0]
+  for _, log in results:
+    assert 'Compiling' not in log and 'step 1' not in log
+  assert not (workdir / 'checkpoints').exists()

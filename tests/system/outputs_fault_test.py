@@ -147,7 +147,11 @@ def test_super_resolve_refuses_an_unwritable_output_before_any_image(tmp_path, s
                       r'folder; choose another \$SRGAN_PRETRAINED_DIR$'),
     ('LOCKED', rf'\$SRGAN_PRETRAINED_DIR=\S+/locked: cannot create files in \S+/locked '
                rf'{DENIED}; choose another \$SRGAN_PRETRAINED_DIR$'),
-], ids=['under a file', 'read-only folder'])
+    # Before: written under a local folder named gs:/bucket/models (pathlib drops a slash).
+    ('gs://bucket/models', r'\$SRGAN_PRETRAINED_DIR must be a local path, got '
+                           r'gs://bucket/models: this command reads and writes local files only; '
+                           r'copy them to or from the bucket \(gcloud storage cp -r\)$'),
+], ids=['under a file', 'read-only folder', 'a bucket'])
 def test_export_refuses_an_unwritable_models_folder_before_reading_the_run(tmp_path, models,
                                                                            pattern):
   a_file, locked = _places(tmp_path)

@@ -350,6 +350,13 @@ SUPER_RESOLVE_CASES = {
     'input inside the output': (['--output=ROOT'], r'would overwrite the input'),
     'output file is the input file': (['--input=IN/a.png', '--output=IN/a.png', '--overwrite'],
                                       r'would overwrite the input'),
+    # Before: written to a local folder named gs:/bucket/sr (pathlib drops a slash).
+    'output on gs://': (['--output=gs://bucket/sr'],
+                        r'--output must be a local path, got gs://bucket/sr: this '
+                        r'command reads and writes local files only; copy them to or from the '
+                        r'bucket \(gcloud storage cp -r\)$'),
+    'input on gs://': (['--input=gs://bucket/photos'],
+                       r'--input must be a local path, got gs://bucket/photos'),
 }
 
 

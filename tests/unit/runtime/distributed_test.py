@@ -6,6 +6,7 @@ variables; test_cloud_tpu_vm_pod_starts_from_the_metadata below runs JAX's own C
 TPU detection against a fake metadata server.
 """
 
+import contextlib
 import http.server
 import os
 import socket
@@ -19,6 +20,7 @@ import pytest
 
 from conftest import REPO
 from srgan_jax.runtime import distributed
+from srgan_jax.runtime import errors
 
 COORDINATOR = {'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234', 'JAX_NUM_PROCESSES': '4',
                'JAX_PROCESS_ID': '3'}
@@ -268,3 +270,82 @@ def test_cloud_tpu_vm_pod_starts_from_the_metadata(tmp_path):
     assert process.returncode == 0, output[-3000:]
     assert f'process {worker} of 2 4 devices' in output, output[-3000:]
     assert 'on every process: [True, False]' in output  # Process 1 says no to the second.
+
+
+def _as_process(monkeypatch, index: int, others: list[np.ndarray]) -> None:
+  """Makes this process number ``index`` of a run whose other processes contribute
+  ``others`` to every allgather (in process order)."""
+  monkeypatch.setattr(distributed, '_one_process', lambda: False)
+  monkeypatch.setattr(jax, 'process_index', lambda: index)
+  monkeypatch.setattr(jax, 'process_count', lambda: len(others) + 1)
+  monkeypatch.setattr(distributed.multihost_utils, 'process_allgather',
+                      lambda mine: np.stack([*others[:index], mine, *others[index:]]))
+
+
+def _refusal_of(monkeypatch, index: int, message: str | None) -> np.ndarray:
+  """What process ``index`` contributes to the allgather of check_on_every_process."""
+  contributed = []
+
+  def gather(mine):
+    contributed.append(mine)
+    return np.stack([mine])
+
+  monkeypatch.setattr(distributed, '_one_process', lambda: False)
+  monkeypatch.setattr(jax, 'process_index', lambda: index)
+  monkeypatch.setattr(jax, 'process_count', lambda: 3)
+  monkeypatch.setattr(distributed.multihost_utils, 'process_allgather', gather)
+
+  def check():
+    if message is not None:
+      raise errors.ConfigError(message)
+
+  with contextlib.suppress(distributed.RefusedOnAHostError):
+    distributed.check_on_every_process(check)
+  return contributed[0]
+
+
+def test_check_on_every_process_gives_every_process_the_refusing_ones_line(monkeypatch):
+  host = socket.gethostname()
+  others = [_refusal_of(monkeypatch, 1, 'bad config: data.folders: /d not found'),
+            _refusal_of(monkeypatch, 2, 'another reason ' + 'é' * 5000)]  # Cut.
+  passed = []
+  _as_process(monkeypatch, 0, others)
+  with pytest.raises(distributed.RefusedOnAHostError) as refused:
+    distributed.check_on_every_process(lambda: passed.append(True))
+  assert passed == [True]
+  assert str(refused.value) == (f'process 1 of 3 (host {host}): bad config: data.folders: '
+                                '/d not found (process 2 refused as well)')
+  # Process 2 has its own reason, but prints the same line as the others.
+  _as_process(monkeypatch, 2, [others[0] * 0, others[0]])
+  with pytest.raises(distributed.RefusedOnAHostError, match='^process 1 of 3 .* /d not found'):
+    distributed.check_on_every_process(lambda: _raise(errors.ConfigError('another reason')))
+  # None refused: nothing raised.
+  _as_process(monkeypatch, 0, [others[0] * 0])
+  distributed.check_on_every_process(lambda: None)
+
+
+def test_check_on_every_process_keeps_a_bugs_traceback_on_its_process(monkeypatch):
+  contributed = []
+  _as_process(monkeypatch, 1, [np.zeros(distributed.REFUSAL_BYTES + 1, np.uint8)])
+  gather = distributed.multihost_utils.process_allgather
+  monkeypatch.setattr(distributed.multihost_utils, 'process_allgather',
+                      lambda mine: contributed.append(mine) or gather(mine))
+  with pytest.raises(ZeroDivisionError):
+    distributed.check_on_every_process(lambda: 1 / 0)
+  # The other process is told, and points at this one's traceback.
+  _as_process(monkeypatch, 0, contributed)
+  with pytest.raises(distributed.RefusedOnAHostError, match=(
+      r"^process 1 of 2 \(host .*\): ZeroDivisionError \(a bug: its traceback is in that "
+      r"process's output\)$")):
+    distributed.check_on_every_process(lambda: None)
+  line = _refusal_of(monkeypatch, 1, None)  # Passes: contributes no refusal.
+  assert not line.any()
+
+
+def test_check_on_every_process_in_one_process_raises_the_check_error_itself():
+  with pytest.raises(errors.ConfigError, match='^bad$'):
+    distributed.check_on_every_process(lambda: _raise(errors.ConfigError('bad')))
+
+
+def _raise(error: Exception) -> None:
+  raise error

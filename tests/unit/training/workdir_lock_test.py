@@ -6,6 +6,7 @@ with a heartbeat, for gs://) on a local folder, with short timings.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -91,14 +92,36 @@ def test_heartbeat_lock_of_another_live_host_refuses(tmp_path):
       pass
 
 
-@pytest.mark.parametrize('record', [
-    {'heartbeat': time.time() - 3600},  # Another host, silent for an hour.
-    {'host': socket.gethostname(), 'pid': 2**22 + 12345},  # This host, process gone.
-], ids=['stale-heartbeat', 'dead-process'])
-def test_heartbeat_lock_is_taken_over(tmp_path, record):
+@pytest.mark.parametrize('record, why', [
+    ({'heartbeat': time.time() - 3600}, r'no heartbeat for 36\d\d s'),  # Another host.
+    ({'host': socket.gethostname(), 'pid': 2**22 + 12345}, 'that process has ended'),
+    # This host under the same name, before a reboot (a Spot VM recreated after a
+    # preemption killed the run mid-save), its pid reused by a live process.
+    ({'host': socket.gethostname(), 'pid': os.getpid(), 'boot_id': 'an-earlier-boot'},
+     'this host has rebooted since'),
+], ids=['stale-heartbeat', 'dead-process', 'rebooted-host'])
+def test_heartbeat_lock_of_a_gone_holder_is_taken_over_with_one_line(
+    tmp_path, record, why, caplog):
   _write_record(tmp_path, **record)
-  with _heartbeat(tmp_path):
-    assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['pid'] == os.getpid()
+  with caplog.at_level('WARNING'):
+    with _heartbeat(tmp_path):
+      taken = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
+      assert taken['pid'] == os.getpid() and taken['token'] != 'theirs'
+  (line,) = [logged.getMessage() for logged in caplog.records]
+  assert re.fullmatch(f'Taking over the lock of workdir {re.escape(str(tmp_path))} from '
+                      f'process {record.get("pid", 1)} on host [^ ]+: {why}\\.', line), line
+
+
+def test_heartbeat_lock_of_this_boot_and_a_live_process_refuses(tmp_path):
+  _write_record(tmp_path, host=socket.gethostname(), pid=os.getppid(),
+                boot_id=workdir_lock._boot_id())  # pylint: disable=protected-access
+  with pytest.raises(workdir_lock.WorkdirInUseError, match=f'process {os.getppid()}'):
+    with _heartbeat(tmp_path):
+      pass
+
+
+def test_stale_lock_is_three_missed_heartbeats():
+  assert workdir_lock.STALE_SECONDS == 3 * workdir_lock.HEARTBEAT_SECONDS
 
 
 def test_heartbeat_lock_lost_to_a_concurrent_writer_refuses(tmp_path, monkeypatch):
@@ -130,3 +153,26 @@ def test_heartbeat_rewrites_are_never_seen_half_written(tmp_path):
         unreadable += 1
   assert unreadable == 0, f'{unreadable} of {reads} reads found a half-written lock file'
   assert sorted(p.name for p in tmp_path.iterdir()) == []  # No temporary files left.
+
+
+def test_heartbeat_lock_of_a_run_killed_mid_save_is_taken_over_by_the_next(tmp_path, caplog):
+  """Issue 22, a Spot preemption: the run holding a gs://-style lock is SIGKILLed (its
+  lock file stays, fresh); the run started next on this host takes it over at once
+  instead of refusing for STALE_SECONDS."""
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import time\nfrom srgan_jax.training import workdir_lock\n'
+       f'with workdir_lock._heartbeat_lock({str(tmp_path)!r}, settle_seconds=0.01):\n'
+       '  print("held", flush=True)\n  time.sleep(600)'],
+      cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)}, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()  # Reaped, as a preempted VM's processes are gone.
+  left = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
+  assert left['pid'] == holder.pid and time.time() - left['heartbeat'] < 60
+  with caplog.at_level('WARNING'):
+    with _heartbeat(tmp_path, stale_seconds=workdir_lock.STALE_SECONDS):
+      assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['pid'] == os.getpid()
+  assert [logged.getMessage().rsplit(': ', 1)[-1] for logged in caplog.records] == [
+      'that process has ended.']
