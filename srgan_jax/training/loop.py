@@ -178,13 +178,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   # A fresh run starts in the SRResNet phase even with srresnet.num_steps = 0: the
   # switch at the top of the loop is what initializes the SRGAN generator
   # (srgan.init_from).
-  phase = steps.SRRESNET if start_step < srresnet_steps or not start_step else steps.SRGAN
-
-  generator, discriminator = jax.jit(
-      functools.partial(steps.create_states, config, phase), out_shardings=replicated)()
+  phase_at = lambda step: steps.SRRESNET if step < srresnet_steps or not step else steps.SRGAN
+  # The states a run at ``step`` starts from: the phase fixes the optimizer (and a
+  # restored state keeps the template's).
+  fresh_states = lambda step: jax.jit(functools.partial(
+      steps.create_states, config, phase_at(step)), out_shardings=replicated)()
+  phase = phase_at(start_step)
+  generator, discriminator = fresh_states(start_step)
   if start_step:
-    generator, discriminator, record = checkpointing.restore(
-        manager, start_step, generator, discriminator, config)
+    # The newest checkpoint that reads: damaged newer ones are moved aside (one line).
+    generator, discriminator, record = checkpointing.restore_newest_readable(
+        manager, fresh_states, config)
+    start_step, phase = record['step'], phase_at(record['step'])
     logging.info('Resumed from %s at step %d.', manager.directory, start_step)
     if phase == steps.SRGAN and record['phase'] == steps.SRRESNET:  # Saved right at the switch.
       phase = steps.SRRESNET
