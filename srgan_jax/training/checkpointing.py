@@ -21,6 +21,9 @@ import contextlib
 import asyncio
 import json
 import logging as std_logging
+import threading
+import warnings
+import weakref
 from typing import Any
 
 from absl import logging
@@ -29,6 +32,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint._src import asyncio_utils
+from orbax.checkpoint._src.futures import future as orbax_future
 
 from srgan_jax.nn import models
 from srgan_jax.runtime import errors
@@ -138,6 +142,34 @@ def run_record(step: int, phase: str, config: ml_collections.ConfigDict) -> dict
   return {'step': step, 'phase': phase, 'config': json.loads(config.to_json_best_effort())}
 
 
+# The step each manager saves (or last saved), for the error of a failed background write.
+_step_saving: 'weakref.WeakKeyDictionary[ocp.CheckpointManager, int]' = (
+    weakref.WeakKeyDictionary())
+
+
+def _stop_threads_of_failed_save() -> None:
+  """Cancels the background threads of a failed save that wait for its other threads.
+
+  Orbax splits an asynchronous save among threads that wait for each other's
+  signals (the step directory created, the arrays committed). One that fails does
+  not send its signal, so the others wait for it until Orbax's timeout (300 s) and,
+  not being daemons, keep the program up for that long after its one-line error
+  (a read-only workdir, a full disk). Each waiting thread is cancelled and then sent
+  the signals it waits for: it wakes, sees that it is cancelled, and returns without
+  writing anything. Only one save is ever in flight (Orbax waits for the previous
+  one), so every such thread belongs to the save that failed.
+  """
+  # pylint: disable=protected-access
+  for thread in threading.enumerate():
+    if isinstance(thread, orbax_future._SignalingThread) and thread.is_alive():
+      thread.cancel()
+      orbax_future.set_signals(thread._receive_signals, operation_id=thread._operation_id)
+  # The coroutines of the writes cancelled this way are never run; at exit Python
+  # would print a warning for each ("coroutine ... was never awaited").
+  warnings.filterwarnings('ignore', message="coroutine '.*' was never awaited",
+                          category=RuntimeWarning)
+
+
 def save(manager: ocp.CheckpointManager, step: int, generator: Any, discriminator: Any,
          record: dict[str, Any], force: bool = False) -> bool:
   """Saves (asynchronously) if the policy says so or ``force``; True when saved.
@@ -146,12 +178,14 @@ def save(manager: ocp.CheckpointManager, step: int, generator: Any, discriminato
     CheckpointError: this save failed to start, or an earlier asynchronous one
       failed (Orbax reports a background failure at the next save).
   """
+  _step_saving[manager] = step
   try:
     return manager.save(step, force=force, args=ocp.args.Composite(
         generator=ocp.args.StandardSave(generator),
         discriminator=ocp.args.StandardSave(discriminator),
         run=ocp.args.JsonSave(record)))
   except Exception as error:  # Disk full, permissions, quota: any failed write.
+    _stop_threads_of_failed_save()
     raise CheckpointError(
         f'writing a checkpoint in {manager.directory} failed ({_summary(error)}; reported '
         f'at step {step}); the latest complete checkpoint is step {manager.latest_step()}'
@@ -176,8 +210,10 @@ def wait_until_finished(manager: ocp.CheckpointManager) -> None:
   try:
     manager.wait_until_finished()
   except Exception as error:  # Disk full, permissions, quota: any failed write.
+    _stop_threads_of_failed_save()
+    step = _step_saving.get(manager)
     raise CheckpointError(
-        f'writing a checkpoint in {manager.directory} failed ({_summary(error)}); the '
+        f'writing checkpoint {step} in {manager.directory} failed ({_summary(error)}); the '
         f'latest complete checkpoint is step {manager.latest_step()}') from error
 
 

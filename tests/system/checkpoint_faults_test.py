@@ -10,12 +10,16 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import uuid
 
 from conftest import tiny_run_config, write_tiny_image_sets
-from preemption_test import assert_same_states, leaves, steps_on_disk
+from preemption_test import Worker, assert_same_states, leaves, steps_on_disk
+from preemption_test import tiny_config, write_images
 import pytest
 from user_errors_test import check_user_error, run_command, snapshot
 
+from srgan_jax.runtime import errors
 from srgan_jax.training import checkpointing
 from srgan_jax.training import loop
 
@@ -148,3 +152,77 @@ def test_orbax_waits_for_reads_in_flight_before_closing_its_event_loop():
   with pytest.raises(ValueError, match='OUT_OF_RANGE'):
     asyncio_utils.run_sync(restore())
   assert completions == ['delivered']
+
+
+def _mount(*args: str) -> None:
+  subprocess.run(['mount', *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def mountable(tmp_path):
+  """Skips unless this process may mount (root with CAP_SYS_ADMIN, as in CI's container)."""
+  probe = tmp_path / 'probe'
+  probe.mkdir()
+  try:
+    _mount('--bind', str(probe), str(probe))
+  except (OSError, subprocess.CalledProcessError) as error:
+    pytest.skip(f'cannot mount here: {error}')
+  subprocess.run(['umount', str(probe)], check=True)
+
+
+def _read_only(workdir):
+  """The workdir made read-only under the run: a read-only bind mount over it (root
+  ignores file modes, not a read-only mount)."""
+  _mount('--bind', str(workdir), str(workdir))
+  _mount('-o', 'remount,ro,bind', str(workdir))
+
+
+def _fill(workdir):
+  """The workdir's file system full: it lives on a small tmpfs; a file takes the rest."""
+  with open(workdir / 'filler', 'wb') as filler:
+    try:
+      while True:
+        filler.write(bytes(1 << 20))
+        filler.flush()
+    except OSError:
+      pass
+
+
+@pytest.mark.parametrize('fault, message', [
+    (_read_only, r'OSError: \[Errno 30\] Read-only file system'),
+    (_fill, r'(OSError|ValueError): .*(\[Errno 28\] No space left on device|RESOURCE_EXHAUSTED|'
+            r'No space)'),
+], ids=['read-only', 'disk-full'])
+def test_failed_checkpoint_write_ends_the_run_at_once(mountable, tmp_path, fault, message):
+  """Before: the error line at once, then the process stayed up for Orbax's 300 s
+  signalling timeout (its save threads waited for the one that had failed), and
+  printed dozens of lines of warnings and tracebacks."""
+  del mountable
+  write_images(tmp_path / 'images')
+  config = tiny_config(tmp_path / 'images', 20, 0)
+  config.checkpoint_every_steps = 2
+  # On its own small file system, so that filling it harms nothing else.
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  _mount('-t', 'tmpfs', '-o', 'size=64m', f'srgan-test-{uuid.uuid4().hex[:8]}', str(workdir))
+  try:
+    worker = Worker(tmp_path / 'worker', config, workdir, WORKER_PAUSE_AT='3')
+    try:
+      worker.wait_for('paused0')  # Checkpoint 2 saved and waited for (the first one).
+      fault(workdir)
+      (worker.out / 'resume').touch()
+      try:
+        code = worker.process.wait(timeout=240)  # The bug: over 300 s.
+      except subprocess.TimeoutExpired:
+        pytest.fail(f'still running 240 s after the save failed:\n{worker.log()[-3000:]}')
+    finally:
+      worker.stop()
+    log = worker.log()
+    assert code == errors.EXIT_USER_ERROR, log[-3000:]
+    lines = log.strip().splitlines()
+    assert re.fullmatch(rf'error: writing checkpoint 4 in {re.escape(str(workdir))}/checkpoints '
+                        rf'failed \({message}.*\); the latest complete checkpoint is step 2',
+                        lines[-1]), lines[-1]
+    assert 'Traceback' not in log and 'never awaited' not in log, log[-3000:]
+  finally:
+    subprocess.run(['umount', '-R', str(workdir)], check=False)
