@@ -160,6 +160,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """
   srresnet_steps, total_steps = config.srresnet.num_steps, (
       config.srresnet.num_steps + config.srgan.num_steps)
+  # First: SIGTERM while the states are restored or the steps compile (minutes on a
+  # large config) is noticed at the end of the first step, which is then saved.
+  preemption = PreemptionWatcher()
   # Damaged VGG19 weights are reported before anything is written.
   vgg_params, vgg_preprocessing = load_vgg(config)
   manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.
@@ -204,7 +207,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if jax.process_index() == 0 and config.profile_steps:
     hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
                                           logdir=workdir))
-  preemption = PreemptionWatcher()
   gan_health = gan_health_lib.GanHealth()
   sr_beside_hr = jax.jit(
       functools.partial(steps.sr_beside_hr,

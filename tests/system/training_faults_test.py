@@ -9,6 +9,7 @@ finished training is not a preemption.
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from user_errors_test import QUICKSTART, check_user_error, run_command, snapshot, write_image
 
 from srgan_jax.configs import quickstart
+from srgan_jax.runtime import errors
 
 # Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
 pytestmark = pytest.mark.system
@@ -141,3 +143,56 @@ def test_config_with_fewer_steps_than_the_checkpoint_is_refused(finished_run):
   after = snapshot(workdir)
   assert {**after, 'lock.json': None} == {**before, 'lock.json': None}
   assert (workdir / 'config.json').read_bytes() == config_json
+
+
+def _sigterm_when(workdir, args, line_pattern):
+  """Runs TINY for 50 steps and sends SIGTERM when stderr shows ``line_pattern``:
+  (exit status, stderr)."""
+  environment = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
+  environment.pop('SRGAN_JAX_DEBUG', None)
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'srgan_jax.main', f'--config={QUICKSTART}', f'--workdir={workdir}',
+       *TINY[:-1], '--config.srresnet.num_steps=50', '--config.eval_folders=()', *args],
+      cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  stderr = []
+  try:
+    for line in process.stderr:
+      stderr.append(line)
+      if re.search(line_pattern, line):
+        process.send_signal(signal.SIGTERM)
+        break
+    _, rest = process.communicate(timeout=300)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  return process.returncode, ''.join(stderr) + rest
+
+
+def test_sigterm_during_start_up_stops_with_75(tmp_path):
+  """Before: killed by SIGTERM (exit -15 / 143, no message): the handler came after
+  compilation."""
+  workdir = tmp_path / 'run'
+  code, stderr = _sigterm_when(workdir, [], r'JAX process 0 of 1')
+  assert code == errors.EXIT_PREEMPTED, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  # Signalled before the loop started (the usual case): nothing saved; else the loop
+  # saved its first step.
+  assert re.fullmatch(r'preempted: (training start-up \(nothing saved yet\) stopped by SIGTERM '
+                      r'before it finished; rerun the same command|saved step 1 in \S+; rerun '
+                      r'the same command to resume)', last), last
+
+
+def test_sigterm_while_a_resumed_run_compiles_saves_and_stops_with_75(finished_run, tmp_path):
+  """Before: killed by SIGTERM (exit -15 / 143) while the steps compiled."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run[0], workdir)
+  code, stderr = _sigterm_when(workdir, [], r'Resumed from \S+ at step 2\.')
+  assert code == errors.EXIT_PREEMPTED, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  saved = re.fullmatch(rf'preempted: saved step (\d+) in {re.escape(str(workdir))}/checkpoints; '
+                       r'rerun the same command to resume', last)
+  assert saved, last
+  assert (workdir / 'checkpoints' / saved.group(1)).is_dir()
+  assert 2 < int(saved.group(1)) < 50
