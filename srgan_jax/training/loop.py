@@ -30,6 +30,7 @@ from srgan_jax.runtime import sharding
 from srgan_jax.training import checkpointing
 from srgan_jax.training import gan_health as gan_health_lib
 from srgan_jax.training import steps
+from srgan_jax.training import workdir_lock
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -248,6 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
             writer.write_images(done, {'train/srgan/sr_beside_hr': jax.device_get(pairs)})
       if done % config.eval_every_steps == 0 or done == total_steps:
         evaluator.run(generator.eval_variables(), done, final=done == total_steps)
+      workdir_lock.check_held(workdir, done)  # Deleted or replaced: stop before writing.
       checkpointing.check_for_errors(manager)  # A failed background write stops here.
       preempted = preemption.reached(done, manager)
       if preempted or manager.should_save(done) or done == total_steps:

@@ -229,3 +229,41 @@ def test_failed_checkpoint_write_ends_the_run_at_once(mountable, tmp_path, fault
     for _ in range(3):
       if subprocess.run(['umount', str(workdir)], capture_output=True, check=False).returncode:
         break
+
+
+def _delete(workdir):
+  shutil.rmtree(workdir)
+
+
+def _replace(workdir):
+  shutil.rmtree(workdir)
+  workdir.mkdir()
+  (workdir / 'notes.txt').write_text('a new folder')
+
+
+@pytest.mark.parametrize('change', [_delete, _replace], ids=['deleted', 'replaced'])
+def test_run_stops_when_its_workdir_is_deleted_or_replaced(tmp_path, change):
+  """Before: the run went on, recreated checkpoints in a new folder that nobody
+  locked (a second run could lock it too) and exited 0."""
+  write_images(tmp_path / 'images')
+  config = tiny_config(tmp_path / 'images', 20, 0)
+  config.checkpoint_every_steps = 2
+  workdir = tmp_path / 'run'
+  worker = Worker(tmp_path / 'worker', config, workdir, WORKER_PAUSE_AT='3')
+  try:
+    worker.wait_for('paused0')
+    change(workdir)
+    after = snapshot(workdir) if workdir.exists() else None
+    (worker.out / 'resume').touch()
+    code = worker.finish()
+  finally:
+    worker.stop()
+  log = worker.log()
+  assert code == errors.EXIT_USER_ERROR, log[-3000:]
+  assert 'Traceback' not in log, log[-3000:]
+  assert log.strip().splitlines()[-1] == (
+      f'error: workdir {workdir} was deleted or replaced while this run wrote it (its lock is '
+      'on the old folder); stopped at step 4 rather than write into a folder it does not '
+      'hold. Find what removed it, then rerun (it resumes from the checkpoints there, if any)')
+  # Nothing written into whatever is at the path now.
+  assert (snapshot(workdir) if workdir.exists() else None) == after
