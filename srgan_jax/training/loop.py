@@ -122,6 +122,25 @@ class PreemptionWatcher:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+class OutOfMemoryError(errors.UserError, MemoryError):
+  """A training step needs more accelerator memory than there is."""
+
+
+def out_of_memory(error: Exception, config: ml_collections.ConfigDict
+                  ) -> OutOfMemoryError | None:
+  """The one-line error for XLA's RESOURCE_EXHAUSTED from a step (else None): what the
+  step held and what to lower, instead of a 50-line JaxRuntimeError traceback."""
+  if not isinstance(error, jax.errors.JaxRuntimeError) or 'RESOURCE_EXHAUSTED' not in str(error):
+    return None
+  detail = str(error).strip().splitlines()[0][:200]
+  devices = jax.device_count()
+  return OutOfMemoryError(
+      f'out of accelerator memory in a training step with batch_size={config.batch_size} '
+      f'({config.batch_size // devices} per device on {devices}) and data.crop_size='
+      f'{config.data.crop_size} ({detail}): lower batch_size or data.crop_size (memory '
+      'grows with batch x crop^2), or use more devices')
+
+
 def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
   """Raises NonFiniteLossError if any step since the last check had a bad loss."""
   bad_step = int(jax.device_get(train_metrics.first_nonfinite_step.compute()))
@@ -269,6 +288,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       elif preempted:
         raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the '
                                'same command to resume', (generator, discriminator))
+  except jax.errors.JaxRuntimeError as error:
+    raise out_of_memory(error, config) or error
   finally:
     preemption.close()
     checkpointing.wait_until_finished(manager)

@@ -196,3 +196,27 @@ def test_sigterm_while_a_resumed_run_compiles_saves_and_stops_with_75(finished_r
   assert saved, last
   assert (workdir / 'checkpoints' / saved.group(1)).is_dir()
   assert 2 < int(saved.group(1)) < 50
+
+
+def test_out_of_device_memory_in_a_step_is_one_line_naming_batch_and_crop():
+  """XLA's RESOURCE_EXHAUSTED, as jaxlib raises it (a real out-of-memory needs an
+  accelerator; on CPU the process swaps or is killed first). Before: a 54-line
+  JaxRuntimeError traceback (exit 1)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from srgan_jax.training import loop  # pylint: disable=g-import-not-at-top
+  config = quickstart.get_config()
+  config.batch_size, config.data.crop_size = 16, 1024
+  error = jax.errors.JaxRuntimeError(
+      'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 25769803776 bytes.\n'
+      'BufferAssignment OOM Debugging.\n...')
+  translated = loop.out_of_memory(error, config)
+  assert isinstance(translated, errors.UserError)
+  devices = jax.device_count()
+  assert str(translated) == (
+      f'out of accelerator memory in a training step with batch_size=16 ({16 // devices} per '
+      f'device on {devices}) and data.crop_size=1024 (RESOURCE_EXHAUSTED: Out of memory while '
+      'trying to allocate 25769803776 bytes.): lower batch_size or data.crop_size (memory '
+      'grows with batch x crop^2), or use more devices')
+  # Other runtime errors are bugs and keep their traceback.
+  assert loop.out_of_memory(jax.errors.JaxRuntimeError('INTERNAL: oops'), config) is None
+  assert loop.out_of_memory(ValueError('RESOURCE_EXHAUSTED'), config) is None
