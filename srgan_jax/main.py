@@ -21,7 +21,6 @@ shows tracebacks and the logs of other libraries.
 """
 
 import os
-import signal
 
 from absl import app
 from absl import flags
@@ -67,14 +66,11 @@ def main(argv):
                           _STEP.value is not None and _MODE.value == 'train'
                           and '--step is for --mode=evaluate', _not_a_folder(_WORKDIR.value))
   distributed.initialize()  # Before any other JAX call.
-  # SIGTERM before training starts (config checks, the workdir lock, imports): there
-  # is nothing to save; stop with 75 (rerun), not killed with 143. The loop's own
-  # handler takes over when it starts. Several processes: JAX's preemption service
-  # has SIGTERM, and the loop asks it at each step.
-  sigterm_stops = _MODE.value == 'evaluate' or jax.process_count() == 1
-  if sigterm_stops:
-    cli.stop_on_sigterm('main --mode=evaluate' if _MODE.value == 'evaluate' else
-                        'training start-up (nothing saved yet)')
+  if _MODE.value == 'train':
+    # From now on, not after compilation: SIGTERM during start-up saves the first step.
+    loop.watch_for_preemption()
+  else:
+    cli.stop_on_sigterm('main --mode=evaluate')
   config = flags.FLAGS.config
   # Relative paths are relative to where the command was started, once and for all.
   workdir = paths.absolute(_WORKDIR.value)
@@ -87,8 +83,6 @@ def main(argv):
   if _MODE.value == 'train':
     with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
       loop.train_and_evaluate(config, workdir)
-    if sigterm_stops:  # Training finished and saved: SIGTERM now is no preemption.
-      signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if distributed.is_main_process():
       print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
   else:

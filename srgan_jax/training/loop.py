@@ -122,6 +122,23 @@ class PreemptionWatcher:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+# The watcher main installs at start-up, for the next train_and_evaluate.
+_started_watcher: PreemptionWatcher | None = None
+
+
+def watch_for_preemption() -> None:
+  """Starts noticing SIGTERM now, for the next ``train_and_evaluate`` (main calls it
+  before the config checks): SIGTERM during start-up, the restore or compilation
+  (minutes on a large config) is then acted on at the end of the first step, which
+  is saved, instead of killing the process (exit 143) with nothing said.
+
+  A flag, not an exception raised from the handler: one raised there inside a
+  library that catches broadly (logging does) would be lost.
+  """
+  global _started_watcher
+  _started_watcher = PreemptionWatcher()
+
+
 class OutOfMemoryError(errors.UserError, MemoryError):
   """A training step needs more accelerator memory than there is."""
 
@@ -180,9 +197,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """
   srresnet_steps, total_steps = config.srresnet.num_steps, (
       config.srresnet.num_steps + config.srgan.num_steps)
-  # First: SIGTERM while the states are restored or the steps compile (minutes on a
-  # large config) is noticed at the end of the first step, which is then saved.
-  preemption = PreemptionWatcher()
+  # First: SIGTERM while the states are restored or the steps compile is acted on at
+  # the end of the first step, which is then saved.
+  global _started_watcher
+  preemption, _started_watcher = _started_watcher or PreemptionWatcher(), None
   # Damaged VGG19 weights are reported before anything is written.
   vgg_params, vgg_preprocessing = load_vgg(config)
   manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.

@@ -170,17 +170,15 @@ def _sigterm_when(workdir, args, line_pattern):
 
 def test_sigterm_during_start_up_stops_with_75(tmp_path):
   """Before: killed by SIGTERM (exit -15 / 143, no message): the handler came after
-  compilation."""
+  compilation. Now the first step is saved, then the run stops."""
   workdir = tmp_path / 'run'
   code, stderr = _sigterm_when(workdir, [], r'JAX process 0 of 1')
   assert code == errors.EXIT_PREEMPTED, stderr[-3000:]
   assert 'Traceback' not in stderr, stderr[-3000:]
   last = stderr.strip().splitlines()[-1]
-  # Signalled before the loop started (the usual case): nothing saved; else the loop
-  # saved its first step.
-  assert re.fullmatch(r'preempted: (training start-up \(nothing saved yet\) stopped by SIGTERM '
-                      r'before it finished; rerun the same command|saved step 1 in \S+; rerun '
-                      r'the same command to resume)', last), last
+  assert last == (f'preempted: saved step 1 in {workdir}/checkpoints; rerun the same command '
+                  'to resume'), last
+  assert sorted(path.name for path in (workdir / 'checkpoints').iterdir()) == ['1']
 
 
 def test_sigterm_while_a_resumed_run_compiles_saves_and_stops_with_75(finished_run, tmp_path):
