@@ -68,6 +68,11 @@ def main(argv):
                           _STEP.value is not None and _MODE.value == 'train'
                           and '--step is for --mode=evaluate')
   distributed.initialize()  # Before any other JAX call.
+  if _MODE.value == 'train':
+    # From now on, not after compilation: SIGTERM during start-up saves the first step.
+    loop.watch_for_preemption()
+  else:
+    cli.stop_on_sigterm('main --mode=evaluate')
   config = flags.FLAGS.config
   # Relative paths are relative to where the command was started, once and for all.
   workdir = paths.absolute(_WORKDIR.value)
@@ -89,7 +94,6 @@ def main(argv):
     # stops all, with the same line, instead of leaving them waiting for it.
     distributed.check_on_every_process(check_this_host)
     if _MODE.value == 'evaluate':
-      cli.stop_on_sigterm('main --mode=evaluate')
       # The architecture and scale come from the checkpoint: the workdir is enough.
       scoring.evaluate_model(*loading.load_generator('srgan', workdir, _STEP.value),
                              config.eval_folders, metric_names=config.eval_metrics)

@@ -16,16 +16,23 @@ what is wrong with it (a config whose shapes differ, a damaged directory, a fail
 write); the Orbax or TensorStore error it comes from stays chained to it.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import contextlib
+import asyncio
 import json
 import logging as std_logging
+import threading
+import warnings
+import weakref
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from orbax.checkpoint._src import asyncio_utils
+from orbax.checkpoint._src.futures import future as orbax_future
 
 from srgan_jax.nn import models
 from srgan_jax.runtime import errors
@@ -43,8 +50,48 @@ _STRUCTURE_FIELDS = {
 }
 
 
+_DRAIN_SECONDS = 30.0
+
+
+def _run_sync_then_drain(coro: Any) -> Any:
+  """Orbax's ``asyncio_utils._run_sync_via_new_loop``, which also waits for the loop's
+  other tasks before closing it.
+
+  Orbax runs each read or write in a new event loop and closes it as soon as the
+  coroutine ends. When one TensorStore read of a damaged checkpoint fails, the
+  coroutine ends with that error while the reads of the other arrays are still in
+  flight; each one then completes onto the closed loop, and TensorStore prints
+  "RuntimeError: Event loop is closed" with a traceback from its own thread, after
+  the program's one-line error (2 to 50 of them). Waiting for those reads (they end
+  in milliseconds) lets them complete where they started. Installed when this module
+  is imported: every Orbax call of the package goes through it.
+  """
+  loop = asyncio.new_event_loop()
+  try:
+    asyncio.set_event_loop(loop)
+    return loop.run_until_complete(coro)
+  finally:
+    try:
+      pending = asyncio.all_tasks(loop)
+      if pending:  # Bounded: a task that never ends must not keep the program up.
+        done, _ = loop.run_until_complete(asyncio.wait(pending, timeout=_DRAIN_SECONDS))
+        for task in done:  # Their errors repeat the one raised ("never retrieved" else).
+          if not task.cancelled():
+            task.exception()
+    finally:
+      asyncio.set_event_loop(None)
+      loop.close()
+
+
+asyncio_utils._run_sync_via_new_loop = _run_sync_then_drain  # pylint: disable=protected-access
+
+
 class CheckpointError(errors.UserError, RuntimeError):
   """A checkpoint directory that cannot be used, with the path and the reason."""
+
+
+class DamagedCheckpointError(CheckpointError):
+  """A checkpoint that Orbax cannot read although the config fits it."""
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
@@ -61,13 +108,15 @@ def _summary(error: Exception) -> str:
   return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
-def _damaged(manager: ocp.CheckpointManager, step: int, error: Exception) -> CheckpointError:
+def _damaged(manager: ocp.CheckpointManager, step: int,
+             error: Exception) -> DamagedCheckpointError:
   """The error for a checkpoint that Orbax cannot read although the config fits."""
   others = [other for other in manager.all_steps() if other != step]
-  return CheckpointError(
+  return DamagedCheckpointError(
       f'checkpoint {manager.directory / str(step)} cannot be read: it is damaged, incomplete, '
       f'or from other model code ({_summary(error)}). Other checkpoints in '
-      f'{manager.directory}: {others or "none"}; delete this one to resume from the newest.')
+      f'{manager.directory}: {others or "none"}; choose one of them with --step, or move '
+      'this one aside (training resumes from the newest that reads by itself).')
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict,
@@ -93,6 +142,34 @@ def run_record(step: int, phase: str, config: ml_collections.ConfigDict) -> dict
   return {'step': step, 'phase': phase, 'config': json.loads(config.to_json_best_effort())}
 
 
+# The step each manager saves (or last saved), for the error of a failed background write.
+_step_saving: 'weakref.WeakKeyDictionary[ocp.CheckpointManager, int]' = (
+    weakref.WeakKeyDictionary())
+
+
+def _stop_threads_of_failed_save() -> None:
+  """Cancels the background threads of a failed save that wait for its other threads.
+
+  Orbax splits an asynchronous save among threads that wait for each other's
+  signals (the step directory created, the arrays committed). One that fails does
+  not send its signal, so the others wait for it until Orbax's timeout (300 s) and,
+  not being daemons, keep the program up for that long after its one-line error
+  (a read-only workdir, a full disk). Each waiting thread is cancelled and then sent
+  the signals it waits for: it wakes, sees that it is cancelled, and returns without
+  writing anything. Only one save is ever in flight (Orbax waits for the previous
+  one), so every such thread belongs to the save that failed.
+  """
+  # pylint: disable=protected-access
+  for thread in threading.enumerate():
+    if isinstance(thread, orbax_future._SignalingThread) and thread.is_alive():
+      thread.cancel()
+      orbax_future.set_signals(thread._receive_signals, operation_id=thread._operation_id)
+  # The coroutines of the writes cancelled this way are never run; at exit Python
+  # would print a warning for each ("coroutine ... was never awaited").
+  warnings.filterwarnings('ignore', message="coroutine '.*' was never awaited",
+                          category=RuntimeWarning)
+
+
 def save(manager: ocp.CheckpointManager, step: int, generator: Any, discriminator: Any,
          record: dict[str, Any], force: bool = False) -> bool:
   """Saves (asynchronously) if the policy says so or ``force``; True when saved.
@@ -101,12 +178,14 @@ def save(manager: ocp.CheckpointManager, step: int, generator: Any, discriminato
     CheckpointError: this save failed to start, or an earlier asynchronous one
       failed (Orbax reports a background failure at the next save).
   """
+  _step_saving[manager] = step
   try:
     return manager.save(step, force=force, args=ocp.args.Composite(
         generator=ocp.args.StandardSave(generator),
         discriminator=ocp.args.StandardSave(discriminator),
         run=ocp.args.JsonSave(record)))
   except Exception as error:  # Disk full, permissions, quota: any failed write.
+    _stop_threads_of_failed_save()
     raise CheckpointError(
         f'writing a checkpoint in {manager.directory} failed ({_summary(error)}; reported '
         f'at step {step}); the latest complete checkpoint is step {manager.latest_step()}'
@@ -131,8 +210,10 @@ def wait_until_finished(manager: ocp.CheckpointManager) -> None:
   try:
     manager.wait_until_finished()
   except Exception as error:  # Disk full, permissions, quota: any failed write.
+    _stop_threads_of_failed_save()
+    step = _step_saving.get(manager)
     raise CheckpointError(
-        f'writing a checkpoint in {manager.directory} failed ({_summary(error)}); the '
+        f'writing checkpoint {step} in {manager.directory} failed ({_summary(error)}); the '
         f'latest complete checkpoint is step {manager.latest_step()}') from error
 
 
@@ -176,6 +257,69 @@ def restore(manager: ocp.CheckpointManager, step: int, generator: Any, discrimin
   except Exception as error:
     raise _damaged(manager, step, error) from error
   return restored['generator'], restored['discriminator'], record
+
+
+def _move_aside(directory: epath.Path, step: int) -> epath.Path:
+  """Renames checkpoint ``step`` to ``<step>.damaged`` (or ``.damaged.N``, never over
+  another), a name Orbax neither lists as a step nor cleans up as a temporary one."""
+  for attempt in range(1000):
+    aside = directory / (f'{step}.damaged' + (f'.{attempt}' if attempt else ''))
+    if not aside.exists():
+      (directory / str(step)).rename(aside)
+      return aside
+  raise CheckpointError(f'cannot move damaged checkpoint {directory / str(step)} aside: '
+                        f'{step}.damaged.0 to .999 exist; clean up {directory}')
+
+
+def restore_newest_readable(manager: ocp.CheckpointManager,
+                            templates: Callable[[int], tuple[Any, Any]],
+                            config: ml_collections.ConfigDict
+                            ) -> tuple[Any, Any, dict[str, Any]]:
+  """``restore`` of the newest checkpoint that reads; newer damaged ones are moved aside.
+
+  A checkpoint damaged on disk (a truncated or zeroed file, a missing item) would
+  otherwise stop every resume until a person deleted it, although an older one is
+  there. Each damaged checkpoint newer than the one restored is renamed to
+  ``<step>.damaged`` (by process 0; nothing is deleted), so that the run saves that
+  step again and Orbax's retention counts only readable ones. One warning line says
+  which steps and why.
+
+  Args:
+    manager: the run's manager.
+    templates: step -> (generator, discriminator) whose structure, shapes and
+      shardings a checkpoint of that step restores into.
+    config: the run's config.
+
+  Returns:
+    (generator, discriminator, record); ``record['step']`` is the step restored.
+
+  Raises:
+    CheckpointError: the config does not fit the newest checkpoint (no fallback: an
+      older one would not fit either), or no checkpoint reads (the newest one's
+      error; nothing is moved).
+  """
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = restore(manager, step, *templates(step), config)
+    except DamagedCheckpointError as error:
+      damaged.append((step, error))
+      continue
+    if damaged:
+      moved = ([_move_aside(manager.directory, bad_step) for bad_step, _ in damaged]
+               if jax.process_index() == 0 else [])
+      if jax.process_count() > 1:  # Every process lists the steps after the renames.
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        multihost_utils.sync_global_devices('srgan_jax damaged checkpoints moved aside')
+      manager.reload()
+      logging.warning(
+          'checkpoint %s cannot be read (%s); resuming from step %d, the newest that reads%s.',
+          manager.directory / str(damaged[0][0]), _summary(damaged[0][1].__cause__), step,
+          f' (kept aside as {", ".join(str(path) for path in moved)})' if moved else '')
+    return restored
+  if damaged:
+    raise damaged[0][1]
+  raise CheckpointError(f'no checkpoints in {manager.directory}')
 
 
 @contextlib.contextmanager

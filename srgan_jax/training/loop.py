@@ -31,6 +31,7 @@ from srgan_jax.runtime import sharding
 from srgan_jax.training import checkpointing
 from srgan_jax.training import gan_health as gan_health_lib
 from srgan_jax.training import steps
+from srgan_jax.training import workdir_lock
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -121,6 +122,42 @@ class PreemptionWatcher:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+# The watcher main installs at start-up, for the next train_and_evaluate.
+_started_watcher: PreemptionWatcher | None = None
+
+
+def watch_for_preemption() -> None:
+  """Starts noticing SIGTERM now, for the next ``train_and_evaluate`` (main calls it
+  before the config checks): SIGTERM during start-up, the restore or compilation
+  (minutes on a large config) is then acted on at the end of the first step, which
+  is saved, instead of killing the process (exit 143) with nothing said.
+
+  A flag, not an exception raised from the handler: one raised there inside a
+  library that catches broadly (logging does) would be lost.
+  """
+  global _started_watcher
+  _started_watcher = PreemptionWatcher()
+
+
+class OutOfMemoryError(errors.UserError, MemoryError):
+  """A training step needs more accelerator memory than there is."""
+
+
+def out_of_memory(error: Exception, config: ml_collections.ConfigDict
+                  ) -> OutOfMemoryError | None:
+  """The one-line error for XLA's RESOURCE_EXHAUSTED from a step (else None): what the
+  step held and what to lower, instead of a 50-line JaxRuntimeError traceback."""
+  if not isinstance(error, jax.errors.JaxRuntimeError) or 'RESOURCE_EXHAUSTED' not in str(error):
+    return None
+  detail = str(error).strip().splitlines()[0][:200]
+  devices = jax.device_count()
+  return OutOfMemoryError(
+      f'out of accelerator memory in a training step with batch_size={config.batch_size} '
+      f'({config.batch_size // devices} per device on {devices}) and data.crop_size='
+      f'{config.data.crop_size} ({detail}): lower batch_size or data.crop_size (memory '
+      'grows with batch x crop^2), or use more devices')
+
+
 def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
   """Raises NonFiniteLossError if any step since the last check had a bad loss."""
   bad_step = int(jax.device_get(train_metrics.first_nonfinite_step.compute()))
@@ -160,6 +197,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """
   srresnet_steps, total_steps = config.srresnet.num_steps, (
       config.srresnet.num_steps + config.srgan.num_steps)
+  # First: SIGTERM while the states are restored or the steps compile is acted on at
+  # the end of the first step, which is then saved.
+  global _started_watcher
+  preemption, _started_watcher = _started_watcher or PreemptionWatcher(), None
   # Damaged VGG19 weights are reported before anything is written.
   vgg_params, vgg_preprocessing = load_vgg(config)
   manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.
@@ -178,13 +219,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   # A fresh run starts in the SRResNet phase even with srresnet.num_steps = 0: the
   # switch at the top of the loop is what initializes the SRGAN generator
   # (srgan.init_from).
-  phase = steps.SRRESNET if start_step < srresnet_steps or not start_step else steps.SRGAN
-
-  generator, discriminator = jax.jit(
-      functools.partial(steps.create_states, config, phase), out_shardings=replicated)()
+  phase_at = lambda step: steps.SRRESNET if step < srresnet_steps or not step else steps.SRGAN
+  # The states a run at ``step`` starts from: the phase fixes the optimizer (and a
+  # restored state keeps the template's).
+  fresh_states = lambda step: jax.jit(functools.partial(
+      steps.create_states, config, phase_at(step)), out_shardings=replicated)()
+  phase = phase_at(start_step)
+  generator, discriminator = fresh_states(start_step)
   if start_step:
-    generator, discriminator, record = checkpointing.restore(
-        manager, start_step, generator, discriminator, config)
+    # The newest checkpoint that reads: damaged newer ones are moved aside (one line).
+    generator, discriminator, record = checkpointing.restore_newest_readable(
+        manager, fresh_states, config)
+    start_step, phase = record['step'], phase_at(record['step'])
     logging.info('Resumed from %s at step %d.', manager.directory, start_step)
     if phase == steps.SRGAN and record['phase'] == steps.SRRESNET:  # Saved right at the switch.
       phase = steps.SRRESNET
@@ -199,7 +245,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if jax.process_index() == 0 and config.profile_steps:
     hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
                                           logdir=workdir))
-  preemption = PreemptionWatcher()
   gan_health = gan_health_lib.GanHealth()
   sr_beside_hr = jax.jit(
       functools.partial(steps.sr_beside_hr,
@@ -241,6 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
             writer.write_images(done, {'train/srgan/sr_beside_hr': jax.device_get(pairs)})
       if done % config.eval_every_steps == 0 or done == total_steps:
         evaluator.run(generator.eval_variables(), done, final=done == total_steps)
+      workdir_lock.check_held(workdir, done)  # Deleted or replaced: stop before writing.
       checkpointing.check_for_errors(manager)  # A failed background write stops here.
       preempted = preemption.reached(done, manager)
       if preempted or manager.should_save(done) or done == total_steps:
@@ -260,6 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       elif preempted:
         raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the '
                                'same command to resume', (generator, discriminator))
+  except jax.errors.JaxRuntimeError as error:
+    raise out_of_memory(error, config) or error
   finally:
     preemption.close()
     checkpointing.wait_until_finished(manager)

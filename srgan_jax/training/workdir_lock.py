@@ -63,6 +63,45 @@ def _boot_id() -> str | None:
     return None
 
 
+class WorkdirGoneError(errors.UserError):
+  """The workdir this run locked was deleted or replaced while the run wrote it."""
+
+
+# The local workdirs this process holds: path -> (st_dev, st_ino) of the folder and of
+# the lock file it locked, which ``check_held`` compares with what the path is now.
+_held: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+
+
+def _identity(path: str) -> tuple[int, int]:
+  status = os.stat(path)
+  return status.st_dev, status.st_ino
+
+
+def check_held(workdir: str, step: int) -> None:
+  """Raises WorkdirGoneError when the locked workdir was deleted or replaced.
+
+  The flock belongs to the lock file's inode: after ``rm -rf WORKDIR`` this run
+  still holds it on the deleted file, while a new run (or Orbax's next save, which
+  creates folders as needed) would make a new WORKDIR that nobody locks. The loop
+  calls this at each step, before it writes, so that it stops instead of writing
+  into a folder it does not hold. A no-op for workdirs this process does not lock
+  (remote ones, other processes of a multi-host run, tests that call the loop).
+  """
+  held = _held.get(workdir)
+  if held is None:
+    return
+  try:
+    now = (_identity(workdir), _identity(os.path.join(workdir, LOCK_NAME)))
+  except OSError:
+    now = None
+  if now != held:
+    raise WorkdirGoneError(
+        f'workdir {workdir} was deleted or replaced while this run wrote it (its lock is on '
+        f'the old folder); stopped at step {step} rather than write into a folder it does '
+        'not hold. Find what removed it, then rerun (it resumes from the checkpoints '
+        'there, if any)')
+
+
 def _holder_record(token: str) -> dict[str, Any]:
   return {'host': socket.gethostname(), 'pid': os.getpid(), 'boot_id': _boot_id(),
           'token': token, 'heartbeat': time.time()}
@@ -139,8 +178,11 @@ def _flock(workdir: str) -> Iterator[None]:
     record = json.dumps(_holder_record(uuid.uuid4().hex)).encode()
     os.pwrite(fd, record, 0)
     os.ftruncate(fd, len(record))
+    status = os.fstat(fd)
+    _held[workdir] = (_identity(workdir), (status.st_dev, status.st_ino))
     yield
   finally:
+    _held.pop(workdir, None)
     os.close(fd)  # Releases the flock.
 
 

@@ -9,6 +9,7 @@ finished training is not a preemption.
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from user_errors_test import QUICKSTART, check_user_error, run_command, snapshot, write_image
 
 from srgan_jax.configs import quickstart
+from srgan_jax.runtime import errors
 
 # Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
 pytestmark = pytest.mark.system
@@ -141,3 +143,78 @@ def test_config_with_fewer_steps_than_the_checkpoint_is_refused(finished_run):
   after = snapshot(workdir)
   assert {**after, 'lock.json': None} == {**before, 'lock.json': None}
   assert (workdir / 'config.json').read_bytes() == config_json
+
+
+def _sigterm_when(workdir, args, line_pattern):
+  """Runs TINY for 50 steps and sends SIGTERM when stderr shows ``line_pattern``:
+  (exit status, stderr)."""
+  environment = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
+  environment.pop('SRGAN_JAX_DEBUG', None)
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'srgan_jax.main', f'--config={QUICKSTART}', f'--workdir={workdir}',
+       *TINY[:-1], '--config.srresnet.num_steps=50', '--config.eval_folders=()', *args],
+      cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  stderr = []
+  try:
+    for line in process.stderr:
+      stderr.append(line)
+      if re.search(line_pattern, line):
+        process.send_signal(signal.SIGTERM)
+        break
+    _, rest = process.communicate(timeout=300)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  return process.returncode, ''.join(stderr) + rest
+
+
+def test_sigterm_during_start_up_stops_with_75(tmp_path):
+  """Before: killed by SIGTERM (exit -15 / 143, no message): the handler came after
+  compilation. Now the first step is saved, then the run stops."""
+  workdir = tmp_path / 'run'
+  code, stderr = _sigterm_when(workdir, [], r'JAX process 0 of 1')
+  assert code == errors.EXIT_PREEMPTED, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  assert last == (f'preempted: saved step 1 in {workdir}/checkpoints; rerun the same command '
+                  'to resume'), last
+  assert sorted(path.name for path in (workdir / 'checkpoints').iterdir()) == ['1']
+
+
+def test_sigterm_while_a_resumed_run_compiles_saves_and_stops_with_75(finished_run, tmp_path):
+  """Before: killed by SIGTERM (exit -15 / 143) while the steps compiled."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run[0], workdir)
+  code, stderr = _sigterm_when(workdir, [], r'Resumed from \S+ at step 2\.')
+  assert code == errors.EXIT_PREEMPTED, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  saved = re.fullmatch(rf'preempted: saved step (\d+) in {re.escape(str(workdir))}/checkpoints; '
+                       r'rerun the same command to resume', last)
+  assert saved, last
+  assert (workdir / 'checkpoints' / saved.group(1)).is_dir()
+  assert 2 < int(saved.group(1)) < 50
+
+
+def test_out_of_device_memory_in_a_step_is_one_line_naming_batch_and_crop():
+  """XLA's RESOURCE_EXHAUSTED, as jaxlib raises it (a real out-of-memory needs an
+  accelerator; on CPU the process swaps or is killed first). Before: a 54-line
+  JaxRuntimeError traceback (exit 1)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from srgan_jax.training import loop  # pylint: disable=g-import-not-at-top
+  config = quickstart.get_config()
+  config.batch_size, config.data.crop_size = 16, 1024
+  error = jax.errors.JaxRuntimeError(
+      'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 25769803776 bytes.\n'
+      'BufferAssignment OOM Debugging.\n...')
+  translated = loop.out_of_memory(error, config)
+  assert isinstance(translated, errors.UserError)
+  devices = jax.device_count()
+  assert str(translated) == (
+      f'out of accelerator memory in a training step with batch_size=16 ({16 // devices} per '
+      f'device on {devices}) and data.crop_size=1024 (RESOURCE_EXHAUSTED: Out of memory while '
+      'trying to allocate 25769803776 bytes.): lower batch_size or data.crop_size (memory '
+      'grows with batch x crop^2), or use more devices')
+  # Other runtime errors are bugs and keep their traceback.
+  assert loop.out_of_memory(jax.errors.JaxRuntimeError('INTERNAL: oops'), config) is None
+  assert loop.out_of_memory(ValueError('RESOURCE_EXHAUSTED'), config) is None
