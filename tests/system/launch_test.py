@@ -12,23 +12,26 @@ against a fake ~/srgan_venv.
 """
 
 import ast
+import json
 import os
 import pathlib
 import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, image_set
 from srgan_jax.runtime import distributed
 
 # Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
 pytestmark = pytest.mark.system
 
 TPU_VM = REPO / 'launch' / 'tpu_vm.sh'
+ACCELERATOR_CHECK = REPO / 'launch' / 'accelerator_check.sh'
 GPU_LOCAL = REPO / 'launch' / 'gpu_local.sh'
 GCLOUD = ['gcloud', 'compute', 'tpus', 'tpu-vm']
 TPU = {'TPU_NAME': 'sr-test', 'ZONE': 'us-central2-b', 'WORKDIR': 'gs://bucket/run',
@@ -589,3 +592,38 @@ def test_gpu_local_says_when_it_cannot_make_the_virtual_environment(tmp_path):
       f'gpu_local.sh: error: cannot create the virtual environment {tmp_path / "venv"} with '
       'python3.12 (Debian/Ubuntu: sudo apt install python3.12-venv)')
   assert [call[0] for call in _recorded_calls(tmp_path)] == ['python3.12']  # Nothing after.
+
+
+def test_accelerator_check_tiny_writes_every_output(tmp_path):
+  """launch/accelerator_check.sh --tiny: every stage ends well, and what it writes
+  parses (the device run writes the same files at full size)."""
+  for name in ('T91', 'BSD200', 'Set5'):
+    image_set(name)
+  output = tmp_path / 'check'
+  environment = {**os.environ, 'PYTHON': sys.executable}
+  result = subprocess.run(['bash', str(ACCELERATOR_CHECK), '--tiny', str(output)], cwd=tmp_path,
+                          env=environment, capture_output=True, text=True, timeout=3600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  summary = json.loads((output / 'summary.json').read_text())
+  stages = {stage['stage']: stage for stage in summary['stages']}
+  benchmarks = [f'benchmark_{run}_8_{dtype}' for run in ('srresnet', 'srgan')
+                for dtype in ('float32', 'bfloat16')]
+  benchmarks += [f'benchmark_inference_{dtype}' for dtype in ('float32', 'bfloat16')]
+  assert set(stages) == {'environment', 'tests', 'train', 'eval_set5', *benchmarks}
+  failed = {name: stage for name, stage in stages.items() if stage['rc']}
+  assert not failed, (failed, {name: (output / 'logs' / f'{name}.log').read_text()[-2000:]
+                               for name in failed})
+  assert json.loads((output / 'environment.json').read_text())['backend'] == 'cpu'
+  assert 'failures="0"' in (output / 'tests.xml').read_text()
+  for name in benchmarks:
+    report = json.loads((output / f'{name}.json').read_text())
+    rows = report['results']
+    assert rows and all(row['images_per_s'] > 0 and row['torch']['images_per_s'] > 0
+                        for row in rows), name
+    if 'inference' not in name:  # 1 and K=2 steps per call.
+      assert sorted(row['steps_per_call'] for row in rows) == [1, 2], name
+  assert (output / 'train' / 'config.json').is_file()
+  assert [path.name for path in (output / 'train' / 'checkpoints').iterdir()
+          if path.name.isdigit()] == ['4']
+  evaluation = json.loads((output / 'eval_set5.json').read_text())
+  assert 'psnr' in json.dumps(evaluation).lower()
