@@ -602,7 +602,7 @@ def test_accelerator_check_tiny_writes_every_output(tmp_path):
   output = tmp_path / 'check'
   environment = {**os.environ, 'PYTHON': sys.executable}
   result = subprocess.run(['bash', str(ACCELERATOR_CHECK), '--tiny', str(output)], cwd=tmp_path,
-                          env=environment, capture_output=True, text=True, timeout=3600)
+                          env=environment, capture_output=True, text=True, timeout=4 * 3600)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   summary = json.loads((output / 'summary.json').read_text())
   stages = {stage['stage']: stage for stage in summary['stages']}
