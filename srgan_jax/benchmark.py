@@ -4,6 +4,7 @@ PyTorch (the lines are ``srgan_jax/benchmarking/lines.py``).
   python -m srgan_jax.benchmark --run=srresnet,srgan,inference --batch_sizes=16,128 \
       --dtype=bfloat16 --json=/tmp/benchmark.json
   python -m srgan_jax.benchmark --run=srresnet,inference --batch_sizes=16 --compare=torch
+  python -m srgan_jax.benchmark --run=srresnet --batch_sizes=16 --steps_per_call=1,8
   python -m srgan_jax.benchmark --run=pipeline --batch_sizes=16      # tf.data alone
   python -m srgan_jax.benchmark --run=srresnet --batch_sizes=16 --compare=torch \
       --weight_gradients=xla,auto --rounds=20     # side by side, on a busy machine
@@ -92,6 +93,9 @@ def _define_flags() -> None:
                        'modes, PyTorch) side by side: N rounds of one call each, in the reverse '
                        'order every other round; report the median, min and max call and the '
                        'load. 0: each variant over --steps calls, one after the other.')
+  flags.DEFINE_list('steps_per_call', ['1'], 'Train steps per compiled call (jax.lax.scan over '
+                    'a stack of batches, as config.steps_per_call): each train line once per '
+                    'value; times are per step.')
   flags.DEFINE_list('data_folders', None, 'HR image folders for --run=pipeline '
                     '(default: srgan_jax/configs/default.py).')
 
@@ -107,9 +111,10 @@ def _integers(name: str, values: Sequence[str], minimum: int) -> list[int]:
   return numbers
 
 
-def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None]:
-  """Every flag, before JAX starts: (batch sizes, inference sizes, widths)."""
+def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None, list[int]]:
+  """Every flag, before JAX starts: (batch sizes, inference sizes, widths, steps per call)."""
   batch_sizes = _integers('batch_sizes', f.batch_sizes, 1)
+  steps_per_call = _integers('steps_per_call', f.steps_per_call, 1)
   inference_sizes = _integers('inference_sizes', f.inference_sizes, 1)
   widths = tuple(_integers('widths', f.widths, 1)) if f.widths else None
   unknown = sorted(set(f.run) - set(lines.BENCHMARKS))
@@ -128,21 +133,22 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None]:
       any(b % jax.device_count() for b in batch_sizes) and
       f'--batch_sizes must be multiples of the {jax.device_count()} devices',
       f.json is not None and os.path.isdir(f.json) and f'--json={f.json} is a folder')
-  return batch_sizes, inference_sizes, widths
+  return batch_sizes, inference_sizes, widths, steps_per_call
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  batch_sizes, inference_sizes, widths = _check_flags(f)
+  batch_sizes, inference_sizes, widths, steps_per_call = _check_flags(f)
   report = lines.run_benchmarks(lines.BenchmarkOptions(
       benchmarks=tuple(f.run), batch_sizes=tuple(batch_sizes), crop_size=f.crop_size,
       inference_sizes=tuple(inference_sizes), inference_batch=f.inference_batch,
       dtype=f.dtype, steps=f.steps, warmup=f.warmup, widths=widths, compare=f.compare,
       torch_compile=f.torch_compile, torch_channels_last=f.torch_channels_last,
       data_folders=f.data_folders and tuple(paths.absolute(folder) for folder in f.data_folders),
-      weight_gradients=tuple(f.weight_gradients), rounds=f.rounds))
+      weight_gradients=tuple(f.weight_gradients), rounds=f.rounds,
+      steps_per_call=tuple(steps_per_call)))
   print(lines.format_table(report))
   if f.json:
     output = paths.absolute(f.json)

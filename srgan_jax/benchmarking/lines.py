@@ -37,7 +37,8 @@ RANDOM_VGG_NOTE = ('VGG19 weights are random values in the real layout: the same
 
 
 def benchmark_config(*, batch_size: int, crop_size: int = 96, dtype: str = 'float32',
-                     widths: tuple[int, int] | None = None) -> ml_collections.ConfigDict:
+                     widths: tuple[int, int] | None = None,
+                     steps_per_call: int = 1) -> ml_collections.ConfigDict:
   """srgan_jax/configs/default.py with the benchmark's batch, crop and dtype.
 
   ``widths = (num_blocks, features)`` narrows the generator (small test runs), with
@@ -47,6 +48,7 @@ def benchmark_config(*, batch_size: int, crop_size: int = 96, dtype: str = 'floa
   config.batch_size = batch_size
   config.data.crop_size = crop_size
   config.dtype = dtype
+  config.steps_per_call = steps_per_call
   if widths:
     config.generator.num_blocks, config.generator.features = widths
     config.generator.upsample_features = 4 * widths[1]
@@ -96,8 +98,15 @@ def compile_train_step(config: ml_collections.ConfigDict, phase: str,
                        batch: dict[str, jax.Array], vgg_params: Any,
                        replicated: jax.sharding.NamedSharding, *,
                        peak: float | None) -> timing.Prepared:
-  """training/steps.py's jitted step of a phase, compiled; its calls donate (consume) the states."""
-  srresnet_step, srgan_step = train_steps.compile_steps(config, 'caffe', replicated)
+  """training/steps.py's jitted step of a phase, compiled; its calls donate (consume) the states.
+
+  With ``config.steps_per_call`` k > 1, each call runs k steps (``scan_steps``) over a
+  stack of k batches (``batch`` is that stack), as the training loop runs them; the
+  fields are per step (seconds per call / k).
+  """
+  per_call = config.steps_per_call
+  srresnet_step, srgan_step = train_steps.compile_steps(config, 'caffe', replicated,
+                                                        scanned=per_call > 1)
   train_metrics = train_steps.empty_metrics(phase, replicated)
   if phase == train_steps.SRRESNET:
     jitted, carry, rest = srresnet_step, (generator, train_metrics), (batch, 0)
@@ -110,8 +119,10 @@ def compile_train_step(config: ml_collections.ConfigDict, phase: str,
   flops = compiled_flops(compiled)
 
   def fields(seconds: float) -> dict[str, Any]:
-    return {'compile_s': compile_s,
-            **timing.rates(seconds, config.batch_size, flops, peak, jax.device_count())}
+    # XLA's cost analysis counts a loop's body once (measured: a 3-step scan reports the
+    # FLOPs of one step), so ``flops`` is already per step.
+    return {'compile_s': compile_s, **timing.rates(
+        seconds / per_call, config.batch_size, flops, peak, jax.device_count())}
 
   return timing.Loop(lambda states: compiled(*states, *rest), carry), fields
 
@@ -225,7 +236,14 @@ def _train_variants(config: ml_collections.ConfigDict, phase: str, mesh: jax.sha
   create_states = jax.jit(functools.partial(train_steps.create_states, config, phase),
                           out_shardings=replicated)
   host_batch = synthetic_batch(config.batch_size, config.data.crop_size, config.scale)
-  batch = sharding.shard_batch(host_batch, jax.sharding.NamedSharding(mesh, jax.P('data')))
+  per_call = config.steps_per_call
+  if per_call > 1:  # The same crops at each step of a call: the work does not depend on them.
+    batch = sharding.shard_batch(
+        {key: np.broadcast_to(value, (per_call, *value.shape))
+         for key, value in host_batch.items()},
+        jax.sharding.NamedSharding(mesh, jax.P(None, 'data')))
+  else:
+    batch = sharding.shard_batch(host_batch, jax.sharding.NamedSharding(mesh, jax.P('data')))
 
   def compile_step() -> timing.Prepared:
     generator, discriminator = create_states()  # The same states for each mode.
@@ -267,6 +285,7 @@ class BenchmarkOptions:
   data_folders: tuple[str, ...] | None = None  # The pipeline's HR folders (default: config's).
   weight_gradients: tuple[str, ...] = ('auto',)  # Each JAX line once per conv.MODES mode.
   rounds: int = 0  # > 0: variants side by side over that many rounds (``timing.measure``).
+  steps_per_call: tuple[int, ...] = (1,)  # Train steps per compiled call (``scan_steps``).
 
   def __post_init__(self):
     unknown = set(self.benchmarks) - set(BENCHMARKS)
@@ -280,6 +299,8 @@ class BenchmarkOptions:
                        f'got {self.weight_gradients}')
     if self.rounds < 0:
       raise ValueError(f'rounds must be >= 0, got {self.rounds}')
+    if not self.steps_per_call or min(self.steps_per_call) < 1:
+      raise ValueError(f'steps_per_call must be >= 1, got {self.steps_per_call}')
 
 
 def run_benchmarks(options: BenchmarkOptions = BenchmarkOptions(),
@@ -297,7 +318,8 @@ def run_benchmarks(options: BenchmarkOptions = BenchmarkOptions(),
       'device_count': jax.device_count(), 'dtype': options.dtype, 'peak_tflops_per_device': peak,
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'python': platform.python_version(),
       'steps': options.steps, 'warmup': options.warmup, 'widths': options.widths,
-      'weight_gradients': list(options.weight_gradients), 'rounds': options.rounds}
+      'weight_gradients': list(options.weight_gradients), 'rounds': options.rounds,
+      'steps_per_call': list(options.steps_per_call)}
   notes = []
   if options.rounds:
     notes.append(ROUNDS_NOTE.format(rounds=options.rounds))
@@ -327,13 +349,16 @@ def run_benchmarks(options: BenchmarkOptions = BenchmarkOptions(),
     if phase not in options.benchmarks:
       continue
     for batch_size in options.batch_sizes:
-      config = benchmark_config(batch_size=batch_size, crop_size=options.crop_size, dtype=options.dtype,
-                                widths=options.widths)
-      line = {'benchmark': f'{phase}_step', 'batch_size': batch_size, 'hr_size': options.crop_size}
-      _time_line(line, *_train_variants(config, phase, mesh, host_vgg, device_vgg,
-                                        weight_gradients=options.weight_gradients,
-                                        torch_options=torch_options, peak=peak),
-                 add, schedule)
+      for per_call in options.steps_per_call:
+        config = benchmark_config(batch_size=batch_size, crop_size=options.crop_size,
+                                  dtype=options.dtype, widths=options.widths,
+                                  steps_per_call=per_call)
+        line = {'benchmark': f'{phase}_step', 'batch_size': batch_size,
+                'hr_size': options.crop_size, 'steps_per_call': per_call}
+        _time_line(line, *_train_variants(config, phase, mesh, host_vgg, device_vgg,
+                                          weight_gradients=options.weight_gradients,
+                                          torch_options=torch_options, peak=peak),
+                   add, schedule)
   if 'inference' in options.benchmarks:
     config = benchmark_config(batch_size=options.inference_batch, crop_size=options.crop_size, dtype=options.dtype,
                               widths=options.widths)
@@ -367,7 +392,7 @@ def run_benchmarks(options: BenchmarkOptions = BenchmarkOptions(),
 
 
 _COLUMNS = (('benchmark', 'benchmark', '{}'), ('dW', 'weight_gradient', '{}'),
-            ('batch', 'batch_size', '{}'),
+            ('batch', 'batch_size', '{}'), ('k', 'steps_per_call', '{}'),
             ('HR side', 'hr_size', '{}'), ('ms/step', 'ms_per_step', '{:.1f}'),
             ('ms min', 'ms_min', '{:.1f}'), ('ms max', 'ms_max', '{:.1f}'),
             ('images/s', 'images_per_s', '{:.2f}'), ('MP/s', 'megapixels_per_s', '{:.2f}'),

@@ -143,6 +143,16 @@ def _make_batch(hr_pages: jax.Array, hr_table: jax.Array, lr_pages: jax.Array,
           'hr': (hr.astype(jnp.float32) - 127.5) / 127.5}
 
 
+@functools.partial(jax.jit, static_argnames=('batch_size', 'crop_size', 'scale', 'augment'))
+def _make_batches(hr_pages: jax.Array, hr_table: jax.Array, lr_pages: jax.Array,
+                  lr_table: jax.Array, key: jax.Array, steps: jax.Array, **static
+                  ) -> dict[str, jax.Array]:
+  """The batches of ``steps`` stacked (``[n, batch, ...]``), in one program: each is
+  ``_make_batch``'s of its step, since every draw is keyed by the step alone."""
+  return jax.vmap(lambda step: _make_batch(hr_pages, hr_table, lr_pages, lr_table, key, step,
+                                           **static))(steps)
+
+
 class DeviceDataSource:
   """One host's training images on its first local device; batches made there."""
 
@@ -199,12 +209,25 @@ class DeviceDataSource:
     Raises:
       ValueError: fewer images on this host than ``batch_size``.
     """
-    if batch_size > self.num_images:
-      raise ValueError(f'{self._description} has {self.num_images} usable images, fewer '
-                       f'than the per-host batch of {batch_size} (each crop needs its own image)')
+    self._check_batch_size(batch_size)
     return _make_batch(*self._buffers, self._key, jnp.asarray(step, jnp.int32),
                        batch_size=batch_size, crop_size=self._crop_size, scale=self._scale,
                        augment=self._augment)
+
+  def stacked_batches(self, first_step: int, count: int, batch_size: int
+                      ) -> dict[str, jax.Array]:
+    """The batches of steps ``first_step .. first_step + count - 1`` stacked along a new
+    leading axis (``[count, b, ...]``), made by one dispatch (see ``batch``)."""
+    self._check_batch_size(batch_size)
+    return _make_batches(*self._buffers, self._key,
+                         jnp.arange(first_step, first_step + count, dtype=jnp.int32),
+                         batch_size=batch_size, crop_size=self._crop_size, scale=self._scale,
+                         augment=self._augment)
+
+  def _check_batch_size(self, batch_size: int) -> None:
+    if batch_size > self.num_images:
+      raise ValueError(f'{self._description} has {self.num_images} usable images, fewer '
+                       f'than the per-host batch of {batch_size} (each crop needs its own image)')
 
   def batches(self, start_step: int, batch_size: int) -> Iterator[dict[str, jax.Array]]:
     """The batches of steps ``start_step, start_step + 1, ...`` (see ``batch``)."""

@@ -95,6 +95,7 @@ RULES: dict[str, flag_checks.Checker] = {
     'srgan.vgg_weights': flag_checks.text(optional=True),
     'srgan.init_from': flag_checks.text(optional=True),
     'ema_decay': flag_checks.number(minimum=0, below=1),
+    'steps_per_call': flag_checks.integer(minimum=1),
     'log_every_steps': flag_checks.integer(minimum=1),
     'checkpoint_every_steps': flag_checks.integer(minimum=1),
     'keep_checkpoints': flag_checks.integer(minimum=1),
@@ -184,6 +185,13 @@ def _relations(flat: Mapping[str, Any], device_count: int | None, process_count:
     problems.append(f'batch_size must be a multiple of the {device_count} devices, got {batch}')
   if flat['srresnet.num_steps'] + flat['srgan.num_steps'] == 0:
     problems.append('srresnet.num_steps + srgan.num_steps must be >= 1, got 0')
+  per_call = flat['steps_per_call']
+  # Logs, evaluations and checkpoints happen between calls (training/loop.py).
+  uneven = [f'{name}={flat[name]}' for name in (
+      'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps') if flat[name] % per_call]
+  if uneven:
+    problems.append(f'{", ".join(uneven)} must be multiples of steps_per_call={per_call} '
+                    '(logs, evaluations and checkpoints happen between calls)')
   if not check_files:
     return problems
   if flat['data.source'] in ('folders', 'device'):

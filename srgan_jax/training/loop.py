@@ -12,7 +12,7 @@ pipeline and clu's TensorBoard writer are imported when the loop runs.
 
 import functools
 import signal
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from absl import logging
 from clu import metrics
@@ -38,21 +38,57 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
+def _device_source(config: ml_collections.ConfigDict) -> Any:
+  """This host's images decoded onto its first device (config.data.source='device')."""
+  from srgan_jax.data import on_device  # pylint: disable=g-import-not-at-top  # This source only.
+  return on_device.DeviceDataSource(
+      config.data, scale=config.scale, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
 def create_input_iterator(config: ml_collections.ConfigDict,
                           start_step: int) -> Iterator[dict[str, np.ndarray]]:
   """This host's batches for steps start_step, start_step + 1, ..."""
   if config.data.source == 'device':  # No tensorflow: decoded once onto the accelerator.
-    from srgan_jax.data import on_device  # pylint: disable=g-import-not-at-top  # This source only.
-    source = on_device.DeviceDataSource(
-        config.data, scale=config.scale, seed=config.seed,
-        process_index=jax.process_index(), process_count=jax.process_count())
-    return source.batches(start_step, config.batch_size // jax.process_count())
+    return _device_source(config).batches(start_step, config.batch_size // jax.process_count())
   # tf.data source only (it imports tensorflow).
   from srgan_jax.data import tf_pipeline  # pylint: disable=g-import-not-at-top
   return tf_pipeline.create_train_iterator(
       config.data, scale=config.scale, batch_size=config.batch_size // jax.process_count(),
       seed=config.seed, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count())
+
+
+def create_stacked_input(config: ml_collections.ConfigDict,
+                         start_step: int) -> Callable[[int], dict[str, Any]]:
+  """``next_stack(count)``: this host's batches of the next ``count`` steps (from
+  start_step on), stacked ``[count, b, ...]``, for calls of several steps.
+
+  The device source makes the stack on the device in one dispatch; the others stack
+  host batches, which then reach the devices in one transfer.
+  """
+  if config.data.source == 'device':
+    source, next_step = _device_source(config), start_step
+
+    def next_stack(count: int) -> dict[str, Any]:
+      nonlocal next_step
+      stack = source.stacked_batches(next_step, count, config.batch_size // jax.process_count())
+      next_step += count
+      return stack
+
+    return next_stack
+  batches = create_input_iterator(config, start_step)
+  return lambda count: jax.tree_util.tree_map(
+      lambda *steps_batches: np.stack(steps_batches), *[next(batches) for _ in range(count)])
+
+
+def steps_in_call(step: int, config: ml_collections.ConfigDict) -> int:
+  """How many steps the call starting at ``step`` runs: up to config.steps_per_call,
+  ending at a multiple of it (where logs, evaluations and checkpoints fall), and never
+  past the SRResNet -> SRGAN switch or the last step."""
+  per_call, srresnet_steps = config.steps_per_call, config.srresnet.num_steps
+  end = min(step - step % per_call + per_call, srresnet_steps + config.srgan.num_steps)
+  return (min(end, srresnet_steps) if step < srresnet_steps else end) - step
 
 
 def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str]:
@@ -238,9 +274,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
   vgg_params = jax.device_put(vgg_params, replicated)
-  srresnet_step, srgan_step = steps.compile_steps(config, vgg_preprocessing, replicated)
+  per_call = config.steps_per_call
+  srresnet_step, srgan_step = steps.compile_steps(config, vgg_preprocessing, replicated,
+                                                  scanned=per_call > 1)
   train_metrics = steps.empty_metrics(phase, replicated)
-  batches = create_input_iterator(config, start_step)
+  if per_call > 1:  # Stacks [n, batch, ...], split over the devices along the batch.
+    next_stack = create_stacked_input(config, start_step)
+    data_sharding = jax.sharding.NamedSharding(mesh, jax.P(None, 'data'))
+  else:
+    batches = create_input_iterator(config, start_step)
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
   if jax.process_index() == 0 and config.profile_steps:
     hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
@@ -255,21 +297,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
                start_step, total_steps, srresnet_steps, jax.device_count())
   try:
-    for step in range(start_step, total_steps):
+    step = start_step
+    while step < total_steps:  # One compiled call (of steps_in_call steps) per pass.
       if phase == steps.SRRESNET and step >= srresnet_steps:
         phase = steps.SRGAN
         generator = initialize_srgan_generator(generator, config, replicated)
         train_metrics = steps.empty_metrics(phase, replicated)
+      count = steps_in_call(step, config)
       # Outside the mesh context: the device source makes each host's batch on one
       # of its devices before it joins the global batch.
-      batch = sharding.shard_batch(next(batches), data_sharding)
+      batch = sharding.shard_batch(next_stack(count) if per_call > 1 else next(batches),
+                                   data_sharding)
       with jax.set_mesh(mesh), jax.profiler.StepTraceAnnotation('train', step_num=step):
         if phase == steps.SRRESNET:
           generator, train_metrics = srresnet_step(generator, train_metrics, batch, step)
         else:
           generator, discriminator, train_metrics = srgan_step(
               generator, discriminator, train_metrics, batch, vgg_params, step)
-      done = step + 1
+      if per_call > 1:
+        batch = jax.tree_util.tree_map(lambda stack: stack[-1], batch)  # For sr_beside_hr.
+      done = step = step + count
       for hook in hooks:
         hook(done)
       if done % config.log_every_steps == 0 or done in (srresnet_steps, total_steps):

@@ -88,6 +88,20 @@ class SRGANMetrics(metrics.Collection):
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  """The dtype the networks compute in (config.dtype). With bfloat16, only the
+  convolutions and activations are bfloat16; float32 stays where bfloat16's 8-bit
+  mantissa would change the training (notes/CONFIG_RESULTS.md measures bf16 against
+  float32):
+  - parameters, hence gradients and Adam's moments and updates: the optimizer's master
+    weights, so that 1e-4 x Adam steps are not rounded away (create_train_state
+    initializes them in float32, Flax's default ``param_dtype``);
+  - BatchNorm statistics and running averages (Flax reduces in float32 and keeps the
+    averages in the parameters' dtype): a mean of 16 x 96 x 96 values, and averages
+    updated by 10% a step, would lose their low bits in bfloat16;
+  - every loss (nn/losses.py casts its inputs): means of small squared differences;
+  - the VGG content loss: its input in 0..255 (vgg19.preprocess) and its feature maps,
+    cast to float32 before the 1/12.75 feature scale and the MSE (losses.make_content_loss).
+  """
   return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.dtype]
 
 
@@ -332,23 +346,51 @@ def sr_beside_hr(generator: TrainState, batch: dict[str, jax.Array], count: int)
 
 
 def compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,
-                  replicated: jax.sharding.NamedSharding) -> tuple[Callable, Callable]:
+                  replicated: jax.sharding.NamedSharding, *, scanned: bool = False
+                  ) -> tuple[Callable, Callable]:
   """The jitted SRResNet and SRGAN steps: states and metrics donated and replicated.
 
   What the training loop runs and the benchmark times. ``vgg_preprocessing`` is that
   of the content loss's VGG19 weights ('caffe' or 'torch', see nn/vgg19.preprocess); the
   SRGAN step's other settings come from ``config.srgan``, its compute dtype from
   ``config.dtype``. Call them under ``jax.set_mesh`` of the mesh of ``replicated``.
+  ``scanned``: each call runs several steps (``scan_steps``, ``config.steps_per_call``),
+  taking a stack of batches ``[n, batch, ...]`` and the first step's number.
   """
-  srresnet_step = jax.jit(
-      functools.partial(srresnet_train_step, ema_decay=config.ema_decay),
-      donate_argnums=(0, 1), out_shardings=replicated)
-  srgan_step = jax.jit(
-      functools.partial(srgan_train_step,
-                        loss=PerceptualLoss.from_config(config, vgg_preprocessing),
-                        ema_decay=config.ema_decay),
-      donate_argnums=(0, 1, 2), out_shardings=replicated)
-  return srresnet_step, srgan_step
+  srresnet_step = functools.partial(srresnet_train_step, ema_decay=config.ema_decay)
+  srgan_step = functools.partial(srgan_train_step,
+                                 loss=PerceptualLoss.from_config(config, vgg_preprocessing),
+                                 ema_decay=config.ema_decay)
+  if scanned:
+    srresnet_step, srgan_step = scan_steps(srresnet_step, 2), scan_steps(srgan_step, 3)
+  return (jax.jit(srresnet_step, donate_argnums=(0, 1), out_shardings=replicated),
+          jax.jit(srgan_step, donate_argnums=(0, 1, 2), out_shardings=replicated))
+
+
+def scan_steps(train_step: Callable[..., tuple], num_carried: int) -> Callable[..., tuple]:
+  """``train_step`` run over a stack of batches in one program (``jax.lax.scan``).
+
+  ``train_step(*carried, batch, *constants, step)`` returns the new ``carried`` (the
+  states and metrics); the result takes ``(*carried, batches, *constants, first_step)``
+  where every leaf of ``batches`` has a leading axis of n steps, and runs steps
+  ``first_step .. first_step + n - 1`` in order, as n calls of ``train_step`` would:
+  metrics merge on the device, and the host sees them only at the call's end. One
+  dispatch for n steps: at the paper's batch an accelerator finishes a step sooner
+  than the host can dispatch one (notes/PERFORMANCE.md).
+  """
+  def run(*args):
+    carried, (batches, *constants, first_step) = args[:num_carried], args[num_carried:]
+    count = jax.tree_util.tree_leaves(batches)[0].shape[0]
+
+    def body(carry, batch_and_step):
+      batch, step = batch_and_step
+      return tuple(train_step(*carry, batch, *constants, step)), None
+
+    step_numbers = jnp.asarray(first_step, jnp.int32) + jnp.arange(count, dtype=jnp.int32)
+    carried, _ = jax.lax.scan(body, tuple(carried), (batches, step_numbers))
+    return carried
+
+  return run
 
 
 def empty_metrics(phase: str, replicated: jax.sharding.NamedSharding) -> metrics.Collection:

@@ -13,6 +13,7 @@ against a fake ~/srgan_venv.
 
 import ast
 import contextlib
+import json
 import os
 import pathlib
 import re
@@ -20,17 +21,19 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, image_set
 from srgan_jax.runtime import distributed
 
 # Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
 pytestmark = pytest.mark.system
 
 TPU_VM = REPO / 'launch' / 'tpu_vm.sh'
+ACCELERATOR_CHECK = REPO / 'launch' / 'accelerator_check.sh'
 GPU_LOCAL = REPO / 'launch' / 'gpu_local.sh'
 GCLOUD = ['gcloud', 'compute', 'tpus', 'tpu-vm']
 QUEUED = ['gcloud', 'compute', 'tpus', 'queued-resources']
@@ -737,3 +740,38 @@ def test_queued_stop_and_logs_errors(tmp_path, args, variables, message):
   assert result.returncode != 0
   assert result.stderr.splitlines()[-1] == f'tpu_vm.sh: error: {message}', result.stderr
   assert '+ ' not in result.stdout
+
+
+def test_accelerator_check_tiny_writes_every_output(tmp_path):
+  """launch/accelerator_check.sh --tiny: every stage ends well, and what it writes
+  parses (the device run writes the same files at full size)."""
+  for name in ('T91', 'BSD200', 'Set5'):
+    image_set(name)
+  output = tmp_path / 'check'
+  environment = {**os.environ, 'PYTHON': sys.executable}
+  result = subprocess.run(['bash', str(ACCELERATOR_CHECK), '--tiny', str(output)], cwd=tmp_path,
+                          env=environment, capture_output=True, text=True, timeout=4 * 3600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  summary = json.loads((output / 'summary.json').read_text())
+  stages = {stage['stage']: stage for stage in summary['stages']}
+  benchmarks = [f'benchmark_{run}_8_{dtype}' for run in ('srresnet', 'srgan')
+                for dtype in ('float32', 'bfloat16')]
+  benchmarks += [f'benchmark_inference_{dtype}' for dtype in ('float32', 'bfloat16')]
+  assert set(stages) == {'environment', 'tests', 'train', 'eval_set5', *benchmarks}
+  failed = {name: stage for name, stage in stages.items() if stage['rc']}
+  assert not failed, (failed, {name: (output / 'logs' / f'{name}.log').read_text()[-2000:]
+                               for name in failed})
+  assert json.loads((output / 'environment.json').read_text())['backend'] == 'cpu'
+  assert 'failures="0"' in (output / 'tests.xml').read_text()
+  for name in benchmarks:
+    report = json.loads((output / f'{name}.json').read_text())
+    rows = report['results']
+    assert rows and all(row['images_per_s'] > 0 and row['torch']['images_per_s'] > 0
+                        for row in rows), name
+    if 'inference' not in name:  # 1 and K=2 steps per call.
+      assert sorted(row['steps_per_call'] for row in rows) == [1, 2], name
+  assert (output / 'train' / 'config.json').is_file()
+  assert [path.name for path in (output / 'train' / 'checkpoints').iterdir()
+          if path.name.isdigit()] == ['4']
+  evaluation = json.loads((output / 'eval_set5.json').read_text())
+  assert 'psnr' in json.dumps(evaluation).lower()

@@ -273,3 +273,32 @@ def test_a_few_discriminator_steps_tell_real_from_fake(gan_loss):
   assert d_real - d_fake > 0.2, history
   if gan_loss == 'standard':
     assert d_real > 0.5 > d_fake, history
+
+
+def test_a_bfloat16_step_keeps_float32_weights_and_finite_losses():
+  """config.dtype='bfloat16' computes in bf16 but keeps the float32 master weights,
+  BatchNorm averages and Adam moments (steps.compute_dtype), and its losses finite."""
+  config = tiny_config()
+  config.dtype = 'bfloat16'
+  mesh = _mesh(1)
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  generator, discriminator = jax.jit(
+      functools.partial(steps.create_states, config, steps.SRGAN), out_shardings=replicated)()
+  srgan_step = steps.compile_steps(config, 'caffe', replicated)[1]
+  with jax.set_mesh(mesh):
+    metrics = steps.empty_metrics(steps.SRGAN, replicated)
+    batch = sharding.shard_batch(_batch(), jax.sharding.NamedSharding(mesh, jax.P('data')))
+    generator, discriminator, metrics = srgan_step(generator, discriminator, metrics, batch,
+                                                   None, 0)
+  summary = jax.device_get(metrics.compute())
+  assert summary['first_nonfinite_step'] == -1
+  for name in ('generator_loss', 'discriminator_loss', 'adversarial_loss', 'content_loss'):
+    assert np.isfinite(summary[name]), name
+  states = jax.device_get((generator.params, generator.batch_stats, generator.opt_state,
+                           discriminator.params, discriminator.batch_stats))
+  dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(states)
+            if np.issubdtype(leaf.dtype, np.floating)}
+  assert dtypes == {np.dtype(np.float32)}
+  sr = generator.apply_fn({'params': generator.params, 'batch_stats': generator.batch_stats},
+                          _batch()['lr'], train=False)
+  assert sr.dtype == jax.numpy.bfloat16  # It did compute in bfloat16.
