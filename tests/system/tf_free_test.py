@@ -64,7 +64,7 @@ def run_blocked(module: str, *args: str, cwd: pathlib.Path) -> subprocess.Comple
          'JAX_PLATFORMS': 'cpu'}
   env.pop('SRGAN_JAX_DEBUG', None)
   return subprocess.run([sys.executable, str(launcher), module, *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=600)
+                        capture_output=True, text=True, timeout=1500)  # Hangs only.
 
 
 def shown(result: subprocess.CompletedProcess) -> str:
