@@ -12,15 +12,30 @@ setuptools.setup(
     package_data={'srgan_jax': ['pretrained_models/*.msgpack', 'pretrained_models/*.json'],
                   'srgan_jax.evaluation': ['niqe_pristine.npz', 'niqe_pristine.md']},
     python_requires='>=3.11',
+    # Beside an existing JAX (an accelerator image without network), `pip install
+    # --no-deps -e .` and the few wheels launch/README.md lists are enough: the models,
+    # train steps, device data source, checkpoints, benchmark, evaluate and
+    # super_resolve never import tensorflow, tensorflow-datasets or tensorboard
+    # (tests/system/tf_free_test.py). They stay here, not in an extra, because the
+    # quickstart's `pip install -e .` then trains through tf.data with TensorBoard logs.
     install_requires=[
-        'jax>=0.7.1,<0.11',  # jax.set_mesh is new in 0.7.1.
+        # jax.set_mesh is new in 0.7.1. Tested with 0.10.2 (Python 3.11, the suite) and
+        # 0.11.2 (Python 3.12, flax 0.12.12, orbax-checkpoint 0.12.8, no tensorflow: the
+        # unit tests of the convolution, models, metrics, device data source and
+        # summaries, and tests/system/tf_free_test.py, which trains both phases,
+        # evaluates and super-resolves; steps_test.py ran 1 of 14 before a time-out on
+        # a loaded machine). jax 0.11 needs Python >= 3.12: 3.11 installs take 0.10.
+        'jax>=0.7.1,<0.12',
         'flax>=0.11,<0.13',
         'optax>=0.2.5,<0.3',
         'orbax-checkpoint>=0.11.20,<0.13',
-        # tf.data and TFDS only: the models, train steps and benchmark never import it.
+        # tf.data and TFDS only (data.source 'folders' and 'tfds'); without them a run
+        # with data.source='device' still trains (config_rules names what is missing).
         'tensorflow-cpu>=2.18,<2.22',
         'tensorflow-datasets>=4.9.7,<4.10',
-        'tensorboard>=2.18,<2.22',  # clu's summary writer needs it; tensorflow-cpu 2.21 no longer pulls it in.
+        # clu's TensorBoard writer needs it (tensorflow-cpu 2.21 no longer pulls it in);
+        # without it summaries are JSON lines (srgan_jax/evaluation/summaries.py).
+        'tensorboard>=2.18,<2.22',
         'numpy>=1.26,<3',
         'ml-collections>=1.0,<2',
         'clu>=0.0.12,<0.1',
@@ -33,10 +48,10 @@ setuptools.setup(
     ],
     extras_require={
         # JAX's CUDA 13 wheels, as JAX recommends: NVIDIA driver >= 580 on Linux.
-        'gpu': ['jax[cuda13]>=0.7.1,<0.11'],
+        'gpu': ['jax[cuda13]>=0.7.1,<0.12'],
         # For drivers from 525 to 579 (CUDA 12).
-        'gpu-cuda12': ['jax[cuda12]>=0.7.1,<0.11'],
-        'tpu': ['jax[tpu]>=0.7.1,<0.11'],
+        'gpu-cuda12': ['jax[cuda12]>=0.7.1,<0.12'],
+        'tpu': ['jax[tpu]>=0.7.1,<0.12'],
         'torch': ['torch>=2.4'],
         # 2.13.0 is pinned so that test machines take the local CPU wheel rather than
         # the newest CUDA build with several GB of dependencies.

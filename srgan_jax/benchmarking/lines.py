@@ -315,6 +315,7 @@ def run_benchmarks(options: BenchmarkOptions = BenchmarkOptions(),
   peak = chip_peaks.peak_tflops(device_kind, options.dtype)
   environment = {
       'jax': jax.__version__, 'backend': jax.default_backend(), 'device_kind': device_kind,
+      'cpu': conv.cpu_description(),  # The host's, also on accelerators: rows name it.
       'device_count': jax.device_count(), 'dtype': options.dtype, 'peak_tflops_per_device': peak,
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'python': platform.python_version(),
       'steps': options.steps, 'warmup': options.warmup, 'widths': options.widths,

@@ -11,7 +11,9 @@ for runs from before those, it is computed from the sets' folders (the run's
 config.json names them). A dotted line marks the switch from SRResNet to SRGAN.
 
 Reads event files with TensorBoard's protocol buffers only: importing tensorflow
-(which TensorBoard's own readers do when it is installed) would take seconds.
+(which TensorBoard's own readers do when it is installed) would take seconds. A run
+trained without tensorflow wrote JSON lines instead (``summaries``); they are read
+too, and need no tensorboard.
 """
 
 import json
@@ -23,10 +25,9 @@ from absl import logging
 from matplotlib import figure
 from matplotlib import ticker
 import numpy as np
-from tensorboard.compat.proto import event_pb2
-from tensorboard.util import tensor_util
 
 from srgan_jax.evaluation import scoring
+from srgan_jax.evaluation import summaries
 from srgan_jax.runtime import paths
 
 METRICS = ('psnr', 'ssim')
@@ -51,13 +52,28 @@ def _records(data: bytes) -> Iterator[bytes]:
 
 
 def read_scalars(workdir: str | pathlib.Path) -> dict[str, Curve]:
-  """Every scalar of the run's event files, by tag.
+  """Every scalar of the run's event files, and of its JSON-lines summaries (a run
+  without tensorflow, ``summaries``), by tag.
 
   A step written twice (a resumed run repeats the steps after its last checkpoint)
   keeps the value written last.
   """
   values: dict[str, dict[int, tuple[float, float]]] = {}
-  for path in sorted(pathlib.Path(workdir).glob('events.out.tfevents.*')):
+  for path in sorted(pathlib.Path(workdir).glob(summaries.SCALARS_GLOB)):
+    # Named by start time, so read oldest first; a later line overwrites an earlier one.
+    written = float(path.name.split('.', 1)[1].rsplit('.', 1)[0])
+    for line in path.read_text().splitlines():
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError:  # A line cut short (a run still writing).
+        continue
+      steps = values.setdefault(entry['tag'], {})
+      steps[entry['step']] = (written, float(entry['value']))
+  event_files = sorted(pathlib.Path(workdir).glob('events.out.tfevents.*'))
+  if event_files:  # Only these need tensorboard's protocol buffers.
+    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  for path in event_files:
     for record in _records(path.read_bytes()):
       event = event_pb2.Event.FromString(record)
       for value in event.summary.value:

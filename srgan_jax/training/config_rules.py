@@ -13,6 +13,7 @@ implement the choices (content losses, evaluation metrics).
 """
 
 import difflib
+import importlib.util
 import math
 import os
 from typing import Any, Mapping
@@ -173,6 +174,25 @@ def _too_few_images(flat: Mapping[str, Any], device_count: int | None,
           f'(batch_size={batch}{over}, each crop from its own image): {fix}')
 
 
+# The packages each tf.data source imports ('device' needs none), and their pip names.
+_INPUT_PACKAGES = {'folders': ('tensorflow',), 'tfds': ('tensorflow', 'tensorflow_datasets')}
+_PIP_NAMES = {'tensorflow': 'tensorflow-cpu', 'tensorflow_datasets': 'tensorflow-datasets'}
+
+
+def _missing_input_packages(source: str) -> str | None:
+  """The problem when the data source needs packages this machine lacks (say,
+  ``pip install --no-deps -e .`` beside an accelerator image's JAX), else None."""
+  # find_spec looks for the package without importing it (tensorflow takes seconds).
+  missing = [name for name in _INPUT_PACKAGES.get(source, ())
+             if importlib.util.find_spec(name) is None]
+  if not missing:
+    return None
+  return (f'data.source={source!r} reads through tf.data, which needs '
+          f'{" and ".join(missing)} (not installed here): pip install '
+          f'{" ".join(_PIP_NAMES[name] for name in missing)}, or train with '
+          "data.source='device' (decoded once onto the accelerator, no tensorflow)")
+
+
 def _relations(flat: Mapping[str, Any], device_count: int | None, process_count: int,
                check_files: bool) -> list[str]:
   """Checks between fields, and files that must exist before training starts."""
@@ -194,6 +214,9 @@ def _relations(flat: Mapping[str, Any], device_count: int | None, process_count:
                     '(logs, evaluations and checkpoints happen between calls)')
   if not check_files:
     return problems
+  problem = _missing_input_packages(flat['data.source'])
+  if problem:
+    problems.append(problem)
   if flat['data.source'] in ('folders', 'device'):
     if not flat['data.folders']:
       problems.append(f'data.folders must name at least one folder for data.source='

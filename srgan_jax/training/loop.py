@@ -7,7 +7,8 @@ augmentation) is keyed by (config.seed, step), so a resumed run repeats an
 uninterrupted one exactly. The loop picks the input (``data/``), saves and restores
 checkpoints, evaluates with ``evaluation/during_training``, and stops cleanly on
 SIGTERM. Importing this module does not import tensorflow: the tf.data input
-pipeline and clu's TensorBoard writer are imported when the loop runs.
+pipeline and clu's TensorBoard writer are imported when the loop runs, and a run
+with ``data.source=device`` needs neither (``evaluation/summaries``).
 """
 
 import functools
@@ -22,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from srgan_jax.evaluation import during_training
+from srgan_jax.evaluation import summaries
 from srgan_jax.nn import losses
 from srgan_jax.nn import models
 from srgan_jax.nn import shipped
@@ -244,11 +246,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   # Before the events file and config.json. Under the workdir lock (main), so a run
   # still writing this workdir is reported as that, not by its checkpoints.
   _check_steps(start_step, config, manager.directory)
-  # Imported here, after the checks: they import tensorflow (for TensorBoard), which the
-  # steps do not need.
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top,redefined-outer-name
-  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  # After the checks: clu's TensorBoard writer imports tensorflow (seconds), which the
+  # steps do not need; without tensorflow the summaries are JSON lines.
+  writer, hooks = summaries.create(workdir, total_steps, config.profile_steps,
+                                   just_logging=jax.process_index() > 0)
   mesh = sharding.create_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
   data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
@@ -283,10 +284,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     data_sharding = jax.sharding.NamedSharding(mesh, jax.P(None, 'data'))
   else:
     batches = create_input_iterator(config, start_step)
-  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
-  if jax.process_index() == 0 and config.profile_steps:
-    hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
-                                          logdir=workdir))
   gan_health = gan_health_lib.GanHealth()
   sr_beside_hr = jax.jit(
       functools.partial(steps.sr_beside_hr,
