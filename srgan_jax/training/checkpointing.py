@@ -31,8 +31,17 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
-from orbax.checkpoint._src import asyncio_utils
-from orbax.checkpoint._src.futures import future as orbax_future
+# Orbax internals, for the two work-arounds below (asyncio loops, failed saves). Each
+# is skipped when an Orbax release moves what it relies on: the errors then stay one
+# line, with Orbax's extra tracebacks or its 300 s wait back.
+try:
+  from orbax.checkpoint._src import asyncio_utils  # pylint: disable=g-import-not-at-top
+except ImportError:
+  asyncio_utils = None
+try:
+  from orbax.checkpoint._src.futures import future as orbax_future  # pylint: disable=g-import-not-at-top  # noqa: E501
+except ImportError:
+  orbax_future = None
 
 from srgan_jax.nn import models
 from srgan_jax.runtime import errors
@@ -83,7 +92,8 @@ def _run_sync_then_drain(coro: Any) -> Any:
       loop.close()
 
 
-asyncio_utils._run_sync_via_new_loop = _run_sync_then_drain  # pylint: disable=protected-access
+if hasattr(asyncio_utils, '_run_sync_via_new_loop'):
+  asyncio_utils._run_sync_via_new_loop = _run_sync_then_drain  # pylint: disable=protected-access
 
 
 class CheckpointError(errors.UserError, RuntimeError):
@@ -160,8 +170,11 @@ def _stop_threads_of_failed_save() -> None:
   one), so every such thread belongs to the save that failed.
   """
   # pylint: disable=protected-access
+  signaling_thread = getattr(orbax_future, '_SignalingThread', None)
+  if signaling_thread is None or not hasattr(orbax_future, 'set_signals'):
+    return
   for thread in threading.enumerate():
-    if isinstance(thread, orbax_future._SignalingThread) and thread.is_alive():
+    if isinstance(thread, signaling_thread) and thread.is_alive():
       thread.cancel()
       orbax_future.set_signals(thread._receive_signals, operation_id=thread._operation_id)
   # The coroutines of the writes cancelled this way are never run; at exit Python
