@@ -455,15 +455,28 @@ def test_training_stops_soon_after_a_failed_background_save(data_dir, tmp_path, 
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
     await save_json(self, record, directory)
 
-  create = loop.create_input_iterator
+  create, create_manager = loop.create_input_iterator, checkpointing.create_manager
+  managers = []
 
-  def slow_batches(config, start_step):  # Steps that take as long as real ones do.
-    for batch in create(config, start_step):
-      time.sleep(0.3)
+  def recorded_manager(*args, **kwargs):
+    managers.append(create_manager(*args, **kwargs))
+    return managers[-1]
+
+  def batches_after_the_failed_save(config, start_step):
+    """The batch of step 5 (whose end, step 6, saves again) only once the step-4
+    save has ended: a run must then notice the failure before saving again, however
+    long the save's threads took (a fixed delay made this pass only when the machine
+    was idle enough)."""
+    for step, batch in enumerate(create(config, start_step), start_step):
+      if step == 5:
+        deadline = time.monotonic() + 120  # Only against a hang.
+        while managers[-1].is_saving_in_progress() and time.monotonic() < deadline:
+          time.sleep(0.05)
       yield batch
 
   monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', disk_full_at_step_4)
-  monkeypatch.setattr(loop, 'create_input_iterator', slow_batches)
+  monkeypatch.setattr(checkpointing, 'create_manager', recorded_manager)
+  monkeypatch.setattr(loop, 'create_input_iterator', batches_after_the_failed_save)
   config = tiny_config(data_dir, 12, 0)
   config.checkpoint_every_steps = 2
   workdir = tmp_path / 'run'
