@@ -99,23 +99,10 @@ def finished_run(tmp_path_factory):
   # Images big enough that the final evaluation lasts seconds: the signal lands in it.
   evaluation = _folder(root, 'eval', [(1600, 1600), (1600, 1560)])
   workdir = root / 'run'
-  environment = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
-  environment.pop('SRGAN_JAX_DEBUG', None)
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'srgan_jax.main', f'--config={QUICKSTART}', f'--workdir={workdir}',
-       *TINY, f"--config.eval_folders=('{evaluation}',)"],
-      cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  stderr = []
-  deadline = time.monotonic() + 300
   # The last step's training scalars are written just before the final evaluation.
-  for line in process.stderr:
-    stderr.append(line)
-    if re.search(r'\[2\] train/srresnet/', line):
-      process.send_signal(signal.SIGTERM)
-      break
-    assert time.monotonic() < deadline, ''.join(stderr)
-  stdout, rest = process.communicate(timeout=300)
-  return workdir, process.returncode, stdout, ''.join(stderr) + rest
+  code, stdout, stderr = _sigterm_on_line(
+      workdir, [*TINY, f"--config.eval_folders=('{evaluation}',)"], r'\[2\] train/srresnet/')
+  return workdir, code, stdout, stderr
 
 
 def test_sigterm_during_the_final_evaluation_is_not_a_preemption(finished_run):
@@ -145,34 +132,44 @@ def test_config_with_fewer_steps_than_the_checkpoint_is_refused(finished_run):
   assert (workdir / 'config.json').read_bytes() == config_json
 
 
-def _sigterm_when(workdir, args, line_pattern):
-  """Runs TINY for 50 steps and sends SIGTERM when stderr shows ``line_pattern``:
-  (exit status, stderr)."""
+def _sigterm_on_line(workdir, args, line_pattern):
+  """Runs main with the quickstart config and ``args`` and sends SIGTERM when stderr
+  shows ``line_pattern``: (exit status, stdout, stderr)."""
   environment = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
   environment.pop('SRGAN_JAX_DEBUG', None)
   process = subprocess.Popen(
       [sys.executable, '-m', 'srgan_jax.main', f'--config={QUICKSTART}', f'--workdir={workdir}',
-       *TINY[:-1], '--config.srresnet.num_steps=50', '--config.eval_folders=()', *args],
-      cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+       *args], cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
   stderr = []
+  deadline = time.monotonic() + 300  # Only against a hang.
   try:
     for line in process.stderr:
       stderr.append(line)
       if re.search(line_pattern, line):
         process.send_signal(signal.SIGTERM)
         break
-    _, rest = process.communicate(timeout=300)
+      assert time.monotonic() < deadline, ''.join(stderr)
+    stdout, rest = process.communicate(timeout=300)
   finally:
     if process.poll() is None:
       process.kill()
-  return process.returncode, ''.join(stderr) + rest
+  return process.returncode, stdout, ''.join(stderr) + rest
+
+
+def _sigterm_when(workdir, line_pattern):
+  """TINY for 50 steps, SIGTERM when stderr shows ``line_pattern``: (exit status, stderr)."""
+  code, _, stderr = _sigterm_on_line(
+      workdir, [*TINY[:-1], '--config.srresnet.num_steps=50', '--config.eval_folders=()'],
+      line_pattern)
+  return code, stderr
 
 
 def test_sigterm_during_start_up_stops_with_75(tmp_path):
   """Before: killed by SIGTERM (exit -15 / 143, no message): the handler came after
   compilation. Now the first step is saved, then the run stops."""
   workdir = tmp_path / 'run'
-  code, stderr = _sigterm_when(workdir, [], r'JAX process 0 of 1')
+  code, stderr = _sigterm_when(workdir, r'JAX process 0 of 1')
   assert code == errors.EXIT_PREEMPTED, stderr[-3000:]
   assert 'Traceback' not in stderr, stderr[-3000:]
   last = stderr.strip().splitlines()[-1]
@@ -185,7 +182,7 @@ def test_sigterm_while_a_resumed_run_compiles_saves_and_stops_with_75(finished_r
   """Before: killed by SIGTERM (exit -15 / 143) while the steps compiled."""
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run[0], workdir)
-  code, stderr = _sigterm_when(workdir, [], r'Resumed from \S+ at step 2\.')
+  code, stderr = _sigterm_when(workdir, r'Resumed from \S+ at step 2\.')
   assert code == errors.EXIT_PREEMPTED, stderr[-3000:]
   assert 'Traceback' not in stderr, stderr[-3000:]
   last = stderr.strip().splitlines()[-1]
