@@ -143,6 +143,32 @@ def initialize(environ: Mapping[str, str] | None = None) -> None:
   if arguments is None or jax.distributed.is_initialized():
     return
   jax.distributed.initialize(**arguments)
+  if jax.process_count() > 1 and jax.default_backend() == 'cpu':
+    _connect_cpu_collectives()
+
+
+def _connect_cpu_collectives() -> None:
+  """Connects the processes for JAX's CPU collectives (gloo) while they are in step.
+
+  Gloo connects the processes of a group of devices at that group's first collective,
+  and fails when one has not arrived within 30 s (fixed in XLA; no flag changes it):
+  "Gloo context initialization failed: ... GetKeyValue() timed out". A host that
+  compiles its first training step or evaluation more than 30 s after another (a
+  loaded machine, a slower host) then ended the run. Once connected, a collective
+  waits for a late process (measured: 45 s late, on 2 processes). So the groups the
+  programs use are connected here, right after ``jax.distributed.initialize``, which
+  returns on every process at once: all devices (the data-parallel steps and
+  evaluation), and those of ``multihost_utils`` (one device per process, at each
+  local device index).
+  """
+  mesh = jax.sharding.Mesh(jax.devices(), ('devices',))
+  local = np.zeros(jax.local_device_count(), np.float32)
+  on_all = jax.make_array_from_process_local_data(
+      jax.sharding.NamedSharding(mesh, jax.P('devices')), local)
+  summed = jax.jit(lambda x: x.sum(), out_shardings=jax.sharding.NamedSharding(mesh, jax.P()))
+  jax.block_until_ready(summed(on_all))
+  multihost_utils.process_allgather(np.zeros(1, np.int32))
+  multihost_utils.broadcast_one_to_all(np.zeros(1, np.int32))
 
 
 class HostsDifferError(errors.UserError):

@@ -40,11 +40,16 @@ pytestmark = pytest.mark.system
 #   WORKER_HANG_SAVE: hang just before Orbax renames this step's finished temporary
 #     checkpoint directory into place, after touching OUT/hanging;
 #   WORKER_SGD: plain SGD (learning rate 0.05) in place of Adam (multihost_test.sgd);
+#   WORKER_GLOBAL_BATCHES: each process reads its rows of the batches a 1-process run
+#     reads, so that runs on any number of processes train on the same global batches;
+#   WORKER_HEARTBEAT_LOCK: the workdir lock of a bucket (heartbeat file, no flock) on
+#     the local workdir: the code a gs:// workdir runs;
 # and, when training returns, OUT/process<index>.npz holds the final states' leaves
 # (state0, state1, ...) and the batches this process read (steps, lr, hr); after each
 # evaluation, OUT/eval<index>.json its results so far ({step: TrainingEvaluator.run's}).
 WORKER = '''\
 import asyncio
+import contextlib
 import json
 import os
 import pathlib
@@ -66,6 +71,7 @@ from srgan_jax.runtime import cli
 from srgan_jax.runtime import errors
 from srgan_jax.training import loop
 from srgan_jax.training import steps
+from srgan_jax.training import workdir_lock
 
 OUT = pathlib.Path(os.environ['WORKER_OUT'])
 PAUSE_AT = int(os.environ.get('WORKER_PAUSE_AT', -1))
@@ -123,6 +129,24 @@ async def hanging_finalize(self):
   await finalize(self)
 
 
+def rows_of_global_batches(config, start_step):
+  from srgan_jax.data import tf_pipeline
+  rows = config.batch_size // jax.process_count()
+  first = jax.process_index() * rows
+  for batch in tf_pipeline.create_train_iterator(
+      config.data, scale=config.scale, batch_size=config.batch_size, seed=config.seed,
+      start_step=start_step):
+    yield {key: value[first:first + rows] for key, value in batch.items()}
+
+
+def heartbeat_lock(workdir, enabled=True):
+  return workdir_lock._heartbeat_lock(workdir) if enabled else contextlib.nullcontext()
+
+
+if os.environ.get('WORKER_GLOBAL_BATCHES'):
+  loop.create_input_iterator = rows_of_global_batches
+if os.environ.get('WORKER_HEARTBEAT_LOCK'):
+  workdir_lock.hold = heartbeat_lock
 create_input_iterator, run = loop.create_input_iterator, loop.train_and_evaluate
 loop.create_input_iterator = lambda config, step: hooked(create_input_iterator(config, step), step)
 loop.train_and_evaluate = recorded_run
