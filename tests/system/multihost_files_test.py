@@ -13,6 +13,7 @@ for it forever.
 import contextlib
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -226,3 +227,29 @@ def test_training_refused_by_one_host_stops_every_host_with_its_line(hosts, tmp_
   for _, log in results:
     assert 'Compiling' not in log and 'step 1' not in log
   assert not (workdir / 'checkpoints').exists()
+
+
+def test_evaluation_during_training_skips_the_set_that_differs_on_every_host_alike(hosts,
+                                                                                   tmp_path):
+  """Issue 22, test A, in training: host 0 has an image more in one evaluation set.
+  Before, host 0 ran the evaluation program once more than host 1, which waited for
+  it in its next training step forever; now both skip that set with the same line,
+  score the other alike and finish."""
+  for host in hosts:
+    write_images(host / 'train', count=4)
+    (host / 'config.py').write_text(TRAIN_CONFIG.replace(
+        "config.eval_folders = ()", "config.eval_folders = ('good', 'extra')").replace(
+        "config.srgan.num_steps = 1", "config.srgan.num_steps = 0").replace(
+        "config.srgan.content_loss = 'vgg54'", "config.srgan.content_loss = 'mse'"))
+  shutil.copy(hosts[0] / 'extra' / 'img00.png', hosts[0] / 'extra' / 'img09.png')
+  results = _run_on_two_hosts('srgan_jax.main', ['--config=config.py',
+                                                 f'--workdir={tmp_path / "run"}'], hosts)
+  _same_outcome(results, errors.EXIT_OK)
+  skipped = ('Set extra not scored: extra: the hosts do not see the same images (process 1: 2 '
+             'files, 2 readable; process 0: 3 files, 3 readable)')
+  scores = []
+  for _, log in results:
+    assert len(_lines(log, skipped)) == 1, log[-3000:]
+    (score,) = _lines(log, 'eval/good/psnr=')
+    scores.append(re.search(r'eval/good/psnr=(\S+?),', score).group(1))
+  assert scores[0] == scores[1]
