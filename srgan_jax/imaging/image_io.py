@@ -327,15 +327,10 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray, alpha: np.ndarray 
     channels.append(np.asarray(alpha, np.float64))
   peak = 2 ** bit_depth - 1
   samples = np.round(np.clip(np.stack(channels, axis=-1), 0.0, 1.0) * peak)
-  path = pathlib.Path(path)
-  temporary = paths.temporary_path(path)
-  try:
+  with paths.replacing(path) as temporary:
     if bit_depth == 16:
       temporary.write_bytes(_png16_bytes(samples.astype(np.uint16)))
     else:
       samples = samples.astype(np.uint8)  # Pillow infers L, LA, RGB or RGBA.
       Image.fromarray(samples[..., 0] if samples.shape[-1] == 1 else samples).save(
           temporary, format='PNG')
-    os.replace(temporary, path)
-  finally:
-    temporary.unlink(missing_ok=True)

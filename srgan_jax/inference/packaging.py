@@ -35,12 +35,6 @@ def _parameter_count(variables: dict[str, Any]) -> int:
   return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(variables['params'])))
 
 
-def _write_atomically(path: pathlib.Path, content: bytes) -> None:
-  temporary = paths.temporary_path(path)
-  temporary.write_bytes(content)
-  os.replace(temporary, path)
-
-
 def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True,
            command: str | None = None, folders: Sequence[str] | None = None,
            overwrite: bool = False) -> pathlib.Path:
@@ -93,6 +87,6 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
   }
   folder.mkdir(parents=True, exist_ok=True)
   # Weights first: shipped.names() lists a model only once its record exists.
-  _write_atomically(weights_path, data)
-  _write_atomically(record_path, (json.dumps(record, indent=2) + '\n').encode())
+  paths.write_whole(weights_path, data)
+  paths.write_whole(record_path, (json.dumps(record, indent=2) + '\n').encode())
   return record_path

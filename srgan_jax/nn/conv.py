@@ -218,9 +218,7 @@ def measured_matmul_pays(x_shape: Sequence[int], kernel_shape: Sequence[int],
         'matmul_ms': round(1e3 * seconds['matmul'], 3)}
     try:  # Written whole, then renamed: a reader never sees half a file.
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      temporary = paths.temporary_path(path)
-      temporary.write_text(json.dumps(_verdicts[path], indent=1, sort_keys=True))
-      os.replace(temporary, path)
+      paths.write_whole(path, json.dumps(_verdicts[path], indent=1, sort_keys=True))
     except OSError as error:  # A read-only home: timed again by the next process.
       logging.warning('Could not keep the weight-gradient verdicts in %s: %s', path, error)
     return pays

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from srgan_jax.runtime import paths
+
 
 def check_layer_shapes(params: Mapping[str, Any],
                        expected: Mapping[str, Mapping[str, tuple[int, ...]]],
@@ -65,10 +67,8 @@ def write_layers_atomically(path: str, layers: Mapping[str, Mapping[str, np.ndar
             for layer, kinds in layers.items() for kind, value in kinds.items()}
   arrays.update(extra or {})
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  temporary = f'{path}.tmp{os.getpid()}'
-  with open(temporary, 'wb') as f:
-    np.savez(f, **arrays)
-  os.replace(temporary, path)
+  with paths.replacing(path) as temporary, open(temporary, 'wb') as file:
+    np.savez(file, **arrays)
 
 
 def read_npz(path: str, error: type[Exception], weights: str, command: str

@@ -7,10 +7,11 @@ file; so every entry point turns local paths into absolute ones where they enter
 with ``absolute``. Remote paths (gs://, s3://, ...) are left as they are.
 """
 
+import contextlib
 import os
 import pathlib
 import secrets
-from typing import Any
+from typing import Any, Iterator
 
 # The evaluation sets (Set5, Set14, BSD100, ...) and the training folders of the
 # default config are looked up in this folder; see the README for where to get them.
@@ -88,3 +89,29 @@ def temporary_path(path: str | os.PathLike[str]) -> pathlib.Path:
   """
   path = pathlib.Path(path)
   return path.with_name(f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial')
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
+  """Where to write ``path`` whole: a `temporary_path` beside it, renamed over
+  ``path`` when the block ends, deleted when it raises. A reader, or a later run
+  after a crash mid-write, sees the old file or the new one, never half of one."""
+  temporary = temporary_path(path)
+  try:
+    yield temporary
+    os.replace(temporary, path)
+  finally:
+    with contextlib.suppress(OSError):  # Gone once renamed; never masks the error.
+      temporary.unlink(missing_ok=True)
+
+
+def write_whole(path: str | os.PathLike[str], content: str | bytes, *,
+                sync: bool = False) -> None:
+  """Writes ``content`` to ``path`` through `replacing`; ``sync``: on disk (fsync)
+  before the rename, for files whose loss after a crash would mislead (the lock)."""
+  with replacing(path) as temporary:
+    with open(temporary, 'wb' if isinstance(content, bytes) else 'w') as file:
+      file.write(content)
+      if sync:
+        file.flush()
+        os.fsync(file.fileno())

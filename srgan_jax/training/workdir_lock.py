@@ -136,17 +136,7 @@ def _write(path: Any, record: dict[str, Any]) -> None:
     path.write_text(text)
     return
   # A unique name per write: two runs taking over at once never share a temp file.
-  temp = paths.temporary_path(str(path))
-  try:
-    with open(temp, 'w') as file:
-      file.write(text)
-      file.flush()
-      os.fsync(file.fileno())
-    os.replace(temp, str(path))
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(temp)
-    raise
+  paths.write_whole(str(path), text, sync=True)
 
 
 def _process_alive(pid: int) -> bool:
