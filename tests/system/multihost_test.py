@@ -24,6 +24,7 @@ this process; the numbers and images must be the same.
 """
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import optax
 from PIL import Image
@@ -45,6 +47,7 @@ from preemption_test import write_images
 import pytest
 
 from conftest import REPO
+from srgan_jax.data import on_device
 from srgan_jax.data import tf_pipeline
 from srgan_jax.evaluation import during_training
 from srgan_jax.evaluation import report
@@ -280,6 +283,51 @@ def test_init_from_on_two_hosts_trains_like_one_process(runs, tmp_path):
     for worker in workers:
       worker.stop()
   for worker in workers:
+    assert_same_states(worker.final_states(), expected)
+
+
+def device_source_global_batches(config, start_step: int):
+  """The global batches of a 2-process run with data.source='device': each host's
+  DeviceDataSource batch (its images, its key), process 0's first."""
+  sources = [on_device.DeviceDataSource(config.data, scale=config.scale, seed=config.seed,
+                                        process_index=p, process_count=PROCESSES)
+             for p in range(PROCESSES)]
+  for step in itertools.count(start_step):
+    parts = [np.asarray(jax.device_get(source.batch(step, config.batch_size // PROCESSES)[key]))
+             for source in sources for key in ('lr', 'hr')]
+    yield {'lr': np.concatenate(parts[0::2]), 'hr': np.concatenate(parts[1::2])}
+
+
+def test_device_data_source_on_two_hosts_trains_like_one_process(tmp_path):
+  """data.source='device' on 2 processes: each host decodes its share of the images
+  onto its first device and the step's global batch is built from the hosts' parts.
+  Equal to one process fed those global batches (made here by the same source, for
+  each process), and the hosts read exactly their parts."""
+  write_images(tmp_path / 'images')
+  config = tiny_config(tmp_path / 'images', 3, 0)
+  config.data.source = 'device'
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop, 'create_input_iterator', device_source_global_batches)
+    patch.setattr(steps, 'create_optimizer', sgd)
+    expected = leaves(loop.train_and_evaluate(config, str(tmp_path / 'one')))
+  address = f'127.0.0.1:{free_port()}'
+  workers = [Worker(tmp_path / f'process{p}', config, tmp_path / 'two', devices=2,
+                    JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(PROCESSES),
+                    JAX_PROCESS_ID=str(p), WORKER_SGD='1')
+             for p in range(PROCESSES)]
+  try:
+    for worker in workers:
+      worker.finish_ok()
+  finally:  # One host failing leaves the other waiting for it.
+    for worker in workers:
+      worker.stop()
+  rows = config.batch_size // PROCESSES
+  for p, worker in enumerate(workers):
+    saved = worker.saved()
+    assert list(saved['steps']) == [0, 1, 2]
+    for step, batch in zip(saved['steps'], device_source_global_batches(config, 0)):
+      np.testing.assert_array_equal(saved['hr'][step], batch['hr'][p * rows:(p + 1) * rows])
+      np.testing.assert_array_equal(saved['lr'][step], batch['lr'][p * rows:(p + 1) * rows])
     assert_same_states(worker.final_states(), expected)
 
 
