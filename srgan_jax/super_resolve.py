@@ -89,7 +89,8 @@ def main(argv: list[str]) -> int:
         f'compilation and writing); peak host memory {peak_mib:.0f} MiB')
   if summary.failed:  # The last line, as evaluate's: what failed is named above.
     cli.fail(f'{len(summary.failed)} of {len(summary.failed) + len(summary.written)} images '
-             'failed (named above); the others were written', errors.EXIT_FAILED)
+             'failed (named above)' + ('; the others were written' if summary.written else ''),
+             errors.EXIT_FAILED)
   return summary.exit_code
 
 
