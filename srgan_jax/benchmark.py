@@ -63,8 +63,10 @@ from absl import flags
 import jax
 
 from srgan_jax.benchmarking import lines
+from srgan_jax.imaging import image_io
 from srgan_jax.nn import conv
 from srgan_jax.runtime import cli
+from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
 
@@ -118,21 +120,33 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None, 
   inference_sizes = _integers('inference_sizes', f.inference_sizes, 1)
   widths = tuple(_integers('widths', f.widths, 1)) if f.widths else None
   unknown = sorted(set(f.run) - set(lines.BENCHMARKS))
-  missing = [folder for folder in f.data_folders or () if not os.path.isdir(folder)]
+  batched = sorted(set(f.run) & {'srresnet', 'srgan', 'pipeline'})
   flag_checks.check_flags(
       [('crop_size', f.crop_size, flag_checks.integer(minimum=16)),
        ('inference_batch', f.inference_batch, flag_checks.integer(minimum=1)),
        ('steps', f.steps, flag_checks.integer(minimum=1)),
        ('warmup', f.warmup, flag_checks.integer(minimum=0)),
-       ('rounds', f.rounds, flag_checks.integer(minimum=0))],
+       ('rounds', f.rounds, flag_checks.integer(minimum=0)),
+       ('weight_gradients', f.weight_gradients, flag_checks.subset_of(*conv.MODES))],
+      not f.run and f'--run must name something to time, of {", ".join(lines.BENCHMARKS)}',
       unknown and f'--run: unknown {", ".join(unknown)}; choose from {", ".join(lines.BENCHMARKS)}',
+      batched and not batch_sizes and f'--batch_sizes is empty; --run={",".join(batched)} '
+                                      'needs at least one, e.g. 16',
+      'inference' in f.run and not inference_sizes and '--inference_sizes is empty; '
+                                                       '--run=inference needs one, e.g. 64',
       f.crop_size % 16 and f'--crop_size must be a multiple of 16 (and of the scale 4), '
                            f'got {f.crop_size}',
       widths is not None and len(widths) != 2 and '--widths takes num_blocks,features',
-      missing and f'--data_folders: no folder {", ".join(missing)}',
+      *[flag_checks.folder_problem(folder, 'data_folders') for folder in f.data_folders or ()],
       any(b % jax.device_count() for b in batch_sizes) and
       f'--batch_sizes must be multiples of the {jax.device_count()} devices',
-      f.json is not None and os.path.isdir(f.json) and f'--json={f.json} is a folder')
+      # Before the timing, not after it: a report that cannot be written is lost.
+      flag_checks.output_problem(f.json, flag='--json', suffix='.json'))
+  if 'pipeline' in f.run and f.data_folders:
+    flag_checks.check_flags([], *[
+        not image_io.image_files(folder, recursive=True) and
+        f'--data_folders: no image files ({", ".join(image_io.IMAGE_SUFFIXES)}) in {folder}'
+        for folder in f.data_folders])
   return batch_sizes, inference_sizes, widths, steps_per_call
 
 
@@ -141,7 +155,23 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
   batch_sizes, inference_sizes, widths, steps_per_call = _check_flags(f)
-  report = lines.run_benchmarks(lines.BenchmarkOptions(
+  try:
+    report = _run(f, batch_sizes, inference_sizes, widths, steps_per_call)
+  except MemoryError as error:  # numpy's message names the array's shape and size.
+    raise errors.ConfigError(f'out of host memory ({error}); lower --inference_sizes, '
+                             '--inference_batch, --batch_sizes or --crop_size') from error
+  print(lines.format_table(report))
+  if f.json:
+    output = paths.absolute(f.json)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, 'w') as file:
+      json.dump(report, file, indent=2)
+    print(f'wrote {output}')
+
+
+def _run(f: Any, batch_sizes: list[int], inference_sizes: list[int],
+         widths: tuple[int, int] | None, steps_per_call: list[int]) -> dict[str, Any]:
+  return lines.run_benchmarks(lines.BenchmarkOptions(
       benchmarks=tuple(f.run), batch_sizes=tuple(batch_sizes), crop_size=f.crop_size,
       inference_sizes=tuple(inference_sizes), inference_batch=f.inference_batch,
       dtype=f.dtype, steps=f.steps, warmup=f.warmup, widths=widths, compare=f.compare,
@@ -149,12 +179,6 @@ def main(argv: Sequence[str]) -> None:
       data_folders=f.data_folders and tuple(paths.absolute(folder) for folder in f.data_folders),
       weight_gradients=tuple(f.weight_gradients), rounds=f.rounds,
       steps_per_call=tuple(steps_per_call)))
-  print(lines.format_table(report))
-  if f.json:
-    output = paths.absolute(f.json)
-    with open(output, 'w') as file:
-      json.dump(report, file, indent=2)
-    print(f'wrote {output}')
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ the HR crop, each titled with the whole image's PSNR / SSIM (Y) and NIQE.
 What is drawn: ``srgan_jax/evaluation/figures.py``.
 """
 
+import os
 import pathlib
 from typing import Sequence
 
@@ -58,28 +59,43 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'{", ".join(unset)} required: e.g. --model=cpu_small '
                          '--data=Set14 --crop=baboon:200,100,120,120')
   folders = [paths.image_folder(folder) for folder in options.data]
-  missing = [folder for folder in folders if not pathlib.Path(folder).is_dir()]
-  if missing:
-    raise app.UsageError(f'--data: no such folder: {", ".join(missing)}')
+  flag_checks.check_flags(
+      [('scale', options.scale, flag_checks.integer(minimum=2))],
+      *[flag_checks.folder_problem(folder, 'data', location=location)
+        for folder, location in zip(options.data, folders)])
   crops = [report.parse_crop(spec) for spec in options.crop]
-  flag_checks.check_flags([], flag_checks.output_problem(options.output, flag='--output'))
-  generators = {}
-  for name in options.model:
+  output = paths.absolute(options.output)
+  # A figure written into a set would replace one of its images, or join the set.
+  # Checked first: output_problem's write test would touch the set's folder.
+  flag_checks.check_flags([], *[
+      f'--output={options.output} lies in the --data folder {folder}, whose images it '
+      'would replace or join; write it elsewhere'
+      for folder in folders
+      if os.path.realpath(output).startswith(os.path.join(os.path.realpath(folder), ''))])
+  flag_checks.check_flags([], flag_checks.output_problem(options.output, flag='--output'),
+                          figures.format_problem(options.output, 'output'))
+  for name in options.model:  # From the model's record: before any weights are read.
     try:
-      generators[name] = scoring.generator_upscale_fn(*loading.load_generator(name)[:2])
+      scale = shipped.describe(name)['scale']
     except shipped.UnknownModelError as error:  # Lists the shipped names.
       raise app.UsageError(str(error)) from error
-  rows = []
+    flag_checks.check_flags([], scale != options.scale and (
+        f'--scale={options.scale} but --model={name} is x{scale}; pass --scale={scale}, '
+        'with models of one scale'))
+  images = []  # Each crop's HR image, checked before any generator is loaded.
   for crop in crops:
-    hr = degradation.modcrop(scoring.load_image(_find(crop.image, folders)), options.scale)
-    if crop.x + crop.width > hr.shape[1] or crop.y + crop.height > hr.shape[0]:
-      raise app.UsageError(f'--crop={crop.image}:{crop.x},{crop.y},{crop.width},'
-                           f'{crop.height} lies outside the image ({hr.shape[1]}x{hr.shape[0]})')
+    hr = scoring.scorable_hr(_find(crop.image, folders), options.scale)  # Or a UserError.
+    flag_checks.check_flags([], crop.outside(hr.shape))
+    images.append(hr)
+  generators = {name: scoring.generator_upscale_fn(*loading.load_generator(name)[:2])
+                for name in options.model}
+  rows = []
+  for crop, hr in zip(crops, images):
     lr = degradation.make_lr(hr, options.scale)[None]
     srs = {'bicubic': scoring.bicubic_upscale(lr, options.scale)[0]}
     srs.update({name: upscale(lr)[0] for name, upscale in generators.items()})
     rows.append((crop, srs, hr))
-  output = pathlib.Path(paths.absolute(options.output))
+  output = pathlib.Path(output)
   output.parent.mkdir(parents=True, exist_ok=True)
   figures.comparison_figure(rows, options.scale).savefig(output, dpi=110)
   print(f'Wrote {output}')

@@ -35,7 +35,6 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-from etils import epath
 
 from srgan_jax.evaluation import registry
 from srgan_jax.evaluation import report
@@ -73,28 +72,38 @@ def _define_flags() -> None:
 
 def _check_flags(options: Any, model: str) -> None:
   """Every flag, before any image is read (errors.ConfigError)."""
-  missing = [folder for folder in options.data
-             if isinstance(folder, str) and folder and not epath.Path(  # Or gs://...
-                 paths.image_folder(folder)).is_dir()]
+  hint = (f' (set names are looked up in {paths.datasets_dir()}: set $SRGAN_DATASETS, see '
+          'the README\'s "Image sets")')
   flag_checks.check_flags(
       [('data', folder, flag_checks.text()) for folder in options.data] +
       [('scale', options.scale, flag_checks.integer(minimum=2)),
        ('step', options.step, flag_checks.integer(minimum=0)),
+       ('zoom', options.zoom, flag_checks.integer(minimum=1)),
+       ('metrics', options.metrics, flag_checks.subset_of(*registry.METRICS)),
        ('workdir', options.workdir, flag_checks.text()),
        ('output', options.output, flag_checks.text()),
        ('save_dir', options.save_dir, flag_checks.text())],
-      missing and f'--data: no folder {", ".join(missing)} (set names are looked up in '
-                  f'{paths.datasets_dir()}: set $SRGAN_DATASETS, see the README\'s "Image sets")',
+      *[flag_checks.folder_problem(folder, 'data', hint, paths.image_folder(folder))
+        for folder in options.data if isinstance(folder, str) and folder],
       options.compare and not options.save_dir and '--compare needs --save_dir',
+      options.crop and not options.save_dir and '--crop needs --save_dir (the comparison '
+                                                'images are written there)',
       model == 'srgan' and not options.workdir and '--model=srgan needs --workdir',
-      model == 'bicubic' and options.workdir and '--workdir is for --model=srgan',
-      model == 'bicubic' and options.step is not None and '--step is for --model=srgan',
-      options.output and pathlib.Path(options.output).is_dir()
-      and f'--output={options.output} is a folder; name a .json file')
-  # Then where the results go: scores that cannot be written would be lost.
+      model != 'srgan' and options.workdir and '--workdir is for --model=srgan',
+      model != 'srgan' and options.step is not None and '--step is for --model=srgan',
+      # A generator's scale is its own: a --scale given beside one would be ignored.
+      model != 'bicubic' and options['scale'].present and '--scale is for --model=bicubic '
+      '(a generator upscales by its own factor); leave --scale out',
+      flag_checks.folder_problem(options.workdir, 'workdir'))
+  for spec in options.crop:
+    report.parse_crop(spec, options.zoom)
+  # Then where the results go: scores that cannot be written would be lost, and what
+  # they would overwrite (an image named as --output, a set's own images).
   flag_checks.check_flags(
-      [], flag_checks.output_problem(options.output, flag='--output'),
-      flag_checks.output_problem(options.save_dir, folder=True, flag='--save_dir'))
+      [], flag_checks.output_problem(options.output, flag='--output', suffix='.json'),
+      flag_checks.output_problem(options.save_dir, folder=True, flag='--save_dir'),
+      scoring.sets_problem([paths.image_folder(folder) for folder in options.data],
+                           options.save_dir and paths.absolute(options.save_dir)))
 
 
 def _failures(results: dict[str, dict[str, Any]]) -> str | None:
@@ -118,10 +127,10 @@ def main(argv: Sequence[str]) -> int:
   # On every process alike: a host whose --data lacks a set would otherwise stop alone
   # and leave the others waiting for it.
   distributed.check_on_every_process(lambda: _check_flags(options, model))
+  crops = [report.parse_crop(spec, options.zoom) for spec in options.crop]
   # Relative paths are relative to where the command was started.
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
-  crops = [report.parse_crop(spec, options.zoom) for spec in options.crop]
   writes = True
   if model == 'bicubic':
     results = scoring.evaluate_sets(scoring.make_upscale_fn(model, options.scale), folders,

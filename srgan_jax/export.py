@@ -11,11 +11,12 @@ existing name is kept unless --overwrite. Then ``--model=cpu_small`` works in
 """
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 from absl import app
 from absl import flags
 
+from srgan_jax.evaluation import scoring
 from srgan_jax.inference import packaging
 from srgan_jax.nn import shipped
 from srgan_jax.runtime import cli
@@ -29,7 +30,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
   flags.DEFINE_bool('ema', True, 'Ship the EMA weights when the run kept them.')
   flags.DEFINE_string('command', None, 'The command that trained the run (recorded).')
-  flags.DEFINE_multi_string('data', None, 'Image sets to score it on (default: '
+  flags.DEFINE_multi_string('data', None, 'Image sets (folders, or set names in '
+                            '$SRGAN_DATASETS) to score it on (default: '
                             f'{", ".join(packaging.DEFAULT_SCORE_SETS)} where present).')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing model of that name.')
   flags.mark_flags_as_required(['workdir', 'name'])
@@ -47,12 +49,26 @@ def _check_target() -> None:
       fix=None if override else f'set ${shipped.DIRECTORY_ENV} to a folder you can write'))
 
 
+def _check_flags(options: Any) -> None:
+  """The flags, before the checkpoint is read and scored (errors.ConfigError)."""
+  flag_checks.check_flags(
+      [('workdir', options.workdir, flag_checks.text()),
+       ('step', options.step, flag_checks.integer(minimum=0))] +
+      [('data', folder, flag_checks.text()) for folder in options.data or ()],
+      flag_checks.folder_problem(options.workdir, 'workdir'),
+      *[flag_checks.folder_problem(folder, 'data', location=paths.image_folder(folder))
+        for folder in options.data or () if folder],
+      options.data and scoring.sets_problem([paths.image_folder(f) for f in options.data]))
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
   _check_target()
-  folders = [paths.absolute(folder) for folder in options.data] if options.data else None
+  _check_flags(options)
+  # Folders, or set names in $SRGAN_DATASETS, as evaluate takes them.
+  folders = [paths.image_folder(folder) for folder in options.data] if options.data else None
   try:
     record = packaging.export(paths.absolute(options.workdir), options.name, step=options.step,
                               ema=options.ema, command=options.command, folders=folders,

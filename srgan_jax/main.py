@@ -21,7 +21,6 @@ shows tracebacks and the logs of other libraries.
 """
 
 import contextlib
-import os
 
 from absl import app
 from absl import flags
@@ -50,15 +49,6 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _not_a_folder(workdir: str | None) -> str | None:
-  """The problem of a local --workdir that exists but is a file (or another non-folder)."""
-  if (not workdir or paths.is_remote(workdir) or not os.path.exists(workdir)
-      or os.path.isdir(workdir)):
-    return None
-  return (f'--workdir {paths.absolute(workdir)} is a file, not a folder: choose another '
-          '--workdir (the file is left as it is)')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -84,7 +74,10 @@ def main(argv):
 
     def check_this_host():
       """What this host must have, checked before any file or program is created."""
-      flag_checks.check_flags([], _not_a_folder(_WORKDIR.value))
+      # Training creates files in the workdir; evaluation only reads it.
+      flag_checks.check_flags([], flag_checks.output_problem(
+          _WORKDIR.value, folder=True, flag='--workdir') if _MODE.value == 'train'
+                              else flag_checks.folder_problem(_WORKDIR.value, 'workdir'))
       config_rules.validate(config, jax.device_count(), check_files=_MODE.value == 'train',
                             process_count=jax.process_count())
       if _MODE.value == 'train':

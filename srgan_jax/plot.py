@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 
 from srgan_jax.evaluation import curves
+from srgan_jax.evaluation import figures
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
@@ -28,10 +29,15 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   options = flags.FLAGS
-  # Before the event files are read: a plot that cannot be written is lost work.
-  flag_checks.check_flags([], flag_checks.output_problem(
-      options.output or os.path.join(options.workdir, 'learning_curve.png'),
-      flag=options.output and '--output', fix=None if options.output else 'pass --output'))
+  workdir_problem = flag_checks.folder_problem(options.workdir, 'workdir')
+  # Before the event files are read: a plot that cannot be written is lost work. (The
+  # default output is checked once the workdir is known to be a folder.)
+  flag_checks.check_flags(
+      [('workdir', options.workdir, flag_checks.text())], workdir_problem,
+      (options.output or not workdir_problem) and flag_checks.output_problem(
+          options.output or os.path.join(options.workdir, 'learning_curve.png'),
+          flag=options.output and '--output', fix=None if options.output else 'pass --output'),
+      figures.format_problem(options.output, 'output'))
   workdir = paths.absolute(options.workdir)
   output = paths.absolute(options.output or f'{workdir}/learning_curve.png')
   try:

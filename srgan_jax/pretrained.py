@@ -11,12 +11,13 @@ from typing import Sequence
 from absl import app
 
 from srgan_jax.nn import shipped
+from srgan_jax.runtime import cli
 
 
 def main(argv: Sequence[str]) -> None:
   """Lists the shipped models with their scores."""
   if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   for name in shipped.names():
     scores = shipped.describe(name)['scores']
     print(name, '  '.join(f'{s}: {r["psnr"]:.2f} dB / {r["ssim"]:.4f} (bicubic '
@@ -26,4 +27,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -36,6 +36,7 @@ from srgan_jax.inference import tiling
 from srgan_jax.nn import shipped
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
+from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
 
@@ -86,6 +87,10 @@ def main(argv: list[str]) -> int:
   print(f'{megapixels:.2f} output megapixels in {summary.seconds:.1f} s '
         f'({megapixels / max(summary.seconds, 1e-9):.3f} MP/s, including reading, '
         f'compilation and writing); peak host memory {peak_mib:.0f} MiB')
+  if summary.failed:  # The last line, as evaluate's: what failed is named above.
+    cli.fail(f'{len(summary.failed)} of {len(summary.failed) + len(summary.written)} images '
+             'failed (named above)' + ('; the others were written' if summary.written else ''),
+             errors.EXIT_FAILED)
   return summary.exit_code
 
 
@@ -106,7 +111,8 @@ def _check_flags(options: Any) -> None:
        ('output', options.output, flag_checks.local_path)],
       srgan and not options.workdir and '--model=srgan needs --workdir',
       not srgan and options.workdir and '--workdir is for --model=srgan',
-      not srgan and options.step is not None and '--step is for --model=srgan')
+      not srgan and options.step is not None and '--step is for --model=srgan',
+      flag_checks.folder_problem(options.workdir, 'workdir'))
   if options.overlap is not None and options.overlap >= 0 and options.tile >= 1:
     tiling.check_tiles(options.tile, options.overlap, '--overlap')
   inputs = pathlib.Path(paths.absolute(options.input))

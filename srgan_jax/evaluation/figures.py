@@ -4,8 +4,10 @@ generator make it from the same LR, beside the HR crop, each under its scores.
 The command is ``python -m srgan_jax.compare`` (``srgan_jax/compare.py``).
 """
 
+import os
 from typing import Sequence
 
+from matplotlib import backend_bases
 from matplotlib import figure
 import numpy as np
 
@@ -20,6 +22,17 @@ def panel_caption(sr: np.ndarray, hr: np.ndarray, scale: int) -> str:
   niqe_score = float(niqe.niqe(sr[None], scale)[0])
   return (f'{metrics.psnr(sr, hr, scale):.2f} dB / {metrics.ssim(sr, hr, scale):.4f}\n'
           f'NIQE {niqe_score:.2f}')
+
+
+def format_problem(path: str | None, flag: str) -> str | None:
+  """Why matplotlib cannot save a figure as ``path`` (its suffix names the format), or
+  None; checked before the figure is drawn, so that the work is not lost."""
+  suffix = os.path.splitext(path or '')[1].lstrip('.').lower()
+  supported = backend_bases.FigureCanvasBase.get_supported_filetypes()
+  if not suffix or suffix in supported:  # No suffix: matplotlib writes PNG.
+    return None
+  return (f'--{flag}={path}: matplotlib cannot write .{suffix} files; name a '
+          f'{", ".join("." + name for name in sorted(supported))} file (e.g. .png)')
 
 
 def comparison_figure(rows: Sequence[tuple[report.Crop, dict[str, np.ndarray], np.ndarray]],

@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from srgan_jax.runtime import errors
+
 
 class Crop(NamedTuple):
   """A region of interest of one image, in HR pixels, shown ``zoom`` times enlarged."""
@@ -22,13 +24,23 @@ class Crop(NamedTuple):
   def file_name(self) -> str:
     return f'{self.image}_x{self.x}_y{self.y}_{self.width}x{self.height}.png'
 
+  def outside(self, hr_shape: tuple[int, ...]) -> str | None:
+    """Why this region does not fit an HR image of ``hr_shape`` (cropped to a multiple
+    of the scale), in one line, or None."""
+    height, width = hr_shape[:2]
+    if self.x + self.width <= width and self.y + self.height <= height:
+      return None
+    return (f'--crop={self.image}:{self.x},{self.y},{self.width},{self.height} lies outside '
+            f'{self.image} ({width}x{height} HR pixels after cropping to a multiple of the '
+            'scale); choose a region inside it')
+
 
 def parse_crop(spec: str, zoom: int = 1) -> Crop:
   """``'NAME:x,y,w,h'`` (HR pixels) as a Crop."""
   match = re.fullmatch(r'([^:]+):(\d+),(\d+),(\d+),(\d+)', spec.strip())
   if not match or min(int(match[4]), int(match[5]), zoom) < 1:
-    raise ValueError(f'crop {spec!r} is not NAME:x,y,width,height (HR pixels, positive '
-                     'size), e.g. butterfly:96,64,64,48')
+    raise errors.ConfigError(f'--crop={spec} is not NAME:x,y,width,height (HR pixels, '
+                             'positive size), e.g. butterfly:96,64,64,48')
   return Crop(match[1], *map(int, match.groups()[1:]), zoom=zoom)
 
 
@@ -39,9 +51,8 @@ def comparison_image(lr: np.ndarray, bicubic_sr: np.ndarray, sr: np.ndarray,
   scale = hr.shape[0] // lr.shape[0]
   panels = [np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1), bicubic_sr, sr, hr]
   if crop is not None:
-    if crop.x + crop.width > hr.shape[1] or crop.y + crop.height > hr.shape[0]:
-      raise ValueError(f'crop {crop} lies outside {crop.image} (HR {hr.shape[1]}x'
-                       f'{hr.shape[0]} after cropping to a multiple of the scale)')
+    if crop.outside(hr.shape):  # Commands check this before any work (check_crops).
+      raise errors.ConfigError(crop.outside(hr.shape))
     panels = [np.repeat(np.repeat(panel[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width],
                                   crop.zoom, axis=0), crop.zoom, axis=1) for panel in panels]
   return np.concatenate(panels, axis=1)

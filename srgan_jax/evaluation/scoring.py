@@ -35,6 +35,7 @@ from srgan_jax.imaging import degradation
 from srgan_jax.imaging import image_io
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import paths
 from srgan_jax.runtime import sharding
 
 # A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
@@ -50,7 +51,7 @@ class NoImagesError(errors.UserError, FileNotFoundError):
 
 
 class CropError(errors.UserError, ValueError):
-  """A --crop naming an image of no set."""
+  """A --crop naming an image of no set, or a region outside its image."""
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[epath.Path]:
@@ -68,7 +69,7 @@ def load_image(path: str | pathlib.Path) -> np.ndarray:
   return image_io.load_uint8(path)
 
 
-def _scorable(path: pathlib.Path, scale: int) -> np.ndarray:
+def scorable_hr(path: str | os.PathLike[str], scale: int) -> np.ndarray:
   """The HR image cropped to a multiple of ``scale``, if big enough to be scored."""
   hr = degradation.modcrop(load_image(path), scale)
   smallest = metrics.SSIM_WINDOW + 2 * scale  # The SSIM window, after shaving the border.
@@ -224,7 +225,7 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
   parts: list[Any] = [missing is None]
   for path in listed:
     try:
-      hrs.append(_scorable(path, scale))
+      hrs.append(scorable_hr(path, scale))
       image_paths.append(path)
       parts += [path.name, hrs[-1]]
     except image_io.UnreadableImageError as error:  # Its message names the file.
@@ -270,25 +271,61 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
           'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed}
 
 
-def check_crops(folders: Sequence[str | pathlib.Path], crops: Sequence[report.Crop]) -> None:
-  """Raises CropError (on every process alike) for crops that name an image of no set.
+def check_crops(folders: Sequence[str | pathlib.Path], crops: Sequence[report.Crop],
+                scale: int) -> None:
+  """Raises CropError (on every process alike) for crops that name an image of no set,
+  or a region outside their image (cropped to a multiple of ``scale``).
 
   Every process must call it (a collective when there are several): an image that
   only some hosts have counts as absent.
   """
   if not crops:
     return
-  stems = set()
+  images = {}
   for folder in folders:
     try:
-      stems.update(path.stem for path in list_images(folder))
+      for path in list_images(folder):
+        images.setdefault(path.stem, path)
     except OSError:  # A missing set: reported as that set's error.
       pass
-  found = distributed.on_every_process([crop.image in stems for crop in crops])
+  found = distributed.on_every_process([crop.image in images for crop in crops])
   unknown = sorted({crop.image for crop, ok in zip(crops, found) if not ok})
   if unknown:
     raise CropError(f'crops name images that are in none of the sets: {unknown}'
                     + (' (on every host)' if distributed.several_processes() else ''))
+  outside = []
+  for crop in crops:
+    try:
+      outside.append(crop.outside(degradation.modcrop(load_image(images[crop.image]), scale).shape))
+    except image_io.UnreadableImageError:  # Reported as that image's failure.
+      outside.append(None)
+  fits = distributed.on_every_process([problem is None for problem in outside])
+  problems = [problem or f'--crop of {crop.image} lies outside its image on another host'
+              for crop, problem, ok in zip(crops, outside, fits) if not ok]
+  if problems:
+    raise CropError('; '.join(problems))
+
+
+def sets_problem(folders: Sequence[str], save_dir: str | None = None) -> str | None:
+  """What stops scoring the local ``folders`` as sets of their own, in one line, or None.
+
+  Sets are keyed by folder name (results, ``save_dir/<set>/``): two sets of one name
+  would overwrite each other's scores and images; and ``save_dir/<set>`` must not be
+  the set's own folder, whose images the SR images would replace.
+  """
+  names: dict[str, str] = {}
+  for folder in folders:
+    name = epath.Path(folder).name
+    if name in names:
+      return (f'--data {names[name]} and {folder} are both sets named {name!r}, whose '
+              'results would overwrite each other; name each set once, from folders of '
+              'distinct names')
+    names[name] = folder
+    if (save_dir and not paths.is_remote(save_dir) and not paths.is_remote(folder)
+        and os.path.realpath(os.path.join(save_dir, name)) == os.path.realpath(folder)):
+      return (f'--save_dir={save_dir} would write the SR images of set {name!r} over its '
+              f'own images in {folder}; choose another --save_dir')
+  return None
 
 
 def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,
@@ -306,7 +343,7 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
   ``write=False`` (processes of several but the first) writes no image, but checks
   the crops with the other processes (``check_crops``).
   """
-  check_crops(folders, crops)  # Before the evaluation, not after it.
+  check_crops(folders, crops, scale)  # Before the evaluation, not after it.
   if not write:
     save_dir, compare, crops = None, False, ()
   compare = compare or bool(crops)

@@ -22,7 +22,7 @@ from srgan_jax.runtime import errors
 
 def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
                    ) -> list[tuple[pathlib.Path, pathlib.Path]]:
-  """(input file, output PNG) pairs for a file or a folder.
+  """(input file, output PNG) pairs for a file or a folder (``check_paths`` first).
 
   A file goes to ``output`` if that ends in .png, else to ``output/<stem>.png``. A
   folder's images (recursively, skipping anything under ``output``) go to the same
@@ -33,8 +33,6 @@ def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
     if output.suffix.lower() == '.png':
       return [(inputs, output)]
     return [(inputs, output / f'{inputs.stem}.png')]
-  if output.suffix.lower() == '.png':
-    raise ValueError(f'--output must be a folder when --input is a folder: {output}')
   output_resolved = output.resolve()
   files = sorted(
       path for path in inputs.rglob('*')
@@ -79,13 +77,26 @@ def _same_image_on_every_host(source: pathlib.Path, inputs: pathlib.Path,
 
 
 class InputError(errors.UserError, FileNotFoundError):
-  """--input is missing, or --output would overwrite it."""
+  """--input is missing or holds no image, or --output cannot hold its results."""
 
 
 def check_paths(inputs: pathlib.Path, output: pathlib.Path) -> None:
-  """Raises InputError for a missing input, or an output that is the input."""
+  """Raises InputError for inputs and outputs that ``collect_inputs`` cannot pair.
+
+  A missing input; a file that is not an image (its header, not its pixels, is read);
+  a folder with no image; a folder into a .png name; an output name
+  of another image format (outputs are PNG: ``x.jpg`` would become a folder); an
+  output that is the input.
+  """
   if not inputs.exists():
     raise InputError(f'no such input: {inputs}')
+  suffix = output.suffix.lower()
+  if inputs.is_dir() and suffix == '.png' and not output.is_dir():
+    raise InputError(f'--input {inputs} is a folder, so --output must be a folder to write '
+                     f'its images into, got the file name {output}; drop the .png suffix')
+  if suffix in image_io.IMAGE_SUFFIXES and suffix != '.png' and not output.is_dir():
+    raise InputError(f'--output {output} names a {suffix} file, but outputs are PNG; '
+                     'name a .png file or a folder')
   if inputs.is_dir():  # Outputs are never read as inputs: nothing would be done.
     same = inputs.resolve().is_relative_to(output.resolve())
   else:
@@ -93,6 +104,12 @@ def check_paths(inputs: pathlib.Path, output: pathlib.Path) -> None:
   if same:
     raise InputError(f'--output {output} would overwrite the input {inputs}; '
                      'choose another --output')
+  if not inputs.is_dir():
+    image_io.image_size(inputs)  # Its header: UnreadableImageError (one line) before any work.
+  elif not collect_inputs(inputs, output):
+    raise InputError(f'no image files ({", ".join(image_io.IMAGE_SUFFIXES)}) in --input '
+                     f'{inputs}' + (f' outside --output {output}' if output.is_relative_to(inputs)
+                                    else '') + '; name a folder or file with images')
 
 
 @dataclasses.dataclass

@@ -141,8 +141,37 @@ def _write_problem(folder: str) -> str | None:
   return None
 
 
+def folder_problem(path: str | None, flag: str, hint: str = '',
+                   location: str | None = None) -> str | None:
+  """What stops reading the folder ``path`` (given by ``--flag``), or None.
+
+  The one check of every folder a command reads (--workdir, --data, ...), before any
+  work: missing, or a file. None or '' passes (``text()`` checks those).
+
+  Args:
+    path: the folder as the user gave it.
+    flag: the flag's name, to quote in the message.
+    hint: what follows a missing folder's message (where names are looked up).
+    location: where ``path`` is looked up (``paths.image_folder`` of a set name),
+      local or remote (gs://, through etils.epath); default ``path``.
+  """
+  if not path:
+    return None
+  location = location or path
+  if paths.is_remote(location):
+    from etils import epath  # pylint: disable=g-import-not-at-top  # Only for gs:// paths.
+    return None if epath.Path(location).is_dir() else f'--{flag}: no folder {path}{hint}'
+  location = os.path.expanduser(location)
+  if os.path.isdir(location):
+    return None
+  if os.path.lexists(location):
+    kind = 'a file' if os.path.isfile(location) else 'not a folder'
+    return f'--{flag}={path} is {kind}, not a folder; name a folder'
+  return f'--{flag}: no folder {path}{hint}'
+
+
 def output_problem(path: str | None, *, folder: bool = False, flag: str | None = None,
-                   fix: str | None = None) -> str | None:
+                   fix: str | None = None, suffix: str | None = None) -> str | None:
   """What stops a command from creating the output ``path``, in one line, or None.
 
   Checked before any work, since a result computed and then not written is lost:
@@ -156,6 +185,8 @@ def output_problem(path: str | None, *, folder: bool = False, flag: str | None =
     folder: ``path`` is a folder to write into, not a file.
     flag: the flag that named it (``--output``), to quote in the message.
     fix: what to do instead (default: choose another ``flag``, or path).
+    suffix: the kind of file written (``'.json'``): an existing file of another kind
+      (an image, say) is refused, since writing would replace it.
   """
   if not path or paths.is_remote(path):
     return None
@@ -164,6 +195,10 @@ def output_problem(path: str | None, *, folder: bool = False, flag: str | None =
   fix = fix or f'choose another {flag or "path"}'
   if not folder and os.path.isdir(given):
     return f'{what} is a folder, not a file; {fix}'
+  if (not folder and suffix and os.path.isfile(given)
+      and not given.lower().endswith(suffix.lower())):
+    return (f'{what} is an existing file that is not {suffix}, which writing would '
+            f'replace; name a {suffix} file')
   target = given if folder else os.path.dirname(given) or os.curdir
   nearest = target
   while not os.path.lexists(nearest):  # The first ancestor that exists; mkdir makes the rest.

@@ -86,7 +86,7 @@ def test_workdir_that_is_a_file_is_refused_and_left_alone(tmp_path):
   workdir.write_bytes(b'my notes')
   before = snapshot(tmp_path)
   check_user_error(run_command('main', f'--config={QUICKSTART}', f'--workdir={workdir}'),
-                   rf'--workdir {re.escape(str(workdir))} is a file, not a folder: choose '
+                   rf'--workdir={re.escape(str(workdir))} is a file, not a folder; choose '
                    r'another --workdir')
   assert snapshot(tmp_path) == before and workdir.read_bytes() == b'my notes'
 

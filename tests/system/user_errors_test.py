@@ -1,8 +1,8 @@
 """Bad input to every command ends in one line, a non-zero exit, and nothing lost.
 
 Each case runs a command (python -m srgan_jax.main, .evaluate, .super_resolve,
-.vgg19 import, .benchmark) in a subprocess with one bad flag, config field or file,
-and checks through ``check_user_error``: the exit status, that stderr ends with one
+.export, .compare, .plot, .pretrained, .vgg19 import, .benchmark) in a subprocess
+with one bad flag, config field or file, and checks through ``check_user_error``: the exit status, that stderr ends with one
 line naming the problem, that no traceback was printed, and that nothing on disk was
 created, lost or changed. The flag and config cases fail before JAX compiles
 anything (a few seconds each, mostly imports).
@@ -284,6 +284,35 @@ EVALUATE_CASES = {
     'positional argument': (['extra'], r"unexpected arguments: \['extra'\]"),
     'unknown flag': (['--sclae=4'], r'Unknown command line flag .sclae.'),
     'scale empty': (['--scale='], r'--scale='),
+    # Before: tracebacks (ValueError), after or during the scoring.
+    'crop not NAME:x,y,w,h': (['--save_dir=ROOT/sr', '--crop=a'],
+                              r'--crop=a is not NAME:x,y,width,height'),
+    'crop outside the image': (['--save_dir=ROOT/sr', '--crop=a:0,0,400,400'],
+                               r'--crop=a:0,0,400,400 lies outside a \(40x48 HR pixels'),
+    'crop without save_dir': (['--crop=a:0,0,8,8'], r'--crop needs --save_dir'),
+    'zoom=0': (['--save_dir=ROOT/sr', '--crop=a:0,0,8,8', '--zoom=0'],
+               r'--zoom must be >= 1, got 0'),
+    'metrics=foo': (['--metrics=niqe,foo'], r"--metrics may hold 'niqe', .*; got 'foo'"),
+    # Before: ignored without a word.
+    'workdir with a shipped model': (['--model=cpu_small', '--workdir=/tmp'],
+                                     r'--workdir is for --model=srgan'),
+    'scale with a shipped model': (['--model=cpu_small', '--scale=2'],
+                                   r'--scale is for --model=bicubic .*; leave --scale out'),
+    # Before: "no checkpoints in W (expected W/checkpoints)".
+    'workdir is a file': (['--workdir=IMAGES/a.png'],
+                          r'--workdir=\S+/a.png is a file, not a folder; name a folder'),
+    'workdir missing': (['--workdir=/nonexistent/run'], r'--workdir: no folder /nonexistent/run'),
+    'data is a file': (['--data=IMAGES/a.png'], r'--data=\S+/a.png is a file, not a folder'),
+    # Before: the input image replaced by the JSON results, or by its SR image.
+    'output is an input image': (['--output=IMAGES/a.png'],
+                                 r'--output=\S+/a.png is an existing file that is not .json, '
+                                 r'which writing would replace; name a .json file'),
+    'save_dir over the set': (['--save_dir=ROOT'],
+                              r"--save_dir=\S+ would write the SR images of set 'images' "
+                              r'over its own images'),
+    # Before: one set's results replaced the other's (and the bicubic rows shifted).
+    'two sets of one name': (['--data=IMAGES', '--data=ROOT/./images'],
+                             r"--data \S+ and \S+ are both sets named 'images'"),
 }
 
 
@@ -294,10 +323,13 @@ def test_evaluate_rejects_bad_flags(tmp_path, args, pattern):
   output = tmp_path / 'out' / 'results.json'
   flags = [] if any(arg.startswith(('--data', 'NO_DATA')) for arg in args) else [
       f'--data={images}']
-  args = [arg for arg in args if arg != 'NO_DATA']
-  result = run_command('evaluate', *flags, *args, f'--output={output}')
+  flags += [] if any(arg.startswith('--output=') for arg in args) else [f'--output={output}']
+  args = [arg.replace('IMAGES', str(images)).replace('ROOT', str(tmp_path))
+          for arg in args if arg != 'NO_DATA']
+  before = snapshot(tmp_path)
+  result = run_command('evaluate', *flags, *args)
   check_user_error(result, pattern)
-  assert not output.parent.exists()
+  assert snapshot(tmp_path) == before  # Nothing written, nothing overwritten.
 
 
 def test_evaluate_workdir_without_checkpoints(tmp_path):
@@ -357,6 +389,25 @@ SUPER_RESOLVE_CASES = {
                         r'bucket \(gcloud storage cp -r\)$'),
     'input on gs://': (['--input=gs://bucket/photos'],
                        r'--input must be a local path, got gs://bucket/photos'),
+    # Before: a ValueError traceback.
+    'folder into a .png name': (['--output=ROOT/x.png'],
+                                r'--input \S+ is a folder, so --output must be a folder .*'
+                                r'drop the .png suffix'),
+    # Before: written into a new folder named x.jpg, exit 0.
+    'output named .jpg': (['--input=IN/a.png', '--output=ROOT/x.jpg'],
+                          r'names a .jpg file, but outputs are PNG; name a .png file or a folder'),
+    # Before: "0 written, 0 skipped, 0 failed", exit 0.
+    'input folder without images': (['--input=ROOT/empty'],
+                                    r'no image files \(.bmp, .*\) in --input \S+/empty; name a '
+                                    r'folder or file with images'),
+    # Before: the model loaded, then "1 failed", exit 1.
+    'input file not an image': (['--input=ROOT/notes.txt'],
+                                r'notes.txt: UnidentifiedImageError'),
+    # Before: "no checkpoints in W (expected W/checkpoints)".
+    'workdir is a file': (['--model=srgan', '--workdir=ROOT/notes.txt'],
+                          r'--workdir=\S+/notes.txt is a file, not a folder; name a folder'),
+    'workdir missing': (['--model=srgan', '--workdir=/nonexistent/run'],
+                        r'--workdir: no folder /nonexistent/run'),
 }
 
 
@@ -366,6 +417,8 @@ def test_super_resolve_rejects_bad_flags_before_any_image(tmp_path, args, patter
   inputs = tmp_path / 'in'
   for index in range(3):
     write_image(inputs / f'{"abc"[index]}.png', 40, 40, seed=index)
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'notes.txt').write_text('not an image')
   args = [arg.replace('ROOT', str(tmp_path)).replace('IN', str(inputs)) for arg in args]
   model = [] if any(arg.startswith('--model') for arg in args) else ['--model=bicubic']
   defaults = [flag for flag in (f'--input={inputs}', f'--output={tmp_path / "out"}')
@@ -405,6 +458,99 @@ def test_vgg19_import_rejects_bad_source(tmp_path, args, pattern):
   assert snapshot(tmp_path) == before and not output.exists()
 
 
+# ---------------------------------------------------------------------------------------
+# The other commands that read and write files: export, compare, plot, pretrained.
+
+EXPORT_CASES = {
+    # Before: "no checkpoints in W (expected W/checkpoints)".
+    'workdir is a file': (['--workdir=ROOT/notes.txt'],
+                          r'--workdir=\S+/notes.txt is a file, not a folder; name a folder'),
+    'workdir missing': (['--workdir=/nonexistent/run'], r'--workdir: no folder /nonexistent/run'),
+    # Before: "no checkpoint at step -1".
+    'step<0': (['--step=-1'], r'--step must be >= 0, got -1'),
+    # Before: a warning, then the model shipped without scores, exit 0.
+    'data missing': (['--data=/nonexistent/Set5'], r'--data: no folder /nonexistent/Set5'),
+    'two sets of one name': (['--data=ROOT/images', '--data=ROOT/./images'],
+                             r"both sets named 'images'"),
+}
+
+
+@pytest.mark.parametrize('args, pattern', EXPORT_CASES.values(), ids=EXPORT_CASES.keys())
+def test_export_rejects_bad_flags_before_reading_the_run(tmp_path, args, pattern):
+  write_image(tmp_path / 'images' / 'a.png')
+  (tmp_path / 'notes.txt').write_text('not a run')
+  (tmp_path / 'run').mkdir()  # No checkpoints: the checks come before they are read.
+  models = tmp_path / 'models'
+  args = [arg.replace('ROOT', str(tmp_path)) for arg in args]
+  workdir = [] if any(arg.startswith('--workdir=') for arg in args) else [
+      f'--workdir={tmp_path / "run"}']
+  before = snapshot(tmp_path)
+  result = run_command('export', *workdir, '--name=mine', *args,
+                       env={'SRGAN_PRETRAINED_DIR': str(models)})
+  check_user_error(result, pattern)
+  assert snapshot(tmp_path) == before and not models.exists()
+
+
+COMPARE_CASES = {
+    # Before: tracebacks (ZeroDivisionError, ValueError), some after the generators ran.
+    'scale=0': (['--scale=0'], r'--scale must be >= 2, got 0'),
+    'scale of another model': (['--scale=2'],
+                               r'--scale=2 but --model=cpu_small is x4; pass --scale=4'),
+    'crop not NAME:x,y,w,h': (['--crop=a'], r'--crop=a is not NAME:x,y,width,height'),
+    'output format unknown': (['--output=ROOT/figure.txt'],
+                              r'--output=\S+/figure.txt: matplotlib cannot write .txt files; '
+                              r'name a .*\.png.* file'),
+    # Before: the figure replaced the input image a.png.
+    'output in the data folder': (['--output=ROOT/images/a.png'],
+                                  r'--output=\S+/a.png lies in the --data folder \S+/images, '
+                                  r'whose images it would replace or join'),
+    'data is a file': (['--data=ROOT/images/a.png'], r'--data=\S+/a.png is a file, not a folder'),
+    # Before: a ValueError traceback (SSIM window) after the generators ran.
+    'image too small': (['--crop=tiny:0,0,4,4'],
+                        r'tiny.png: 16x16 pixels .* is too small to score'),
+}
+
+
+@pytest.mark.parametrize('args, pattern', COMPARE_CASES.values(), ids=COMPARE_CASES.keys())
+def test_compare_rejects_bad_flags(tmp_path, args, pattern):
+  write_image(tmp_path / 'images' / 'a.png')
+  write_image(tmp_path / 'images' / 'tiny.png', 16, 16)
+  args = [arg.replace('ROOT', str(tmp_path)) for arg in args]
+  defaults = [flag for flag in (f'--data={tmp_path / "images"}', '--crop=a:0,0,8,8',
+                                f'--output={tmp_path / "out" / "figure.png"}')
+              if not any(arg.startswith(flag.split('=')[0] + '=') for arg in args)]
+  before = snapshot(tmp_path)
+  check_user_error(run_command('compare', '--model=cpu_small', *defaults, *args), pattern)
+  assert snapshot(tmp_path) == before
+
+
+PLOT_CASES = {
+    # Before: "no eval/<set>/psnr scalars in the event files of W".
+    'workdir missing': (['--workdir=/nonexistent/run'], r'--workdir: no folder /nonexistent/run'),
+    # Before: "W/learning_curve.png: W is a file, not a folder; pass --output".
+    'workdir is a file': (['--workdir=ROOT/notes.txt'],
+                          r'--workdir=\S+/notes.txt is a file, not a folder; name a folder'),
+    # Before: the same line, but after the event files were read.
+    'output format unknown': (['--output=ROOT/curve.xyz'],
+                              r'--output=\S+/curve.xyz: matplotlib cannot write .xyz files'),
+}
+
+
+@pytest.mark.parametrize('args, pattern', PLOT_CASES.values(), ids=PLOT_CASES.keys())
+def test_plot_rejects_bad_flags(tmp_path, args, pattern):
+  (tmp_path / 'notes.txt').write_text('not a run')
+  args = [arg.replace('ROOT', str(tmp_path)) for arg in args]
+  workdir = [] if any(arg.startswith('--workdir=') for arg in args) else [f'--workdir={tmp_path}']
+  before = snapshot(tmp_path)
+  check_user_error(run_command('plot', *workdir, *args), pattern)
+  assert snapshot(tmp_path) == before
+
+
+def test_pretrained_rejects_arguments():
+  # Before: a ValueError traceback (absl's app.run).
+  check_user_error(run_command('pretrained', 'extra'), r"unexpected arguments: \['extra'\]")
+
+
 BENCHMARK_CASES = {
     'steps=0': (['--steps=0'], r'--steps must be >= 1, got 0'),
     'warmup<0': (['--warmup=-1'], r'--warmup must be >= 0'),
@@ -420,14 +566,36 @@ BENCHMARK_CASES = {
                              r'--data_folders: no folder /nonexistent/T91'),
     'dtype=float16': (['--dtype=float16'], r'--dtype=float16: value should be one of'),
     'unknown flag': (['--step=3'], r'Unknown command line flag .step.'),
+    # Before: a traceback after the timing, the report lost.
+    'json under a file': (['--json=ROOT/notes.txt/report.json'],
+                          r'--json=\S+/notes.txt/report.json: \S+/notes.txt is a file, not a '
+                          r'folder; choose another --json'),
+    # Before: the image replaced by the report.
+    'json is an image': (['--json=ROOT/a.png'],
+                         r'--json=\S+/a.png is an existing file that is not .json'),
+    # Before: nothing timed, an empty report, exit 0.
+    'run empty': (['--run='], r'--run must name something to time, of srresnet, srgan'),
+    'batch_sizes empty': (['--run=srresnet', '--batch_sizes='],
+                          r'--batch_sizes is empty; --run=srresnet needs at least one'),
+    # Before: tracebacks (ValueError).
+    'weight_gradients=foo': (['--weight_gradients=xla,foo'],
+                             r"--weight_gradients may hold 'auto', .*; got 'foo'"),
+    'data_folders without images': (['--run=pipeline', '--data_folders=ROOT/empty'],
+                                    r'--data_folders: no image files \(.*\) in \S+/empty'),
 }
 
 
 @pytest.mark.parametrize('args, pattern', BENCHMARK_CASES.values(), ids=BENCHMARK_CASES.keys())
 def test_benchmark_rejects_bad_flags(tmp_path, args, pattern):
   output = tmp_path / 'report.json'
-  check_user_error(run_command('benchmark', *args, f'--json={output}'), pattern)
-  assert not output.exists()
+  (tmp_path / 'notes.txt').write_text('notes')
+  write_image(tmp_path / 'a.png')
+  (tmp_path / 'empty').mkdir()
+  args = [arg.replace('ROOT', str(tmp_path)) for arg in args]
+  json_flag = [] if any(arg.startswith('--json=') for arg in args) else [f'--json={output}']
+  before = snapshot(tmp_path)
+  check_user_error(run_command('benchmark', *args, *json_flag), pattern)
+  assert snapshot(tmp_path) == before
 
 
 def test_verbosity_shows_the_traceback(tmp_path):

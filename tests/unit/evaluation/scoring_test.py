@@ -253,7 +253,7 @@ def test_evaluate_accepts_a_set_in_a_bucket(tmp_path):
   from srgan_jax.runtime import errors  # pylint: disable=g-import-not-at-top
   write_blocky_images(tmp_path / 'Bench', 1, (48, 40), seed=4)
   options = types.SimpleNamespace(scale=4, step=None, workdir=None, output=None,
-                                  save_dir=None, compare=False)
+                                  save_dir=None, compare=False, crop=[], zoom=1, metrics=[])
   with fake_bucket(tmp_path):
     evaluate._check_flags(  # pylint: disable=protected-access
         types.SimpleNamespace(**vars(options), data=['gs://bucket/Bench']), 'bicubic')
