@@ -3,6 +3,8 @@
 import contextlib
 import os
 import pathlib
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -176,3 +178,19 @@ def torch_vgg19():
       torch.nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')
       torch.nn.init.normal_(layer.bias, std=0.1)
   return torch, model
+
+
+def start_lock_holder(workdir: pathlib.Path, heartbeat: bool = False) -> subprocess.Popen:
+  """A process holding ``workdir``'s lock until killed, as a training run does (with
+  ``heartbeat``: the lock of a gs:// workdir, a heartbeat file); returns once held."""
+  take = (f'workdir_lock._heartbeat_lock({str(workdir)!r}, settle_seconds=0.01)' if heartbeat
+          else f'workdir_lock.hold({str(workdir)!r})')
+  process = subprocess.Popen(
+      [sys.executable, '-c', 'import time\nfrom srgan_jax.training import workdir_lock\n'
+       f'with {take}:\n  print("held", flush=True)\n  time.sleep(600)'],
+      cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)}, stdout=subprocess.PIPE, text=True)
+  if process.stdout.readline().strip() != 'held':
+    process.kill()
+    process.wait()
+    pytest.fail(f'the lock holder ended with {process.returncode} before holding {workdir}')
+  return process

@@ -9,11 +9,9 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 
-from conftest import REPO
+from conftest import start_lock_holder
 import pytest
 
 from srgan_jax.runtime import errors
@@ -23,19 +21,8 @@ from srgan_jax.training import workdir_lock
 pytestmark = pytest.mark.system
 
 
-def _holder(workdir) -> subprocess.Popen:
-  """A process that holds the workdir's lock until killed."""
-  process = subprocess.Popen(
-      [sys.executable, '-c', 'import time\nfrom srgan_jax.training import workdir_lock\n'
-       f'with workdir_lock.hold({str(workdir)!r}):\n  print("held", flush=True)\n'
-       '  time.sleep(600)'],
-      cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)}, stdout=subprocess.PIPE, text=True)
-  assert process.stdout.readline().strip() == 'held'
-  return process
-
-
 def test_live_holder_refuses_and_is_named(tmp_path):
-  holder = _holder(tmp_path)
+  holder = start_lock_holder(tmp_path)
   try:
     with pytest.raises(workdir_lock.WorkdirInUseError,
                        match=f'in use by process {holder.pid} on host {socket.gethostname()}'):
@@ -48,7 +35,7 @@ def test_live_holder_refuses_and_is_named(tmp_path):
 
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path):
-  holder = _holder(tmp_path)
+  holder = start_lock_holder(tmp_path)
   holder.send_signal(signal.SIGKILL)  # No clean-up: the lock file stays.
   holder.wait()
   assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['pid'] == holder.pid
@@ -160,16 +147,9 @@ def test_heartbeat_lock_of_a_run_killed_mid_save_is_taken_over_by_the_next(tmp_p
   """Issue 22, a Spot preemption: the run holding a gs://-style lock is SIGKILLed (its
   lock file stays, fresh); the run started next on this host takes it over at once
   instead of refusing for STALE_SECONDS."""
-  holder = subprocess.Popen(
-      [sys.executable, '-c', 'import time\nfrom srgan_jax.training import workdir_lock\n'
-       f'with workdir_lock._heartbeat_lock({str(tmp_path)!r}, settle_seconds=0.01):\n'
-       '  print("held", flush=True)\n  time.sleep(600)'],
-      cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)}, stdout=subprocess.PIPE, text=True)
-  try:
-    assert holder.stdout.readline().strip() == 'held'
-  finally:
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()  # Reaped, as a preempted VM's processes are gone.
+  holder = start_lock_holder(tmp_path, heartbeat=True)
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()  # Reaped, as a preempted VM's processes are gone.
   left = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
   assert left['pid'] == holder.pid and time.time() - left['heartbeat'] < 60
   with caplog.at_level('WARNING'):
