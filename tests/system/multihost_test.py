@@ -259,16 +259,13 @@ def test_two_hosts_train_like_one_process_given_the_same_global_batches(runs):
   assert max(np.max(np.abs(a - b)) for a, b in zip(expected, start)) > 1e-3
 
 
-def test_init_from_on_two_hosts_trains_like_one_process(runs, tmp_path):
-  """An SRGAN phase started from another workdir's generator (srgan.init_from), on 2
-  processes. Before, both died at its start: jax.device_put of the restored weights
-  (on each host's first device) onto the global sharding is a cross-host transfer."""
-  config = copy.deepcopy(runs['config'])
-  config.srresnet.num_steps, config.srgan.num_steps, config.srgan.decay_steps = 0, 2, 1
-  config.srgan.init_from = str(runs['reference_dir'])
-  config.eval_folders = []
+def _train_on_one_then_two_processes(config, batches, tmp_path
+                                     ) -> tuple[list[np.ndarray], list[Worker]]:
+  """(final state leaves, workers): ``config`` trained here on the global batches
+  ``batches(config, start_step)`` yields, then by `main` on 2 processes (each reading
+  its own part, as in a real run) in tmp_path/two; both with plain SGD (see `sgd`)."""
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(loop, 'create_input_iterator', global_batches)
+    patch.setattr(loop, 'create_input_iterator', batches)
     patch.setattr(steps, 'create_optimizer', sgd)
     expected = leaves(loop.train_and_evaluate(config, str(tmp_path / 'one')))
   address = f'127.0.0.1:{free_port()}'
@@ -282,6 +279,18 @@ def test_init_from_on_two_hosts_trains_like_one_process(runs, tmp_path):
   finally:  # One host failing leaves the other waiting for it.
     for worker in workers:
       worker.stop()
+  return expected, workers
+
+
+def test_init_from_on_two_hosts_trains_like_one_process(runs, tmp_path):
+  """An SRGAN phase started from another workdir's generator (srgan.init_from), on 2
+  processes. Before, both died at its start: jax.device_put of the restored weights
+  (on each host's first device) onto the global sharding is a cross-host transfer."""
+  config = copy.deepcopy(runs['config'])
+  config.srresnet.num_steps, config.srgan.num_steps, config.srgan.decay_steps = 0, 2, 1
+  config.srgan.init_from = str(runs['reference_dir'])
+  config.eval_folders = []
+  expected, workers = _train_on_one_then_two_processes(config, global_batches, tmp_path)
   for worker in workers:
     assert_same_states(worker.final_states(), expected)
 
@@ -306,21 +315,7 @@ def test_device_data_source_on_two_hosts_trains_like_one_process(tmp_path):
   write_images(tmp_path / 'images')
   config = tiny_config(tmp_path / 'images', 3, 0)
   config.data.source = 'device'
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(loop, 'create_input_iterator', device_source_global_batches)
-    patch.setattr(steps, 'create_optimizer', sgd)
-    expected = leaves(loop.train_and_evaluate(config, str(tmp_path / 'one')))
-  address = f'127.0.0.1:{free_port()}'
-  workers = [Worker(tmp_path / f'process{p}', config, tmp_path / 'two', devices=2,
-                    JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(PROCESSES),
-                    JAX_PROCESS_ID=str(p), WORKER_SGD='1')
-             for p in range(PROCESSES)]
-  try:
-    for worker in workers:
-      worker.finish_ok()
-  finally:  # One host failing leaves the other waiting for it.
-    for worker in workers:
-      worker.stop()
+  expected, workers = _train_on_one_then_two_processes(config, device_source_global_batches, tmp_path)
   rows = config.batch_size // PROCESSES
   for p, worker in enumerate(workers):
     saved = worker.saved()
