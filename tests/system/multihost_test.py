@@ -38,8 +38,10 @@ import numpy as np
 import optax
 from PIL import Image
 from preemption_test import assert_same_states
+from preemption_test import finish_job
 from preemption_test import free_port
 from preemption_test import leaves
+from preemption_test import start_job
 from preemption_test import tiny_config
 from preemption_test import TIMEOUT
 from preemption_test import Worker
@@ -172,11 +174,8 @@ def runs(tmp_path_factory):
 
     shared = root / 'shared'  # The hosts' common workdir, as on a shared file system.
     shutil.copytree(root / 'reference' / 'checkpoints' / '2', shared / 'checkpoints' / '2')
-    address = f'127.0.0.1:{free_port()}'
-    workers = [Worker(root / f'process{p}', config, shared, devices=2,
-                      JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(PROCESSES),
-                      JAX_PROCESS_ID=str(p), WORKER_PAUSE_AT='3', WORKER_SGD='1')
-               for p in range(PROCESSES)]
+    workers = start_job(PROCESSES, root, config, shared, devices=2, WORKER_PAUSE_AT='3',
+                        WORKER_SGD='1')
     try:
       for p, worker in enumerate(workers):
         worker.wait_for(f'paused{p}')
@@ -268,17 +267,8 @@ def _train_on_one_then_two_processes(config, batches, tmp_path
     patch.setattr(loop, 'create_input_iterator', batches)
     patch.setattr(steps, 'create_optimizer', sgd)
     expected = leaves(loop.train_and_evaluate(config, str(tmp_path / 'one')))
-  address = f'127.0.0.1:{free_port()}'
-  workers = [Worker(tmp_path / f'process{p}', config, tmp_path / 'two', devices=2,
-                    JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(PROCESSES),
-                    JAX_PROCESS_ID=str(p), WORKER_SGD='1')
-             for p in range(PROCESSES)]
-  try:
-    for worker in workers:
-      worker.finish_ok()
-  finally:  # One host failing leaves the other waiting for it.
-    for worker in workers:
-      worker.stop()
+  workers = start_job(PROCESSES, tmp_path, config, tmp_path / 'two', devices=2, WORKER_SGD='1')
+  finish_job(workers)
   return expected, workers
 
 

@@ -26,7 +26,9 @@ import time
 
 import numpy as np
 from preemption_test import assert_same_states
+from preemption_test import finish_job
 from preemption_test import free_port
+from preemption_test import start_job
 from preemption_test import steps_on_disk
 from preemption_test import tiny_config
 from preemption_test import TIMEOUT
@@ -68,14 +70,10 @@ SLOW_HOST = textwrap.dedent('''\
 
 
 def _start_job(processes: int, config, workdir, out, **env: str) -> list[Worker]:
-  """`main` through preemption_test's WORKER as one job of ``processes`` processes."""
-  job = {'WORKER_SGD': '1', 'WORKER_GLOBAL_BATCHES': '1', 'WORKER_HEARTBEAT_LOCK': '1', **env}
-  if processes > 1:
-    job.update(JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{free_port()}',
-               JAX_NUM_PROCESSES=str(processes))
-  return [Worker(out / f'process{p}', config, workdir, devices=DEVICES // processes,
-                 **job, **({'JAX_PROCESS_ID': str(p)} if processes > 1 else {}))
-          for p in range(processes)]
+  """A job of ``processes`` processes on DEVICES devices in all, on the 1-process
+  global batches, with plain SGD and a bucket's (heartbeat) workdir lock."""
+  return start_job(processes, out, config, workdir, DEVICES // processes, WORKER_SGD='1',
+                   WORKER_GLOBAL_BATCHES='1', WORKER_HEARTBEAT_LOCK='1', **env)
 
 
 def test_a_host_that_starts_its_first_collective_35_s_late_is_waited_for(tmp_path):
@@ -131,11 +129,7 @@ def preempted(tmp_path_factory):
     (copy / workdir_lock.LOCK_NAME).write_text(
         json.dumps({**lock, 'boot_id': 'before', 'heartbeat': time.time()}))
     workers = _start_job(processes, config, copy, root / f'resumed{processes}')
-    try:
-      logs = [worker.finish_ok() for worker in workers]
-    finally:  # One process failing leaves the others waiting for it.
-      for worker in workers:
-        worker.stop()
+    logs = finish_job(workers)
     resumed[processes] = {'workdir': copy, 'logs': logs,
                           'states': [worker.final_states() for worker in workers]}
   return {'statuses': statuses, 'lock': lock, 'killed_pid': killed[0].process.pid,

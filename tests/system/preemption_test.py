@@ -239,6 +239,29 @@ class Worker:
     return [saved[f'state{i}'] for i in range(len(saved) - 3)]
 
 
+def start_job(processes: int, out: pathlib.Path, config: ml_collections.ConfigDict,
+              workdir: pathlib.Path, devices: int, **env: str) -> list[Worker]:
+  """One training job of ``processes`` Workers (out/process<p>) with ``devices`` CPU
+  devices each, started as a multi-host job starts them (one process: none of JAX's
+  coordinator variables)."""
+  if processes > 1:
+    env.update(JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{free_port()}',
+               JAX_NUM_PROCESSES=str(processes))
+  return [Worker(out / f'process{p}', config, workdir, devices=devices, **env,
+                 **({'JAX_PROCESS_ID': str(p)} if processes > 1 else {}))
+          for p in range(processes)]
+
+
+def finish_job(workers: list[Worker], status: int = 0) -> list[str]:
+  """Each Worker's log, once all exited with ``status``; kills the rest on a failure
+  (one process failing leaves the others waiting for it)."""
+  try:
+    return [worker.finish_ok(status) for worker in workers]
+  finally:
+    for worker in workers:
+      worker.stop()
+
+
 def write_images(folder: pathlib.Path, count: int = 10) -> None:
   """48x56 RGB images, red = 30 + 20 x number (so a crop names its image), random
   8x8 blocks in green and blue."""
