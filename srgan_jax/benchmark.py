@@ -58,7 +58,6 @@ import json
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 
@@ -150,9 +149,7 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None, 
   return batch_sizes, inference_sizes, widths, steps_per_call
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main() -> None:
   f = flags.FLAGS
   batch_sizes, inference_sizes, widths, steps_per_call = _check_flags(f)
   try:
@@ -181,6 +178,10 @@ def _run(f: Any, batch_sizes: list[int], inference_sizes: list[int],
       steps_per_call=tuple(steps_per_call)))
 
 
+def run() -> None:
+  """``python -m srgan_jax.benchmark`` through ``cli.run``."""
+  cli.run(main, name='benchmark', define_flags=_define_flags)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

@@ -20,17 +20,17 @@ from srgan_jax.evaluation import figures
 from srgan_jax.evaluation import report
 from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import degradation
-from srgan_jax.inference import loading
-from srgan_jax.nn import shipped
+from srgan_jax.nn import pretrained
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
+from srgan_jax.training import model_reference
 
 
 def _define_flags() -> None:
   flags.DEFINE_multi_string('model', [], 'Shipped generators to compare, by name, in '
                             'order (bicubic always comes first): '
-                            f'{", ".join(shipped.names()) or "none in this install"}.')
+                            f'{", ".join(pretrained.names()) or "none in this install"}.')
   flags.DEFINE_multi_string('data', [], 'Folders (or set names in $SRGAN_DATASETS) that '
                             'hold the --crop images.')
   flags.DEFINE_multi_string('crop', [], 'NAME:x,y,w,h: one row, that region of image NAME '
@@ -48,9 +48,7 @@ def _find(name: str, folders: Sequence[str]) -> pathlib.Path:
   raise app.UsageError(f'no image {name!r} in {", ".join(folders)}')
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main() -> None:
   options = flags.FLAGS
   # Checked here, not by absl's mark_flags_as_required, which cannot tell an empty
   # multi-flag from a missing one.
@@ -74,11 +72,9 @@ def main(argv: Sequence[str]) -> None:
       if os.path.realpath(output).startswith(os.path.join(os.path.realpath(folder), ''))])
   flag_checks.check_flags([], flag_checks.output_problem(options.output, flag='--output'),
                           figures.format_problem(options.output, 'output'))
-  for name in options.model:  # From the model's record: before any weights are read.
-    try:
-      scale = shipped.describe(name)['scale']
-    except shipped.UnknownModelError as error:  # Lists the shipped names.
-      raise app.UsageError(str(error)) from error
+  references = [model_reference.from_flags(name) for name in options.model]
+  for name, reference in zip(options.model, references):  # Before any weights are read.
+    scale = model_reference.scale(reference)
     flag_checks.check_flags([], scale != options.scale and (
         f'--scale={options.scale} but --model={name} is x{scale}; pass --scale={scale}, '
         'with models of one scale'))
@@ -87,8 +83,8 @@ def main(argv: Sequence[str]) -> None:
     hr = scoring.scorable_hr(_find(crop.image, folders), options.scale)  # Or a UserError.
     flag_checks.check_flags([], crop.outside(hr.shape))
     images.append(hr)
-  generators = {name: scoring.generator_upscale_fn(*loading.load_generator(name)[:2])
-                for name in options.model}
+  generators = {name: scoring.generator_upscale_fn(*model_reference.load(reference)[:2])
+                for name, reference in zip(options.model, references)}
   rows = []
   for crop, hr in zip(crops, images):
     lr = degradation.make_lr(hr, options.scale)[None]
@@ -101,6 +97,10 @@ def main(argv: Sequence[str]) -> None:
   print(f'Wrote {output}')
 
 
+def run() -> None:
+  """``python -m srgan_jax.compare`` through ``cli.run``."""
+  cli.run(main, name='compare', define_flags=_define_flags)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

@@ -31,25 +31,23 @@ SR | HR) of every image and a 3x enlarged region of interest of one (HR pixels):
 
 import json
 import pathlib
-from typing import Any, Sequence
+from typing import Any
 
-from absl import app
 from absl import flags
 
 from srgan_jax.evaluation import registry
 from srgan_jax.evaluation import report
 from srgan_jax.evaluation import scoring
-from srgan_jax.inference import loading
-from srgan_jax.nn import shipped
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
+from srgan_jax.training import model_reference
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string('model', None, loading.model_flag_help() +
+  flags.DEFINE_string('model', None, model_reference.flag_help() +
                       ' Default: srgan with --workdir, else bicubic.')
   flags.DEFINE_string('workdir', None, 'Training workdir whose checkpoint to evaluate.')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -88,9 +86,7 @@ def _check_flags(options: Any, model: str) -> None:
       options.compare and not options.save_dir and '--compare needs --save_dir',
       options.crop and not options.save_dir and '--crop needs --save_dir (the comparison '
                                                 'images are written there)',
-      model == 'srgan' and not options.workdir and '--model=srgan needs --workdir',
-      model != 'srgan' and options.workdir and '--workdir is for --model=srgan',
-      model != 'srgan' and options.step is not None and '--step is for --model=srgan',
+      *model_reference.flag_problems(model, options.workdir, options.step),
       # A generator's scale is its own: a --scale given beside one would be ignored.
       model != 'bicubic' and options['scale'].present and '--scale is for --model=bicubic '
       '(a generator upscales by its own factor); leave --scale out',
@@ -117,13 +113,14 @@ def _failures(results: dict[str, dict[str, Any]]) -> str | None:
   return '; '.join(parts) + ' (named above)'
 
 
-def main(argv: Sequence[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def _model() -> str:
+  """--model, with its default: srgan with --workdir, else bicubic."""
+  return flags.FLAGS.model or ('srgan' if flags.FLAGS.workdir else 'bicubic')
+
+
+def main() -> int:
   options = flags.FLAGS
-  model = options.model or ('srgan' if options.workdir else 'bicubic')
-  if model != 'bicubic':  # A generator: JAX, maybe on several processes.
-    distributed.initialize()
+  model = _model()
   # On every process alike: a host whose --data lacks a set would otherwise stop alone
   # and leave the others waiting for it.
   distributed.check_on_every_process(lambda: _check_flags(options, model))
@@ -138,12 +135,9 @@ def main(argv: Sequence[str]) -> int:
                                     registry.metric_fns(options.metrics, options.scale))
     print(report.format_table(results))
   else:
-    cli.stop_on_sigterm('evaluate')
-    try:  # A workdir's generator (srgan) or a shipped model's, by name.
-      generator = loading.load_generator(model, options.workdir and paths.absolute(
-          options.workdir), options.step, options.ema)
-    except shipped.UnknownModelError as error:  # Lists the shipped names.
-      raise app.UsageError(str(error)) from error
+    # A workdir's generator (srgan) or a pretrained model's, by name.
+    generator = model_reference.load(model_reference.from_flags(
+        model, options.workdir, options.step, options.ema))
     results = scoring.evaluate_model(*generator, folders, save_dir, options.compare, crops,
                                      options.metrics)
     writes = distributed.is_main_process()
@@ -158,6 +152,12 @@ def main(argv: Sequence[str]) -> int:
   return errors.EXIT_OK
 
 
+def run() -> None:
+  """``python -m srgan_jax.evaluate`` through ``cli.run``; a generator runs JAX, maybe
+  on several processes."""
+  cli.run(main, name='evaluate', define_flags=_define_flags,
+          starts_jax=lambda: _model() != 'bicubic')
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

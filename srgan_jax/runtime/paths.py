@@ -54,11 +54,10 @@ def image_folder(name_or_path: str) -> str:
 
 
 # The config fields that hold user paths, as (section, field); tuples of paths too.
+# (srgan.init_from, a pretrained model's name or a workdir, is resolved where it is
+# used: training/model_reference.py.)
 CONFIG_PATH_FIELDS = (('data', 'folders'), ('data', 'tfds_data_dir'), (None, 'eval_folders'),
-                      ('srgan', 'init_from'), ('srgan', 'vgg_weights'))
-# Fields that may also hold a name (srgan.init_from: a shipped model): a value without
-# a path separator that is not an existing path stays a name.
-CONFIG_NAME_OR_PATH_FIELDS = (('srgan', 'init_from'),)
+                      ('srgan', 'vgg_weights'))
 
 
 def absolute_config_paths(config: Any) -> None:
@@ -72,9 +71,6 @@ def absolute_config_paths(config: Any) -> None:
     if parent is None or field not in parent:
       continue
     value = parent[field]
-    if ((section, field) in CONFIG_NAME_OR_PATH_FIELDS and isinstance(value, str)
-        and os.sep not in value and not os.path.exists(value)):
-      continue  # A name.
     if isinstance(value, (tuple, list)):
       parent[field] = type(value)(absolute_if_text(path) for path in value)
     elif value:

@@ -50,6 +50,15 @@ def install() -> None:
     signal.signal(stop_signal, _handle)
 
 
+def started_as_command() -> bool:
+  """Whether this program is ``python -m srgan_jax.<command>`` (the interpreter's own
+  arguments, not the module's: a library user's program is left alone)."""
+  argv = getattr(sys, 'orig_argv', [])
+  if '-m' not in argv[:-1]:
+    return False
+  return argv[argv.index('-m') + 1].startswith('srgan_jax.')
+
+
 def command_started(command: str) -> None:
   """From now on a stop signal raises ``errors.Preempted`` naming ``command``."""
   _State.command = command

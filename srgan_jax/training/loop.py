@@ -26,12 +26,12 @@ from srgan_jax.evaluation import during_training
 from srgan_jax.evaluation import summaries
 from srgan_jax.nn import losses
 from srgan_jax.nn import models
-from srgan_jax.nn import shipped
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import sharding
 from srgan_jax.training import checkpointing
 from srgan_jax.training import gan_health as gan_health_lib
+from srgan_jax.training import model_reference
 from srgan_jax.training import steps
 from srgan_jax.training import workdir_lock
 
@@ -108,11 +108,8 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
   or from the shipped model of that name; otherwise from this run's SRResNet phase.
   """
   if config.srgan.init_from:
-    if shipped.is_shipped(config.srgan.init_from):
-      _, variables, source_config = shipped.load(config.srgan.init_from)
-    else:
-      _, variables, source_config = checkpointing.load_generator(
-          config.srgan.init_from, ema=False)
+    _, variables, source_config = model_reference.load(
+        model_reference.from_init_from(config.srgan.init_from))
     if models.weight_layout(source_config) != models.weight_layout(config):
       raise checkpointing.CheckpointError(
           f'srgan.init_from={config.srgan.init_from} has generator '

@@ -55,7 +55,7 @@ from srgan_jax.evaluation import during_training
 from srgan_jax.evaluation import report
 from srgan_jax.evaluation import scoring
 from srgan_jax.inference import files
-from srgan_jax.inference import loading
+from srgan_jax.training import model_reference
 from srgan_jax.inference import tiling
 from srgan_jax.runtime import errors
 from srgan_jax.training import checkpointing
@@ -203,8 +203,8 @@ def runs(tmp_path_factory):
       root / 'super_resolve')
   evaluation_logs = _finish_processes(evaluation_jobs, root / 'evaluate')
   super_resolve_logs = _finish_processes(super_resolve_jobs, root / 'super_resolve')
-  evaluation = scoring.evaluate_model(*loading.load_generator('srgan', str(shared)),
-                                      config.eval_folders,
+  generator = model_reference.load(model_reference.from_flags('srgan', str(shared)))
+  evaluation = scoring.evaluate_model(*generator, config.eval_folders,
                                       metric_names=config.eval_metrics)  # As main does.
   model, variables, _ = checkpointing.load_generator(str(shared))
   upscale, scale = tiling.generator_upscaler(

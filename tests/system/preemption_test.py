@@ -67,7 +67,6 @@ from orbax.checkpoint._src.path import atomicity
 
 from srgan_jax import main
 from srgan_jax.evaluation import during_training
-from srgan_jax.runtime import cli
 from srgan_jax.runtime import errors
 from srgan_jax.training import loop
 from srgan_jax.training import steps
@@ -156,7 +155,7 @@ if os.environ.get('WORKER_SGD'):
   steps.create_optimizer = lambda config, phase: optax.inject_hyperparams(optax.sgd)(0.05)
 finalize = atomicity.AtomicRenameTemporaryPath.finalize
 atomicity.AtomicRenameTemporaryPath.finalize = hanging_finalize
-cli.run(main.main)
+main.run()
 '''
 
 # The config file given to main: the ConfigDict saved beside it as JSON.
@@ -547,8 +546,6 @@ import pathlib
 import sys
 import time
 
-from srgan_jax.runtime import cli
-
 OUT = pathlib.Path(os.environ['WORKER_OUT'])
 module_name, function = os.environ['WORKER_STALL'].split(':')
 
@@ -560,10 +557,8 @@ def stalled(*args, **kwargs):
 
 setattr(importlib.import_module(module_name), function, stalled)
 command = importlib.import_module(sys.argv[1])
-if hasattr(command, '_define_flags'):
-  command._define_flags()
 sys.argv = sys.argv[1:]
-cli.run(command.main)
+command.run()
 '''
 
 

@@ -59,7 +59,8 @@ def _run_cli(folder, *args):
       from absl import flags
       from srgan_jax import benchmark
       benchmark._define_flags()
-      benchmark.main(flags.FLAGS(['benchmark', *{args}]))
+      flags.FLAGS(['benchmark', *{args}])
+      benchmark.main()
       print('tensorflow imported:', 'tensorflow' in sys.modules)
       """)
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,

@@ -170,7 +170,7 @@ def test_format_table():
 def test_evaluate_model_scores_model_and_baseline_alike(tmp_path, monkeypatch, capsys):
   from conftest import tiny_quickstart_config  # pylint: disable=g-import-not-at-top
   from srgan_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-  from srgan_jax.inference import loading  # pylint: disable=g-import-not-at-top
+  from srgan_jax.training import model_reference  # pylint: disable=g-import-not-at-top
   from srgan_jax.training import steps  # pylint: disable=g-import-not-at-top
 
   config = tiny_quickstart_config()
@@ -183,7 +183,8 @@ def test_evaluate_model_scores_model_and_baseline_alike(tmp_path, monkeypatch, c
   rng = np.random.default_rng(3)
   smooth = bicubic.imresize(rng.uniform(0, 255, (29, 27, 3)), 4)[:112, :104]
   Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / 'a.png')
-  results = scoring.evaluate_model(*loading.load_generator('srgan', 'unused'), [folder],
+  generator = model_reference.load(model_reference.from_flags('srgan', 'unused'))
+  results = scoring.evaluate_model(*generator, [folder],
                                    metric_names=('niqe',))
   assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'bicubic']
   baseline = scoring.evaluate_folder(scoring.make_upscale_fn('bicubic', 4), folder, 4,

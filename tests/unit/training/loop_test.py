@@ -12,8 +12,8 @@ from PIL import Image
 import pytest
 
 from srgan_jax.evaluation import during_training
-from srgan_jax.inference import loading
-from srgan_jax.nn import shipped
+from srgan_jax.training import model_reference
+from srgan_jax.nn import pretrained
 from srgan_jax.training import checkpointing
 from srgan_jax.training import loop
 from srgan_jax.training import steps
@@ -80,7 +80,7 @@ def test_nan_loss_stops_with_step_and_keeps_good_checkpoints(data_dirs, tmp_path
 
 def test_loading_a_workdir_without_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(checkpointing.CheckpointError, match='no checkpoints'):
-    loading.load_generator('srgan', str(tmp_path))
+    model_reference.load(model_reference.from_flags('srgan', str(tmp_path)))
 
 
 def test_device_source_trains_on_eight_devices(data_dirs, tmp_path):
@@ -186,9 +186,9 @@ def test_srgan_phase_alone_starts_from_init_from(data_dirs, tmp_path, monkeypatc
   config.srgan.learning_rate = 1e-30  # One step that cannot move the weights.
   config.srgan.init_from = str(source_dir)
   if source == 'shipped':
-    from srgan_jax.inference import packaging  # pylint: disable=g-import-not-at-top
-    monkeypatch.setenv(shipped.DIRECTORY_ENV, str(tmp_path / 'models'))
-    packaging.export(str(source_dir), 'tiny', command='train it', folders=[], ema=False)
+    from srgan_jax.inference import pretrained_export  # pylint: disable=g-import-not-at-top
+    monkeypatch.setenv(pretrained.DIRECTORY_ENV, str(tmp_path / 'models'))
+    pretrained_export.export(str(source_dir), 'tiny', command='train it', folders=[], ema=False)
     config.srgan.init_from = 'tiny'
     monkeypatch.chdir(tmp_path)  # No folder named 'tiny' here: the name is a model's.
   generator, _ = loop.train_and_evaluate(config, str(tmp_path / 'gan'))
