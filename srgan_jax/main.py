@@ -9,6 +9,9 @@ Cloud TPU VM pod slice, or processes started with JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES and JAX_PROCESS_ID set) start JAX's distributed runtime first
 (see srgan_jax/runtime/distributed.py).
 
+--mode=evaluate scores the workdir's checkpoint on the config's eval_folders by the
+same code as ``python -m srgan_jax.evaluate --model=srgan --workdir=W``.
+
 The config is checked as a whole (training/config_rules.py) before anything is created.
 A workdir has one writer: a second training run on it refuses to start (workdir_lock).
 

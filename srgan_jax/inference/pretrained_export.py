@@ -1,4 +1,5 @@
-"""Shipping a training run's generator inside the package, loadable by name (``nn/shipped``).
+"""Exporting a training run's generator as a pretrained model inside the package,
+loadable by name (``nn/pretrained``).
 
 The command is ``python -m srgan_jax.export`` (``srgan_jax/export.py``).
 """
