@@ -14,9 +14,8 @@ window once shaved) are reported by name and skipped; a set that cannot be score
 all is reported and the other sets are still scored and written. The command exits
 with 1 when anything was skipped, 2 for a bad flag (one line on stderr).
 
-Usage (bicubic baseline; gives Set5 28.43 / 0.8113, Set14 26.00 / 0.7031,
-BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
-25.96 / 0.6675):
+Usage (the bicubic baseline; its scores against the published ones are in the
+README, "Evaluating checkpoints"):
 
   python -m srgan_jax.evaluate --model=bicubic --scale=4 \\
       --data=../shared/datasets/Set5 --data=../shared/datasets/Set14 \\

@@ -1,4 +1,5 @@
-"""Where files are: user paths made absolute once, and the benchmark image sets.
+"""Where files are: user paths made absolute once, the benchmark image sets, and the
+cache of converted weights and timings.
 
 Paths given by a user (flags, config fields) may be relative to the directory the
 command was started from. Orbax and TensorStore need absolute paths, and a path that
@@ -17,6 +18,9 @@ from typing import Any, Iterator
 # default config are looked up in this folder; see the README for where to get them.
 DATASETS_ENV = 'SRGAN_DATASETS'
 DEFAULT_DATASETS = os.path.join('..', 'shared', 'datasets')
+# Converted VGG19 and LPIPS weights and the CPU weight-gradient verdicts are kept in
+# this folder, else in ~/.cache/srgan_jax.
+CACHE_ENV = 'SRGAN_JAX_CACHE'
 
 
 def is_remote(path: str) -> bool:
@@ -35,6 +39,12 @@ def absolute(path: str | os.PathLike[str]) -> str:
 def datasets_dir() -> str:
   """The folder holding the image sets: ``$SRGAN_DATASETS``, else ../shared/datasets."""
   return absolute(os.environ.get(DATASETS_ENV) or DEFAULT_DATASETS)
+
+
+def cache_dir() -> str:
+  """The project's cache folder: ``$SRGAN_JAX_CACHE``, else ``~/.cache/srgan_jax``."""
+  return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache',
+                                                   'srgan_jax')
 
 
 def dataset(name: str) -> str:
