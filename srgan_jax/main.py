@@ -31,6 +31,7 @@ from ml_collections import config_flags
 from srgan_jax import configs
 from srgan_jax.evaluation import scoring
 from srgan_jax.inference import loading
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import flag_checks
@@ -88,8 +89,9 @@ def main(argv):
     distributed.check_on_every_process(check_this_host)
     if _MODE.value == 'evaluate':
       # The architecture and scale come from the checkpoint: the workdir is enough.
-      scoring.evaluate_model(*loading.load_generator('srgan', workdir, _STEP.value),
-                             config.eval_folders, metric_names=config.eval_metrics)
+      model, variables, _ = loading.load_generator('srgan', workdir, _STEP.value)
+      scoring.evaluate_beside_bicubic(upscalers.generator(model, variables),
+                                      config.eval_folders, metric_names=config.eval_metrics)
       return
     loop.train_and_evaluate(config, workdir)
   if distributed.is_main_process():
