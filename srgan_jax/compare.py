@@ -16,11 +16,13 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from srgan_jax.evaluation import comparison_images
 from srgan_jax.evaluation import figures
-from srgan_jax.evaluation import report
 from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import degradation
+from srgan_jax.imaging import image_io
 from srgan_jax.nn import pretrained
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
@@ -42,7 +44,7 @@ def _define_flags() -> None:
 def _find(name: str, folders: Sequence[str]) -> pathlib.Path:
   """The image file called ``name`` (without suffix) in the first folder holding one."""
   for folder in folders:
-    for path in scoring.list_images(folder):
+    for path in image_io.image_files(folder, recursive=False):
       if path.stem == name:
         return pathlib.Path(path)
   raise app.UsageError(f'no image {name!r} in {", ".join(folders)}')
@@ -61,7 +63,7 @@ def main() -> None:
       [('scale', options.scale, flag_checks.integer(minimum=2))],
       *[flag_checks.folder_problem(folder, 'data', location=location)
         for folder, location in zip(options.data, folders)])
-  crops = [report.parse_crop(spec) for spec in options.crop]
+  crops = [comparison_images.parse_crop(spec) for spec in options.crop]
   output = paths.absolute(options.output)
   # A figure written into a set would replace one of its images, or join the set.
   # Checked first: output_problem's write test would touch the set's folder.
@@ -83,13 +85,13 @@ def main() -> None:
     hr = scoring.scorable_hr(_find(crop.image, folders), options.scale)  # Or a UserError.
     flag_checks.check_flags([], crop.outside(hr.shape))
     images.append(hr)
-  generators = {name: scoring.generator_upscale_fn(*model_reference.load(reference)[:2])
-                for name, reference in zip(options.model, references)}
+  methods = {'bicubic': upscalers.bicubic(options.scale)}
+  methods.update({name: upscalers.generator(*model_reference.load(reference)[:2])
+                  for name, reference in zip(options.model, references)})
   rows = []
   for crop, hr in zip(crops, images):
     lr = degradation.make_lr(hr, options.scale)[None]
-    srs = {'bicubic': scoring.bicubic_upscale(lr, options.scale)[0]}
-    srs.update({name: upscale(lr)[0] for name, upscale in generators.items()})
+    srs = {name: upscaler.upscale_batch(lr)[0] for name, upscaler in methods.items()}
     rows.append((crop, srs, hr))
   output = pathlib.Path(output)
   output.parent.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,8 @@ For every image of a folder: crop HR to a multiple of the scale, make LR with MA
 bicubic downsampling (uint8), upscale it with the method under test (uint8), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
 ``metrics``), and the perceptual metrics of ``--metrics`` (NIQE, LPIPS; see
-``evaluation/registry.py``) on batches of same-size images. Grayscale files stay single-channel,
-as in the MATLAB test code; files are read by ``image_io``'s rules (16-bit images
+``evaluation/named_metrics.py``) on batches of same-size images. Grayscale files stay
+single-channel, as in the MATLAB test code; files are read by ``image_io``'s rules (16-bit images
 reduced to their high byte, as the training input does).
 
 Files that cannot be scored (unreadable, unsupported, or too small for the SSIM
@@ -34,9 +34,11 @@ from typing import Any
 
 from absl import flags
 
-from srgan_jax.evaluation import registry
-from srgan_jax.evaluation import report
+from srgan_jax.evaluation import comparison_images
+from srgan_jax.evaluation import named_metrics
+from srgan_jax.evaluation import results_table
 from srgan_jax.evaluation import scoring
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
@@ -61,8 +63,8 @@ def _define_flags() -> None:
                             'region (HR pixels) of image NAME (file name without suffix); '
                             'repeatable; implies --compare.')
   flags.DEFINE_integer('zoom', 1, 'Enlarge the --crop images this many times (nearest).')
-  flags.DEFINE_list('metrics', list(registry.DEFAULT_METRICS),
-                    f'Metrics beside PSNR and SSIM (always computed), of {registry.METRICS}; '
+  flags.DEFINE_list('metrics', list(named_metrics.DEFAULT_METRICS),
+                    f'Metrics beside PSNR and SSIM (always computed), of {named_metrics.METRICS}; '
                     'LPIPS is skipped with a warning when its weights are absent.')
   flags.mark_flag_as_required('data')
 
@@ -76,7 +78,7 @@ def _check_flags(options: Any, model: str) -> None:
       [('scale', options.scale, flag_checks.integer(minimum=2)),
        ('step', options.step, flag_checks.integer(minimum=0)),
        ('zoom', options.zoom, flag_checks.integer(minimum=1)),
-       ('metrics', options.metrics, flag_checks.subset_of(*registry.METRICS)),
+       ('metrics', options.metrics, flag_checks.subset_of(*named_metrics.METRICS)),
        ('workdir', options.workdir, flag_checks.text()),
        ('output', options.output, flag_checks.text()),
        ('save_dir', options.save_dir, flag_checks.text())],
@@ -91,14 +93,14 @@ def _check_flags(options: Any, model: str) -> None:
       '(a generator upscales by its own factor); leave --scale out',
       flag_checks.folder_problem(options.workdir, 'workdir'))
   for spec in options.crop:
-    report.parse_crop(spec, options.zoom)
+    comparison_images.parse_crop(spec, options.zoom)
   # Then where the results go: scores that cannot be written would be lost, and what
   # they would overwrite (an image named as --output, a set's own images).
   flag_checks.check_flags(
       [], flag_checks.output_problem(options.output, flag='--output', suffix='.json'),
       flag_checks.output_problem(options.save_dir, folder=True, flag='--save_dir'),
-      scoring.sets_problem([paths.image_folder(folder) for folder in options.data],
-                           options.save_dir and paths.absolute(options.save_dir)))
+      flag_checks.sets_problem([paths.image_folder(folder) for folder in options.data],
+                               options.save_dir and paths.absolute(options.save_dir)))
 
 
 def _failures(results: dict[str, dict[str, Any]]) -> str | None:
@@ -123,22 +125,22 @@ def main() -> int:
   # On every process alike: a host whose --data lacks a set would otherwise stop alone
   # and leave the others waiting for it.
   distributed.check_on_every_process(lambda: _check_flags(options, model))
-  crops = [report.parse_crop(spec, options.zoom) for spec in options.crop]
+  crops = [comparison_images.parse_crop(spec, options.zoom) for spec in options.crop]
   # Relative paths are relative to where the command was started.
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
   writes = True
   if model == 'bicubic':
-    results = scoring.evaluate_sets(scoring.make_upscale_fn(model, options.scale), folders,
-                                    options.scale, save_dir, options.compare, crops,
-                                    registry.metric_fns(options.metrics, options.scale))
-    print(report.format_table(results))
+    results = scoring.evaluate_sets(upscalers.bicubic(options.scale), folders, save_dir,
+                                    options.compare, crops,
+                                    named_metrics.metric_fns(options.metrics, options.scale))
+    print(results_table.format_table(results))
   else:
     # A workdir's generator (srgan) or a pretrained model's, by name.
     generator = model_reference.load(model_reference.from_flags(
         model, options.workdir, options.step, options.ema))
-    results = scoring.evaluate_model(*generator, folders, save_dir, options.compare, crops,
-                                     options.metrics)
+    results = scoring.evaluate_beside_bicubic(upscalers.generator(*generator[:2]), folders,
+                                              save_dir, options.compare, crops, options.metrics)
     writes = distributed.is_main_process()
   if options.output and writes:
     output = pathlib.Path(paths.absolute(options.output))

@@ -16,7 +16,6 @@ from typing import Any
 from absl import app
 from absl import flags
 
-from srgan_jax.evaluation import scoring
 from srgan_jax.inference import pretrained_export
 from srgan_jax.nn import pretrained
 from srgan_jax.runtime import cli
@@ -58,7 +57,7 @@ def _check_flags(options: Any) -> None:
       flag_checks.folder_problem(options.workdir, 'workdir'),
       *[flag_checks.folder_problem(folder, 'data', location=paths.image_folder(folder))
         for folder in options.data or () if folder],
-      options.data and scoring.sets_problem([paths.image_folder(f) for f in options.data]))
+      options.data and flag_checks.sets_problem([paths.image_folder(f) for f in options.data]))
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from ml_collections import config_flags
 
 from srgan_jax import configs
 from srgan_jax.evaluation import scoring
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import flag_checks
@@ -81,9 +82,10 @@ def main() -> None:
     # stops all, with the same line, instead of leaving them waiting for it.
     distributed.check_on_every_process(lambda: _check_this_host(config, held))
     if not _training():  # The one code path of `evaluate --model=srgan --workdir=W`.
-      scoring.evaluate_model(*model_reference.load(model_reference.from_flags(
-          'srgan', workdir, options.step)), config.eval_folders,
-                             metric_names=config.eval_metrics)
+      model, variables, _ = model_reference.load(
+          model_reference.from_flags('srgan', workdir, options.step))
+      scoring.evaluate_beside_bicubic(upscalers.generator(model, variables),
+                                      config.eval_folders, metric_names=config.eval_metrics)
       return
     loop.train_and_evaluate(config, workdir, stop)
   if distributed.is_main_process():

@@ -25,12 +25,11 @@ import sys
 from typing import Any
 
 from absl import flags
-import numpy as np
 import tqdm
 
-from srgan_jax.imaging import bicubic
-from srgan_jax.inference import files
-from srgan_jax.inference import tiling
+from srgan_jax.imaging import tiling
+from srgan_jax.inference import super_resolve_files
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
@@ -57,17 +56,19 @@ def main() -> int:
       tile_bar.update(done - tile_bar.n)
 
     if options.model == 'bicubic':
-      scale = 4 if options.scale is None else options.scale
-      upscale = lambda rgb: bicubic.imresize(rgb.astype(np.float64), scale)
+      upscaler = upscalers.bicubic(4 if options.scale is None else options.scale)
     else:
       # A workdir's generator (srgan) or a pretrained model's, by name.
       model, variables, _ = model_reference.load(model_reference.from_flags(
           options.model, options.workdir, options.step))
-      upscale, scale = tiling.generator_upscaler(model, variables, options.scale, options.tile,
-                                                 options.overlap, options.batch, on_tiles)
-    summary = files.super_resolve_paths(upscale, paths.absolute(options.input),
-                                        paths.absolute(options.output), scale=scale,
-                                        overwrite=options.overwrite, progress=writes, write=writes)
+      flag_checks.check_flags([], options.scale not in (None, model.scale) and (
+          f'--scale={options.scale} but the generator is x{model.scale}; leave --scale out'))
+      upscaler = upscalers.generator(model, variables, tile=options.tile,
+                                     overlap=options.overlap, batch_size=options.batch,
+                                     progress=on_tiles)
+    summary = super_resolve_files.super_resolve_paths(
+        upscaler, paths.absolute(options.input), paths.absolute(options.output),
+        overwrite=options.overwrite, progress=writes, write=writes)
   if not writes:
     return summary.exit_code
   megapixels = summary.output_pixels / 1e6
@@ -103,7 +104,7 @@ def _check_flags(options: Any) -> None:
   if options.overlap is not None and options.overlap >= 0 and options.tile >= 1:
     tiling.check_tiles(options.tile, options.overlap, '--overlap')
   inputs = pathlib.Path(paths.absolute(options.input))
-  files.check_paths(inputs, pathlib.Path(paths.absolute(options.output)))
+  super_resolve_files.check_paths(inputs, pathlib.Path(paths.absolute(options.output)))
   # Then where the images go, so that none is computed only to fail on writing.
   output_file = not inputs.is_dir() and pathlib.Path(options.output).suffix.lower() == '.png'
   flag_checks.check_flags(

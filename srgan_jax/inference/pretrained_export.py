@@ -18,6 +18,7 @@ import numpy as np
 
 from srgan_jax.evaluation import scoring
 from srgan_jax.nn import pretrained
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import paths
 from srgan_jax.training import checkpointing
 
@@ -73,7 +74,8 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
   data = flax.serialization.msgpack_serialize(jax.device_get(variables))
   shipped_variables = flax.serialization.msgpack_restore(data)
   folders = default_score_folders() if folders is None else list(folders)
-  scores = scoring.evaluate_model(model, shipped_variables, config, folders) if folders else {}
+  scores = (scoring.evaluate_beside_bicubic(upscalers.generator(model, shipped_variables),
+                                            folders) if folders else {})
   record = {
       'name': name,
       'scale': config.scale,

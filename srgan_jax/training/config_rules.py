@@ -19,7 +19,7 @@ import os
 from typing import Any, Mapping
 
 from srgan_jax.data import sources
-from srgan_jax.evaluation import registry
+from srgan_jax.evaluation import named_metrics
 from srgan_jax.imaging import image_io
 from srgan_jax.nn import losses
 from srgan_jax.nn import vgg19
@@ -33,7 +33,7 @@ SCALES = (2, 4, 8)
 DATA_SOURCES = ('folders', 'tfds', 'device')
 DTYPES = ('float32', 'bfloat16')
 OUTPUT_ACTIVATIONS = ('none', 'tanh')
-EVAL_METRICS = registry.ALWAYS_COMPUTED + registry.METRICS
+EVAL_METRICS = named_metrics.ALWAYS_COMPUTED + named_metrics.METRICS
 
 
 def _convs(value: Any) -> str | None:

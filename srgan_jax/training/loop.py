@@ -26,6 +26,7 @@ from srgan_jax.evaluation import during_training
 from srgan_jax.evaluation import summaries
 from srgan_jax.nn import losses
 from srgan_jax.nn import models
+from srgan_jax.nn import upscalers
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import sharding
@@ -326,7 +327,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
               pairs = sr_beside_hr(generator, batch)
             writer.write_images(done, {'train/srgan/sr_beside_hr': jax.device_get(pairs)})
       if done % config.eval_every_steps == 0 or done == total_steps:
-        evaluator.run(generator.eval_variables(), done, final=done == total_steps)
+        evaluator.run(upscalers.generator(models.generator_from_config(config),
+                                          generator.eval_variables()),
+                      done, final=done == total_steps)
       workdir_lock.check_held(workdir, done)  # Deleted or replaced: stop before writing.
       checkpointing.check_for_errors(manager)  # A failed background write stops here.
       preempted = preemption.reached(done, manager)

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from srgan_jax.evaluation import metrics as eval_metrics
 from srgan_jax.nn import losses
 from srgan_jax.nn import models
+from srgan_jax.nn import upscalers
 
 SRRESNET, SRGAN = 'srresnet', 'srgan'
 
@@ -342,7 +342,7 @@ def sr_beside_hr(generator: TrainState, batch: dict[str, jax.Array], count: int)
   ``[count, crop, 2 * crop, 3]``, for TensorBoard during the SRGAN phase."""
   sr = generator.apply_fn(generator.eval_variables(), batch['lr'][:count], train=False)
   pairs = jnp.concatenate([sr.astype(jnp.float32), batch['hr'][:count]], axis=2)
-  return eval_metrics.to_pixels(pairs).astype(jnp.uint8)
+  return upscalers.to_pixels(pairs).astype(jnp.uint8)
 
 
 def compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,

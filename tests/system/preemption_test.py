@@ -114,8 +114,8 @@ def record(states):
            **{f'state{i}': leaf for i, leaf in enumerate(leaves)})
 
 
-def recorded_evaluation(evaluator, variables, step, **options):
-  results = evaluate(evaluator, variables, step, **options)
+def recorded_evaluation(evaluator, upscaler, step, **options):
+  results = evaluate(evaluator, upscaler, step, **options)
   evaluations[step] = results
   (OUT / f'eval{jax.process_index()}.json').write_text(json.dumps(evaluations))
   return results

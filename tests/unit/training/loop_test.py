@@ -12,8 +12,10 @@ from PIL import Image
 import pytest
 
 from srgan_jax.evaluation import during_training
-from srgan_jax.training import model_reference
+from srgan_jax.nn import models
 from srgan_jax.nn import pretrained
+from srgan_jax.nn import upscalers
+from srgan_jax.training import model_reference
 from srgan_jax.training import checkpointing
 from srgan_jax.training import loop
 from srgan_jax.training import steps
@@ -115,7 +117,9 @@ def test_evaluation_writes_each_metric_to_tensorboard(data_dirs, tmp_path, monke
   config.eval_metrics = ('niqe', 'lpips')
   generator, _ = steps.create_states(config, 'srresnet')
   writer = _RecordingWriter()
-  results = during_training.TrainingEvaluator(config, writer).run(generator.eval_variables(), 7)
+  upscaler = upscalers.generator(models.generator_from_config(config),
+                                 generator.eval_variables())
+  results = during_training.TrainingEvaluator(config, writer).run(upscaler, 7)
   # The model's scores, and the bicubic baseline's beside them.
   assert sorted(writer.scalars) == [(7, f'eval/bench/{prefix}{metric}')
                                     for prefix in ('bicubic_', '')
