@@ -563,7 +563,7 @@ command.run()
 
 
 @pytest.mark.parametrize('command, stall, args', [
-    ('srgan_jax.super_resolve', 'srgan_jax.inference.files:super_resolve_paths',
+    ('srgan_jax.super_resolve', 'srgan_jax.inference.super_resolve_files:super_resolve_paths',
      ['--model=cpu_small', '--input=IMAGES', '--output=OUT/sr']),
     ('srgan_jax.evaluate', 'srgan_jax.evaluation.scoring:evaluate_sets',
      ['--model=cpu_small', '--data=IMAGES']),
