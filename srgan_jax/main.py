@@ -35,6 +35,7 @@ from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
+from srgan_jax.runtime import signals
 from srgan_jax.training import config_rules
 from srgan_jax.training import loop
 from srgan_jax.training import workdir_lock
@@ -60,7 +61,7 @@ def main(argv):
   distributed.initialize()  # Before any other JAX call.
   if _MODE.value == 'train':
     # From now on, not after compilation: SIGTERM during start-up saves the first step.
-    loop.watch_for_preemption()
+    stop = signals.Watcher(jax.process_count()).__enter__()  # Until the process ends.
   else:
     cli.stop_on_sigterm('main --mode=evaluate')
   config = flags.FLAGS.config
@@ -91,7 +92,7 @@ def main(argv):
       scoring.evaluate_model(*loading.load_generator('srgan', workdir, _STEP.value),
                              config.eval_folders, metric_names=config.eval_metrics)
       return
-    loop.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir, stop)
   if distributed.is_main_process():
     print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
 
