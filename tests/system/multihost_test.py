@@ -49,6 +49,7 @@ from preemption_test import write_images
 import pytest
 
 from conftest import REPO
+from srgan_jax.data import inputs
 from srgan_jax.data import on_device
 from srgan_jax.data import tf_pipeline
 from srgan_jax.evaluation import during_training
@@ -74,7 +75,7 @@ SUPER_RESOLVE_FLAGS = ['--tile=32', '--batch=4']
 
 
 def process_batches(config, start_step: int, process_index: int):
-  """One host's batches, as `loop.create_input_iterator` makes them on that host."""
+  """One host's batches, as `inputs.create_input_iterator` makes them on that host."""
   return tf_pipeline.create_train_iterator(
       config.data, scale=config.scale, batch_size=config.batch_size // PROCESSES,
       seed=config.seed, start_step=start_step, process_index=process_index,
@@ -167,7 +168,7 @@ def runs(tmp_path_factory):
   config.eval_every_steps = EVAL_STEP
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(loop, 'create_input_iterator', global_batches)
+    patch.setattr(inputs, 'create_input_iterator', global_batches)
     patch.setattr(steps, 'create_optimizer', sgd)
     reference_evaluations = _record_evaluations(patch)
     reference = loop.train_and_evaluate(config, str(root / 'reference'))
@@ -264,7 +265,7 @@ def _train_on_one_then_two_processes(config, batches, tmp_path
   ``batches(config, start_step)`` yields, then by `main` on 2 processes (each reading
   its own part, as in a real run) in tmp_path/two; both with plain SGD (see `sgd`)."""
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(loop, 'create_input_iterator', batches)
+    patch.setattr(inputs, 'create_input_iterator', batches)
     patch.setattr(steps, 'create_optimizer', sgd)
     expected = leaves(loop.train_and_evaluate(config, str(tmp_path / 'one')))
   workers = start_job(PROCESSES, tmp_path, config, tmp_path / 'two', devices=2, WORKER_SGD='1')

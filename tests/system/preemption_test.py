@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from PIL import Image
 import pytest
 
+from srgan_jax.data import inputs
 from srgan_jax.runtime import errors
 from srgan_jax.training import checkpointing
 from srgan_jax.training import loop
@@ -66,6 +67,7 @@ import optax
 from orbax.checkpoint._src.path import atomicity
 
 from srgan_jax import main
+from srgan_jax.data import inputs
 from srgan_jax.evaluation import during_training
 from srgan_jax.runtime import errors
 from srgan_jax.training import loop
@@ -95,9 +97,9 @@ def hooked(iterator, start_step):
     yield batch
 
 
-def recorded_run(config, workdir):
+def recorded_run(config, workdir, stop):
   try:
-    states = run(config, workdir)
+    states = run(config, workdir, stop)
   except errors.Preempted as preempted:  # Saved, then the command exits with 75.
     record(preempted.states)
     raise
@@ -143,11 +145,11 @@ def heartbeat_lock(workdir, enabled=True):
 
 
 if os.environ.get('WORKER_GLOBAL_BATCHES'):
-  loop.create_input_iterator = rows_of_global_batches
+  inputs.create_input_iterator = rows_of_global_batches
 if os.environ.get('WORKER_HEARTBEAT_LOCK'):
   workdir_lock.hold = heartbeat_lock
-create_input_iterator, run = loop.create_input_iterator, loop.train_and_evaluate
-loop.create_input_iterator = lambda config, step: hooked(create_input_iterator(config, step), step)
+create_input_iterator, run = inputs.create_input_iterator, loop.train_and_evaluate
+inputs.create_input_iterator = lambda config, step: hooked(create_input_iterator(config, step), step)
 loop.train_and_evaluate = recorded_run
 evaluate = during_training.TrainingEvaluator.run
 during_training.TrainingEvaluator.run = recorded_evaluation
@@ -504,7 +506,7 @@ def test_training_stops_soon_after_a_failed_background_save(data_dir, tmp_path, 
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
     await save_json(self, record, directory)
 
-  create, create_manager = loop.create_input_iterator, checkpointing.create_manager
+  create, create_manager = inputs.create_input_iterator, checkpointing.create_manager
   managers = []
 
   def recorded_manager(*args, **kwargs):
@@ -525,7 +527,7 @@ def test_training_stops_soon_after_a_failed_background_save(data_dir, tmp_path, 
 
   monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', disk_full_at_step_4)
   monkeypatch.setattr(checkpointing, 'create_manager', recorded_manager)
-  monkeypatch.setattr(loop, 'create_input_iterator', batches_after_the_failed_save)
+  monkeypatch.setattr(inputs, 'create_input_iterator', batches_after_the_failed_save)
   config = tiny_config(data_dir, 12, 0)
   config.checkpoint_every_steps = 2
   workdir = tmp_path / 'run'

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from srgan_jax.data import inputs
 from srgan_jax.evaluation import during_training
 from srgan_jax.nn import models
 from srgan_jax.nn import pretrained
@@ -63,7 +64,7 @@ def test_resume_with_another_architecture_is_a_clear_error(data_dirs, tmp_path):
 
 
 def test_nan_loss_stops_with_step_and_keeps_good_checkpoints(data_dirs, tmp_path, monkeypatch):
-  create = loop.create_input_iterator
+  create = inputs.create_input_iterator
 
   def poisoned(config, start_step):
     for step, batch in enumerate(create(config, start_step), start_step):
@@ -71,7 +72,7 @@ def test_nan_loss_stops_with_step_and_keeps_good_checkpoints(data_dirs, tmp_path
         batch = {**batch, 'hr': np.full_like(batch['hr'], np.nan)}
       yield batch
 
-  monkeypatch.setattr(loop, 'create_input_iterator', poisoned)
+  monkeypatch.setattr(inputs, 'create_input_iterator', poisoned)
   workdir = str(tmp_path / 'nan')
   with pytest.raises(loop.NonFiniteLossError, match='at step 5'):
     loop.train_and_evaluate(tiny_run_config(data_dirs), workdir)
@@ -143,7 +144,7 @@ def _bright_images(folder: pathlib.Path, count: int, seed: int) -> None:
 def _crop_bias(generator: steps.TrainState, config, step_range) -> np.ndarray:
   """Mean SR - HR per channel, in grey levels, over the training crops of the steps of
   ``step_range``, with the generator as evaluation runs it (train=False)."""
-  batches = loop.create_input_iterator(config, step_range[0])
+  batches = inputs.create_input_iterator(config, step_range[0])
   differences = []
   for _ in step_range:
     batch = next(batches)
