@@ -3,8 +3,11 @@
 Each command (``python -m srgan_jax.<command>``: main, evaluate, super_resolve,
 compare, export, pretrained, plot, vgg19, lpips, benchmark, device_data) ends with
 
+    def run() -> None:
+      cli.run(main, name='evaluate', define_flags=_define_flags, ...)
+
     if __name__ == '__main__':
-      run_command()   # which calls cli.run(main, name=..., define_flags=...)
+      run()
 
 and ``run`` does, in this order, what each would otherwise repeat:
 
