@@ -1,5 +1,5 @@
 r"""Command: throughput of training and inference, optionally against the same model in
-PyTorch (the lines are ``srgan_jax/benchmarking/lines.py``).
+PyTorch (the workloads are ``srgan_jax/benchmarking/workloads.py``).
 
   python -m srgan_jax.benchmark --run=srresnet,srgan,inference --batch_sizes=16,128 \
       --dtype=bfloat16 --json=/tmp/benchmark.json
@@ -32,7 +32,7 @@ time and the device's peak from chip_peaks.py (not reported where the peak is
 unknown, e.g. CPUs).
 
 ``--weight_gradients=xla,auto`` times each JAX line once per mode of the
-convolutions' weight gradient (conv.py: 'auto' is the matmul weight gradient on CPUs
+convolutions' weight gradient (conv_autotune.py: 'auto' is the matmul weight gradient on CPUs
 where it pays, 'xla' XLA's own, 'matmul' the matmul one for every convolution);
 the PyTorch line, timed once, is compared with each.
 
@@ -58,13 +58,13 @@ import json
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 
-from srgan_jax.benchmarking import lines
+from srgan_jax.benchmarking import report_table
+from srgan_jax.benchmarking import workloads
 from srgan_jax.imaging import image_io
-from srgan_jax.nn import conv
+from srgan_jax.nn import conv_autotune
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
@@ -74,7 +74,7 @@ from srgan_jax.runtime import paths
 def _define_flags() -> None:
   """The command-line flags, defined only when this module is the program."""
   flags.DEFINE_list('run', ['srresnet', 'srgan', 'inference'],
-                    f'What to time, among {", ".join(lines.BENCHMARKS)}.')
+                    f'What to time, among {", ".join(workloads.BENCHMARKS)}.')
   flags.DEFINE_list('batch_sizes', ['16', '64'],
                     'Global batch sizes of the train steps (and the pipeline); 16 is the paper\'s.')
   flags.DEFINE_integer('crop_size', 96, 'HR crop side of the train steps (paper: 96).')
@@ -90,7 +90,7 @@ def _define_flags() -> None:
   flags.DEFINE_list('widths', None, 'num_blocks,features of the generator (small test runs).')
   flags.DEFINE_list('weight_gradients', ['auto'],
                     f'Time each JAX line with these conv weight gradients, among '
-                    f'{", ".join(conv.MODES)} (srgan_jax/nn/conv.py); e.g. xla,auto.')
+                    f'{", ".join(conv_autotune.MODES)} (srgan_jax/nn/conv.py); e.g. xla,auto.')
   flags.DEFINE_integer('rounds', 0, 'Time the variants of each line (--weight_gradients '
                        'modes, PyTorch) side by side: N rounds of one call each, in the reverse '
                        'order every other round; report the median, min and max call and the '
@@ -119,7 +119,7 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None, 
   steps_per_call = _integers('steps_per_call', f.steps_per_call, 1)
   inference_sizes = _integers('inference_sizes', f.inference_sizes, 1)
   widths = tuple(_integers('widths', f.widths, 1)) if f.widths else None
-  unknown = sorted(set(f.run) - set(lines.BENCHMARKS))
+  unknown = sorted(set(f.run) - set(workloads.BENCHMARKS))
   batched = sorted(set(f.run) & {'srresnet', 'srgan', 'pipeline'})
   flag_checks.check_flags(
       [('crop_size', f.crop_size, flag_checks.integer(minimum=16)),
@@ -127,9 +127,10 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None, 
        ('steps', f.steps, flag_checks.integer(minimum=1)),
        ('warmup', f.warmup, flag_checks.integer(minimum=0)),
        ('rounds', f.rounds, flag_checks.integer(minimum=0)),
-       ('weight_gradients', f.weight_gradients, flag_checks.subset_of(*conv.MODES))],
-      not f.run and f'--run must name something to time, of {", ".join(lines.BENCHMARKS)}',
-      unknown and f'--run: unknown {", ".join(unknown)}; choose from {", ".join(lines.BENCHMARKS)}',
+       ('weight_gradients', f.weight_gradients, flag_checks.subset_of(*conv_autotune.MODES))],
+      not f.run and f'--run must name something to time, of {", ".join(workloads.BENCHMARKS)}',
+      unknown and (f'--run: unknown {", ".join(unknown)}; '
+                   f'choose from {", ".join(workloads.BENCHMARKS)}'),
       batched and not batch_sizes and f'--batch_sizes is empty; --run={",".join(batched)} '
                                       'needs at least one, e.g. 16',
       'inference' in f.run and not inference_sizes and '--inference_sizes is empty; '
@@ -150,9 +151,7 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None, 
   return batch_sizes, inference_sizes, widths, steps_per_call
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main() -> None:
   f = flags.FLAGS
   batch_sizes, inference_sizes, widths, steps_per_call = _check_flags(f)
   try:
@@ -160,7 +159,7 @@ def main(argv: Sequence[str]) -> None:
   except MemoryError as error:  # numpy's message names the array's shape and size.
     raise errors.ConfigError(f'out of host memory ({error}); lower --inference_sizes, '
                              '--inference_batch, --batch_sizes or --crop_size') from error
-  print(lines.format_table(report))
+  print(report_table.format_table(report))
   if f.json:
     output = paths.absolute(f.json)
     os.makedirs(os.path.dirname(output), exist_ok=True)
@@ -171,7 +170,7 @@ def main(argv: Sequence[str]) -> None:
 
 def _run(f: Any, batch_sizes: list[int], inference_sizes: list[int],
          widths: tuple[int, int] | None, steps_per_call: list[int]) -> dict[str, Any]:
-  return lines.run_benchmarks(lines.BenchmarkOptions(
+  return workloads.run_benchmarks(workloads.BenchmarkOptions(
       benchmarks=tuple(f.run), batch_sizes=tuple(batch_sizes), crop_size=f.crop_size,
       inference_sizes=tuple(inference_sizes), inference_batch=f.inference_batch,
       dtype=f.dtype, steps=f.steps, warmup=f.warmup, widths=widths, compare=f.compare,
@@ -181,6 +180,10 @@ def _run(f: Any, batch_sizes: list[int], inference_sizes: list[int],
       steps_per_call=tuple(steps_per_call)))
 
 
+def run() -> None:
+  """``python -m srgan_jax.benchmark`` through ``cli.run``."""
+  cli.run(main, name='benchmark', define_flags=_define_flags)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

@@ -16,21 +16,23 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from srgan_jax.evaluation import comparison_images
 from srgan_jax.evaluation import figures
-from srgan_jax.evaluation import report
 from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import degradation
-from srgan_jax.inference import loading
-from srgan_jax.nn import shipped
+from srgan_jax.imaging import image_io
+from srgan_jax.nn import pretrained
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
+from srgan_jax.training import model_reference
 
 
 def _define_flags() -> None:
   flags.DEFINE_multi_string('model', [], 'Shipped generators to compare, by name, in '
                             'order (bicubic always comes first): '
-                            f'{", ".join(shipped.names()) or "none in this install"}.')
+                            f'{", ".join(pretrained.names()) or "none in this install"}.')
   flags.DEFINE_multi_string('data', [], 'Folders (or set names in $SRGAN_DATASETS) that '
                             'hold the --crop images.')
   flags.DEFINE_multi_string('crop', [], 'NAME:x,y,w,h: one row, that region of image NAME '
@@ -42,15 +44,13 @@ def _define_flags() -> None:
 def _find(name: str, folders: Sequence[str]) -> pathlib.Path:
   """The image file called ``name`` (without suffix) in the first folder holding one."""
   for folder in folders:
-    for path in scoring.list_images(folder):
+    for path in image_io.image_files(folder, recursive=False):
       if path.stem == name:
         return pathlib.Path(path)
   raise app.UsageError(f'no image {name!r} in {", ".join(folders)}')
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main() -> None:
   options = flags.FLAGS
   # Checked here, not by absl's mark_flags_as_required, which cannot tell an empty
   # multi-flag from a missing one.
@@ -63,7 +63,7 @@ def main(argv: Sequence[str]) -> None:
       [('scale', options.scale, flag_checks.integer(minimum=2))],
       *[flag_checks.folder_problem(folder, 'data', location=location)
         for folder, location in zip(options.data, folders)])
-  crops = [report.parse_crop(spec) for spec in options.crop]
+  crops = [comparison_images.parse_crop(spec) for spec in options.crop]
   output = paths.absolute(options.output)
   # A figure written into a set would replace one of its images, or join the set.
   # Checked first: output_problem's write test would touch the set's folder.
@@ -74,11 +74,9 @@ def main(argv: Sequence[str]) -> None:
       if os.path.realpath(output).startswith(os.path.join(os.path.realpath(folder), ''))])
   flag_checks.check_flags([], flag_checks.output_problem(options.output, flag='--output'),
                           figures.format_problem(options.output, 'output'))
-  for name in options.model:  # From the model's record: before any weights are read.
-    try:
-      scale = shipped.describe(name)['scale']
-    except shipped.UnknownModelError as error:  # Lists the shipped names.
-      raise app.UsageError(str(error)) from error
+  references = [model_reference.from_flags(name) for name in options.model]
+  for name, reference in zip(options.model, references):  # Before any weights are read.
+    scale = model_reference.scale(reference)
     flag_checks.check_flags([], scale != options.scale and (
         f'--scale={options.scale} but --model={name} is x{scale}; pass --scale={scale}, '
         'with models of one scale'))
@@ -87,13 +85,13 @@ def main(argv: Sequence[str]) -> None:
     hr = scoring.scorable_hr(_find(crop.image, folders), options.scale)  # Or a UserError.
     flag_checks.check_flags([], crop.outside(hr.shape))
     images.append(hr)
-  generators = {name: scoring.generator_upscale_fn(*loading.load_generator(name)[:2])
-                for name in options.model}
+  methods = {'bicubic': upscalers.bicubic(options.scale)}
+  methods.update({name: upscalers.generator(*model_reference.load(reference)[:2])
+                  for name, reference in zip(options.model, references)})
   rows = []
   for crop, hr in zip(crops, images):
     lr = degradation.make_lr(hr, options.scale)[None]
-    srs = {'bicubic': scoring.bicubic_upscale(lr, options.scale)[0]}
-    srs.update({name: upscale(lr)[0] for name, upscale in generators.items()})
+    srs = {name: upscaler.upscale_batch(lr)[0] for name, upscaler in methods.items()}
     rows.append((crop, srs, hr))
   output = pathlib.Path(output)
   output.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +99,10 @@ def main(argv: Sequence[str]) -> None:
   print(f'Wrote {output}')
 
 
+def run() -> None:
+  """``python -m srgan_jax.compare`` through ``cli.run``."""
+  cli.run(main, name='compare', define_flags=_define_flags)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

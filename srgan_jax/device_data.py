@@ -5,15 +5,15 @@
 Prints crops per second after compilation. The source is ``srgan_jax/data/on_device.py``.
 """
 
-from collections.abc import Sequence
 import time
 
-from absl import app
 from absl import flags
 import jax
 import ml_collections
 
 from srgan_jax.data import on_device
+from srgan_jax.runtime import cli
+from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
 
 
@@ -26,9 +26,15 @@ def _define_flags() -> None:
   flags.DEFINE_integer('steps', 200, 'Timed steps, after one warm-up step.')
 
 
-def main(argv: Sequence[str]) -> None:
+def main() -> None:
   """Prints this device's crops per second, after compilation."""
-  del argv
+  options = flags.FLAGS
+  flag_checks.check_flags(
+      [('batch_size', options.batch_size, flag_checks.integer(minimum=1)),
+       ('crop_size', options.crop_size, flag_checks.integer(minimum=1)),
+       ('scale', options.scale, flag_checks.integer(minimum=2)),
+       ('steps', options.steps, flag_checks.integer(minimum=1))],
+      *[flag_checks.folder_problem(folder, 'folders') for folder in options.folders])
   config = ml_collections.ConfigDict(
       {'folders': [paths.absolute(folder) for folder in flags.FLAGS.folders], 'crop_size': flags.FLAGS.crop_size, 'augment': True})
   source = on_device.DeviceDataSource(config, scale=flags.FLAGS.scale, seed=0)
@@ -42,6 +48,10 @@ def main(argv: Sequence[str]) -> None:
         f'({seconds / steps * 1e3:.2f} ms per batch of {batch_size})')
 
 
+def run() -> None:
+  """``python -m srgan_jax.device_data`` through ``cli.run``."""
+  cli.run(main, name='device_data', define_flags=_define_flags)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  run()

@@ -5,8 +5,8 @@ For every image of a folder: crop HR to a multiple of the scale, make LR with MA
 bicubic downsampling (uint8), upscale it with the method under test (uint8), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
 ``metrics``), and the perceptual metrics of ``--metrics`` (NIQE, LPIPS; see
-``evaluation/registry.py``) on batches of same-size images. Grayscale files stay single-channel,
-as in the MATLAB test code; files are read by ``image_io``'s rules (16-bit images
+``evaluation/named_metrics.py``) on batches of same-size images. Grayscale files stay
+single-channel, as in the MATLAB test code; files are read by ``image_io``'s rules (16-bit images
 reduced to their high byte, as the training input does).
 
 Files that cannot be scored (unreadable, unsupported, or too small for the SSIM
@@ -14,9 +14,8 @@ window once shaved) are reported by name and skipped; a set that cannot be score
 all is reported and the other sets are still scored and written. The command exits
 with 1 when anything was skipped, 2 for a bad flag (one line on stderr).
 
-Usage (bicubic baseline; gives Set5 28.43 / 0.8113, Set14 26.00 / 0.7031,
-BSD100 25.96 / 0.6682, against the published 28.42 / 0.8104, 26.00 / 0.7027,
-25.96 / 0.6675):
+Usage (the bicubic baseline; its scores against the published ones are in the
+README, "Evaluating checkpoints"):
 
   python -m srgan_jax.evaluate --model=bicubic --scale=4 \\
       --data=../shared/datasets/Set5 --data=../shared/datasets/Set14 \\
@@ -31,25 +30,25 @@ SR | HR) of every image and a 3x enlarged region of interest of one (HR pixels):
 
 import json
 import pathlib
-from typing import Any, Sequence
+from typing import Any
 
-from absl import app
 from absl import flags
 
-from srgan_jax.evaluation import registry
-from srgan_jax.evaluation import report
+from srgan_jax.evaluation import comparison_images
+from srgan_jax.evaluation import named_metrics
+from srgan_jax.evaluation import results_table
 from srgan_jax.evaluation import scoring
-from srgan_jax.inference import loading
-from srgan_jax.nn import shipped
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
+from srgan_jax.training import model_reference
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string('model', None, loading.model_flag_help() +
+  flags.DEFINE_string('model', None, model_reference.flag_help() +
                       ' Default: srgan with --workdir, else bicubic.')
   flags.DEFINE_string('workdir', None, 'Training workdir whose checkpoint to evaluate.')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -64,8 +63,8 @@ def _define_flags() -> None:
                             'region (HR pixels) of image NAME (file name without suffix); '
                             'repeatable; implies --compare.')
   flags.DEFINE_integer('zoom', 1, 'Enlarge the --crop images this many times (nearest).')
-  flags.DEFINE_list('metrics', list(registry.DEFAULT_METRICS),
-                    f'Metrics beside PSNR and SSIM (always computed), of {registry.METRICS}; '
+  flags.DEFINE_list('metrics', list(named_metrics.DEFAULT_METRICS),
+                    f'Metrics beside PSNR and SSIM (always computed), of {named_metrics.METRICS}; '
                     'LPIPS is skipped with a warning when its weights are absent.')
   flags.mark_flag_as_required('data')
 
@@ -79,7 +78,7 @@ def _check_flags(options: Any, model: str) -> None:
       [('scale', options.scale, flag_checks.integer(minimum=2)),
        ('step', options.step, flag_checks.integer(minimum=0)),
        ('zoom', options.zoom, flag_checks.integer(minimum=1)),
-       ('metrics', options.metrics, flag_checks.subset_of(*registry.METRICS)),
+       ('metrics', options.metrics, flag_checks.subset_of(*named_metrics.METRICS)),
        ('workdir', options.workdir, flag_checks.text()),
        ('output', options.output, flag_checks.text()),
        ('save_dir', options.save_dir, flag_checks.text())],
@@ -88,22 +87,20 @@ def _check_flags(options: Any, model: str) -> None:
       options.compare and not options.save_dir and '--compare needs --save_dir',
       options.crop and not options.save_dir and '--crop needs --save_dir (the comparison '
                                                 'images are written there)',
-      model == 'srgan' and not options.workdir and '--model=srgan needs --workdir',
-      model != 'srgan' and options.workdir and '--workdir is for --model=srgan',
-      model != 'srgan' and options.step is not None and '--step is for --model=srgan',
+      *model_reference.flag_problems(model, options.workdir, options.step),
       # A generator's scale is its own: a --scale given beside one would be ignored.
       model != 'bicubic' and options['scale'].present and '--scale is for --model=bicubic '
       '(a generator upscales by its own factor); leave --scale out',
       flag_checks.folder_problem(options.workdir, 'workdir'))
   for spec in options.crop:
-    report.parse_crop(spec, options.zoom)
+    comparison_images.parse_crop(spec, options.zoom)
   # Then where the results go: scores that cannot be written would be lost, and what
   # they would overwrite (an image named as --output, a set's own images).
   flag_checks.check_flags(
       [], flag_checks.output_problem(options.output, flag='--output', suffix='.json'),
       flag_checks.output_problem(options.save_dir, folder=True, flag='--save_dir'),
-      scoring.sets_problem([paths.image_folder(folder) for folder in options.data],
-                           options.save_dir and paths.absolute(options.save_dir)))
+      flag_checks.sets_problem([paths.image_folder(folder) for folder in options.data],
+                               options.save_dir and paths.absolute(options.save_dir)))
 
 
 def _failures(results: dict[str, dict[str, Any]]) -> str | None:
@@ -117,35 +114,33 @@ def _failures(results: dict[str, dict[str, Any]]) -> str | None:
   return '; '.join(parts) + ' (named above)'
 
 
-def main(argv: Sequence[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def _model() -> str:
+  """--model, with its default: srgan with --workdir, else bicubic."""
+  return flags.FLAGS.model or ('srgan' if flags.FLAGS.workdir else 'bicubic')
+
+
+def main() -> int:
   options = flags.FLAGS
-  model = options.model or ('srgan' if options.workdir else 'bicubic')
-  if model != 'bicubic':  # A generator: JAX, maybe on several processes.
-    distributed.initialize()
+  model = _model()
   # On every process alike: a host whose --data lacks a set would otherwise stop alone
   # and leave the others waiting for it.
   distributed.check_on_every_process(lambda: _check_flags(options, model))
-  crops = [report.parse_crop(spec, options.zoom) for spec in options.crop]
+  crops = [comparison_images.parse_crop(spec, options.zoom) for spec in options.crop]
   # Relative paths are relative to where the command was started.
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
   writes = True
   if model == 'bicubic':
-    results = scoring.evaluate_sets(scoring.make_upscale_fn(model, options.scale), folders,
-                                    options.scale, save_dir, options.compare, crops,
-                                    registry.metric_fns(options.metrics, options.scale))
-    print(report.format_table(results))
+    results = scoring.evaluate_sets(upscalers.bicubic(options.scale), folders, save_dir,
+                                    options.compare, crops,
+                                    named_metrics.metric_fns(options.metrics, options.scale))
+    print(results_table.format_table(results))
   else:
-    cli.stop_on_sigterm('evaluate')
-    try:  # A workdir's generator (srgan) or a shipped model's, by name.
-      generator = loading.load_generator(model, options.workdir and paths.absolute(
-          options.workdir), options.step, options.ema)
-    except shipped.UnknownModelError as error:  # Lists the shipped names.
-      raise app.UsageError(str(error)) from error
-    results = scoring.evaluate_model(*generator, folders, save_dir, options.compare, crops,
-                                     options.metrics)
+    # A workdir's generator (srgan) or a pretrained model's, by name.
+    generator = model_reference.load(model_reference.from_flags(
+        model, options.workdir, options.step, options.ema))
+    results = scoring.evaluate_beside_bicubic(upscalers.generator(*generator[:2]), folders,
+                                              save_dir, options.compare, crops, options.metrics)
     writes = distributed.is_main_process()
   if options.output and writes:
     output = pathlib.Path(paths.absolute(options.output))
@@ -158,6 +153,12 @@ def main(argv: Sequence[str]) -> int:
   return errors.EXIT_OK
 
 
+def run() -> None:
+  """``python -m srgan_jax.evaluate`` through ``cli.run``; a generator runs JAX, maybe
+  on several processes."""
+  cli.run(main, name='evaluate', define_flags=_define_flags,
+          starts_jax=lambda: _model() != 'bicubic')
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

@@ -11,14 +11,13 @@ existing name is kept unless --overwrite. Then ``--model=cpu_small`` works in
 """
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 from absl import app
 from absl import flags
 
-from srgan_jax.evaluation import scoring
-from srgan_jax.inference import packaging
-from srgan_jax.nn import shipped
+from srgan_jax.inference import pretrained_export
+from srgan_jax.nn import pretrained
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
@@ -32,21 +31,21 @@ def _define_flags() -> None:
   flags.DEFINE_string('command', None, 'The command that trained the run (recorded).')
   flags.DEFINE_multi_string('data', None, 'Image sets (folders, or set names in '
                             '$SRGAN_DATASETS) to score it on (default: '
-                            f'{", ".join(packaging.DEFAULT_SCORE_SETS)} where present).')
+                            f'{", ".join(pretrained_export.DEFAULT_SCORE_SETS)} where present).')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing model of that name.')
   flags.mark_flags_as_required(['workdir', 'name'])
 
 
 def _check_target() -> None:
   """Where the model goes, before the checkpoint is read and scored (errors.ConfigError)."""
-  override = os.environ.get(shipped.DIRECTORY_ENV)
+  override = os.environ.get(pretrained.DIRECTORY_ENV)
   if override:  # The package's folder, or another local one: read back by pathlib.
     problem = flag_checks.local_path(override)
-    flag_checks.check_flags([], problem and f'${shipped.DIRECTORY_ENV} {problem}')
+    flag_checks.check_flags([], problem and f'${pretrained.DIRECTORY_ENV} {problem}')
   flag_checks.check_flags([], flag_checks.output_problem(
-      override or str(shipped.directory()), folder=True,
-      flag=override and f'${shipped.DIRECTORY_ENV}',
-      fix=None if override else f'set ${shipped.DIRECTORY_ENV} to a folder you can write'))
+      override or str(pretrained.directory()), folder=True,
+      flag=override and f'${pretrained.DIRECTORY_ENV}',
+      fix=None if override else f'set ${pretrained.DIRECTORY_ENV} to a folder you can write'))
 
 
 def _check_flags(options: Any) -> None:
@@ -58,19 +57,17 @@ def _check_flags(options: Any) -> None:
       flag_checks.folder_problem(options.workdir, 'workdir'),
       *[flag_checks.folder_problem(folder, 'data', location=paths.image_folder(folder))
         for folder in options.data or () if folder],
-      options.data and scoring.sets_problem([paths.image_folder(f) for f in options.data]))
+      options.data and flag_checks.sets_problem([paths.image_folder(f) for f in options.data]))
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main() -> None:
   options = flags.FLAGS
   _check_target()
   _check_flags(options)
   # Folders, or set names in $SRGAN_DATASETS, as evaluate takes them.
   folders = [paths.image_folder(folder) for folder in options.data] if options.data else None
   try:
-    record = packaging.export(paths.absolute(options.workdir), options.name, step=options.step,
+    record = pretrained_export.export(paths.absolute(options.workdir), options.name, step=options.step,
                               ema=options.ema, command=options.command, folders=folders,
                               overwrite=options.overwrite)
   except (ValueError, FileExistsError) as error:
@@ -78,6 +75,10 @@ def main(argv: Sequence[str]) -> None:
   print(f'Wrote {record} and {record.with_suffix(".msgpack")}')
 
 
+def run() -> None:
+  """``python -m srgan_jax.export`` through ``cli.run``."""
+  cli.run(main, name='export', define_flags=_define_flags)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

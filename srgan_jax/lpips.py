@@ -6,12 +6,10 @@
 Where the weights come from and where the file goes: ``srgan_jax/nn/lpips.py``.
 """
 
-from typing import Sequence
-
-from absl import app
 from absl import flags
 
 from srgan_jax.nn import lpips
+from srgan_jax.runtime import cli
 from srgan_jax.runtime import paths
 
 
@@ -24,11 +22,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('output', None, 'Where to write (default: the cache, see the module).')
 
 
-def main(argv: Sequence[str]) -> None:
+def main() -> None:
   """``python -m srgan_jax.lpips import --backbone=PATH.pth [--net=vgg]``."""
-  if list(argv[1:]) != ['import']:
-    raise app.UsageError('usage: python -m srgan_jax.lpips import --backbone=PATH.pth '
-                         '[--net=alex|vgg] [--linear=PATH.pth] [--output=PATH]')
   options = flags.FLAGS
   # Relative paths are relative to where the command was started.
   path = lpips.import_weights(paths.absolute(options.backbone), options.net,
@@ -38,6 +33,12 @@ def main(argv: Sequence[str]) -> None:
   print(f'wrote LPIPS ({options.net}) weights to {path}')
 
 
+def run() -> None:
+  """``python -m srgan_jax.lpips import`` through ``cli.run``."""
+  cli.run(main, name='lpips', define_flags=_define_flags, subcommand='import',
+          usage='usage: python -m srgan_jax.lpips import --backbone=PATH.pth '
+          '[--net=alex|vgg] [--linear=PATH.pth] [--output=PATH]')
+
+
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  run()

@@ -6,7 +6,6 @@ What is drawn: ``srgan_jax/evaluation/curves.py``.
 """
 
 import os
-from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -25,9 +24,7 @@ def _define_flags() -> None:
   flags.mark_flag_as_required('workdir')
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main() -> None:
   options = flags.FLAGS
   workdir_problem = flag_checks.folder_problem(options.workdir, 'workdir')
   # Before the event files are read: a plot that cannot be written is lost work. (The
@@ -47,6 +44,10 @@ def main(argv: Sequence[str]) -> None:
   print(f'Wrote {output}')
 
 
+def run() -> None:
+  """``python -m srgan_jax.plot`` through ``cli.run``."""
+  cli.run(main, name='plot', define_flags=_define_flags)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

@@ -24,36 +24,27 @@ import resource
 import sys
 from typing import Any
 
-from absl import app
 from absl import flags
-import numpy as np
 import tqdm
 
-from srgan_jax.imaging import bicubic
-from srgan_jax.inference import files
-from srgan_jax.inference import loading
-from srgan_jax.inference import tiling
-from srgan_jax.nn import shipped
+from srgan_jax.imaging import tiling
+from srgan_jax.inference import super_resolve_files
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
+from srgan_jax.training import model_reference
 
 
-def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main() -> int:
   options = flags.FLAGS
-  writes = True  # On several processes, all compute and process 0 writes and reports.
-  if options.model != 'bicubic':  # A generator: JAX, maybe on several processes.
-    distributed.initialize()
   # On every process alike: a host without --input would otherwise stop alone and
   # leave the others waiting for it.
   distributed.check_on_every_process(lambda: _check_flags(options))
-  if options.model != 'bicubic':
-    cli.stop_on_sigterm('super_resolve')
-    writes = distributed.is_main_process()
+  # On several processes, all compute and process 0 writes and reports.
+  writes = options.model == 'bicubic' or distributed.is_main_process()
   # Not in logs: the bar moves the cursor up, which a file shows as stray characters.
   with tqdm.tqdm(unit='tile', leave=False, dynamic_ncols=True, position=1,
                  disable=options.model == 'bicubic' or not writes
@@ -65,19 +56,19 @@ def main(argv: list[str]) -> int:
       tile_bar.update(done - tile_bar.n)
 
     if options.model == 'bicubic':
-      scale = 4 if options.scale is None else options.scale
-      upscale = lambda rgb: bicubic.imresize(rgb.astype(np.float64), scale)
+      upscaler = upscalers.bicubic(4 if options.scale is None else options.scale)
     else:
-      try:  # A workdir's generator (srgan) or a shipped model's, by name.
-        model, variables, _ = loading.load_generator(
-            options.model, options.workdir and paths.absolute(options.workdir), options.step)
-      except shipped.UnknownModelError as error:  # Lists the shipped names.
-        raise app.UsageError(str(error)) from error
-      upscale, scale = tiling.generator_upscaler(model, variables, options.scale, options.tile,
-                                                 options.overlap, options.batch, on_tiles)
-    summary = files.super_resolve_paths(upscale, paths.absolute(options.input),
-                                        paths.absolute(options.output), scale=scale,
-                                        overwrite=options.overwrite, progress=writes, write=writes)
+      # A workdir's generator (srgan) or a pretrained model's, by name.
+      model, variables, _ = model_reference.load(model_reference.from_flags(
+          options.model, options.workdir, options.step))
+      flag_checks.check_flags([], options.scale not in (None, model.scale) and (
+          f'--scale={options.scale} but the generator is x{model.scale}; leave --scale out'))
+      upscaler = upscalers.generator(model, variables, tile=options.tile,
+                                     overlap=options.overlap, batch_size=options.batch,
+                                     progress=on_tiles)
+    summary = super_resolve_files.super_resolve_paths(
+        upscaler, paths.absolute(options.input), paths.absolute(options.output),
+        overwrite=options.overwrite, progress=writes, write=writes)
   if not writes:
     return summary.exit_code
   megapixels = summary.output_pixels / 1e6
@@ -96,7 +87,6 @@ def main(argv: list[str]) -> int:
 
 def _check_flags(options: Any) -> None:
   """Every flag, before a checkpoint or an image is read (errors.ConfigError)."""
-  srgan = options.model == 'srgan'
   flag_checks.check_flags(
       [('scale', options.scale, flag_checks.integer(minimum=2)),
        ('step', options.step, flag_checks.integer(minimum=0)),
@@ -109,14 +99,12 @@ def _check_flags(options: Any) -> None:
        # would turn gs://b/sr into a local folder gs:/b/sr: refused up front.
        ('input', options.input, flag_checks.local_path),
        ('output', options.output, flag_checks.local_path)],
-      srgan and not options.workdir and '--model=srgan needs --workdir',
-      not srgan and options.workdir and '--workdir is for --model=srgan',
-      not srgan and options.step is not None and '--step is for --model=srgan',
+      *model_reference.flag_problems(options.model, options.workdir, options.step),
       flag_checks.folder_problem(options.workdir, 'workdir'))
   if options.overlap is not None and options.overlap >= 0 and options.tile >= 1:
     tiling.check_tiles(options.tile, options.overlap, '--overlap')
   inputs = pathlib.Path(paths.absolute(options.input))
-  files.check_paths(inputs, pathlib.Path(paths.absolute(options.output)))
+  super_resolve_files.check_paths(inputs, pathlib.Path(paths.absolute(options.output)))
   # Then where the images go, so that none is computed only to fail on writing.
   output_file = not inputs.is_dir() and pathlib.Path(options.output).suffix.lower() == '.png'
   flag_checks.check_flags(
@@ -127,7 +115,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoints (srgan).')
   flags.DEFINE_string('input', None, 'Image file, or folder searched recursively.')
   flags.DEFINE_string('output', None, 'Output .png path or folder.')
-  flags.DEFINE_string('model', 'srgan', loading.model_flag_help())
+  flags.DEFINE_string('model', 'srgan', model_reference.flag_help())
   flags.DEFINE_integer('scale', None,
                        'Upscaling factor: bicubic only (default 4); srgan takes it from '
                        'the checkpoint.')
@@ -141,6 +129,12 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(['input', 'output'])
 
 
+def run() -> None:
+  """``python -m srgan_jax.super_resolve`` through ``cli.run``; a generator runs JAX,
+  maybe on several processes."""
+  cli.run(main, name='super_resolve', define_flags=_define_flags,
+          starts_jax=lambda: flags.FLAGS.model != 'bicubic')
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

@@ -8,8 +8,6 @@ What each source holds and where the file goes: ``srgan_jax/nn/vgg19.py``.
 """
 
 import os
-from typing import Sequence
-
 from absl import app
 from absl import flags
 
@@ -27,11 +25,8 @@ def _define_flags() -> None:
                       f'(default {vgg19.default_path()})')
 
 
-def main(argv: Sequence[str]) -> None:
+def main() -> None:
   """``python -m srgan_jax.vgg19 import --source=...``: converts and checks the weights."""
-  if list(argv[1:]) != ['import']:
-    raise app.UsageError('usage: python -m srgan_jax.vgg19 import '
-                         '--source=keras|PATH.h5|PATH.pth [--output=PATH]')
   source, output = flags.FLAGS.source, flags.FLAGS.output
   # Relative paths are relative to where the command was started.
   source = source if source == 'keras' else paths.absolute(source)
@@ -43,6 +38,12 @@ def main(argv: Sequence[str]) -> None:
   print(f'wrote VGG19 weights ({preprocessing} preprocessing) to {path}')
 
 
+def run() -> None:
+  """``python -m srgan_jax.vgg19 import`` through ``cli.run``."""
+  cli.run(main, name='vgg19', define_flags=_define_flags, subcommand='import',
+          usage='usage: python -m srgan_jax.vgg19 import '
+          '--source=keras|PATH.h5|PATH.pth [--output=PATH]')
+
+
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  run()

@@ -38,7 +38,7 @@ jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
-# The CPU weight gradient by conv.py's fixed rule, in this process and the commands
+# The CPU weight gradient by conv_autotune.py's fixed rule, in this process and the commands
 # tests start: 'auto' would time layers on first use (results that vary with the
 # machine's load, written to the user's cache), and tests compare runs bit for bit.
 os.environ.setdefault('SRGAN_JAX_WEIGHT_GRADIENTS', 'rule')

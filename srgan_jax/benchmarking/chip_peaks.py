@@ -7,8 +7,8 @@ on; a chip missing here (CPUs, unlisted accelerators) has no MFU.
 # Dense peak TFLOP/s per device, by device_kind substring (first match, lower case).
 # float32 is at JAX's default matmul precision: TF32 tensor cores on NVIDIA Ampere and
 # later, one bf16 pass on TPUs (hence the same figure as bfloat16 there).
-# Spec sheets; a bf16 matrix product measured about 790 TFLOP/s on an H200 here
-# (shared/REFERENCE.md), so an MFU above ~0.8 is not reachable on H100/H200.
+# Source: the vendors' spec sheets (dense, without sparsity). What is reachable in
+# practice is lower: notes/PERFORMANCE.md, section 10.
 PEAK_TFLOPS = (
     ('h100 pcie', {'bfloat16': 756.0, 'float32': 378.0}),
     ('h100', {'bfloat16': 989.0, 'float32': 494.0}),

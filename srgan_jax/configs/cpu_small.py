@@ -1,8 +1,7 @@
 """The best SRResNet we could train on T91 + BSD200 in an hour on 2 CPU cores.
 
-It scores Set5 30.38 / Set14 27.38 / BSD100 26.89 dB (bicubic: 28.43 / 26.00 /
-25.96) and ships as the pretrained model ``cpu_small``; the runs behind these
-figures are in notes/CONFIG_RESULTS.md.
+It ships as the pretrained model ``cpu_small``; its scores against bicubic, and the
+runs behind them, are in notes/CONFIG_RESULTS.md.
 
 Off the paper, to get there in an hour (each option is off in configs/default.py):
 no BatchNorm in the generator, the bicubic skip (the network adds what bicubic

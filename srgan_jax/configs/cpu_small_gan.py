@@ -1,9 +1,9 @@
 """SRGAN at small scale: the adversarial phase from the shipped ``cpu_small`` SRResNet.
 
-The paper's second phase (Ledig et al., section 3.2) on 2 CPU cores in about twelve
-minutes: it starts from the pretrained generator ``cpu_small`` (by name, no workdir
-needed) and trains generator and discriminator together on T91 + BSD200. The runs
-behind its recipe, and its scores beside cpu_small's and bicubic's, are in
+The paper's second phase (Ledig et al., section 3.2) on 2 CPU cores in minutes: it
+starts from the pretrained generator ``cpu_small`` (by name, no workdir needed) and
+trains generator and discriminator together on T91 + BSD200. The runs behind its
+recipe, its time, and its scores beside cpu_small's and bicubic's, are in
 notes/CONFIG_RESULTS.md; it ships as the pretrained model ``cpu_small_gan``.
 
 Off the paper, each option off in configs/default.py and said why below: an L1 pixel
@@ -28,8 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = cpu_small.get_config()
   config.srresnet.num_steps = 0  # No SRResNet phase: the generator comes pretrained...
   config.srgan.init_from = 'cpu_small'  # ...as the shipped model (or a workdir).
-  # Stop while every set's PSNR is within 1 dB of bicubic's: by step 2,500 Set5's
-  # is 1.5 dB below, as the detail grows into grain (notes/CONFIG_RESULTS.md).
+  # Stop while every set's PSNR is within 1 dB of bicubic's: later, the detail grows
+  # into grain (measured: notes/CONFIG_RESULTS.md, "Why it stops at 2,000").
   config.srgan.num_steps = 2000
   config.srgan.decay_steps = 2000  # A constant rate: the paper's x0.1 step comes at the end.
   config.srgan.learning_rate = 1e-5  # The paper's final rate: fine-tuning a trained G.
@@ -48,7 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Colour speckle was what went wrong first: the discriminator sees luma only and the
   # output's chroma is the input's bicubic upsampling (as SRCNN's), so the generator
   # spends itself on luma detail and cannot add colour noise. A chroma loss instead
-  # (srgan.chroma_weight=10) left BSD100's colour energy at 1.5x its photographs'.
+  # (srgan.chroma_weight=10) left BSD100 with more colour energy than its photographs
+  # (notes/CONFIG_RESULTS.md).
   config.generator.chroma_from_bicubic = True
   config.discriminator.gray_input = True
   config.discriminator.convs = tuple((channels // 4, stride)
@@ -58,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 10
-  config.eval_every_steps = 500  # ~20 s each: the trade-off as it moves.
+  config.eval_every_steps = 500  # The trade-off as it moves, at a small cost per 500 steps.
   config.eval_folders = (paths.dataset('Set5'), paths.dataset('Set14'))
   config.eval_metrics = ('niqe', 'luma_detail', 'chroma_detail')
   return config

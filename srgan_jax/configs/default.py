@@ -130,7 +130,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 20_000
   config.eval_folders = (paths.dataset('Set5'), paths.dataset('Set14'))
   config.num_summary_images = 3  # SR images written to TensorBoard per evaluation.
-  # Beside PSNR/SSIM (see srgan_jax/evaluation/registry.py); LPIPS only once its weights are imported.
+  # Beside PSNR/SSIM (see srgan_jax/evaluation/named_metrics.py); LPIPS only once its weights are imported.
   config.eval_metrics = ('niqe', 'lpips')
   config.profile_steps = 5  # Steps traced by the clu profiler once the run is warm (0: off).
 

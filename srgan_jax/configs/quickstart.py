@@ -3,7 +3,7 @@
 Runs offline on 2 CPU cores. It trains on 10 of scikit-image's bundled photographs
 and holds out two (camera, coins); at the end it prints a table of the generator
 against bicubic interpolation on those two and on Set5 when $SRGAN_DATASETS holds
-it: Set5 29.72 dB against bicubic's 28.43 (the measured runs: notes/CONFIG_RESULTS.md).
+it (its scores and the measured runs: notes/CONFIG_RESULTS.md).
 
 Off the paper, to get there in minutes (each option is off in configs/default.py):
 no BatchNorm in the generator, the bicubic skip (the network adds what bicubic
@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   # where the decayed learning rate has settled the weights.
   config.eval_every_steps = 4500
   config.eval_folders = (paths.dataset('Set5'),) + HELD_OUT_PHOTOS
-  # PSNR/SSIM only: compiling NIQE for each image size would cost a minute of the ten.
+  # PSNR/SSIM only: compiling NIQE for each image size would take a large share of the
+  # ten minutes (notes/CONFIG_RESULTS.md).
   config.eval_metrics = ()
   return config

@@ -28,6 +28,7 @@ import numpy as np
 
 from srgan_jax.evaluation import scoring
 from srgan_jax.evaluation import summaries
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import paths
 
 METRICS = ('psnr', 'ssim')
@@ -180,7 +181,7 @@ def bicubic_baselines(scalars: dict[str, Curve], sets: Sequence[str],
     if folder is None:
       logging.warning('No bicubic line for %s: not in the events, and no folder found.', name)
       continue
-    scores = scoring.bicubic_scores(str(folder), config.get('scale', 4))
+    scores = scoring.evaluate_folder(upscalers.bicubic(config.get('scale', 4)), folder)
     baselines[name] = {metric: scores[metric] for metric in METRICS}
   return baselines
 

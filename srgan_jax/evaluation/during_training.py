@@ -1,11 +1,13 @@
 """The evaluation that training runs every ``config.eval_every_steps`` steps.
 
 An evaluator in big_vision's sense: built once from the config, then ``run`` with the
-current generator's variables; it scores ``config.eval_folders`` by the benchmark
-conventions (``scoring``), writes the scores beside the bicubic baseline's to the
-metric writer (TensorBoard and ``srgan_jax.plot`` read them) and returns them.
+current generator as an upscaler (``upscalers.generator``; the evaluator builds no
+model); it scores ``config.eval_folders`` by the benchmark conventions (``scoring``),
+writes the scores beside the bicubic baseline's to the metric writer (TensorBoard and
+``srgan_jax.plot`` read them) and returns them.
 """
 
+import dataclasses
 from typing import Any, TYPE_CHECKING
 
 from absl import logging
@@ -13,10 +15,10 @@ from etils import epath
 import jax
 import ml_collections
 
-from srgan_jax.evaluation import registry
-from srgan_jax.evaluation import report
+from srgan_jax.evaluation import named_metrics
+from srgan_jax.evaluation import results_table
 from srgan_jax.evaluation import scoring
-from srgan_jax.nn import models
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import distributed
 
 if TYPE_CHECKING:  # clu's writers import tensorflow.
@@ -48,9 +50,9 @@ class TrainingEvaluator:
                writer: 'metric_writers.MetricWriter'):
     self._config = config
     self._writer = writer
-    self._model = models.generator_from_config(config)
     self._folders = existing_eval_folders(config)
-    self._metric_fns = registry.metric_fns(config.eval_metrics, config.scale)
+    self._metric_fns = named_metrics.metric_fns(config.eval_metrics, config.scale)
+    self._baselines: dict[str, dict[str, Any]] = {}  # Bicubic's scores, by set name.
     missing = sorted(set(config.eval_folders) - set(self._folders))
     if missing:
       logging.warning('Evaluation set(s) not found (on this host or another), training '
@@ -58,11 +60,22 @@ class TrainingEvaluator:
                       '(set $SRGAN_DATASETS or --config.eval_folders; see the README\'s '
                       '"Image sets").', ', '.join(missing))
 
-  def run(self, variables: Any, step: int, final: bool = False) -> dict[str, Any]:
-    """Scores ``variables`` at ``step`` and writes the scalars and sample images.
+  def _bicubic_baselines(self, folders: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The bicubic baseline's scores on each of ``folders`` (by set name), each computed
+    once per run: the sets stay the same while training."""
+    for name, folder in folders.items():
+      if name not in self._baselines:
+        self._baselines[name] = scoring.evaluate_folder(
+            upscalers.bicubic(self._config.scale), folder, metric_fns=self._metric_fns)
+    return {name: self._baselines[name] for name in folders}
+
+  def run(self, upscaler: upscalers.Upscaler, step: int, final: bool = False
+          ) -> dict[str, Any]:
+    """Scores the generator at ``step`` and writes the scalars and sample images.
 
     Args:
-      variables: the generator's ``{'params', 'batch_stats'}`` (replicated).
+      upscaler: the generator being trained (``upscalers.generator`` of its
+        evaluation variables).
       step: the global step the scores are written at.
       final: also print a table beside bicubic's (process 0).
 
@@ -71,27 +84,25 @@ class TrainingEvaluator:
     """
     config = self._config
     samples = []
-    upscale = scoring.generator_upscale_fn(self._model, variables)
 
     def upscale_and_keep(lr):
-      sr = upscale(lr)
+      sr = upscaler.upscale_batch(lr)
       samples.extend(sr[:config.num_summary_images - len(samples)])
       return sr
 
-    results = scoring.evaluate_sets(upscale_and_keep, self._folders, config.scale,
-                                    metric_fns=self._metric_fns)
+    results = scoring.evaluate_sets(dataclasses.replace(upscaler, batch_fn=upscale_and_keep),
+                                    self._folders, metric_fns=self._metric_fns)
     scored = {name: folder for name, folder in zip(results, self._folders)
               if 'error' not in results[name]}  # A set that could not be scored is skipped.
-    # The bicubic baseline (computed once per process) too, as a flat line beside each
-    # curve in TensorBoard and in srgan_jax.plot.
-    baselines = {name: scoring.bicubic_scores(folder, config.scale, self._metric_fns)
-                 for name, folder in scored.items()}
+    # The bicubic baseline too, as a flat line beside each curve in TensorBoard and in
+    # srgan_jax.plot.
+    baselines = self._bicubic_baselines(scored)
     self._writer.write_scalars(step, {
         f'eval/{name}/{prefix}{metric}': value
         for source, prefix in ((results, ''), (baselines, 'bicubic_'))
         for name, result in source.items() if name in scored
         for metric, value in result.items()
-        if metric in (*registry.ALWAYS_COMPUTED, *self._metric_fns)})
+        if metric in (*named_metrics.ALWAYS_COMPUTED, *self._metric_fns)})
     for name in scored:
       logging.info('step %d, %s: SR - HR per channel (R, G, B) %s grey levels', step, name,
                    ', '.join(f'{b:+.2f}' for b in results[name]['bias']))
@@ -100,7 +111,7 @@ class TrainingEvaluator:
         results[name]['bicubic'] = {key: value for key, value in baselines[name].items()
                                     if key not in ('images', 'failed', 'bias')}
       print(f'Step {step}, this generator against bicubic interpolation:\n'
-            f'{report.format_table(results)}', flush=True)
+            f'{results_table.format_table(results)}', flush=True)
     if samples:
       self._writer.write_images(
           step, {f'eval/sample{i}': sample[None] for i, sample in enumerate(samples)})

@@ -13,7 +13,7 @@ import numpy as np
 
 from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import niqe
-from srgan_jax.evaluation import report
+from srgan_jax.evaluation import comparison_images
 
 
 def panel_caption(sr: np.ndarray, hr: np.ndarray, scale: int) -> str:
@@ -35,8 +35,9 @@ def format_problem(path: str | None, flag: str) -> str | None:
           f'{", ".join("." + name for name in sorted(supported))} file (e.g. .png)')
 
 
-def comparison_figure(rows: Sequence[tuple[report.Crop, dict[str, np.ndarray], np.ndarray]],
-                      scale: int) -> figure.Figure:
+def comparison_figure(
+    rows: Sequence[tuple[comparison_images.Crop, dict[str, np.ndarray], np.ndarray]],
+    scale: int) -> figure.Figure:
   """One row per image: each method's crop (``{label: whole SR image}``, in order), then
   HR's, titled with the label and the whole image's scores (HR: its NIQE)."""
   columns = len(rows[0][1]) + 1

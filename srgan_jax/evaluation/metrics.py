@@ -130,14 +130,6 @@ def ssim(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
   return float(np.mean(ssim_map))
 
 
-def to_pixels(x: jax.Array) -> jax.Array:
-  """Model output in [-1, 1] -> float 0..255, rounded and clipped as if saved as uint8.
-
-  Rounds half away from zero, like ``bicubic.imresize`` (MATLAB) does for uint8.
-  """
-  return jnp.floor(jnp.clip((x + 1.0) * (PEAK / 2), 0.0, PEAK) + 0.5)
-
-
 def _channels_jax(images: jax.Array, y_channel: bool, offset: float) -> jax.Array:
   """``[B, H, W, C]`` -> ``[B, H, W, C']``: Y (with ``offset``) of RGB, else unchanged."""
   if images.shape[-1] == 3 and y_channel:

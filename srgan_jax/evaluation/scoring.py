@@ -1,9 +1,10 @@
 """Scoring a generator on image sets by the SR literature's conventions.
 
 For every image of a folder: crop HR to a multiple of the scale, make LR with MATLAB
-bicubic downsampling (uint8), upscale it with the method under test (uint8), and
+bicubic downsampling (uint8), upscale it with the method under test (uint8, an
+``upscalers.Upscaler``: bicubic or a generator), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
-``metrics``), and further metrics by name (NIQE, LPIPS; see ``registry``) on batches
+``metrics``), and further metrics by name (NIQE, LPIPS; see ``named_metrics``) on batches
 of same-size images. Grayscale files stay single-channel, as in the MATLAB test code;
 files are read by ``image_io``'s rules (16-bit images reduced to their high byte, as
 the training input does).
@@ -18,29 +19,23 @@ pixels before scoring it, and a set they differ on is reported alike by every ho
 and skipped (``distributed.HostsDifferError``), so that no host waits for the others.
 """
 
-import functools
 import os
 import pathlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 from etils import epath
 import numpy as np
 
+from srgan_jax.evaluation import comparison_images
 from srgan_jax.evaluation import metrics
-from srgan_jax.evaluation import registry
-from srgan_jax.evaluation import report
-from srgan_jax.imaging import bicubic
+from srgan_jax.evaluation import named_metrics
+from srgan_jax.evaluation import results_table
 from srgan_jax.imaging import degradation
 from srgan_jax.imaging import image_io
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
-from srgan_jax.runtime import paths
-from srgan_jax.runtime import sharding
-
-# A batch of same-size uint8 LR images [n, h, w, c] -> uint8 SR [n, h * scale, w * scale, c],
-# c = 1 or 3.
-UpscaleFn = Callable[[np.ndarray], np.ndarray]
 
 # Images of one size are upscaled together, this many at a time.
 EVAL_BATCH_SIZE = 8
@@ -54,86 +49,28 @@ class CropError(errors.UserError, ValueError):
   """A --crop naming an image of no set, or a region outside its image."""
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[epath.Path]:
-  """The image files of ``folder`` (local or gs://...), sorted by name; an image file
-  is a set of one."""
+def _set_images(folder: str | os.PathLike[str]) -> list[epath.Path]:
+  """The image files of the set ``folder`` (local or gs://...), sorted by name; an
+  image file is a set of one; a missing one is a FileNotFoundError."""
   if not epath.Path(folder).exists():
     raise FileNotFoundError(f'{folder}: no such folder')
   return image_io.image_files(folder, recursive=False)
 
 
-def load_image(path: str | pathlib.Path) -> np.ndarray:
-  """uint8 ``[H, W, 1]`` for grayscale files (MATLAB's conventions: the Y of a grey
-  image is the image), ``[H, W, 3]`` RGB for the rest, upright, alpha dropped
-  (``image_io.load_uint8``); raises ``image_io.UnreadableImageError``."""
-  return image_io.load_uint8(path)
-
-
 def scorable_hr(path: str | os.PathLike[str], scale: int) -> np.ndarray:
-  """The HR image cropped to a multiple of ``scale``, if big enough to be scored."""
-  hr = degradation.modcrop(load_image(path), scale)
+  """The HR image cropped to a multiple of ``scale``, if big enough to be scored.
+
+  uint8 ``[H, W, 1]`` for grayscale files (MATLAB's conventions: the Y of a grey image
+  is the image), ``[H, W, 3]`` RGB for the rest (``image_io.load_uint8``); raises
+  ``image_io.UnreadableImageError``.
+  """
+  hr = degradation.modcrop(image_io.load_uint8(path), scale)
   smallest = metrics.SSIM_WINDOW + 2 * scale  # The SSIM window, after shaving the border.
   if min(hr.shape[:2]) < smallest:
     raise image_io.UnreadableImageError(
         f'{path}: {hr.shape[0]}x{hr.shape[1]} pixels (cropped to a multiple of {scale}) '
         f'is too small to score at x{scale}: both sides must be at least {smallest}')
   return hr
-
-
-def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
-  """The bicubic baseline: MATLAB ``imresize(lr, scale, 'bicubic')``, uint8, per image."""
-  return np.stack([bicubic.imresize(image, scale) for image in lr])
-
-
-def make_upscale_fn(model: str, scale: int) -> UpscaleFn:
-  """The ``UpscaleFn`` of a method that needs no checkpoint (``--model``)."""
-  if model == 'bicubic':
-    return functools.partial(bicubic_upscale, scale=scale)
-  raise ValueError(f'unknown model {model!r}')
-
-
-_BICUBIC_SCORES: dict[tuple[str, int, tuple[str, ...]], dict[str, float | int]] = {}
-
-
-def bicubic_scores(folder: str, scale: int,
-                   metric_fns: Mapping[str, registry.MetricFn] | None = None
-                   ) -> dict[str, float | int]:
-  """The bicubic baseline's ``evaluate_folder`` result, computed once per process
-  (for each folder, scale and set of metric names)."""
-  key = (folder, scale, tuple(sorted(metric_fns or {})))
-  if key not in _BICUBIC_SCORES:
-    _BICUBIC_SCORES[key] = evaluate_folder(make_upscale_fn('bicubic', scale), folder, scale,
-                                           metric_fns=metric_fns)
-  return _BICUBIC_SCORES[key]
-
-
-@functools.cache
-def _generator_pixels(model: Any) -> Callable[[Any, Any], Any]:
-  """One ``(variables, lr) -> SR pixels`` function per generator architecture, so that
-  evaluations during training reuse the programs compiled for each image size
-  (``sharding.data_parallel`` caches its compiled programs by function)."""
-  return lambda variables, lr: metrics.to_pixels(model.apply(variables, lr, train=False))
-
-
-def generator_upscale_fn(model: Any, variables: Any) -> UpscaleFn:
-  """A trained generator as an UpscaleFn, data-parallel over every device of every process.
-
-  On several processes, every process calls it with the same images and gets all the
-  SR images back (see ``sharding.data_parallel``). Grayscale LR is replicated to
-  RGB and the SR turned back into one channel with the BT.601 luma weights (those of
-  the Y channel), so a gray image is scored on its own intensity, as the bicubic
-  baseline is.
-  """
-  apply = sharding.data_parallel(_generator_pixels(model), variables)
-
-  def upscale(lr: np.ndarray) -> np.ndarray:
-    rgb = np.broadcast_to(lr, (*lr.shape[:3], 3)).astype(np.float32) / 255
-    sr = np.asarray(apply(rgb))
-    if lr.shape[-1] == 1:
-      sr = np.round(sr @ image_io.LUMA_601)[..., None]
-    return sr.astype(np.uint8)
-
-  return upscale
 
 
 def _same_size_batches(images: Sequence[np.ndarray], batch_size: int) -> list[list[int]]:
@@ -145,7 +82,7 @@ def _same_size_batches(images: Sequence[np.ndarray], batch_size: int) -> list[li
           for i in range(0, len(group), batch_size)]
 
 
-def _batched_means(metric_fns: Mapping[str, registry.MetricFn], srs: Sequence[np.ndarray],
+def _batched_means(metric_fns: Mapping[str, named_metrics.MetricFn], srs: Sequence[np.ndarray],
                    hrs: Sequence[np.ndarray], batch_size: int) -> dict[str, float]:
   """Each metric's mean over the images, computed on batches of same-size images."""
   means = {}
@@ -185,41 +122,22 @@ def _check_same_on_every_host(folder: str | os.PathLike[str], parts: Sequence[An
       'every host identical copies of the set')
 
 
-def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: int,
-                    save_dir: str | pathlib.Path | None = None,
-                    compare_dir: str | pathlib.Path | None = None,
-                    batch_size: int = EVAL_BATCH_SIZE,
-                    crops: Sequence[report.Crop] = (),
-                    metric_fns: Mapping[str, registry.MetricFn] | None = None
-                    ) -> dict[str, float | int]:
-  """Mean PSNR/SSIM (and ``metric_fns``) of ``upscale_fn`` over the images of ``folder``.
+def _read_set(folder: str | os.PathLike[str], scale: int
+              ) -> tuple[list[epath.Path], list[np.ndarray], list[str]]:
+  """The scorable images of a set: their paths, their HR images (``scorable_hr``), and
+  a message for each file skipped (logged).
 
-  Args:
-    upscale_fn: uint8 LR ``[n, h, w, c]`` -> uint8 SR ``[n, h * scale, w * scale, c]``.
-    folder: HR images (``image_io.IMAGE_SUFFIXES``).
-    scale: the upscaling factor; also the border shaved before scoring.
-    save_dir: if set, the SR images are written there as PNG, named after the HR files.
-    compare_dir: if set, LR | bicubic | SR | HR comparison images are written there.
-    batch_size: most images of one size per ``upscale_fn`` call.
-    crops: regions of interest; those of this folder's images are written to
-      ``compare_dir`` as ``report.Crop.file_name``, beside the whole comparison images.
-    metric_fns: further metrics by name (``registry.metric_fns``), scored on
-      batches of same-size images.
-
-  Returns:
-    ``{'psnr': dB, 'ssim': ..., 'images': count scored, 'bias': [R, G, B],
-    'failed': [messages]}`` and the mean of each further metric. ``bias`` is the mean
-    SR - HR difference per channel in grey levels, over the set's whole images (a
-    brightness or colour offset; gray images count in every channel); 'failed' names
-    each file that was skipped and why.
+  Every process reads the set and compares it with the others' before anything is
+  raised.
 
   Raises:
+    OSError: the folder is missing.
     NoImagesError: no file of the folder could be scored.
     distributed.HostsDifferError: (on every process) processes read other images.
   """
   failed, image_paths, hrs = [], [], []
   try:
-    listed, missing = list_images(folder), None
+    listed, missing = _set_images(folder), None
   except OSError as error:  # Raised once the hosts agree that they differ, or not.
     listed, missing = [], error
   parts: list[Any] = [missing is None]
@@ -240,39 +158,90 @@ def evaluate_folder(upscale_fn: UpscaleFn, folder: str | pathlib.Path, scale: in
     raise NoImagesError(f'no image to score in {folder} ({len(failed)} skipped'
                         + (f', e.g. {failed[0]}' if failed else
                            f'; looked for {", ".join(image_io.IMAGE_SUFFIXES)}') + ')')
+  return image_paths, hrs, failed
+
+
+def _upscale_all(upscaler: upscalers.Upscaler, lrs: Sequence[np.ndarray],
+                 batch_size: int) -> list[np.ndarray]:
+  """The SR image of each LR image, upscaled in batches of same-size images."""
+  srs: list[np.ndarray] = [np.empty(0)] * len(lrs)
+  for indices in _same_size_batches(lrs, batch_size):
+    batch = upscaler.upscale_batch(np.stack([lrs[i] for i in indices]))
+    for index, sr in zip(indices, batch):
+      srs[index] = sr
+  return srs
+
+
+def _save_images(path: epath.Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray,
+                 scale: int, save_dir: str | pathlib.Path | None,
+                 compare_dir: str | pathlib.Path | None,
+                 crops: Sequence[comparison_images.Crop]) -> None:
+  """Writes the SR image of ``path`` to ``save_dir``, and its comparison images (whole,
+  and each crop of it) to ``compare_dir``, where those are given."""
+  if save_dir is not None:
+    comparison_images.save_png(pathlib.Path(save_dir) / f'{path.stem}.png', sr)
+  if compare_dir is not None:
+    bicubic_sr = upscalers.bicubic(scale).upscale_batch(lr[None])[0]
+    for crop in [None] + [crop for crop in crops if crop.image == path.stem]:
+      name = crop.file_name if crop else f'{path.stem}.png'
+      comparison_images.save_png(pathlib.Path(compare_dir) / name,
+                                 comparison_images.comparison_image(lr, bicubic_sr, sr, hr, crop))
+
+
+def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
+                    save_dir: str | pathlib.Path | None = None,
+                    compare_dir: str | pathlib.Path | None = None,
+                    batch_size: int = EVAL_BATCH_SIZE,
+                    crops: Sequence[comparison_images.Crop] = (),
+                    metric_fns: Mapping[str, named_metrics.MetricFn] | None = None
+                    ) -> dict[str, float | int]:
+  """Mean PSNR/SSIM (and ``metric_fns``) of ``upscaler`` over the images of ``folder``.
+
+  Args:
+    upscaler: the method under test; its scale is also the border shaved before scoring.
+    folder: HR images (``image_io.IMAGE_SUFFIXES``).
+    save_dir: if set, the SR images are written there as PNG, named after the HR files.
+    compare_dir: if set, LR | bicubic | SR | HR comparison images are written there.
+    batch_size: most images of one size per ``upscaler.upscale_batch`` call.
+    crops: regions of interest; those of this folder's images are written to
+      ``compare_dir`` as ``comparison_images.Crop.file_name``, beside the whole
+      comparison images.
+    metric_fns: further metrics by name (``named_metrics.metric_fns``), scored on
+      batches of same-size images.
+
+  Returns:
+    ``{'psnr': dB, 'ssim': ..., 'images': count scored, 'bias': [R, G, B],
+    'failed': [messages]}`` and the mean of each further metric. ``bias`` is the mean
+    SR - HR difference per channel in grey levels, over the set's whole images (a
+    brightness or colour offset; gray images count in every channel); 'failed' names
+    each file that was skipped and why.
+
+  Raises:
+    NoImagesError: no file of the folder could be scored.
+    distributed.HostsDifferError: (on every process) processes read other images.
+  """
+  scale = upscaler.scale
+  image_paths, hrs, failed = _read_set(folder, scale)
   for directory in (save_dir, compare_dir):
     if directory is not None:
       pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
   lrs = [degradation.make_lr(hr, scale) for hr in hrs]
-  srs: list[np.ndarray] = [np.empty(0)] * len(image_paths)
-  for indices in _same_size_batches(lrs, batch_size):
-    for index, sr in zip(indices, np.asarray(upscale_fn(np.stack([lrs[i] for i in indices])))):
-      srs[index] = sr
+  srs = _upscale_all(upscaler, lrs, batch_size)
   psnrs, ssims, biases = [], [], []
   for path, lr, sr, hr in zip(image_paths, lrs, srs, hrs):
-    if sr.shape != hr.shape or sr.dtype != np.uint8:
-      raise ValueError(f'{path.name}: upscale_fn gave {sr.dtype} {sr.shape}, '
-                       f'expected uint8 {hr.shape}')
     psnrs.append(metrics.psnr(sr, hr, shave=scale))
     ssims.append(metrics.ssim(sr, hr, shave=scale))
     difference = sr.astype(np.float64) - hr
     biases.append(np.broadcast_to(difference.mean(axis=(0, 1)), (3,)))
     logging.info('%s: PSNR %.4f dB, SSIM %.4f', path.name, psnrs[-1], ssims[-1])
-    if save_dir is not None:
-      report.save_png(pathlib.Path(save_dir) / f'{path.stem}.png', sr)
-    if compare_dir is not None:
-      bicubic_sr = bicubic.imresize(lr, scale)
-      for crop in [None] + [crop for crop in crops if crop.image == path.stem]:
-        name = crop.file_name if crop else f'{path.stem}.png'
-        report.save_png(pathlib.Path(compare_dir) / name,
-                        report.comparison_image(lr, bicubic_sr, sr, hr, crop))
+    _save_images(path, lr, sr, hr, scale, save_dir, compare_dir, crops)
   return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)),
           **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(image_paths),
           'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed}
 
 
-def check_crops(folders: Sequence[str | pathlib.Path], crops: Sequence[report.Crop],
-                scale: int) -> None:
+def check_crops(folders: Sequence[str | pathlib.Path],
+                crops: Sequence[comparison_images.Crop], scale: int) -> None:
   """Raises CropError (on every process alike) for crops that name an image of no set,
   or a region outside their image (cropped to a multiple of ``scale``).
 
@@ -284,7 +253,7 @@ def check_crops(folders: Sequence[str | pathlib.Path], crops: Sequence[report.Cr
   images = {}
   for folder in folders:
     try:
-      for path in list_images(folder):
+      for path in _set_images(folder):
         images.setdefault(path.stem, path)
     except OSError:  # A missing set: reported as that set's error.
       pass
@@ -296,7 +265,8 @@ def check_crops(folders: Sequence[str | pathlib.Path], crops: Sequence[report.Cr
   outside = []
   for crop in crops:
     try:
-      outside.append(crop.outside(degradation.modcrop(load_image(images[crop.image]), scale).shape))
+      outside.append(crop.outside(
+          degradation.modcrop(image_io.load_uint8(images[crop.image]), scale).shape))
     except image_io.UnreadableImageError:  # Reported as that image's failure.
       outside.append(None)
   fits = distributed.on_every_process([problem is None for problem in outside])
@@ -306,32 +276,10 @@ def check_crops(folders: Sequence[str | pathlib.Path], crops: Sequence[report.Cr
     raise CropError('; '.join(problems))
 
 
-def sets_problem(folders: Sequence[str], save_dir: str | None = None) -> str | None:
-  """What stops scoring the local ``folders`` as sets of their own, in one line, or None.
-
-  Sets are keyed by folder name (results, ``save_dir/<set>/``): two sets of one name
-  would overwrite each other's scores and images; and ``save_dir/<set>`` must not be
-  the set's own folder, whose images the SR images would replace.
-  """
-  names: dict[str, str] = {}
-  for folder in folders:
-    name = epath.Path(folder).name
-    if name in names:
-      return (f'--data {names[name]} and {folder} are both sets named {name!r}, whose '
-              'results would overwrite each other; name each set once, from folders of '
-              'distinct names')
-    names[name] = folder
-    if (save_dir and not paths.is_remote(save_dir) and not paths.is_remote(folder)
-        and os.path.realpath(os.path.join(save_dir, name)) == os.path.realpath(folder)):
-      return (f'--save_dir={save_dir} would write the SR images of set {name!r} over its '
-              f'own images in {folder}; choose another --save_dir')
-  return None
-
-
-def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], scale: int,
+def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.Path],
                   save_dir: str | pathlib.Path | None = None, compare: bool = False,
-                  crops: Sequence[report.Crop] = (),
-                  metric_fns: Mapping[str, registry.MetricFn] | None = None,
+                  crops: Sequence[comparison_images.Crop] = (),
+                  metric_fns: Mapping[str, named_metrics.MetricFn] | None = None,
                   write: bool = True) -> dict[str, dict[str, Any]]:
   """``evaluate_folder`` on each folder, keyed by folder name.
 
@@ -343,7 +291,7 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
   ``write=False`` (processes of several but the first) writes no image, but checks
   the crops with the other processes (``check_crops``).
   """
-  check_crops(folders, crops, scale)  # Before the evaluation, not after it.
+  check_crops(folders, crops, upscaler.scale)  # Before the evaluation, not after it.
   if not write:
     save_dir, compare, crops = None, False, ()
   compare = compare or bool(crops)
@@ -354,7 +302,7 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
     name = epath.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
     try:
-      results[name] = evaluate_folder(upscale_fn, folder, scale, set_dir,
+      results[name] = evaluate_folder(upscaler, folder, set_dir,
                                       set_dir / 'compare' if compare else None,
                                       crops=crops, metric_fns=metric_fns)
     except (errors.UserError, OSError) as error:  # Missing, unreadable or empty set.
@@ -363,28 +311,29 @@ def evaluate_sets(upscale_fn: UpscaleFn, folders: Sequence[str | pathlib.Path], 
   return results
 
 
-def evaluate_model(model: Any, variables: Any, config: Any,
-                   folders: Sequence[str | pathlib.Path],
-                   save_dir: str | pathlib.Path | None = None, compare: bool = False,
-                   crops: Sequence[report.Crop] = (),
-                   metric_names: Sequence[str] = registry.DEFAULT_METRICS
-                   ) -> dict[str, dict[str, Any]]:
-  """Scores a generator (``inference.loading.load_generator``'s triple) beside bicubic.
+def evaluate_beside_bicubic(upscaler: upscalers.Upscaler,
+                            folders: Sequence[str | pathlib.Path],
+                            save_dir: str | pathlib.Path | None = None, compare: bool = False,
+                            crops: Sequence[comparison_images.Crop] = (),
+                            metric_names: Sequence[str] = named_metrics.DEFAULT_METRICS
+                            ) -> dict[str, dict[str, Any]]:
+  """Scores an upscaler (a generator's: ``upscalers.generator``) beside bicubic.
 
-  Each set's entry is the model's ``{'psnr', 'ssim', <metric_names>..., 'images'}``
+  Each set's entry is the upscaler's ``{'psnr', 'ssim', <metric_names>..., 'images'}``
   plus the same scores of the bicubic baseline under ``'bicubic'``; the table is
   printed. On several processes, all of them compute (and return) the results;
   process 0 alone writes images and prints.
   """
   writes = distributed.is_main_process()
-  metric_fns = registry.metric_fns(metric_names, config.scale)
-  results = evaluate_sets(generator_upscale_fn(model, variables), folders, config.scale,
-                          save_dir, compare, crops, metric_fns, write=writes)
+  metric_fns = named_metrics.metric_fns(metric_names, upscaler.scale)
+  results = evaluate_sets(upscaler, folders, save_dir, compare, crops, metric_fns,
+                          write=writes)
+  bicubic = upscalers.bicubic(upscaler.scale)
   for folder, result in zip(folders, results.values()):
     if 'error' not in result:
-      baseline = bicubic_scores(str(folder), config.scale, metric_fns)
+      baseline = evaluate_folder(bicubic, folder, metric_fns=metric_fns)
       result['bicubic'] = {key: value for key, value in baseline.items()
                            if key not in ('images', 'failed')}
   if writes:
-    print(report.format_table(results))
+    print(results_table.format_table(results))
   return results

@@ -1,2 +1,2 @@
-"""Using a generator: loading it (a workdir's or a shipped one by name), seamless
-tiles, image files in and out, shipping one."""
+"""Using a generator: seamless tiles, image files in and out, exporting one as a
+pretrained model (which model a reference names: ``training/model_reference``)."""

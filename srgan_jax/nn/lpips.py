@@ -25,7 +25,7 @@ machine). The linear layers are ``lpips/weights/v0.1/{alex,vgg}.pth`` of an inst
 ``lpips`` package (it ships them; the package itself is not imported), or
 ``--linear=PATH``. Both are read with ``torch.load(weights_only=True)``. The cache is
 ``$SRGAN_JAX_CACHE/lpips_{net}.npz`` when ``SRGAN_JAX_CACHE`` is set, else
-``~/.cache/srgan_jax/lpips_{net}.npz`` (the cache folder of ``vgg19``); ``--output``
+``~/.cache/srgan_jax/lpips_{net}.npz`` (``paths.cache_dir``, as ``vgg19``'s); ``--output``
 writes elsewhere. A missing or malformed file is an error that names the command.
 
 This module does not import torch; the converter does when called.
@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from srgan_jax.nn import vgg19
 from srgan_jax.nn import weights_io
+from srgan_jax.runtime import paths
 
 NETS = ('alex', 'vgg')
 # The reference's ScalingLayer: (x - shift) / scale per RGB channel, x in [-1, 1].
@@ -162,9 +162,9 @@ def lpips(params: Mapping[str, Any], sr: np.ndarray | jax.Array, hr: np.ndarray 
 
 
 def default_path(net: str = 'alex') -> str:
-  """``lpips_{net}.npz`` in the cache folder of ``vgg19.default_path``."""
+  """``lpips_{net}.npz`` in the project's cache folder (``paths.cache_dir``)."""
   _check_net(net)
-  return os.path.join(os.path.dirname(vgg19.default_path()), f'lpips_{net}.npz')
+  return os.path.join(paths.cache_dir(), f'lpips_{net}.npz')
 
 
 def import_command(net: str, path: str | None = None) -> str:

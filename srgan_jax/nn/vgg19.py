@@ -44,6 +44,7 @@ import numpy as np
 
 from srgan_jax.nn import weights_io
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import paths
 
 # Output channels of the convolutions of each of the five blocks.
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512),
@@ -152,9 +153,7 @@ def features(params: Mapping[str, Any], images: jax.Array, outputs: Sequence[str
 
 def default_path() -> str:
   """``$SRGAN_JAX_CACHE/vgg19.npz``, else ``~/.cache/srgan_jax/vgg19.npz``."""
-  cache = os.environ.get('SRGAN_JAX_CACHE') or os.path.join(
-      os.path.expanduser('~'), '.cache', 'srgan_jax')
-  return os.path.join(cache, 'vgg19.npz')
+  return os.path.join(paths.cache_dir(), 'vgg19.npz')
 
 
 def _import_command(path: str) -> str:

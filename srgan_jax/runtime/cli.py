@@ -1,15 +1,31 @@
-"""What every command does around its main: one-line user errors, exit codes, quiet logs.
+"""The one prelude of every command: flags, arguments, start-up, stop signals, errors.
 
-``run(main)`` replaces ``absl.app.run(main)`` in each entry point (main, evaluate,
-super_resolve, compare, export, plot, vgg19, benchmark):
+Each command (``python -m srgan_jax.<command>``: main, evaluate, super_resolve,
+compare, export, pretrained, plot, vgg19, lpips, benchmark, device_data) ends with
 
+    def run() -> None:
+      cli.run(main, name='evaluate', define_flags=_define_flags, ...)
+
+    if __name__ == '__main__':
+      run()
+
+and ``run`` does, in this order, what each would otherwise repeat:
+
+- stop signals (``signals``) are handled from the command's first line: the package
+  installs the handler when it is imported as a command (``srgan_jax/__init__``),
+  before the heavy imports; ``run`` installs it again where JAX's distributed
+  runtime took SIGTERM over (commands that do not train);
+- the flags are defined (``define_flags``) and parsed (``rewrite_arg`` first);
+- the positional arguments are checked (none, or exactly one ``subcommand``);
+- JAX's distributed runtime starts when the command runs JAX (``starts_jax``), before
+  any other JAX call (multi-host: ``distributed.initialize``);
 - a bad flag, a ``UserError`` (``errors``) or an ``app.UsageError`` ends the program
   with ONE line on stderr, ``error: <what is wrong and how to fix it>``, and exit
   status 2 (``errors.EXIT_USER_ERROR``); other exceptions are bugs and keep their
   traceback. ``--verbosity=1`` (or ``SRGAN_JAX_DEBUG=1``) shows the full traceback
   of user errors too, and the logs of other libraries;
-- ``errors.Preempted`` exits with 75 (saved; rerun to resume), Ctrl-C with 130;
-  ``stop_on_sigterm`` makes SIGTERM end a command that is not training the same way;
+- ``errors.Preempted`` exits with 75 (training saved; rerun to resume), Ctrl-C with
+  130; main's return value is the exit status;
 - INFO lines of other libraries (Orbax, JAX) are hidden, and their warnings and
   errors are one line each, without traceback: the console shows this package's own
   lines (steps, steps/s, ETA, losses, evaluations, where files went, through clu's
@@ -20,7 +36,6 @@ super_resolve, compare, export, plot, vgg19, benchmark):
 import functools
 import logging as std_logging
 import os
-import signal
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -32,6 +47,7 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from srgan_jax.runtime import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+from srgan_jax.runtime import signals  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEBUG_ENV = 'SRGAN_JAX_DEBUG'
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # srgan_jax/
@@ -133,11 +149,29 @@ def _parse_flags(argv: list[str], rewrite_arg: Callable[[str], str] | None = Non
     fail(f'bad flags: {_message(error)} (see --help)')
 
 
-def _call(main: Callable[[list[str]], Any], argv: list[str]) -> Any:
+def _check_arguments(argv: list[str], subcommand: str | None, usage: str | None) -> None:
+  """Raises UsageError unless the positional arguments are none (or ``subcommand``)."""
+  expected = [subcommand] if subcommand else []
+  if list(argv[1:]) != expected:
+    raise app.UsageError(usage or f'unexpected arguments: {argv[1:]}')
+
+
+def _call(main: Callable[[], Any], argv: list[str], *, name: str, subcommand: str | None,
+          usage: str | None, starts_jax: Callable[[], bool],
+          trains: Callable[[], bool]) -> Any:
+  """The command's main, once the flags are parsed, inside the one-line error policy."""
   if not verbose():
     quiet_other_libraries()
+  signals.command_started(name)
   try:
-    return main(argv)
+    _check_arguments(argv, subcommand, usage)
+    if starts_jax():
+      # Imported here: JAX takes seconds to import, which --help and bicubic skip.
+      from srgan_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
+      distributed.initialize()  # Before any other JAX call.
+      if not trains():  # JAX's runtime took SIGTERM for its preemption service,
+        signals.install()  # which only training consults (signals.Watcher).
+    return main()
   except (errors.UserError, app.UsageError) as error:
     if verbose():
       raise
@@ -150,29 +184,32 @@ def _call(main: Callable[[list[str]], Any], argv: list[str]) -> Any:
     fail('interrupted (Ctrl-C)', errors.EXIT_INTERRUPTED)
 
 
-def stop_on_sigterm(command: str) -> None:
-  """Makes SIGTERM stop ``command`` with exit status 75 (``errors.Preempted``).
-
-  JAX's distributed runtime catches SIGTERM for its preemption sync service, which
-  only training consults (it saves a checkpoint, then stops); evaluation and
-  super-resolution started on several processes or a TPU VM would otherwise ignore
-  SIGTERM and run on. Call it after ``distributed.initialize``. What was written
-  stays: super-resolved images are written whole (atomically), one by one.
-  """
-  def stop(signum, frame):
-    del signum, frame
-    raise errors.Preempted(f'{command} stopped by SIGTERM before it finished; rerun the '
-                           'same command')
-
-  signal.signal(signal.SIGTERM, stop)
-
-
-def run(main: Callable[[list[str]], Any],
+def run(main: Callable[[], Any], *, name: str,
+        define_flags: Callable[[], None] | None = None,
+        subcommand: str | None = None, usage: str | None = None,
+        starts_jax: Callable[[], bool] = lambda: False,
+        trains: Callable[[], bool] = lambda: False,
         rewrite_arg: Callable[[str], str] | None = None) -> None:
-  """``app.run(main)`` with one-line user errors; main's return value is the exit status.
+  """Runs a command's ``main()`` through the prelude above; its return value is the
+  exit status.
 
-  ``rewrite_arg`` maps each command-line argument before absl parses it (main uses it
-  to let ``--config`` name a shipped config).
+  Args:
+    main: the command, called with no arguments once the flags are parsed.
+    name: the command's name, for messages ('evaluate').
+    define_flags: defines the command's flags (absl), called before parsing.
+    subcommand: the one positional argument the command takes ('import'), if any.
+    usage: the one-line usage shown for wrong positional arguments.
+    starts_jax: whether this invocation runs JAX (read from the parsed flags): JAX's
+      distributed runtime then starts first.
+    trains: whether this invocation trains (read from the parsed flags): SIGTERM is
+      then left to JAX's preemption service on several processes, and noted by a
+      ``signals.Watcher`` on one.
+    rewrite_arg: maps each command-line argument before absl parses it (main uses
+      it to let ``--config`` name a shipped config).
   """
-  app.run(lambda argv: _call(main, argv),
+  signals.install()  # Already in place when started as a command; for other callers.
+  if define_flags is not None:
+    define_flags()
+  app.run(lambda argv: _call(main, argv, name=name, subcommand=subcommand, usage=usage,
+                             starts_jax=starts_jax, trains=trains),
           flags_parser=functools.partial(_parse_flags, rewrite_arg=rewrite_arg))

@@ -155,7 +155,7 @@ def _connect_cpu_collectives() -> None:
   "Gloo context initialization failed: ... GetKeyValue() timed out". A host that
   compiles its first training step or evaluation more than 30 s after another (a
   loaded machine, a slower host) then ended the run. Once connected, a collective
-  waits for a late process (measured: 45 s late, on 2 processes). So the groups the
+  waits for a late process (measured: notes/BAD_INPUT_CASES.md). So the groups the
   programs use are connected here, right after ``jax.distributed.initialize``, which
   returns on every process at once: all devices (the data-parallel steps and
   evaluation), and those of ``multihost_utils`` (one device per process, at each

@@ -215,3 +215,26 @@ def output_problem(path: str | None, *, folder: bool = False, flag: str | None =
   if reason:
     return f'{what}: cannot create files in {nearest} ({reason}); {fix}'
   return None
+
+
+def sets_problem(folders: Sequence[str], save_dir: str | None = None) -> str | None:
+  """What stops scoring the local ``folders`` as sets of their own, in one line, or None.
+
+  Sets are keyed by folder name (results, ``save_dir/<set>/``): two sets of one name
+  would overwrite each other's scores and images; and ``save_dir/<set>`` must not be
+  the set's own folder, whose images the SR images would replace.
+  """
+  from etils import epath  # pylint: disable=g-import-not-at-top  # Names of gs:// paths too.
+  names: dict[str, str] = {}
+  for folder in folders:
+    name = epath.Path(folder).name
+    if name in names:
+      return (f'--data {names[name]} and {folder} are both sets named {name!r}, whose '
+              'results would overwrite each other; name each set once, from folders of '
+              'distinct names')
+    names[name] = folder
+    if (save_dir and not paths.is_remote(save_dir) and not paths.is_remote(folder)
+        and os.path.realpath(os.path.join(save_dir, name)) == os.path.realpath(folder)):
+      return (f'--save_dir={save_dir} would write the SR images of set {name!r} over its '
+              f'own images in {folder}; choose another --save_dir')
+  return None

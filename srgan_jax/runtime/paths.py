@@ -1,4 +1,5 @@
-"""Where files are: user paths made absolute once, and the benchmark image sets.
+"""Where files are: user paths made absolute once, the benchmark image sets, and the
+cache of converted weights and timings.
 
 Paths given by a user (flags, config fields) may be relative to the directory the
 command was started from. Orbax and TensorStore need absolute paths, and a path that
@@ -17,6 +18,9 @@ from typing import Any, Iterator
 # default config are looked up in this folder; see the README for where to get them.
 DATASETS_ENV = 'SRGAN_DATASETS'
 DEFAULT_DATASETS = os.path.join('..', 'shared', 'datasets')
+# Converted VGG19 and LPIPS weights and the CPU weight-gradient verdicts are kept in
+# this folder, else in ~/.cache/srgan_jax.
+CACHE_ENV = 'SRGAN_JAX_CACHE'
 
 
 def is_remote(path: str) -> bool:
@@ -37,6 +41,12 @@ def datasets_dir() -> str:
   return absolute(os.environ.get(DATASETS_ENV) or DEFAULT_DATASETS)
 
 
+def cache_dir() -> str:
+  """The project's cache folder: ``$SRGAN_JAX_CACHE``, else ``~/.cache/srgan_jax``."""
+  return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache',
+                                                   'srgan_jax')
+
+
 def dataset(name: str) -> str:
   """The folder of one image set, e.g. ``dataset('Set5')``."""
   return os.path.join(datasets_dir(), name)
@@ -54,11 +64,10 @@ def image_folder(name_or_path: str) -> str:
 
 
 # The config fields that hold user paths, as (section, field); tuples of paths too.
+# (srgan.init_from, a pretrained model's name or a workdir, is resolved where it is
+# used: training/model_reference.py.)
 CONFIG_PATH_FIELDS = (('data', 'folders'), ('data', 'tfds_data_dir'), (None, 'eval_folders'),
-                      ('srgan', 'init_from'), ('srgan', 'vgg_weights'))
-# Fields that may also hold a name (srgan.init_from: a shipped model): a value without
-# a path separator that is not an existing path stays a name.
-CONFIG_NAME_OR_PATH_FIELDS = (('srgan', 'init_from'),)
+                      ('srgan', 'vgg_weights'))
 
 
 def absolute_config_paths(config: Any) -> None:
@@ -72,9 +81,6 @@ def absolute_config_paths(config: Any) -> None:
     if parent is None or field not in parent:
       continue
     value = parent[field]
-    if ((section, field) in CONFIG_NAME_OR_PATH_FIELDS and isinstance(value, str)
-        and os.sep not in value and not os.path.exists(value)):
-      continue  # A name.
     if isinstance(value, (tuple, list)):
       parent[field] = type(value)(absolute_if_text(path) for path in value)
     elif value:

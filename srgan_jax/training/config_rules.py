@@ -19,21 +19,21 @@ import os
 from typing import Any, Mapping
 
 from srgan_jax.data import sources
-from srgan_jax.evaluation import registry
+from srgan_jax.evaluation import named_metrics
 from srgan_jax.imaging import image_io
 from srgan_jax.nn import losses
-from srgan_jax.nn import shipped
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
+from srgan_jax.training import model_reference
 
 
 SCALES = (2, 4, 8)
 DATA_SOURCES = ('folders', 'tfds', 'device')
 DTYPES = ('float32', 'bfloat16')
 OUTPUT_ACTIVATIONS = ('none', 'tanh')
-EVAL_METRICS = registry.ALWAYS_COMPUTED + registry.METRICS
+EVAL_METRICS = named_metrics.ALWAYS_COMPUTED + named_metrics.METRICS
 
 
 def _convs(value: Any) -> str | None:
@@ -237,11 +237,10 @@ def _relations(flat: Mapping[str, Any], device_count: int | None, process_count:
                       f'none at {weights}: run {vgg19.IMPORT_COMMAND}'
                       + (f' --output={weights}' if flat['srgan.vgg_weights'] else '')
                       + " (or set srgan.content_loss='mse')")
-  init_from = flat['srgan.init_from']
-  if (init_from and not paths.is_remote(init_from) and not shipped.is_shipped(init_from)
-      and not os.path.isdir(os.path.join(init_from, 'checkpoints'))):
-    problems.append(f'srgan.init_from: no checkpoints in {init_from}, and no shipped model '
-                    f'of that name ({", ".join(shipped.names()) or "none shipped"})')
+  init_from = flat['srgan.init_from'] and model_reference.problem(
+      model_reference.from_init_from(flat['srgan.init_from']))
+  if init_from:
+    problems.append(f'srgan.init_from: {init_from}')
   return problems
 
 

@@ -4,34 +4,37 @@ The two phases run with one global step counter: steps [0, srresnet.num_steps) t
 the generator alone with pixel MSE; the next srgan.num_steps train it against the
 discriminator (``steps``). Everything that varies between steps (crops,
 augmentation) is keyed by (config.seed, step), so a resumed run repeats an
-uninterrupted one exactly. The loop picks the input (``data/``), saves and restores
-checkpoints, evaluates with ``evaluation/during_training``, and stops cleanly on
-SIGTERM. Importing this module does not import tensorflow: the tf.data input
-pipeline and clu's TensorBoard writer are imported when the loop runs, and a run
-with ``data.source=device`` needs neither (``evaluation/summaries``).
+uninterrupted one exactly. The loop takes its batches from ``data/inputs``, saves and
+restores checkpoints, evaluates with ``evaluation/during_training``, and on SIGTERM
+(noted by a ``runtime/signals.Watcher``) saves and stops. Importing this module does
+not import tensorflow: the tf.data input pipeline and clu's TensorBoard writer are
+imported when the loop runs, and a run with ``data.source=device`` needs neither
+(``evaluation/summaries``).
 """
 
+import dataclasses
 import functools
-import signal
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from absl import logging
 from clu import metrics
 from etils import epath
 import jax
 import ml_collections
-import numpy as np
 
+from srgan_jax.data import inputs
 from srgan_jax.evaluation import during_training
 from srgan_jax.evaluation import summaries
 from srgan_jax.nn import losses
 from srgan_jax.nn import models
-from srgan_jax.nn import shipped
+from srgan_jax.nn import upscalers
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import sharding
+from srgan_jax.runtime import signals
 from srgan_jax.training import checkpointing
 from srgan_jax.training import gan_health as gan_health_lib
+from srgan_jax.training import model_reference
 from srgan_jax.training import steps
 from srgan_jax.training import workdir_lock
 
@@ -40,56 +43,12 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
-def _device_source(config: ml_collections.ConfigDict) -> Any:
-  """This host's images decoded onto its first device (config.data.source='device')."""
-  from srgan_jax.data import on_device  # pylint: disable=g-import-not-at-top  # This source only.
-  return on_device.DeviceDataSource(
-      config.data, scale=config.scale, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
-
-
-def create_input_iterator(config: ml_collections.ConfigDict,
-                          start_step: int) -> Iterator[dict[str, np.ndarray]]:
-  """This host's batches for steps start_step, start_step + 1, ..."""
-  if config.data.source == 'device':  # No tensorflow: decoded once onto the accelerator.
-    return _device_source(config).batches(start_step, config.batch_size // jax.process_count())
-  # tf.data source only (it imports tensorflow).
-  from srgan_jax.data import tf_pipeline  # pylint: disable=g-import-not-at-top
-  return tf_pipeline.create_train_iterator(
-      config.data, scale=config.scale, batch_size=config.batch_size // jax.process_count(),
-      seed=config.seed, start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
-
-
-def create_stacked_input(config: ml_collections.ConfigDict,
-                         start_step: int) -> Callable[[int], dict[str, Any]]:
-  """``next_stack(count)``: this host's batches of the next ``count`` steps (from
-  start_step on), stacked ``[count, b, ...]``, for calls of several steps.
-
-  The device source makes the stack on the device in one dispatch; the others stack
-  host batches, which then reach the devices in one transfer.
-  """
-  if config.data.source == 'device':
-    source, next_step = _device_source(config), start_step
-
-    def next_stack(count: int) -> dict[str, Any]:
-      nonlocal next_step
-      stack = source.stacked_batches(next_step, count, config.batch_size // jax.process_count())
-      next_step += count
-      return stack
-
-    return next_stack
-  batches = create_input_iterator(config, start_step)
-  return lambda count: jax.tree_util.tree_map(
-      lambda *steps_batches: np.stack(steps_batches), *[next(batches) for _ in range(count)])
-
-
 def steps_in_call(step: int, config: ml_collections.ConfigDict) -> int:
   """How many steps the call starting at ``step`` runs: up to config.steps_per_call,
   ending at a multiple of it (where logs, evaluations and checkpoints fall), and never
   past the SRResNet -> SRGAN switch or the last step."""
   per_call, srresnet_steps = config.steps_per_call, config.srresnet.num_steps
-  end = min(step - step % per_call + per_call, srresnet_steps + config.srgan.num_steps)
+  end = min(step - step % per_call + per_call, num_steps(config))
   return (min(end, srresnet_steps) if step < srresnet_steps else end) - step
 
 
@@ -108,11 +67,8 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
   or from the shipped model of that name; otherwise from this run's SRResNet phase.
   """
   if config.srgan.init_from:
-    if shipped.is_shipped(config.srgan.init_from):
-      _, variables, source_config = shipped.load(config.srgan.init_from)
-    else:
-      _, variables, source_config = checkpointing.load_generator(
-          config.srgan.init_from, ema=False)
+    _, variables, source_config = model_reference.load(
+        model_reference.from_init_from(config.srgan.init_from))
     if models.weight_layout(source_config) != models.weight_layout(config):
       raise checkpointing.CheckpointError(
           f'srgan.init_from={config.srgan.init_from} has generator '
@@ -127,54 +83,6 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
                     'it from a trained SRResNet (set srgan.init_from).')
   return jax.jit(functools.partial(steps.start_srgan_phase, config=config),
                  out_shardings=replicated)(generator)
-
-
-class PreemptionWatcher:
-  """Notices SIGTERM (preemption, job schedulers) so the loop can save and stop.
-
-  One process: a signal handler. Several: JAX's preemption sync service, which makes
-  every process agree on the step at which to stop.
-  """
-
-  def __init__(self):
-    self._signalled = False
-    self._previous = None
-    if jax.process_count() == 1:
-      try:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-      except ValueError:  # Not the main thread: leave signals alone.
-        pass
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint at the end of this step.')
-    self._signalled = True
-
-  def reached(self, step: int, manager: Any) -> bool:
-    if jax.process_count() > 1:
-      return manager.reached_preemption(step)
-    return self._signalled
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-# The watcher main installs at start-up, for the next train_and_evaluate.
-_started_watcher: PreemptionWatcher | None = None
-
-
-def watch_for_preemption() -> None:
-  """Starts noticing SIGTERM now, for the next ``train_and_evaluate`` (main calls it
-  before the config checks): SIGTERM during start-up, the restore or compilation
-  (minutes on a large config) is then acted on at the end of the first step, which
-  is saved, instead of killing the process (exit 143) with nothing said.
-
-  A flag, not an exception raised from the handler: one raised there inside a
-  library that catches broadly (logging does) would be lost.
-  """
-  global _started_watcher
-  _started_watcher = PreemptionWatcher()
 
 
 class OutOfMemoryError(errors.UserError, MemoryError):
@@ -207,24 +115,214 @@ def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
         'before it and intact.')
 
 
-def _check_steps(done: int, config: ml_collections.ConfigDict, directory: Any) -> None:
-  """Raises CheckpointError when a checkpoint is past the config's last step (the run
-  would train nothing and record a config that does not describe its weights)."""
-  total_steps = config.srresnet.num_steps + config.srgan.num_steps
-  if done > total_steps:
+def num_steps(config: ml_collections.ConfigDict) -> int:
+  """The run's last step: both phases'."""
+  return config.srresnet.num_steps + config.srgan.num_steps
+
+
+def _check_steps(manager: Any, config: ml_collections.ConfigDict) -> None:
+  """Raises CheckpointError when the latest checkpoint is past the config's last step
+  (the run would train nothing and record a config that does not describe its weights)."""
+  done = manager.latest_step() or 0
+  if done > num_steps(config):
     raise checkpointing.CheckpointError(
-        f'the checkpoint in {directory} is at step {done}, but the config asks for '
-        f'{total_steps} steps (srresnet.num_steps={config.srresnet.num_steps} + '
+        f'the checkpoint in {manager.directory} is at step {done}, but the config asks for '
+        f'{num_steps(config)} steps (srresnet.num_steps={config.srresnet.num_steps} + '
         f'srgan.num_steps={config.srgan.num_steps}): ask for at least {done} to train on, '
         'or choose another --workdir for a shorter run')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+def phase_at(step: int, config: ml_collections.ConfigDict) -> str:
+  """The phase of the states a run at ``step`` starts from.
+
+  A fresh run starts in the SRResNet phase even with srresnet.num_steps = 0: the
+  switch at the top of the loop (``enter_srgan_phase``) is what initializes the SRGAN
+  generator (srgan.init_from).
+  """
+  return steps.SRRESNET if step < config.srresnet.num_steps or not step else steps.SRGAN
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+  """Where training stands between two compiled calls.
+
+  Attributes:
+    step: the number of steps done (the next step's number).
+    phase: steps.SRRESNET or steps.SRGAN.
+    generator, discriminator: the states (replicated).
+    train_metrics: the phase's metrics since the last log.
+  """
+  step: int
+  phase: str
+  generator: steps.TrainState
+  discriminator: steps.TrainState
+  train_metrics: metrics.Collection
+
+
+def restore_progress(config: ml_collections.ConfigDict, manager: Any,
+                     replicated: jax.sharding.NamedSharding) -> Progress:
+  """The states of the workdir's newest readable checkpoint (damaged newer ones are
+  moved aside, one line each), or fresh ones when it has none."""
+  # The states a run at ``step`` starts from: the phase fixes the optimizer (and a
+  # restored state keeps the template's).
+  fresh_states = lambda step: jax.jit(functools.partial(
+      steps.create_states, config, phase_at(step, config)), out_shardings=replicated)()
+  start_step = manager.latest_step() or 0
+  phase = phase_at(start_step, config)
+  generator, discriminator = fresh_states(start_step)
+  if start_step:
+    generator, discriminator, record = checkpointing.restore_newest_readable(
+        manager, fresh_states, config)
+    start_step, phase = record['step'], phase_at(record['step'], config)
+    logging.info('Resumed from %s at step %d.', manager.directory, start_step)
+    if phase == steps.SRGAN and record['phase'] == steps.SRRESNET:  # Saved right at the switch.
+      phase = steps.SRRESNET
+  return Progress(start_step, phase, generator, discriminator,
+                  steps.empty_metrics(phase, replicated))
+
+
+def enter_srgan_phase(progress: Progress, config: ml_collections.ConfigDict,
+                      replicated: jax.sharding.NamedSharding) -> Progress:
+  """At the SRGAN phase's first step (the top of the loop), its generator
+  (``initialize_srgan_generator``) and zeroed SRGAN metrics; else ``progress``."""
+  if progress.phase == steps.SRGAN or progress.step < config.srresnet.num_steps:
+    return progress
+  return dataclasses.replace(
+      progress, phase=steps.SRGAN,
+      generator=initialize_srgan_generator(progress.generator, config, replicated),
+      train_metrics=steps.empty_metrics(steps.SRGAN, replicated))
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """A run's compiled programs, the mesh they run on and their constant input.
+
+  Attributes:
+    replicated: the sharding of the states: whole on every device of the mesh.
+    srresnet_step, srgan_step: one call of config.steps_per_call steps at most
+      (``steps.compile_steps``).
+    sr_beside_hr: G's SR of a batch's first crops beside their HR, for TensorBoard.
+    vgg_params: VGG19's weights for a VGG content loss (replicated), else None.
+  """
+  replicated: jax.sharding.NamedSharding
+  srresnet_step: Callable[..., Any]
+  srgan_step: Callable[..., Any]
+  sr_beside_hr: Callable[..., jax.Array]
+  vgg_params: Any
+
+  @property
+  def mesh(self) -> jax.sharding.Mesh:
+    return self.replicated.mesh
+
+
+def compile_programs(config: ml_collections.ConfigDict, replicated: jax.sharding.NamedSharding,
+                     vgg_params: Any, vgg_preprocessing: str) -> Programs:
+  """The run's programs (compiled on first use) and VGG19's weights on every device."""
+  srresnet_step, srgan_step = steps.compile_steps(config, vgg_preprocessing, replicated,
+                                                  scanned=config.steps_per_call > 1)
+  sr_beside_hr = jax.jit(
+      functools.partial(steps.sr_beside_hr,
+                        count=min(config.num_summary_images, config.batch_size)),
+      out_shardings=replicated)
+  return Programs(replicated, srresnet_step, srgan_step, sr_beside_hr,
+                  jax.device_put(vgg_params, replicated))
+
+
+def train_call(progress: Progress, batch: dict[str, jax.Array], count: int,
+               programs: Programs) -> Progress:
+  """One compiled call: ``count`` steps of the phase on ``batch`` (``CallBatch.steps``)."""
+  step, generator, discriminator = progress.step, progress.generator, progress.discriminator
+  with jax.set_mesh(programs.mesh), jax.profiler.StepTraceAnnotation('train', step_num=step):
+    if progress.phase == steps.SRRESNET:
+      generator, train_metrics = programs.srresnet_step(
+          generator, progress.train_metrics, batch, step)
+    else:
+      generator, discriminator, train_metrics = programs.srgan_step(
+          generator, discriminator, progress.train_metrics, batch, programs.vgg_params, step)
+  return Progress(step + count, progress.phase, generator, discriminator, train_metrics)
+
+
+def log_metrics(progress: Progress, last_batch: dict[str, jax.Array],
+                config: ml_collections.ConfigDict, programs: Programs, writer: Any,
+                manager: Any, gan_health: gan_health_lib.GanHealth) -> Progress:
+  """At log steps (and the end of each phase): writes the metrics since the last log,
+  checked for NaN first, and zeroes them. In the SRGAN phase, also warns of an
+  unhealthy GAN and shows G's SR of ``last_batch`` (the call's last step's) beside
+  its HR: what D judges. Else returns ``progress``."""
+  done = progress.step
+  if not (done % config.log_every_steps == 0
+          or done in (config.srresnet.num_steps, num_steps(config))):
+    return progress
+  _check_finite(progress.train_metrics, manager)
+  summary = jax.device_get({k: v for k, v in progress.train_metrics.compute().items()
+                            if k != 'first_nonfinite_step'})
+  writer.write_scalars(done, {f'train/{progress.phase}/{k}': v for k, v in summary.items()})
+  progress = dataclasses.replace(
+      progress, train_metrics=steps.empty_metrics(progress.phase, programs.replicated))
+  if progress.phase == steps.SRGAN:
+    gan_health.check(done, summary)
+    if config.num_summary_images:
+      with jax.set_mesh(programs.mesh):
+        pairs = programs.sr_beside_hr(progress.generator, last_batch)
+      writer.write_images(done, {'train/srgan/sr_beside_hr': jax.device_get(pairs)})
+  return progress
+
+
+def evaluate(progress: Progress, config: ml_collections.ConfigDict,
+             evaluator: during_training.TrainingEvaluator) -> None:
+  """At evaluation steps and the last: scores the generator on config.eval_folders."""
+  generator, done, total_steps = progress.generator, progress.step, num_steps(config)
+  if done % config.eval_every_steps == 0 or done == total_steps:
+    evaluator.run(upscalers.generator(models.generator_from_config(config),
+                                      generator.eval_variables()),
+                  done, final=done == total_steps)
+
+
+def save_or_stop(progress: Progress, config: ml_collections.ConfigDict, workdir: str,
+                 manager: Any, stop: signals.Watcher, first: bool) -> bool:
+  """After each call: saves a checkpoint where one is due (config.checkpoint_every_steps,
+  the last step, or a stop signal on any process), then stops if signalled.
+
+  ``first``: this run saved nothing yet; this save is waited for, so that a workdir
+  that cannot be written fails now. Returns whether it saved.
+
+  Raises:
+    errors.Preempted: a stop signal arrived before the last step; saved.
+  """
+  done, total_steps = progress.step, num_steps(config)
+  workdir_lock.check_held(workdir, done)  # Deleted or replaced: stop before writing.
+  checkpointing.check_for_errors(manager)  # A failed background write stops here.
+  preempted = stop.reached(done, manager)
+  save = preempted or manager.should_save(done) or done == total_steps
+  if save:
+    _check_finite(progress.train_metrics, manager)
+    checkpointing.save(manager, done, progress.generator, progress.discriminator,
+                       checkpointing.run_record(done, progress.phase, config), force=True)
+    if first:
+      checkpointing.wait_until_finished(manager)
+  if preempted and done == total_steps:
+    # SIGTERM during the last step or the final evaluation: training is done and its
+    # last checkpoint saved, so this is a finished run (exit 0). Reported as
+    # preempted (75), a scheduler would rerun it only to find nothing left to do.
+    checkpointing.wait_until_finished(manager)
+    logging.warning('SIGTERM received during the last step or the final evaluation: '
+                    'training finished and its checkpoint (step %d) is saved.', done)
+  elif preempted:
+    raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the same '
+                           'command to resume', (progress.generator, progress.discriminator))
+  return save
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop: signals.Watcher | None = None
                        ) -> tuple[steps.TrainState, steps.TrainState]:
   """Runs (or resumes) both phases in ``workdir``; returns the final states.
 
   ``config`` must have passed ``config_rules.validate`` (``srgan_jax.main`` checks it
-  where the command line enters).
+  where the command line enters). ``stop``: the watcher of stop signals, entered by
+  the caller (main enters it at start-up, so that SIGTERM while the states are
+  restored or the steps compile is acted on at the end of the first step, which is
+  saved); None enters one for this call.
 
   Raises:
     errors.Preempted: SIGTERM arrived before the last step; a checkpoint was saved,
@@ -233,127 +331,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     checkpointing.CheckpointError: among others, the workdir's checkpoint is past
       the config's last step (checked before anything is written).
   """
-  srresnet_steps, total_steps = config.srresnet.num_steps, (
-      config.srresnet.num_steps + config.srgan.num_steps)
-  # First: SIGTERM while the states are restored or the steps compile is acted on at
-  # the end of the first step, which is then saved.
-  global _started_watcher
-  preemption, _started_watcher = _started_watcher or PreemptionWatcher(), None
+  if stop is None:
+    with signals.Watcher(jax.process_count()) as watcher:
+      return train_and_evaluate(config, workdir, watcher)
+  total_steps = num_steps(config)
   # Damaged VGG19 weights are reported before anything is written.
   vgg_params, vgg_preprocessing = load_vgg(config)
   manager = checkpointing.create_manager(workdir, config)  # Checks the workdir.
-  start_step = manager.latest_step() or 0
   # Before the events file and config.json. Under the workdir lock (main), so a run
   # still writing this workdir is reported as that, not by its checkpoints.
-  _check_steps(start_step, config, manager.directory)
+  _check_steps(manager, config)
   # After the checks: clu's TensorBoard writer imports tensorflow (seconds), which the
   # steps do not need; without tensorflow the summaries are JSON lines.
   writer, hooks = summaries.create(workdir, total_steps, config.profile_steps,
                                    just_logging=jax.process_index() > 0)
-  mesh = sharding.create_mesh()
-  replicated = jax.sharding.NamedSharding(mesh, jax.P())
-  data_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
-  # A fresh run starts in the SRResNet phase even with srresnet.num_steps = 0: the
-  # switch at the top of the loop is what initializes the SRGAN generator
-  # (srgan.init_from).
-  phase_at = lambda step: steps.SRRESNET if step < srresnet_steps or not step else steps.SRGAN
-  # The states a run at ``step`` starts from: the phase fixes the optimizer (and a
-  # restored state keeps the template's).
-  fresh_states = lambda step: jax.jit(functools.partial(
-      steps.create_states, config, phase_at(step)), out_shardings=replicated)()
-  phase = phase_at(start_step)
-  generator, discriminator = fresh_states(start_step)
-  if start_step:
-    # The newest checkpoint that reads: damaged newer ones are moved aside (one line).
-    generator, discriminator, record = checkpointing.restore_newest_readable(
-        manager, fresh_states, config)
-    start_step, phase = record['step'], phase_at(record['step'])
-    logging.info('Resumed from %s at step %d.', manager.directory, start_step)
-    if phase == steps.SRGAN and record['phase'] == steps.SRRESNET:  # Saved right at the switch.
-      phase = steps.SRRESNET
+  replicated = jax.sharding.NamedSharding(sharding.create_mesh(), jax.P())
+  progress = restore_progress(config, manager, replicated)
   if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
     (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
-
-  vgg_params = jax.device_put(vgg_params, replicated)
-  per_call = config.steps_per_call
-  srresnet_step, srgan_step = steps.compile_steps(config, vgg_preprocessing, replicated,
-                                                  scanned=per_call > 1)
-  train_metrics = steps.empty_metrics(phase, replicated)
-  if per_call > 1:  # Stacks [n, batch, ...], split over the devices along the batch.
-    next_stack = create_stacked_input(config, start_step)
-    data_sharding = jax.sharding.NamedSharding(mesh, jax.P(None, 'data'))
-  else:
-    batches = create_input_iterator(config, start_step)
-  gan_health = gan_health_lib.GanHealth()
-  sr_beside_hr = jax.jit(
-      functools.partial(steps.sr_beside_hr,
-                        count=min(config.num_summary_images, config.batch_size)),
-      out_shardings=replicated)
-  saved_once = False
+  programs = compile_programs(config, replicated, vgg_params, vgg_preprocessing)
+  next_call_batch = inputs.create_call_batches(config, progress.step, programs.mesh)
+  gan_health, saved = gan_health_lib.GanHealth(), False
   evaluator = during_training.TrainingEvaluator(config, writer)  # Names absent sets.
   logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
-               start_step, total_steps, srresnet_steps, jax.device_count())
+               progress.step, total_steps, config.srresnet.num_steps, jax.device_count())
   try:
-    step = start_step
-    while step < total_steps:  # One compiled call (of steps_in_call steps) per pass.
-      if phase == steps.SRRESNET and step >= srresnet_steps:
-        phase = steps.SRGAN
-        generator = initialize_srgan_generator(generator, config, replicated)
-        train_metrics = steps.empty_metrics(phase, replicated)
-      count = steps_in_call(step, config)
-      # Outside the mesh context: the device source makes each host's batch on one
-      # of its devices before it joins the global batch.
-      batch = sharding.shard_batch(next_stack(count) if per_call > 1 else next(batches),
-                                   data_sharding)
-      with jax.set_mesh(mesh), jax.profiler.StepTraceAnnotation('train', step_num=step):
-        if phase == steps.SRRESNET:
-          generator, train_metrics = srresnet_step(generator, train_metrics, batch, step)
-        else:
-          generator, discriminator, train_metrics = srgan_step(
-              generator, discriminator, train_metrics, batch, vgg_params, step)
-      if per_call > 1:
-        batch = jax.tree_util.tree_map(lambda stack: stack[-1], batch)  # For sr_beside_hr.
-      done = step = step + count
+    while progress.step < total_steps:  # One compiled call (of steps_in_call steps) per pass.
+      progress = enter_srgan_phase(progress, config, replicated)
+      count = steps_in_call(progress.step, config)
+      batch = next_call_batch(count)
+      progress = train_call(progress, batch.steps, count, programs)
       for hook in hooks:
-        hook(done)
-      if done % config.log_every_steps == 0 or done in (srresnet_steps, total_steps):
-        _check_finite(train_metrics, manager)
-        summary = jax.device_get({k: v for k, v in train_metrics.compute().items()
-                                  if k != 'first_nonfinite_step'})
-        writer.write_scalars(done, {f'train/{phase}/{k}': v for k, v in summary.items()})
-        train_metrics = steps.empty_metrics(phase, replicated)
-        if phase == steps.SRGAN:
-          gan_health.check(done, summary)
-          if config.num_summary_images:  # What D judges: this batch's SR beside its HR.
-            with jax.set_mesh(mesh):
-              pairs = sr_beside_hr(generator, batch)
-            writer.write_images(done, {'train/srgan/sr_beside_hr': jax.device_get(pairs)})
-      if done % config.eval_every_steps == 0 or done == total_steps:
-        evaluator.run(generator.eval_variables(), done, final=done == total_steps)
-      workdir_lock.check_held(workdir, done)  # Deleted or replaced: stop before writing.
-      checkpointing.check_for_errors(manager)  # A failed background write stops here.
-      preempted = preemption.reached(done, manager)
-      if preempted or manager.should_save(done) or done == total_steps:
-        _check_finite(train_metrics, manager)
-        checkpointing.save(manager, done, generator, discriminator,
-                           checkpointing.run_record(done, phase, config), force=True)
-        if not saved_once:  # The first write of a run is waited for: a workdir that
-          checkpointing.wait_until_finished(manager)  # cannot be written fails now.
-          saved_once = True
-      if preempted and done == total_steps:
-        # SIGTERM during the last step or the final evaluation: training is done and its
-        # last checkpoint saved, so this is a finished run (exit 0). Reported as
-        # preempted (75), a scheduler would rerun it only to find nothing left to do.
-        checkpointing.wait_until_finished(manager)
-        logging.warning('SIGTERM received during the last step or the final evaluation: '
-                        'training finished and its checkpoint (step %d) is saved.', done)
-      elif preempted:
-        raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the '
-                               'same command to resume', (generator, discriminator))
+        hook(progress.step)
+      progress = log_metrics(progress, batch.last, config, programs, writer, manager, gan_health)
+      evaluate(progress, config, evaluator)
+      saved |= save_or_stop(progress, config, workdir, manager, stop, first=not saved)
   except jax.errors.JaxRuntimeError as error:
     raise out_of_memory(error, config) or error
   finally:
-    preemption.close()
     checkpointing.wait_until_finished(manager)
     writer.flush()
-  return generator, discriminator
+  return progress.generator, progress.discriminator

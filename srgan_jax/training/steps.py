@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from srgan_jax.evaluation import metrics as eval_metrics
 from srgan_jax.nn import losses
 from srgan_jax.nn import models
+from srgan_jax.nn import upscalers
 
 SRRESNET, SRGAN = 'srresnet', 'srgan'
 
@@ -249,6 +249,69 @@ class PerceptualLoss:
                chroma_weight=config.srgan.chroma_weight)
 
 
+def _discriminate(discriminator: TrainState, params: Any, batch_stats: Any,
+                  images: jax.Array) -> tuple[jax.Array, Any, list[jax.Array]]:
+  """D in training mode on ``images``: its logits, its updated BatchNorm statistics
+  and its feature maps (in layer order, for feature matching)."""
+  logits, updates = discriminator.apply_fn(
+      {'params': params, 'batch_stats': batch_stats}, images, train=True,
+      mutable=['batch_stats', 'intermediates'])
+  features = [value for _, (value,) in sorted(updates['intermediates'].items(),
+                                              key=lambda item: int(item[0][8:]))]
+  return logits, updates['batch_stats'], features
+
+
+def _update_discriminator(discriminator: TrainState, hr: jax.Array, sr: jax.Array,
+                          gan_loss: str) -> tuple[TrainState, dict[str, jax.Array]]:
+  """D's update on real ``hr`` and fake ``sr`` (a constant for it), and its metrics'
+  outputs (``SRGANMetrics``)."""
+  def discriminator_loss_fn(params):
+    # Real and fake batches pass separately, so each has its own BN statistics.
+    real_logits, batch_stats, _ = _discriminate(discriminator, params,
+                                                discriminator.batch_stats, hr)
+    fake_logits, batch_stats, _ = _discriminate(discriminator, params, batch_stats,
+                                                jax.lax.stop_gradient(sr))
+    d_loss = losses.discriminator_loss(real_logits, fake_logits, gan_loss)
+    return d_loss, (real_logits, fake_logits, batch_stats)
+
+  (d_loss, (real_logits, fake_logits, d_batch_stats)), d_grads = jax.value_and_grad(
+      discriminator_loss_fn, has_aux=True)(discriminator.params)
+  discriminator = discriminator.apply_gradients(grads=d_grads, batch_stats=d_batch_stats)
+  return discriminator, {'discriminator_loss': d_loss,
+                         'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
+                         'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
+                         'discriminator_grad_norm': optax.tree.norm(d_grads)}
+
+
+def _perceptual_loss_fn(discriminator: TrainState, hr: jax.Array, vgg_params: Any,
+                        loss: PerceptualLoss) -> Callable[[jax.Array], tuple]:
+  """G's loss as a function of its output SR, judged by ``discriminator`` (the updated
+  D): ``(total, (content, adversarial))``."""
+  content_loss_fn = losses.make_content_loss(
+      loss.content_loss, vgg_params, loss.vgg_preprocessing, loss.vgg_feature_scale, loss.dtype)
+  # The updated D's view of HR, when G's loss needs it (constants for G).
+  needs_real = loss.gan_loss == 'relativistic' or loss.feature_matching_weight > 0
+  real_logits_now, _, real_features = (
+      _discriminate(discriminator, discriminator.params, discriminator.batch_stats, hr)
+      if needs_real else (None, None, None))
+
+  def perceptual_loss_fn(sr):
+    # The updated D judges G's output; its BN statistic updates from this pass are
+    # not kept (D was already updated on this batch).
+    logits, _, features = _discriminate(discriminator, discriminator.params,
+                                        discriminator.batch_stats, sr)
+    content = content_loss_fn(sr, hr)
+    adversarial = losses.generator_adversarial_loss(logits, real_logits_now, loss.gan_loss)
+    total = content + loss.adversarial_weight * adversarial
+    if loss.feature_matching_weight > 0:
+      total += loss.feature_matching_weight * losses.feature_matching(features, real_features)
+    if loss.chroma_weight > 0:
+      total += loss.chroma_weight * losses.chroma_l1(sr, hr)
+    return total, (content, adversarial)
+
+  return perceptual_loss_fn
+
+
 def srgan_train_step(generator: TrainState, discriminator: TrainState,
                      train_metrics: SRGANMetrics, batch: dict[str, jax.Array],
                      vgg_params: Any, step: jax.Array, *, loss: PerceptualLoss,
@@ -271,69 +334,25 @@ def srgan_train_step(generator: TrainState, discriminator: TrainState,
   Returns:
     The updated generator, discriminator and metrics.
   """
-  lr, hr = batch['lr'], batch['hr']
-
   def generate(params):
     sr, updates = generator.apply_fn(
-        {'params': params, 'batch_stats': generator.batch_stats}, lr, train=True,
+        {'params': params, 'batch_stats': generator.batch_stats}, batch['lr'], train=True,
         mutable=['batch_stats'])
     return sr, updates['batch_stats']
 
   sr, generator_vjp, generator_batch_stats = jax.vjp(generate, generator.params, has_aux=True)
-
-  def discriminate(params, batch_stats, images):
-    logits, updates = discriminator.apply_fn(
-        {'params': params, 'batch_stats': batch_stats}, images, train=True,
-        mutable=['batch_stats', 'intermediates'])
-    features = [value for _, (value,) in sorted(updates['intermediates'].items(),
-                                                key=lambda item: int(item[0][8:]))]
-    return logits, updates['batch_stats'], features
-
-  def discriminator_loss_fn(params):
-    # Real and fake batches pass separately, so each has its own BN statistics.
-    real_logits, batch_stats, _ = discriminate(params, discriminator.batch_stats, hr)
-    fake_logits, batch_stats, _ = discriminate(params, batch_stats, jax.lax.stop_gradient(sr))
-    d_loss = losses.discriminator_loss(real_logits, fake_logits, loss.gan_loss)
-    return d_loss, (real_logits, fake_logits, batch_stats)
-
-  (d_loss, (real_logits, fake_logits, d_batch_stats)), d_grads = jax.value_and_grad(
-      discriminator_loss_fn, has_aux=True)(discriminator.params)
-  discriminator = discriminator.apply_gradients(grads=d_grads, batch_stats=d_batch_stats)
-
-  content_loss_fn = losses.make_content_loss(
-      loss.content_loss, vgg_params, loss.vgg_preprocessing, loss.vgg_feature_scale, loss.dtype)
-  # The updated D's view of HR, when G's loss needs it (constants for G).
-  needs_real = loss.gan_loss == 'relativistic' or loss.feature_matching_weight > 0
-  real_logits_now, _, real_features = (
-      discriminate(discriminator.params, discriminator.batch_stats, hr) if needs_real
-      else (None, None, None))
-
-  def perceptual_loss_fn(sr):
-    # The updated D judges G's output; its BN statistic updates from this pass are
-    # not kept (D was already updated on this batch).
-    logits, _, features = discriminate(discriminator.params, discriminator.batch_stats, sr)
-    content = content_loss_fn(sr, hr)
-    adversarial = losses.generator_adversarial_loss(logits, real_logits_now, loss.gan_loss)
-    total = content + loss.adversarial_weight * adversarial
-    if loss.feature_matching_weight > 0:
-      total += loss.feature_matching_weight * losses.feature_matching(features, real_features)
-    if loss.chroma_weight > 0:
-      total += loss.chroma_weight * losses.chroma_l1(sr, hr)
-    return total, (content, adversarial)
-
+  discriminator, d_outputs = _update_discriminator(discriminator, batch['hr'], sr,
+                                                   loss.gan_loss)
   (g_loss, (content, adversarial)), sr_grads = jax.value_and_grad(
-      perceptual_loss_fn, has_aux=True)(sr)
+      _perceptual_loss_fn(discriminator, batch['hr'], vgg_params, loss), has_aux=True)(sr)
   (g_grads,) = generator_vjp(sr_grads)
   generator = _update_generator(generator, g_grads, generator_batch_stats, ema_decay)
 
   update = SRGANMetrics.single_from_model_output(
       generator_loss=g_loss, content_loss=content, adversarial_loss=adversarial,
-      discriminator_loss=d_loss, d_real=jnp.mean(jax.nn.sigmoid(real_logits)),
-      d_fake=jnp.mean(jax.nn.sigmoid(fake_logits)),
       learning_rate=_learning_rate(generator),  # D follows the same schedule.
       generator_grad_norm=optax.tree.norm(g_grads),
-      discriminator_grad_norm=optax.tree.norm(d_grads),
-      loss=g_loss + d_loss, step=step)
+      loss=g_loss + d_outputs['discriminator_loss'], step=step, **d_outputs)
   return generator, discriminator, train_metrics.merge(update)
 
 
@@ -342,7 +361,7 @@ def sr_beside_hr(generator: TrainState, batch: dict[str, jax.Array], count: int)
   ``[count, crop, 2 * crop, 3]``, for TensorBoard during the SRGAN phase."""
   sr = generator.apply_fn(generator.eval_variables(), batch['lr'][:count], train=False)
   pairs = jnp.concatenate([sr.astype(jnp.float32), batch['hr'][:count]], axis=2)
-  return eval_metrics.to_pixels(pairs).astype(jnp.uint8)
+  return upscalers.to_pixels(pairs).astype(jnp.uint8)
 
 
 def compile_steps(config: ml_collections.ConfigDict, vgg_preprocessing: str,

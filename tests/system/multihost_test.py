@@ -49,14 +49,15 @@ from preemption_test import write_images
 import pytest
 
 from conftest import REPO
+from srgan_jax.data import inputs
 from srgan_jax.data import on_device
 from srgan_jax.data import tf_pipeline
 from srgan_jax.evaluation import during_training
-from srgan_jax.evaluation import report
+from srgan_jax.evaluation import results_table
 from srgan_jax.evaluation import scoring
-from srgan_jax.inference import files
-from srgan_jax.inference import loading
-from srgan_jax.inference import tiling
+from srgan_jax.inference import super_resolve_files
+from srgan_jax.nn import upscalers
+from srgan_jax.training import model_reference
 from srgan_jax.runtime import errors
 from srgan_jax.training import checkpointing
 from srgan_jax.training import loop
@@ -74,7 +75,7 @@ SUPER_RESOLVE_FLAGS = ['--tile=32', '--batch=4']
 
 
 def process_batches(config, start_step: int, process_index: int):
-  """One host's batches, as `loop.create_input_iterator` makes them on that host."""
+  """One host's batches, as `inputs.create_input_iterator` makes them on that host."""
   return tf_pipeline.create_train_iterator(
       config.data, scale=config.scale, batch_size=config.batch_size // PROCESSES,
       seed=config.seed, start_step=start_step, process_index=process_index,
@@ -145,8 +146,8 @@ def _record_evaluations(patch) -> dict[int, dict]:
   evaluations = {}
   evaluate = during_training.TrainingEvaluator.run
 
-  def recorded(evaluator, variables, step, **options):
-    evaluations[step] = evaluate(evaluator, variables, step, **options)
+  def recorded(evaluator, upscaler, step, **options):
+    evaluations[step] = evaluate(evaluator, upscaler, step, **options)
     return evaluations[step]
 
   patch.setattr(during_training.TrainingEvaluator, 'run', recorded)
@@ -167,7 +168,7 @@ def runs(tmp_path_factory):
   config.eval_every_steps = EVAL_STEP
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(loop, 'create_input_iterator', global_batches)
+    patch.setattr(inputs, 'create_input_iterator', global_batches)
     patch.setattr(steps, 'create_optimizer', sgd)
     reference_evaluations = _record_evaluations(patch)
     reference = loop.train_and_evaluate(config, str(root / 'reference'))
@@ -203,13 +204,13 @@ def runs(tmp_path_factory):
       root / 'super_resolve')
   evaluation_logs = _finish_processes(evaluation_jobs, root / 'evaluate')
   super_resolve_logs = _finish_processes(super_resolve_jobs, root / 'super_resolve')
-  evaluation = scoring.evaluate_model(*loading.load_generator('srgan', str(shared)),
-                                      config.eval_folders,
-                                      metric_names=config.eval_metrics)  # As main does.
+  model, variables, _ = model_reference.load(model_reference.from_flags('srgan', str(shared)))
+  evaluation = scoring.evaluate_beside_bicubic(upscalers.generator(model, variables),
+                                               config.eval_folders,
+                                               metric_names=config.eval_metrics)  # As main does.
   model, variables, _ = checkpointing.load_generator(str(shared))
-  upscale, scale = tiling.generator_upscaler(
-      model, variables, None, 32, None, 4, lambda done, total: None)
-  files.super_resolve_paths(upscale, root / 'eval', root / 'sr1', scale=scale)
+  upscaler = upscalers.generator(model, variables, tile=32, batch_size=4)
+  super_resolve_files.super_resolve_paths(upscaler, root / 'eval', root / 'sr1')
   return {'config': config, 'reference': reference, 'reference_dir': root / 'reference',
           'workers': workers, 'logs': logs, 'shared': shared, 'stopped': stopped,
           'resumed': resumed, 'reference_evaluations': reference_evaluations,
@@ -264,7 +265,7 @@ def _train_on_one_then_two_processes(config, batches, tmp_path
   ``batches(config, start_step)`` yields, then by `main` on 2 processes (each reading
   its own part, as in a real run) in tmp_path/two; both with plain SGD (see `sgd`)."""
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(loop, 'create_input_iterator', batches)
+    patch.setattr(inputs, 'create_input_iterator', batches)
     patch.setattr(steps, 'create_optimizer', sgd)
     expected = leaves(loop.train_and_evaluate(config, str(tmp_path / 'one')))
   workers = start_job(PROCESSES, tmp_path, config, tmp_path / 'two', devices=2, WORKER_SGD='1')
@@ -350,7 +351,7 @@ def test_evaluation_during_training_on_two_hosts_equals_one_process(runs):
 def test_evaluate_mode_on_two_processes_prints_the_one_process_table(runs):
   """`main --mode=evaluate` on 2 processes: process 0 prints the table this process
   computes from the same checkpoint; process 1 prints none."""
-  header, row = report.format_table(runs['evaluation']).splitlines()
+  header, row = results_table.format_table(runs['evaluation']).splitlines()
   first, second = runs['evaluation_logs']
   assert header in first and header not in second
   (printed,) = [line for line in first.splitlines() if line.startswith('eval ')]

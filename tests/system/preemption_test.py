@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from PIL import Image
 import pytest
 
+from srgan_jax.data import inputs
 from srgan_jax.runtime import errors
 from srgan_jax.training import checkpointing
 from srgan_jax.training import loop
@@ -66,8 +67,8 @@ import optax
 from orbax.checkpoint._src.path import atomicity
 
 from srgan_jax import main
+from srgan_jax.data import inputs
 from srgan_jax.evaluation import during_training
-from srgan_jax.runtime import cli
 from srgan_jax.runtime import errors
 from srgan_jax.training import loop
 from srgan_jax.training import steps
@@ -96,9 +97,9 @@ def hooked(iterator, start_step):
     yield batch
 
 
-def recorded_run(config, workdir):
+def recorded_run(config, workdir, stop):
   try:
-    states = run(config, workdir)
+    states = run(config, workdir, stop)
   except errors.Preempted as preempted:  # Saved, then the command exits with 75.
     record(preempted.states)
     raise
@@ -115,8 +116,8 @@ def record(states):
            **{f'state{i}': leaf for i, leaf in enumerate(leaves)})
 
 
-def recorded_evaluation(evaluator, variables, step, **options):
-  results = evaluate(evaluator, variables, step, **options)
+def recorded_evaluation(evaluator, upscaler, step, **options):
+  results = evaluate(evaluator, upscaler, step, **options)
   evaluations[step] = results
   (OUT / f'eval{jax.process_index()}.json').write_text(json.dumps(evaluations))
   return results
@@ -144,11 +145,11 @@ def heartbeat_lock(workdir, enabled=True):
 
 
 if os.environ.get('WORKER_GLOBAL_BATCHES'):
-  loop.create_input_iterator = rows_of_global_batches
+  inputs.create_input_iterator = rows_of_global_batches
 if os.environ.get('WORKER_HEARTBEAT_LOCK'):
   workdir_lock.hold = heartbeat_lock
-create_input_iterator, run = loop.create_input_iterator, loop.train_and_evaluate
-loop.create_input_iterator = lambda config, step: hooked(create_input_iterator(config, step), step)
+create_input_iterator, run = inputs.create_input_iterator, loop.train_and_evaluate
+inputs.create_input_iterator = lambda config, step: hooked(create_input_iterator(config, step), step)
 loop.train_and_evaluate = recorded_run
 evaluate = during_training.TrainingEvaluator.run
 during_training.TrainingEvaluator.run = recorded_evaluation
@@ -156,7 +157,7 @@ if os.environ.get('WORKER_SGD'):
   steps.create_optimizer = lambda config, phase: optax.inject_hyperparams(optax.sgd)(0.05)
 finalize = atomicity.AtomicRenameTemporaryPath.finalize
 atomicity.AtomicRenameTemporaryPath.finalize = hanging_finalize
-cli.run(main.main)
+main.run()
 '''
 
 # The config file given to main: the ConfigDict saved beside it as JSON.
@@ -505,7 +506,7 @@ def test_training_stops_soon_after_a_failed_background_save(data_dir, tmp_path, 
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
     await save_json(self, record, directory)
 
-  create, create_manager = loop.create_input_iterator, checkpointing.create_manager
+  create, create_manager = inputs.create_input_iterator, checkpointing.create_manager
   managers = []
 
   def recorded_manager(*args, **kwargs):
@@ -526,7 +527,7 @@ def test_training_stops_soon_after_a_failed_background_save(data_dir, tmp_path, 
 
   monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', disk_full_at_step_4)
   monkeypatch.setattr(checkpointing, 'create_manager', recorded_manager)
-  monkeypatch.setattr(loop, 'create_input_iterator', batches_after_the_failed_save)
+  monkeypatch.setattr(inputs, 'create_input_iterator', batches_after_the_failed_save)
   config = tiny_config(data_dir, 12, 0)
   config.checkpoint_every_steps = 2
   workdir = tmp_path / 'run'
@@ -547,8 +548,6 @@ import pathlib
 import sys
 import time
 
-from srgan_jax.runtime import cli
-
 OUT = pathlib.Path(os.environ['WORKER_OUT'])
 module_name, function = os.environ['WORKER_STALL'].split(':')
 
@@ -560,15 +559,13 @@ def stalled(*args, **kwargs):
 
 setattr(importlib.import_module(module_name), function, stalled)
 command = importlib.import_module(sys.argv[1])
-if hasattr(command, '_define_flags'):
-  command._define_flags()
 sys.argv = sys.argv[1:]
-cli.run(command.main)
+command.run()
 '''
 
 
 @pytest.mark.parametrize('command, stall, args', [
-    ('srgan_jax.super_resolve', 'srgan_jax.inference.files:super_resolve_paths',
+    ('srgan_jax.super_resolve', 'srgan_jax.inference.super_resolve_files:super_resolve_paths',
      ['--model=cpu_small', '--input=IMAGES', '--output=OUT/sr']),
     ('srgan_jax.evaluate', 'srgan_jax.evaluation.scoring:evaluate_sets',
      ['--model=cpu_small', '--data=IMAGES']),

@@ -41,10 +41,11 @@ finally:
 # The core modules, imported all at once: none may need the blocked packages.
 CORE_MODULES = (
     'srgan_jax.nn.models', 'srgan_jax.nn.conv', 'srgan_jax.nn.losses', 'srgan_jax.training.steps',
-    'srgan_jax.training.loop', 'srgan_jax.training.checkpointing', 'srgan_jax.data.on_device',
-    'srgan_jax.evaluation.metrics', 'srgan_jax.evaluation.niqe', 'srgan_jax.evaluation.curves',
-    'srgan_jax.evaluation.summaries', 'srgan_jax.benchmark', 'srgan_jax.super_resolve',
-    'srgan_jax.evaluate', 'srgan_jax.main', 'srgan_jax.plot', 'srgan_jax.device_data')
+    'srgan_jax.training.loop', 'srgan_jax.training.checkpointing', 'srgan_jax.data.inputs',
+    'srgan_jax.data.on_device', 'srgan_jax.evaluation.metrics', 'srgan_jax.evaluation.niqe',
+    'srgan_jax.evaluation.curves', 'srgan_jax.evaluation.summaries', 'srgan_jax.benchmark',
+    'srgan_jax.super_resolve', 'srgan_jax.evaluate', 'srgan_jax.main', 'srgan_jax.plot',
+    'srgan_jax.device_data')
 CONFIG = '''\
 from conftest import tiny_run_config
 

@@ -168,7 +168,7 @@ MAIN_CASES = {
     'mode=foo': (['--mode=foo'], r'--mode=foo: value should be one of <train\|evaluate>'),
     'step with train': (['--step=3'], r'--step is for --mode=evaluate'),
     'step<0': (['--mode=evaluate', '--step=-1'], r'--step must be >= 0, got -1'),
-    'positional argument': (['extra'], r"Unexpected arguments: \['extra'\]"),
+    'positional argument': (['extra'], r"unexpected arguments: \['extra'\]"),
     'workdir empty': (['--workdir='], r'--workdir must be a non-empty string'),
     'unknown flag': (['--workdri=/tmp/x'], r'Unknown command line flag .workdri.'),
 }

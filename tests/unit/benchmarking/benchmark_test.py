@@ -1,47 +1,20 @@
-"""Benchmark tests: XLA's FLOP count, the CLI writes its report (with the PyTorch line),
-and --rounds times the variants of a line side by side."""
+"""benchmark.py, the command: it writes its report (with the PyTorch line), and
+--rounds times the variants of a line side by side."""
 
-import functools
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
-import jax
-import jax.numpy as jnp
 import pytest
 
 from conftest import REPO
-from srgan_jax.benchmarking import lines
-from srgan_jax.benchmarking import timing
-from srgan_jax.training import steps
+from srgan_jax.benchmarking import workloads
 
 # A tiny run: 32x32 HR crops, batch 2.
 CROP = 32
 BATCH = 2
-
-
-def _conv_flops(side, kernel, in_channels, out_channels):
-  """2 x multiply-adds of a stride-1 'SAME' conv on a square image, counting only the
-  taps that fall inside the image (XLA does not count those on the zero padding)."""
-  half = kernel // 2
-  taps = sum(min(o + half, side - 1) - max(o - half, 0) + 1 for o in range(side))
-  return 2 * taps**2 * in_channels * out_channels
-
-
-def test_generator_flops_match_conv_count():
-  """The paper's SRResNet at 24x24 -> 96x96: XLA's count is that of its convolutions
-  plus under 1% for PReLU, BatchNorm and the skips."""
-  config = lines.benchmark_config(batch_size=1)
-  model = steps.create_generator(config)
-  variables = lines.generator_variables(config)
-  compiled = jax.jit(functools.partial(model.apply, train=False)).lower(
-      variables, jnp.zeros((1, 24, 24, 3))).compile()
-  convs = (_conv_flops(24, 9, 3, 64) + 33 * _conv_flops(24, 3, 64, 64)
-           + _conv_flops(24, 3, 64, 256) + _conv_flops(48, 3, 64, 256)
-           + _conv_flops(96, 9, 64, 3))
-  assert convs < lines.compiled_flops(compiled) < 1.01 * convs
 
 
 # The tiny runs' arguments but --run (their programs are compiled once, then cached).
@@ -59,7 +32,8 @@ def _run_cli(folder, *args):
       from absl import flags
       from srgan_jax import benchmark
       benchmark._define_flags()
-      benchmark.main(flags.FLAGS(['benchmark', *{args}]))
+      flags.FLAGS(['benchmark', *{args}])
+      benchmark.main()
       print('tensorflow imported:', 'tensorflow' in sys.modules)
       """)
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
@@ -79,7 +53,7 @@ def cli_run(tmp_path_factory):
 def test_cli_writes_json(cli_run):
   report, stdout = cli_run
   assert {'jax', 'backend', 'device_kind', 'dtype', 'torch'} <= set(report['environment'])
-  assert lines.RANDOM_VGG_NOTE in report['notes']
+  assert workloads.RANDOM_VGG_NOTE in report['notes']
   assert report['environment']['weight_gradients'] == ['xla', 'matmul']
   by_mode = {(row['benchmark'], row['weight_gradient']): row for row in report['results']}
   assert set(by_mode) == {(line, mode) for line in ('srresnet_step', 'srgan_step', 'inference')
@@ -99,50 +73,11 @@ def test_cli_writes_json(cli_run):
   assert 'JAX/torch' in stdout and 'dW' in stdout
 
 
-def test_unknown_weight_gradient_mode_rejected():
-  with pytest.raises(ValueError, match='weight_gradients'):
-    lines.BenchmarkOptions(benchmarks=('inference',), weight_gradients=('fast',))
-
-
 @pytest.mark.system
 def test_benchmark_does_not_import_tensorflow(cli_run):
   """Machines that only benchmark or serve need not have tensorflow."""
   _, stdout = cli_run
   assert 'tensorflow imported: False' in stdout
-
-
-def _fake_variant(name, events):
-  """A variant whose preparation and calls only record themselves (and the carry)."""
-  def prepare():
-    events.append(('prepare', name))
-    loop = timing.Loop(lambda carry: events.append((name, carry)) or carry + 1, 0,
-                       lambda _: None)
-    return loop, lambda seconds: {'ms_per_step': seconds * 1e3}
-  return prepare
-
-
-def test_sequential_timing_prepares_each_variant_before_timing_it():
-  events = []
-  variants = {name: _fake_variant(name, events) for name in 'ab'}
-  timed = list(timing.measure(variants, steps=2, warmup=1, rounds=0))
-  assert [name for name, _ in timed] == ['a', 'b']
-  assert events == [('prepare', 'a'), ('a', 0), ('a', 1), ('a', 2),
-                    ('prepare', 'b'), ('b', 0), ('b', 1), ('b', 2)]
-  assert all('ms_min' not in fields for _, fields in timed)
-
-
-def test_rounds_call_each_variant_once_per_round_in_alternating_order():
-  events = []
-  variants = {name: _fake_variant(name, events) for name in 'abc'}
-  timed = dict(timing.measure(variants, steps=5, warmup=1, rounds=3))
-  prepared, calls = events[:3], events[3:]
-  assert prepared == [('prepare', name) for name in 'abc']
-  # The warm-up call of each, then the rounds; each variant's carry goes on.
-  assert calls == [('a', 0), ('b', 0), ('c', 0), ('a', 1), ('b', 1), ('c', 1),
-                   ('c', 2), ('b', 2), ('a', 2), ('a', 3), ('b', 3), ('c', 3)]
-  for fields in timed.values():
-    assert 0 <= fields['ms_min'] <= fields['ms_per_step'] <= fields['ms_max']
-    assert fields['load_1min'][0] <= fields['load_1min'][1]
 
 
 @pytest.fixture(scope='module', params=['torch', 'jax'])

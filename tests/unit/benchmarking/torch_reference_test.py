@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srgan_jax.benchmarking import lines
 from srgan_jax.benchmarking import torch_reference
+from srgan_jax.benchmarking import workloads
 from srgan_jax.nn import models
 from srgan_jax.runtime import sharding
 from srgan_jax.training import steps
@@ -23,7 +23,7 @@ RTOL = 1e-4
 
 
 def _config():
-  return lines.benchmark_config(batch_size=BATCH, crop_size=CROP, widths=WIDTHS)
+  return workloads.benchmark_config(batch_size=BATCH, crop_size=CROP, widths=WIDTHS)
 
 
 def _mesh():
@@ -53,8 +53,9 @@ def _jax_and_torch_losses(phase, initial_states, num_steps=2):
   generator, discriminator = jax.device_put((generator, discriminator), replicated)
   initial = [jax.device_get({'params': s.params, 'batch_stats': s.batch_stats})
              for s in (generator, discriminator)]
-  vgg = lines.random_vgg_params()
-  batches = [lines.synthetic_batch(BATCH, CROP, config.scale, seed=s) for s in range(num_steps)]
+  vgg = workloads.random_vgg_params()
+  batches = [workloads.synthetic_batch(BATCH, CROP, config.scale, seed=s)
+             for s in range(num_steps)]
   srresnet_step, srgan_step = steps.compile_steps(config, 'caffe', replicated)
   jax_losses = []
   with jax.set_mesh(mesh):
@@ -100,7 +101,7 @@ def test_srgan_step_losses_equal(initial_states):
 def test_torch_inference_equals_flax():
   """Generator inference on a non-square image: same SR image."""
   config = _config()
-  variables = lines.generator_variables(config)
+  variables = workloads.generator_variables(config)
   lr = np.random.default_rng(0).uniform(0, 1, (1, 8, 12, 3)).astype(np.float32)
   expected = steps.create_generator(config).apply(variables, lr, train=False)
   model = torch_reference.TorchSRGAN(config, steps.SRRESNET, variables)

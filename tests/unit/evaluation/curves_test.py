@@ -13,7 +13,8 @@ from srgan_jax.evaluation import curves
 from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import bicubic
-from srgan_jax.inference import loading
+from srgan_jax.nn import upscalers
+from srgan_jax.training import model_reference
 
 
 def _bicubic_reference(folder):
@@ -35,8 +36,10 @@ def test_events_hold_the_curves_and_the_bicubic_baseline(tiny_run):
   steps, psnrs = learning['eval']['psnr']
   np.testing.assert_array_equal(steps, [2, 4])
   # The last point is the final generator's score, as evaluate measures it.
-  final = scoring.evaluate_model(*loading.load_generator('srgan', str(workdir)),
-                                 [str(eval_folder)])['eval']
+  final = scoring.evaluate_beside_bicubic(
+      upscalers.generator(*model_reference.load(
+          model_reference.from_flags('srgan', str(workdir)))[:2]),
+      [str(eval_folder)])['eval']
   assert [float(psnrs[-1]), float(learning['eval']['ssim'][1][-1])] == pytest.approx(
       [final['psnr'], final['ssim']], rel=1e-6)
   # Training logged the bicubic baseline at each evaluation; it is bicubic's score.

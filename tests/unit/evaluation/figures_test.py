@@ -8,20 +8,21 @@ import numpy as np
 import pytest
 
 from conftest import REPO, image_set
+from srgan_jax.evaluation import comparison_images
 from srgan_jax.evaluation import figures
 from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import niqe
-from srgan_jax.evaluation import report
-from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import degradation
+from srgan_jax.imaging import image_io
+from srgan_jax.nn import upscalers
 
 
 def test_panels_are_the_crops_in_order_with_whole_image_scores():
-  hr = degradation.modcrop(scoring.load_image(image_set('Set5') / 'butterfly.png'), 4)
+  hr = degradation.modcrop(image_io.load_uint8(image_set('Set5') / 'butterfly.png'), 4)
   lr = degradation.make_lr(hr, 4)[None]
-  bicubic = scoring.bicubic_upscale(lr, 4)[0]
+  bicubic = upscalers.bicubic(4).upscale_batch(lr)[0]
   darker = (bicubic // 2).astype(np.uint8)
-  crop = report.Crop('butterfly', 96, 64, 64, 48)
+  crop = comparison_images.Crop('butterfly', 96, 64, 64, 48)
   fig = figures.comparison_figure([(crop, {'bicubic': bicubic, 'darker': darker}, hr)], 4)
   axes = fig.axes
   assert [ax.get_title().split('\n')[0] for ax in axes] == ['bicubic', 'darker', 'HR']

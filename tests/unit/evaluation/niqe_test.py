@@ -8,9 +8,9 @@ from scipy import special
 from conftest import image_set
 from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import niqe
-from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import bicubic
 from srgan_jax.imaging import degradation
+from srgan_jax.imaging import image_io
 
 # BasicSR's tests/data/baboon.png is Set14's baboon.png without its 8 rightmost columns
 # (480x492; pixel-identical otherwise), and NIQE reads only its top-left 480x480. BasicSR
@@ -84,7 +84,7 @@ def _has_flat_window(y: np.ndarray) -> bool:
 
 
 def test_matches_published_matlab_value_on_baboon():
-  image = scoring.load_image(image_set('Set14') / 'baboon.png')
+  image = image_io.load_uint8(image_set('Set14') / 'baboon.png')
   value = float(niqe.niqe(image[None])[0])
   print(f'NIQE(baboon) = {value:.7f}, MATLAB {MATLAB_BABOON}')
   assert value == pytest.approx(MATLAB_BABOON, abs=1e-3)
@@ -96,7 +96,7 @@ def test_matches_literal_matlab_port_on_benchmark_images():
   """Set14 HR images and their bicubic x4 reconstructions, 4-pixel border shaved."""
   compared = []
   for name in ('baboon', 'bridge', 'coastguard', 'comic', 'man'):
-    hr = degradation.modcrop(scoring.load_image(image_set('Set14') / f'{name}.png'), 4)
+    hr = degradation.modcrop(image_io.load_uint8(image_set('Set14') / f'{name}.png'), 4)
     sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
     for kind, image in (('hr', hr), ('bicubic', sr)):
       y = _luma(image)[4:-4, 4:-4] if image.shape[-1] == 3 else image[4:-4, 4:-4, 0]
@@ -118,7 +118,7 @@ def test_flat_windows_normalise_to_exact_zeros():
 
 
 def test_blur_scores_worse():
-  image = degradation.modcrop(scoring.load_image(image_set('Set5') / 'butterfly.png'), 4)
+  image = degradation.modcrop(image_io.load_uint8(image_set('Set5') / 'butterfly.png'), 4)
   blurred = bicubic.imresize(bicubic.imresize(image, 0.25), 4)
   sharp, blurry = niqe.niqe(np.stack([image, blurred]))
   print(f'butterfly {sharp:.4f}, bicubic x4 {blurry:.4f}')

@@ -1,5 +1,7 @@
-"""Tests for srgan_jax.evaluate: the published bicubic baseline, the library, the CLI."""
+"""Tests for evaluation/scoring.py and the evaluate command: the published bicubic
+baseline, the library, the CLI."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,15 +12,14 @@ from PIL import Image
 import pytest
 
 from conftest import REPO, image_set, write_blocky_images
-from srgan_jax.data import sources
 from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import niqe
-from srgan_jax.evaluation import registry
-from srgan_jax.evaluation import report
+from srgan_jax.evaluation import results_table
 from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import bicubic
 from srgan_jax.imaging import degradation
 from srgan_jax.imaging import image_io
+from srgan_jax.nn import upscalers
 
 
 # Bicubic x4, Y channel, 4-pixel border (EDSR/RCAN tables; datasets/README.md).
@@ -37,9 +38,8 @@ def _check_published(name, result):
 
 def test_bicubic_baseline_reproduces_published_numbers():
   folders = [image_set(name) for name in PUBLISHED_BICUBIC_X4]
-  upscale_fn = scoring.make_upscale_fn('bicubic', 4)
-  results = scoring.evaluate_sets(upscale_fn, folders, 4)
-  print('\n' + report.format_table(results))
+  results = scoring.evaluate_sets(upscalers.bicubic(4), folders)
+  print('\n' + results_table.format_table(results))
   assert list(results) == list(PUBLISHED_BICUBIC_X4)
   assert [result['images'] for result in results.values()] == [5, 14, 100]
   for name, result in results.items():
@@ -62,11 +62,12 @@ def test_cli_writes_json_and_images(tmp_path):
   assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed']
   _check_published('Set5', results['Set5'])
   # NIQE of the bicubic images it saved, 4-pixel border shaved (one at a time: sizes differ).
-  saved = [scoring.load_image(path) for path in sorted((tmp_path / 'Set5').glob('*.png'))]
+  saved = [image_io.load_uint8(path) for path in sorted((tmp_path / 'Set5').glob('*.png'))]
   expected = np.mean([niqe.niqe(image[None], shave=4)[0] for image in saved])
   assert results['Set5']['niqe'] == pytest.approx(expected, abs=1e-6)
   saved = sorted(path.name for path in (tmp_path / 'Set5').iterdir())
-  expected = [path.stem + '.png' for path in scoring.list_images(image_set('Set5'))]
+  expected = [path.stem + '.png'
+              for path in image_io.image_files(image_set('Set5'), recursive=False)]
   assert saved == expected
 
 
@@ -93,12 +94,14 @@ def _write_folder(folder):
 def test_evaluate_folder_crops_scores_and_saves(tmp_path):
   _write_folder(tmp_path)
   seen = []
+  bicubic_x4 = upscalers.bicubic(4)
 
-  def upscale_fn(lr):
+  def upscale_batch(lr):
     seen.append(lr.shape)
-    return scoring.bicubic_upscale(lr, 4)
+    return bicubic_x4.batch_fn(lr)
 
-  result = scoring.evaluate_folder(upscale_fn, tmp_path, 4, save_dir=tmp_path / 'sr')
+  result = scoring.evaluate_folder(dataclasses.replace(bicubic_x4, batch_fn=upscale_batch),
+                                   tmp_path, save_dir=tmp_path / 'sr')
   # 35x42 -> 32x40, 30x45 -> 28x44 (kept single-channel), 40x29 -> 40x28.
   assert seen == [(1, 8, 10, 3), (1, 7, 11, 1), (1, 10, 7, 3)]
   assert result['images'] == 3
@@ -118,15 +121,17 @@ def test_evaluate_folder_crops_scores_and_saves(tmp_path):
 
 def test_evaluate_folder_rejects_wrong_output(tmp_path):
   _write_folder(tmp_path)
-  with pytest.raises(ValueError, match='expected uint8'):
-    scoring.evaluate_folder(lambda lr: scoring.bicubic_upscale(lr, 2), tmp_path, 4)
+  bicubic_x4 = upscalers.bicubic(4)
   with pytest.raises(ValueError, match='expected uint8'):
     scoring.evaluate_folder(
-        lambda lr: scoring.bicubic_upscale(lr.astype(float), 4), tmp_path, 4)
+        dataclasses.replace(bicubic_x4, batch_fn=upscalers.bicubic(2).batch_fn), tmp_path)
+  with pytest.raises(ValueError, match='expected uint8'):
+    scoring.evaluate_folder(dataclasses.replace(
+        bicubic_x4, batch_fn=lambda lr: bicubic_x4.batch_fn(lr.astype(float))), tmp_path)
   empty = tmp_path / 'empty'
   empty.mkdir()
   with pytest.raises(FileNotFoundError):
-    scoring.evaluate_folder(scoring.make_upscale_fn('bicubic', 4), empty, 4)
+    scoring.evaluate_folder(bicubic_x4, empty)
 
 
 def test_metric_fns_score_same_size_batches(tmp_path):
@@ -137,40 +142,22 @@ def test_metric_fns_score_same_size_batches(tmp_path):
     calls.append(sr.shape)
     return np.mean(np.abs(sr.astype(float) - hr), axis=(1, 2, 3))
 
-  result = scoring.evaluate_folder(scoring.make_upscale_fn('bicubic', 4), tmp_path, 4,
+  result = scoring.evaluate_folder(upscalers.bicubic(4), tmp_path,
                                    metric_fns={'l1': mean_difference}, batch_size=2)
   assert calls == [(1, 32, 40, 3), (1, 28, 44, 1), (1, 40, 28, 3)]
   expected = []
   for name in ('a.png', 'b.png', 'c.bmp'):
-    hr = degradation.modcrop(scoring.load_image(tmp_path / name), 4)
+    hr = degradation.modcrop(image_io.load_uint8(tmp_path / name), 4)
     sr = bicubic.imresize(bicubic.imresize(hr, 0.25), 4)
     expected.append(np.mean(np.abs(sr.astype(float) - hr)))
   assert list(result) == ['psnr', 'ssim', 'l1', 'images', 'bias', 'failed']
   assert result['l1'] == pytest.approx(np.mean(expected), abs=1e-12)
 
 
-def test_format_table_with_metrics_and_baseline():
-  scores = {'psnr': 22.2833, 'ssim': 0.7596, 'niqe': 5.123, 'lpips': 0.25}
-  table = report.format_table({'Set5': {**scores, 'images': 5, 'bicubic': scores}})
-  header, row = table.splitlines()
-  assert header.split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM', 'NIQE', 'LPIPS', 'bicubic',
-                            'PSNR', 'bicubic', 'SSIM', 'bicubic', 'NIQE', 'bicubic', 'LPIPS']
-  assert row.split() == ['Set5', '5'] + ['22.2833', '0.7596', '5.1230', '0.2500'] * 2
-
-
-def test_format_table():
-  table = report.format_table({'Set5': {'psnr': 28.43141, 'ssim': 0.81127, 'images': 5},
-                               'BSD100': {'psnr': 25.9634, 'ssim': 0.6682, 'images': 100}})
-  lines = table.splitlines()
-  assert lines[0].split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM']
-  assert lines[1].split() == ['Set5', '5', '28.4314', '0.8113']
-  assert lines[2].split() == ['BSD100', '100', '25.9634', '0.6682']
-
-
-def test_evaluate_model_scores_model_and_baseline_alike(tmp_path, monkeypatch, capsys):
+def test_evaluate_beside_bicubic_scores_both_alike(tmp_path, monkeypatch, capsys):
   from conftest import tiny_quickstart_config  # pylint: disable=g-import-not-at-top
   from srgan_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-  from srgan_jax.inference import loading  # pylint: disable=g-import-not-at-top
+  from srgan_jax.training import model_reference  # pylint: disable=g-import-not-at-top
   from srgan_jax.training import steps  # pylint: disable=g-import-not-at-top
 
   config = tiny_quickstart_config()
@@ -183,46 +170,22 @@ def test_evaluate_model_scores_model_and_baseline_alike(tmp_path, monkeypatch, c
   rng = np.random.default_rng(3)
   smooth = bicubic.imresize(rng.uniform(0, 255, (29, 27, 3)), 4)[:112, :104]
   Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / 'a.png')
-  results = scoring.evaluate_model(*loading.load_generator('srgan', 'unused'), [folder],
-                                   metric_names=('niqe',))
+  upscaler = upscalers.generator(
+      *model_reference.load(model_reference.from_flags('srgan', 'unused'))[:2])
+  results = scoring.evaluate_beside_bicubic(upscaler, [folder], metric_names=('niqe',))
   assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'bicubic']
-  baseline = scoring.evaluate_folder(scoring.make_upscale_fn('bicubic', 4), folder, 4,
+  baseline = scoring.evaluate_folder(upscalers.bicubic(4), folder,
                                      metric_fns={'niqe': lambda sr, hr: niqe.niqe(sr, 4)})
   assert results['bench']['bicubic'] == {k: v for k, v in baseline.items()
                                          if k not in ('images', 'failed')}
   assert 'bicubic NIQE' in capsys.readouterr().out
 
 
-def test_metric_names(tmp_path, monkeypatch):
-  monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path))  # No LPIPS weights.
-  assert list(registry.metric_fns(['psnr', 'ssim', 'niqe', 'lpips', 'lpips_vgg'], 4)) == [
-      'niqe']
-  with pytest.raises(ValueError, match=r"unknown metrics \['fid'\]"):
-    registry.metric_fns(['niqe', 'fid'], 4)
-
-
-def test_16_bit_images_are_reduced_to_their_high_byte_like_the_training_input(tmp_path):
-  """Not saturated by convert('RGB'): a 16-bit gray image used to score with 99.8% of
-  its pixels at 255."""
-  rng = np.random.default_rng(0)
-  gray = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
-  Image.fromarray(gray).save(tmp_path / 'gray16.png')
-  loaded = scoring.load_image(tmp_path / 'gray16.png')
-  assert loaded.dtype == np.uint8 and loaded.shape == (20, 24, 1)
-  np.testing.assert_array_equal(loaded[..., 0], gray >> 8)
-  training = sources.decode_image((tmp_path / 'gray16.png').read_bytes())
-  np.testing.assert_array_equal(training[..., 0], loaded[..., 0])  # The same rule.
-
-  rgb = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
-  image_io.save_image(tmp_path / 'rgb16.png', rgb / 65535, bit_depth=16)
-  np.testing.assert_array_equal(scoring.load_image(tmp_path / 'rgb16.png'), rgb >> 8)
-
-
 def test_evaluate_folder_skips_unscorable_files_by_name(tmp_path):
   _write_folder(tmp_path)
   (tmp_path / 'zero.png').write_bytes(b'')
   Image.fromarray(np.zeros((18, 30, 3), np.uint8)).save(tmp_path / 'small.png')
-  result = scoring.evaluate_folder(scoring.make_upscale_fn('bicubic', 4), tmp_path, 4)
+  result = scoring.evaluate_folder(upscalers.bicubic(4), tmp_path)
   assert result['images'] == 3
   assert [message.split(':')[0] for message in result['failed']] == [
       str(tmp_path / 'small.png'), str(tmp_path / 'zero.png')]
@@ -234,11 +197,10 @@ def test_sets_in_a_bucket_score_as_local_ones(tmp_path):
   into gs:/b/Set5 and the set was never scored."""
   from conftest import fake_bucket  # pylint: disable=g-import-not-at-top
   write_blocky_images(tmp_path / 'Bench', 2, (48, 40), seed=4)
-  bicubic_fn = scoring.make_upscale_fn('bicubic', 4)
-  local = scoring.evaluate_sets(bicubic_fn, [tmp_path / 'Bench'], 4)
+  local = scoring.evaluate_sets(upscalers.bicubic(4), [tmp_path / 'Bench'])
   with fake_bucket(tmp_path):
-    remote = scoring.evaluate_sets(bicubic_fn, ['gs://bucket/Bench'], 4)
-    assert [str(path) for path in scoring.list_images('gs://bucket/Bench')] == [
+    remote = scoring.evaluate_sets(upscalers.bicubic(4), ['gs://bucket/Bench'])
+    assert [str(path) for path in image_io.image_files('gs://bucket/Bench', recursive=False)] == [
         'gs://bucket/Bench/img00.png', 'gs://bucket/Bench/img01.png']
   assert list(remote) == ['Bench'] and remote['Bench']['images'] == 2
   assert remote == local

@@ -14,16 +14,16 @@ from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import bicubic
 from srgan_jax.imaging import image_io
-from srgan_jax.inference import files
+from srgan_jax.inference import super_resolve_files
+from srgan_jax.nn import upscalers
 
 RNG = np.random.default_rng(0)
 
 
 def _upscale(tmp_path: pathlib.Path, name: str) -> pathlib.Path:
   """Super-resolves tmp_path/name with bicubic x4; returns the output PNG."""
-  summary = files.super_resolve_paths(
-      lambda rgb: bicubic.imresize(rgb.astype(np.float64), 4), tmp_path / name,
-      tmp_path / 'out', scale=4)
+  summary = super_resolve_files.super_resolve_paths(
+      upscalers.bicubic(4), tmp_path / name, tmp_path / 'out')
   assert summary.exit_code == 0, str(summary)
   return tmp_path / 'out' / (pathlib.Path(name).stem + '.png')
 
@@ -239,7 +239,7 @@ def test_training_evaluation_and_super_resolution_read_alike(tmp_path, kind):
   alpha, bit depth, orientation). Training used to read 'F' on PIL's 0..255 scale."""
   path = tmp_path / _KINDS[kind]
   _write_kind(path, kind)
-  evaluation = scoring.load_image(path)
+  evaluation = image_io.load_uint8(path)
   training = sources.decode_image(path.read_bytes())
   loaded = image_io.load_image(path)
   grey = kind in ('L', 'LA', '16-bit grey', '16-bit grey+alpha', 'I', 'F')
@@ -258,7 +258,7 @@ def test_animated_files_give_their_first_frame(tmp_path):
   first = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
   Image.fromarray(first).save(tmp_path / 'a.png', save_all=True,
                               append_images=[Image.fromarray(255 - first)])
-  np.testing.assert_array_equal(scoring.load_image(tmp_path / 'a.png'), first)
+  np.testing.assert_array_equal(image_io.load_uint8(tmp_path / 'a.png'), first)
 
 
 def test_training_ignores_exif_orientation(tmp_path):
@@ -268,7 +268,7 @@ def test_training_ignores_exif_orientation(tmp_path):
   Image.fromarray(stored).save(tmp_path / 'r.png', exif=exif)
   np.testing.assert_array_equal(sources.decode_image((tmp_path / 'r.png').read_bytes()),
                                 stored)
-  np.testing.assert_array_equal(scoring.load_image(tmp_path / 'r.png'),
+  np.testing.assert_array_equal(image_io.load_uint8(tmp_path / 'r.png'),
                                 np.rot90(stored, k=-1))
 
 
@@ -276,7 +276,7 @@ def test_one_suffix_list():
   """Training, evaluation and super-resolution look for the same files."""
   assert {'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff'} == set(
       image_io.IMAGE_SUFFIXES)
-  for module in (scoring, files, sources, tf_pipeline):
+  for module in (scoring, super_resolve_files, sources, tf_pipeline):
     assert not hasattr(module, 'IMAGE_SUFFIXES') and not hasattr(module, 'IMAGE_EXTENSIONS')
 
 
@@ -285,3 +285,20 @@ def test_luma_weights():
   np.testing.assert_array_equal(image_io.LUMA_601, [0.299, 0.587, 0.114])
   weights = metrics._Y_WEIGHTS  # pylint: disable=protected-access
   assert weights == (65.481 / 255, 128.553 / 255, 24.966 / 255)
+
+
+def test_16_bit_images_are_reduced_to_their_high_byte_like_the_training_input(tmp_path):
+  """Not saturated by convert('RGB'): a 16-bit gray image used to score with 99.8% of
+  its pixels at 255."""
+  rng = np.random.default_rng(0)
+  gray = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
+  Image.fromarray(gray).save(tmp_path / 'gray16.png')
+  loaded = image_io.load_uint8(tmp_path / 'gray16.png')
+  assert loaded.dtype == np.uint8 and loaded.shape == (20, 24, 1)
+  np.testing.assert_array_equal(loaded[..., 0], gray >> 8)
+  training = sources.decode_image((tmp_path / 'gray16.png').read_bytes())
+  np.testing.assert_array_equal(training[..., 0], loaded[..., 0])  # The same rule.
+
+  rgb = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
+  image_io.save_image(tmp_path / 'rgb16.png', rgb / 65535, bit_depth=16)
+  np.testing.assert_array_equal(image_io.load_uint8(tmp_path / 'rgb16.png'), rgb >> 8)

@@ -1,7 +1,6 @@
 """conv.py: the matmul weight gradient equals jax.grad of lax.conv_general_dilated."""
 
 import functools
-import json
 
 import flax.linen as nn
 import jax
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from srgan_jax.nn import conv
+from srgan_jax.nn import conv_autotune
 from srgan_jax.nn import models
 
 # (input NHWC, kernel HWIO, strides, padding, kernel dilation): every kernel size,
@@ -90,7 +90,7 @@ def test_custom_vjp_value_and_gradients_equal_xla(case):
         dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, conv.NHWC_DIMENSIONS),
         feature_group_count=1, precision=None)
 
-  with conv.weight_gradient_mode('matmul'):
+  with conv_autotune.weight_gradient_mode('matmul'):
     jaxpr = str(jax.make_jaxpr(lambda x, w: jax.vjp(flax_like_call, x, w)[1](g))(x, w))
     y, vjp = jax.vjp(flax_like_call, x, w)
     actual = (y, *vjp(g))
@@ -100,100 +100,10 @@ def test_custom_vjp_value_and_gradients_equal_xla(case):
     _assert_close(a, e)
 
 
-def _uses_custom_vjp(mode, x_shape=(2, 8, 8, 4), kernel_shape=(3, 3, 4, 8)):
-  with conv.weight_gradient_mode(mode):
-    jaxpr = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
-        x, w, (1, 1), 'SAME', dimension_numbers=conv.NHWC_DIMENSIONS))(
-            jnp.zeros(x_shape), jnp.zeros(kernel_shape))
-  return 'custom_vjp' in str(jaxpr)
-
-
-def test_modes_select_the_weight_gradient():
-  assert conv.weight_gradient_mode_now() == 'rule'  # conftest: SRGAN_JAX_WEIGHT_GRADIENTS.
-  assert _uses_custom_vjp('matmul')
-  assert not _uses_custom_vjp('xla')
-  with conv.weight_gradient_mode('xla'):
-    assert conv.weight_gradient_mode_now() == 'xla'
-  assert conv.weight_gradient_mode_now() == 'rule'  # Restored.
-  with pytest.raises(ValueError, match='mode'):
-    conv.set_weight_gradient_mode('fast')
-
-
-@pytest.mark.parametrize('mode', ['auto', 'rule'])
-def test_cpu_modes_are_off_outside_cpus(monkeypatch, mode):
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  monkeypatch.setattr(conv, 'time_weight_gradients', None)  # Nothing is timed.
-  assert not _uses_custom_vjp(mode, (16, 48, 48, 64), (3, 3, 64, 256))
-
-
-def test_rule_mode_on_cpu_for_the_upsampling_convolutions():
-  """The layers where it measured faster on 2 Zen 3 cores (notes/PERFORMANCE.md)."""
-  assert jax.default_backend() == 'cpu'
-  assert _uses_custom_vjp('rule', (16, 48, 48, 64), (3, 3, 64, 256))
-  assert not _uses_custom_vjp('rule', (16, 24, 24, 64), (3, 3, 64, 64))
-
-
-def _gradient_uses_matmul(mode, x_shape, kernel_shape):
-  """Whether the kernel's gradient is the matmul (a dot_general; XLA's is a convolution)."""
-  x = jnp.zeros(x_shape)
-  with conv.weight_gradient_mode(mode):
-    jaxpr = jax.make_jaxpr(jax.grad(lambda w: conv.conv_general_dilated(
-        x, w, (1, 1), 'SAME', dimension_numbers=conv.NHWC_DIMENSIONS).sum()))(
-            jnp.zeros(kernel_shape))
-  return 'dot_general' in str(jaxpr)
-
-
-@pytest.fixture
-def verdict_cache(monkeypatch, tmp_path):
-  """An empty verdict cache in tmp_path, never the user's."""
-  monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path))
-  monkeypatch.setattr(conv, '_verdicts', {})
-  return tmp_path / 'conv_weight_gradients.json'
-
-
-def test_auto_mode_times_each_layer_once_and_keeps_the_verdict(monkeypatch, verdict_cache):
-  timed = []
-
-  def fake_timing(x_shape, kernel_shape, *unused_args):
-    timed.append((tuple(x_shape), tuple(kernel_shape)))
-    # The widening layer: the matmul is twice as fast; the body: 5% faster, within
-    # MATMUL_MARGIN, so XLA's is kept.
-    return {'xla': 1.0, 'matmul': 0.5 if kernel_shape[3] > kernel_shape[2] else 0.95}
-
-  monkeypatch.setattr(conv, 'time_weight_gradients', fake_timing)
-  widening, body = ((2, 8, 8, 4), (3, 3, 4, 16)), ((2, 8, 8, 4), (3, 3, 4, 4))
-  assert _uses_custom_vjp('auto', *widening)  # Forward only (inference): nothing timed.
-  assert not timed
-  assert _gradient_uses_matmul('auto', *widening)
-  assert not _gradient_uses_matmul('auto', *body)
-  assert _gradient_uses_matmul('auto', *widening)  # Known: not timed again.
-  assert timed == [widening, body]
-  assert _gradient_uses_matmul('matmul', *body) and not _gradient_uses_matmul('xla', *widening)
-  saved = json.loads(verdict_cache.read_text())
-  cpu = f'{conv.cpu_description()}; jax {jax.__version__}'
-  assert list(saved) == [cpu]
-  assert sorted(verdict['matmul'] for verdict in saved[cpu].values()) == [False, True]
-  # A new process reads the file: nothing is timed.
-  monkeypatch.setattr(conv, '_verdicts', {})
-  monkeypatch.setattr(conv, 'time_weight_gradients', None)
-  assert _gradient_uses_matmul('auto', *widening) and not _gradient_uses_matmul('auto', *body)
-
-
-def test_auto_mode_times_real_calls_while_tracing(verdict_cache):
-  """The timing runs in the middle of a trace (in a thread of its own)."""
-  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
-  with conv.weight_gradient_mode('auto'):
-    grad = jax.jit(jax.grad(lambda w: conv.conv_general_dilated(
-        x, w, (1, 1), 'SAME', dimension_numbers=conv.NHWC_DIMENSIONS).sum()))(w)
-  np.testing.assert_allclose(grad[1, 1, 0, 0], 2 * 8 * 8)
-  (verdict,) = next(iter(json.loads(verdict_cache.read_text()).values())).values()
-  assert verdict['xla_ms'] > 0 and verdict['matmul_ms'] > 0
-
-
 def test_uncovered_convolutions_use_xla():
   """Feature groups and NCHW layouts go to lax.conv_general_dilated unchanged."""
   x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 2, 4))
-  with conv.weight_gradient_mode('matmul'):
+  with conv_autotune.weight_gradient_mode('matmul'):
     grouped = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
         x, w, (1, 1), 'SAME', dimension_numbers=conv.NHWC_DIMENSIONS,
         feature_group_count=2))(x, w)
@@ -206,7 +116,7 @@ def test_uncovered_convolutions_use_xla():
 def test_bfloat16_gradient_dtypes():
   x = jnp.ones((2, 8, 8, 4), jnp.bfloat16)
   w = jnp.ones((3, 3, 4, 8), jnp.bfloat16)
-  with conv.weight_gradient_mode('matmul'):
+  with conv_autotune.weight_gradient_mode('matmul'):
     dx, dw = jax.grad(lambda x, w: conv.conv_general_dilated(
         x, w, (1, 1), 'SAME', dimension_numbers=conv.NHWC_DIMENSIONS).astype(
             jnp.float32).sum(), argnums=(0, 1))(x, w)
@@ -232,7 +142,7 @@ def test_network_gradients_unchanged(model, shape):
 
   grads = {}
   for mode in ('xla', 'matmul'):
-    with conv.weight_gradient_mode(mode):
+    with conv_autotune.weight_gradient_mode(mode):
       grads[mode] = jax.jit(jax.grad(loss))(variables['params'])
   flat_xla = jax.tree_util.tree_leaves_with_path(grads['xla'])
   for (path, expected), actual in zip(flat_xla, jax.tree_util.tree_leaves(grads['matmul'])):

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, image_set
-from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import bicubic
 from srgan_jax.imaging import degradation
+from srgan_jax.imaging import image_io
 from srgan_jax.nn import lpips
 
 torch = pytest.importorskip('torch', reason='torch is not installed')
@@ -143,7 +143,7 @@ def test_matches_reference_package(reference, shape):
 
 def test_matches_reference_package_on_a_photograph(reference):
   net, model, params = reference
-  hr = degradation.modcrop(scoring.load_image(image_set('Set5') / 'butterfly.png'), 4)[None]
+  hr = degradation.modcrop(image_io.load_uint8(image_set('Set5') / 'butterfly.png'), 4)[None]
   sr = bicubic.imresize(bicubic.imresize(hr[0], 0.25), 4)[None]
   expected = _reference_distance(model, sr, hr)
   np.testing.assert_allclose(lpips.lpips(params, sr, hr, net), expected, atol=1e-5, rtol=0)

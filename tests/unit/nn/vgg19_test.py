@@ -292,6 +292,7 @@ def test_srgan_vgg54_end_to_end(layout, keras_model, tmp_path):
   then SRGAN steps with the relu5_4 content loss, evaluate the result."""
   from conftest import tiny_run_config, write_tiny_image_sets  # pylint: disable=g-import-not-at-top
   from srgan_jax.evaluation import scoring  # pylint: disable=g-import-not-at-top
+  from srgan_jax.nn import upscalers  # pylint: disable=g-import-not-at-top
   from srgan_jax.training import checkpointing, config_rules, loop  # pylint: disable=g-import-not-at-top
   if layout == 'keras':
     source = tmp_path / 'vgg19.weights.h5'
@@ -307,8 +308,9 @@ def test_srgan_vgg54_end_to_end(layout, keras_model, tmp_path):
   config_rules.validate(config)
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(config, workdir)
-  results = scoring.evaluate_model(*checkpointing.load_generator(workdir),
-                                   [str(tmp_path / 'eval')])['eval']
+  results = scoring.evaluate_beside_bicubic(
+      upscalers.generator(*checkpointing.load_generator(workdir)[:2]),
+      [str(tmp_path / 'eval')])['eval']
   assert results['images'] == 2 and np.isfinite(results['psnr']), results
   from srgan_jax.evaluation import curves  # pylint: disable=g-import-not-at-top
   content = curves.read_scalars(workdir)['train/srgan/content_loss'][1]

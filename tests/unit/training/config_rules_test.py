@@ -48,8 +48,8 @@ def test_every_problem_in_one_line():
 
 
 def test_eval_metric_names_are_those_evaluation_knows():
-  from srgan_jax.evaluation import registry  # pylint: disable=g-import-not-at-top
-  assert config_rules.EVAL_METRICS == registry.ALWAYS_COMPUTED + registry.METRICS
+  from srgan_jax.evaluation import named_metrics  # pylint: disable=g-import-not-at-top
+  assert config_rules.EVAL_METRICS == named_metrics.ALWAYS_COMPUTED + named_metrics.METRICS
 
 
 @pytest.mark.parametrize('field, value, expected', [

@@ -11,9 +11,12 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from srgan_jax.data import inputs
 from srgan_jax.evaluation import during_training
-from srgan_jax.inference import loading
-from srgan_jax.nn import shipped
+from srgan_jax.nn import models
+from srgan_jax.nn import pretrained
+from srgan_jax.nn import upscalers
+from srgan_jax.training import model_reference
 from srgan_jax.training import checkpointing
 from srgan_jax.training import loop
 from srgan_jax.training import steps
@@ -61,7 +64,7 @@ def test_resume_with_another_architecture_is_a_clear_error(data_dirs, tmp_path):
 
 
 def test_nan_loss_stops_with_step_and_keeps_good_checkpoints(data_dirs, tmp_path, monkeypatch):
-  create = loop.create_input_iterator
+  create = inputs.create_input_iterator
 
   def poisoned(config, start_step):
     for step, batch in enumerate(create(config, start_step), start_step):
@@ -69,7 +72,7 @@ def test_nan_loss_stops_with_step_and_keeps_good_checkpoints(data_dirs, tmp_path
         batch = {**batch, 'hr': np.full_like(batch['hr'], np.nan)}
       yield batch
 
-  monkeypatch.setattr(loop, 'create_input_iterator', poisoned)
+  monkeypatch.setattr(inputs, 'create_input_iterator', poisoned)
   workdir = str(tmp_path / 'nan')
   with pytest.raises(loop.NonFiniteLossError, match='at step 5'):
     loop.train_and_evaluate(tiny_run_config(data_dirs), workdir)
@@ -80,7 +83,7 @@ def test_nan_loss_stops_with_step_and_keeps_good_checkpoints(data_dirs, tmp_path
 
 def test_loading_a_workdir_without_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(checkpointing.CheckpointError, match='no checkpoints'):
-    loading.load_generator('srgan', str(tmp_path))
+    model_reference.load(model_reference.from_flags('srgan', str(tmp_path)))
 
 
 def test_device_source_trains_on_eight_devices(data_dirs, tmp_path):
@@ -115,7 +118,9 @@ def test_evaluation_writes_each_metric_to_tensorboard(data_dirs, tmp_path, monke
   config.eval_metrics = ('niqe', 'lpips')
   generator, _ = steps.create_states(config, 'srresnet')
   writer = _RecordingWriter()
-  results = during_training.TrainingEvaluator(config, writer).run(generator.eval_variables(), 7)
+  upscaler = upscalers.generator(models.generator_from_config(config),
+                                 generator.eval_variables())
+  results = during_training.TrainingEvaluator(config, writer).run(upscaler, 7)
   # The model's scores, and the bicubic baseline's beside them.
   assert sorted(writer.scalars) == [(7, f'eval/bench/{prefix}{metric}')
                                     for prefix in ('bicubic_', '')
@@ -139,7 +144,7 @@ def _bright_images(folder: pathlib.Path, count: int, seed: int) -> None:
 def _crop_bias(generator: steps.TrainState, config, step_range) -> np.ndarray:
   """Mean SR - HR per channel, in grey levels, over the training crops of the steps of
   ``step_range``, with the generator as evaluation runs it (train=False)."""
-  batches = loop.create_input_iterator(config, step_range[0])
+  batches = inputs.create_input_iterator(config, step_range[0])
   differences = []
   for _ in step_range:
     batch = next(batches)
@@ -186,9 +191,9 @@ def test_srgan_phase_alone_starts_from_init_from(data_dirs, tmp_path, monkeypatc
   config.srgan.learning_rate = 1e-30  # One step that cannot move the weights.
   config.srgan.init_from = str(source_dir)
   if source == 'shipped':
-    from srgan_jax.inference import packaging  # pylint: disable=g-import-not-at-top
-    monkeypatch.setenv(shipped.DIRECTORY_ENV, str(tmp_path / 'models'))
-    packaging.export(str(source_dir), 'tiny', command='train it', folders=[], ema=False)
+    from srgan_jax.inference import pretrained_export  # pylint: disable=g-import-not-at-top
+    monkeypatch.setenv(pretrained.DIRECTORY_ENV, str(tmp_path / 'models'))
+    pretrained_export.export(str(source_dir), 'tiny', command='train it', folders=[], ema=False)
     config.srgan.init_from = 'tiny'
     monkeypatch.chdir(tmp_path)  # No folder named 'tiny' here: the name is a model's.
   generator, _ = loop.train_and_evaluate(config, str(tmp_path / 'gan'))

@@ -1,4 +1,5 @@
-"""Shipping a training run's generator inside the package, loadable by name (``nn/shipped``).
+"""Exporting a training run's generator as a pretrained model inside the package,
+loadable by name (``nn/pretrained``).
 
 The command is ``python -m srgan_jax.export`` (``srgan_jax/export.py``).
 """
@@ -16,7 +17,8 @@ import jax
 import numpy as np
 
 from srgan_jax.evaluation import scoring
-from srgan_jax.nn import shipped
+from srgan_jax.nn import pretrained
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import paths
 from srgan_jax.training import checkpointing
 
@@ -38,7 +40,7 @@ def _parameter_count(variables: dict[str, Any]) -> int:
 def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True,
            command: str | None = None, folders: Sequence[str] | None = None,
            overwrite: bool = False) -> pathlib.Path:
-  """Writes ``<name>.msgpack`` and ``<name>.json`` into ``shipped.directory()``.
+  """Writes ``<name>.msgpack`` and ``<name>.json`` into ``pretrained.directory()``.
 
   The scores are those of the variables read back from the serialized bytes, so
   they are the shipped file's.
@@ -58,10 +60,10 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
   Raises:
     FileExistsError: the name exists and not ``overwrite``.
   """
-  if not _NAME_PATTERN.fullmatch(name) or name in shipped.RESERVED_NAMES:
+  if not _NAME_PATTERN.fullmatch(name) or name in pretrained.RESERVED_NAMES:
     raise ValueError(f'invalid model name {name!r}: use lower-case letters, digits, '
-                     f'"_", "-", "."; not {", ".join(sorted(shipped.RESERVED_NAMES))}')
-  folder = shipped.directory()
+                     f'"_", "-", "."; not {", ".join(sorted(pretrained.RESERVED_NAMES))}')
+  folder = pretrained.directory()
   weights_path, record_path = folder / f'{name}.msgpack', folder / f'{name}.json'
   existing = [str(path) for path in (weights_path, record_path) if path.exists()]
   if existing and not overwrite:
@@ -72,7 +74,8 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
   data = flax.serialization.msgpack_serialize(jax.device_get(variables))
   shipped_variables = flax.serialization.msgpack_restore(data)
   folders = default_score_folders() if folders is None else list(folders)
-  scores = scoring.evaluate_model(model, shipped_variables, config, folders) if folders else {}
+  scores = (scoring.evaluate_beside_bicubic(upscalers.generator(model, shipped_variables),
+                                            folders) if folders else {})
   record = {
       'name': name,
       'scale': config.scale,
@@ -86,7 +89,7 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
       'config': json.loads(config.to_json_best_effort()),
   }
   folder.mkdir(parents=True, exist_ok=True)
-  # Weights first: shipped.names() lists a model only once its record exists.
+  # Weights first: pretrained.names() lists a model only once its record exists.
   paths.write_whole(weights_path, data)
   paths.write_whole(record_path, (json.dumps(record, indent=2) + '\n').encode())
   return record_path

@@ -1,4 +1,5 @@
-"""Shipped generators: export from a workdir, load by name, use from both commands."""
+"""Tests for inference/pretrained_export.py: shipped generators exported from a workdir, loaded
+by name, used from both commands."""
 
 import json
 import os
@@ -13,19 +14,19 @@ from PIL import Image
 import pytest
 
 from srgan_jax.evaluation import scoring
-from srgan_jax.inference import files
-from srgan_jax.inference import loading
-from srgan_jax.inference import packaging
-from srgan_jax.inference import tiling
-from srgan_jax.nn import shipped
+from srgan_jax.inference import pretrained_export
+from srgan_jax.inference import super_resolve_files
+from srgan_jax.nn import pretrained
+from srgan_jax.nn import upscalers
 from srgan_jax.training import checkpointing
+from srgan_jax.training import model_reference
 
 
 @pytest.fixture
 def models_dir(tmp_path, monkeypatch):
   """An empty folder of shipped models in place of the package's."""
   folder = tmp_path / 'models'
-  monkeypatch.setenv(shipped.DIRECTORY_ENV, str(folder))
+  monkeypatch.setenv(pretrained.DIRECTORY_ENV, str(folder))
   return folder
 
 
@@ -35,11 +36,11 @@ def _leaves(tree):
 
 def test_export_then_load_by_name_equals_the_workdir_generator(tiny_run, models_dir):
   workdir, eval_folder = tiny_run
-  assert shipped.names() == []
-  record_path = packaging.export(str(workdir), 'tiny', command='train it', folders=[str(eval_folder)])
+  assert pretrained.names() == []
+  record_path = pretrained_export.export(str(workdir), 'tiny', command='train it', folders=[str(eval_folder)])
   assert record_path == models_dir / 'tiny.json'
-  assert shipped.names() == ['tiny']
-  model, variables, config = shipped.load('tiny')
+  assert pretrained.names() == ['tiny']
+  model, variables, config = pretrained.load('tiny')
   # Small: the float32 weights and BatchNorm statistics, and little else.
   values = sum(leaf.size for leaf in _leaves(variables))
   assert 4 * values < (models_dir / 'tiny.msgpack').stat().st_size < 4 * values + 4096
@@ -59,47 +60,49 @@ def test_export_then_load_by_name_equals_the_workdir_generator(tiny_run, models_
   assert record['source']['step'] == 4 and record['command'] == 'train it'
   assert record['config']['generator'] == source_config.generator.to_dict()
   # The recorded scores are the workdir generator's, measured the usual way.
-  expected = scoring.evaluate_model(*loading.load_generator('srgan', str(workdir)),
-                                    [str(eval_folder)])
+  expected = scoring.evaluate_beside_bicubic(
+      upscalers.generator(*model_reference.load(
+          model_reference.from_flags('srgan', str(workdir)))[:2]),
+      [str(eval_folder)])
   # As JSON text: NIQE is NaN on these images (no whole 96x96 block), and NaN != NaN.
   assert json.dumps(record['scores'], sort_keys=True) == json.dumps(expected, sort_keys=True)
 
 
 def test_export_refuses_an_existing_name_and_bad_names(tiny_run, models_dir):
   workdir, _ = tiny_run
-  packaging.export(str(workdir), 'tiny', step=2, folders=[])
+  pretrained_export.export(str(workdir), 'tiny', step=2, folders=[])
   first = (models_dir / 'tiny.msgpack').read_bytes()
   with pytest.raises(FileExistsError, match='--overwrite'):
-    packaging.export(str(workdir), 'tiny', folders=[])
+    pretrained_export.export(str(workdir), 'tiny', folders=[])
   assert (models_dir / 'tiny.msgpack').read_bytes() == first
-  packaging.export(str(workdir), 'tiny', folders=[], overwrite=True)  # Step 4 now.
+  pretrained_export.export(str(workdir), 'tiny', folders=[], overwrite=True)  # Step 4 now.
   assert (models_dir / 'tiny.msgpack').read_bytes() != first
   assert json.loads((models_dir / 'tiny.json').read_text())['source']['step'] == 4
   for name in ('bicubic', 'srgan', 'Has Space', '../escape'):
     with pytest.raises(ValueError, match='invalid model name'):
-      packaging.export(str(workdir), name, folders=[])
+      pretrained_export.export(str(workdir), name, folders=[])
 
 
 def test_unknown_name_lists_the_shipped_ones(tiny_run, models_dir):
-  packaging.export(str(tiny_run[0]), 'tiny', folders=[])
-  with pytest.raises(shipped.UnknownModelError, match=r"'nope'.*shipped models: tiny"):
-    shipped.load('nope')
-  with pytest.raises(shipped.UnknownModelError, match='needs --workdir'):
-    loading.load_generator('srgan')
-  assert 'shipped model by name: tiny ' in loading.model_flag_help()  # --help.
+  pretrained_export.export(str(tiny_run[0]), 'tiny', folders=[])
+  with pytest.raises(pretrained.UnknownModelError, match=r"'nope'.*shipped models: tiny"):
+    pretrained.load('nope')
+  with pytest.raises(pretrained.UnknownModelError, match='needs --workdir'):
+    model_reference.from_flags('srgan')
+  assert 'shipped model by name: tiny ' in model_reference.flag_help()  # --help.
 
 
 def test_changed_weights_file_is_refused(tiny_run, models_dir):
-  packaging.export(str(tiny_run[0]), 'tiny', folders=[])
+  pretrained_export.export(str(tiny_run[0]), 'tiny', folders=[])
   with open(models_dir / 'tiny.msgpack', 'ab') as weights:
     weights.write(b'\0')
   with pytest.raises(ValueError, match='SHA-256'):
-    shipped.load('tiny')
+    pretrained.load('tiny')
 
 
 def _run(*args: str, models: pathlib.Path, check: bool = True) -> subprocess.CompletedProcess:
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu',
-             **{shipped.DIRECTORY_ENV: str(models)})
+             **{pretrained.DIRECTORY_ENV: str(models)})
   result = subprocess.run([sys.executable, '-m', *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
   if check:
@@ -110,7 +113,7 @@ def _run(*args: str, models: pathlib.Path, check: bool = True) -> subprocess.Com
 @pytest.mark.system
 def test_commands_load_a_shipped_model_by_name(tiny_run, models_dir, tmp_path):
   workdir, eval_folder = tiny_run
-  packaging.export(str(workdir), 'tiny', folders=[str(eval_folder)])
+  pretrained_export.export(str(workdir), 'tiny', folders=[str(eval_folder)])
   record = json.loads((models_dir / 'tiny.json').read_text())
 
   output = tmp_path / 'results.json'
@@ -129,10 +132,9 @@ def test_commands_load_a_shipped_model_by_name(tiny_run, models_dir, tmp_path):
        f'--output={tmp_path / "by_name.png"}', models=models_dir)
   # The same image through the workdir's generator, in this process.
   model, variables, _ = checkpointing.load_generator(str(workdir))
-  upscale, scale = tiling.generator_upscaler(
-      model, variables, None, tile=192, overlap=None, batch_size=4, progress=None)
-  files.super_resolve_paths(upscale, eval_folder / 'img00.png',
-                            tmp_path / 'from_workdir.png', scale=scale)
+  upscaler = upscalers.generator(model, variables, tile=192, batch_size=4)
+  super_resolve_files.super_resolve_paths(upscaler, eval_folder / 'img00.png',
+                                          tmp_path / 'from_workdir.png')
   with Image.open(tmp_path / 'by_name.png') as by_name, Image.open(
       tmp_path / 'from_workdir.png') as from_workdir:
     assert by_name.size == (4 * 40, 4 * 32)

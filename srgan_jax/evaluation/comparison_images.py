@@ -1,9 +1,9 @@
-"""How evaluation results are shown: the results table, comparison images, regions of interest."""
+"""Comparison images of evaluation (LR | bicubic | SR | HR), whole or cut to a region of
+interest (``Crop``, from --crop), and how they are saved."""
 
-import functools
 import pathlib
 import re
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -59,35 +59,5 @@ def comparison_image(lr: np.ndarray, bicubic_sr: np.ndarray, sr: np.ndarray,
 
 
 def save_png(path: pathlib.Path, image: np.ndarray) -> None:
+  """Writes a uint8 ``[H, W, 1]`` (grayscale) or ``[H, W, 3]`` image as PNG."""
   Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
-
-
-_COLUMN_LABELS = {'psnr': 'PSNR (dB)', 'ssim': 'SSIM', 'niqe': 'NIQE', 'lpips': 'LPIPS',
-                  'lpips_vgg': 'LPIPS-VGG'}
-
-
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-  """A plain-text table: set, images, each metric (PSNR (dB), SSIM, NIQE, LPIPS, ...),
-  then the bicubic baseline's if present."""
-  width = max([len('set')] + [len(name) for name in results])
-  scored = [result for result in results.values() if 'error' not in result]
-  names = [key for key, value in (scored[0] if scored else {}).items()
-           if key != 'images' and isinstance(value, float)]  # Not bias, failed, bicubic.
-  columns = [(_COLUMN_LABELS.get(key, key), (key,)) for key in names]
-  if scored and all('bicubic' in result for result in scored):
-    columns += [(f'bicubic {_COLUMN_LABELS.get(key, key).removesuffix(" (dB)")}',
-                 ('bicubic', key)) for key in names]
-  sizes = [max(len(label), 6) for label, _ in columns]
-  lines = [f'{"set":<{width}}  images' +
-           ''.join(f'  {label:>{size}}' for (label, _), size in zip(columns, sizes))]
-  for name, result in results.items():
-    if 'error' in result:
-      lines.append(f'{name:<{width}}  not scored: {result["error"]}')
-      continue
-    values = [functools.reduce(dict.get, keys, result) for _, keys in columns]
-    line = (f'{name:<{width}}  {result["images"]:>6}' +
-            ''.join(f'  {value:>{size}.4f}' for value, size in zip(values, sizes)))
-    if result.get('failed'):
-      line += f'  ({len(result["failed"])} files skipped)'
-    lines.append(line)
-  return '\n'.join(lines)

@@ -1,25 +1,18 @@
 """Seamless tiles: any image, of any size, through a generator of one static input shape.
 
-Large images are cut into overlapping tiles of one static shape (jit compiles once),
+The tiling arithmetic alone (``nn/upscalers`` runs a generator through it). Large
+images are cut into overlapping tiles of one static shape (jit compiles once),
 run in batches, and each output pixel is taken from the tile where it lies furthest
 from a cut. With ``overlap >= models.generator_receptive_radius`` (the default) the
 result equals whole-image inference; memory is bounded by the batch of tiles, not by
 the image (apart from the assembled output).
 """
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
-from srgan_jax.nn import models
-from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
-from srgan_jax.runtime import sharding
-
-# LR batch [n, t, t, 3] in [0, 1] -> SR batch [n, t*scale, t*scale, 3] in [-1, 1].
-ApplyFn = Callable[[np.ndarray], np.ndarray]
-# LR image [H, W, 3] in [0, 1] -> SR image [H*scale, W*scale, 3] in [0, 1].
-UpscaleImageFn = Callable[[np.ndarray], np.ndarray]
 
 
 def axis_tiles(length: int, tile: int, overlap: int) -> tuple[list[int], list[int], int]:
@@ -49,7 +42,7 @@ def axis_tiles(length: int, tile: int, overlap: int) -> tuple[list[int], list[in
   return starts, [0] + cuts + [length], tile
 
 
-def upscale_tiled(apply_fn: ApplyFn, image: np.ndarray, *, scale: int, tile: int,
+def upscale_tiled(apply_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, *, scale: int, tile: int,
                   overlap: int, batch_size: int,
                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Super-resolves an image of any size tile by tile.
@@ -105,31 +98,8 @@ def upscale_tiled(apply_fn: ApplyFn, image: np.ndarray, *, scale: int, tile: int
 
 
 def check_tiles(tile: int, overlap: int, source: str) -> None:
+  """Raises errors.ConfigError unless ``tile`` exceeds twice ``overlap`` (named by
+  ``source``), the --tile flag's rule."""
   flag_checks.check_flags([], tile <= 2 * overlap and (
       f'--tile={tile} must be larger than twice the overlap ({overlap}, {source}); '
       'raise --tile or lower --overlap'))
-
-
-def generator_upscaler(model: Any, variables: Any, scale: int | None, tile: int,
-                       overlap: int | None, batch_size: int,
-                       progress: Callable[[int, int], None]) -> tuple[UpscaleImageFn, int]:
-  """A trained generator (``loading.load_generator``) as an UpscaleImageFn, and its scale.
-
-  Each batch of tiles is split over every device of every process
-  (``sharding.data_parallel``); on several processes, all of them call it with
-  the same image.
-  """
-  if scale is not None and scale != model.scale:
-    raise errors.ConfigError(f'--scale={scale} but the generator is x{model.scale}; '
-                             'leave --scale out')
-  if overlap is None:
-    overlap = models.generator_receptive_radius(model.num_blocks, model.scale)
-    check_tiles(tile, overlap, "the generator's receptive radius")
-  apply = sharding.data_parallel(lambda v, lr: model.apply(v, lr, train=False), variables)
-
-  def upscale(rgb: np.ndarray) -> np.ndarray:
-    sr = upscale_tiled(apply, rgb, scale=model.scale, tile=tile,
-                       overlap=overlap, batch_size=batch_size, progress=progress)
-    return (sr + 1.0) / 2.0
-
-  return upscale, model.scale

@@ -1,4 +1,4 @@
-"""NIQE and LPIPS as evaluation metrics beside PSNR/SSIM, chosen by name.
+"""The evaluation metrics beside PSNR/SSIM (NIQE, detail, LPIPS), a table by name.
 
 Each metric is a ``MetricFn``: same-size uint8 batches ``sr, hr [n, H, W, C]`` ->
 per-image scores ``[n]``, computed with JAX where the evaluation runs. Conventions:
@@ -29,12 +29,9 @@ from srgan_jax.nn import lpips
 
 MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-METRICS = ('niqe', 'luma_detail', 'chroma_detail', 'lpips', 'lpips_vgg')
 ALWAYS_COMPUTED = ('psnr', 'ssim')  # By evaluate itself, whatever is asked.
 # What evaluation reports beside PSNR/SSIM unless told otherwise.
 DEFAULT_METRICS = ('niqe', 'lpips')
-_LPIPS_NETS = {'lpips': 'alex', 'lpips_vgg': 'vgg'}
-_DETAIL_CHANNELS = {'luma_detail': 0, 'chroma_detail': 1}
 # Below this mean |Laplacian| (grey levels) an HR image has no such detail: a gray
 # image's chroma (the MATLAB weights leave ~1e-14 there).
 _NO_ENERGY = 1e-6
@@ -59,6 +56,38 @@ def _lpips(sr: np.ndarray, hr: np.ndarray, params: Mapping[str, object], net: st
   return lpips.lpips(params, sr, hr, net)
 
 
+def _niqe_metric(scale: int) -> MetricFn:
+  return functools.partial(_niqe, shave=scale)
+
+
+def _detail_metric(scale: int, channel: int) -> MetricFn:
+  return functools.partial(_detail, shave=scale, channel=channel)
+
+
+def _lpips_metric(scale: int, name: str, net: str) -> MetricFn | None:
+  """LPIPS with ``net``'s converted weights; None, logged, when they are absent."""
+  del scale  # The whole image, as the reference scripts score it.
+  try:
+    params = lpips.load_params(net)
+  except lpips.LPIPSWeightsNotFoundError:
+    logging.warning('Skipping %s: no weights at %s (convert them once with: %s).', name,
+                    lpips.default_path(net), lpips.import_command(net))
+    return None
+  # On the device once, not with every batch.
+  return functools.partial(_lpips, params=jax.device_put(params), net=net)
+
+
+# Each metric's builder: scale -> its MetricFn, or None where it cannot be computed.
+_BUILDERS: dict[str, Callable[[int], MetricFn | None]] = {
+    'niqe': _niqe_metric,
+    'luma_detail': functools.partial(_detail_metric, channel=0),
+    'chroma_detail': functools.partial(_detail_metric, channel=1),
+    'lpips': functools.partial(_lpips_metric, name='lpips', net='alex'),
+    'lpips_vgg': functools.partial(_lpips_metric, name='lpips_vgg', net='vgg'),
+}
+METRICS = tuple(_BUILDERS)
+
+
 def metric_fns(names: Sequence[str], scale: int) -> dict[str, MetricFn]:
   """The ``MetricFn`` of each name in ``names`` (see ``METRICS``), in that order.
 
@@ -70,22 +99,8 @@ def metric_fns(names: Sequence[str], scale: int) -> dict[str, MetricFn]:
   if unknown:
     raise ValueError(f'unknown metrics {unknown}: expected some of '
                      f'{ALWAYS_COMPUTED + METRICS}')
-  names = [name for name in names if name not in ALWAYS_COMPUTED]
   fns = {}
   for name in names:
-    if name == 'niqe':
-      fns[name] = functools.partial(_niqe, shave=scale)
-      continue
-    if name in _DETAIL_CHANNELS:
-      fns[name] = functools.partial(_detail, shave=scale, channel=_DETAIL_CHANNELS[name])
-      continue
-    net = _LPIPS_NETS[name]
-    try:
-      params = lpips.load_params(net)
-    except lpips.LPIPSWeightsNotFoundError:
-      logging.warning('Skipping %s: no weights at %s (convert them once with: %s).', name,
-                      lpips.default_path(net), lpips.import_command(net))
-      continue
-    # On the device once, not with every batch.
-    fns[name] = functools.partial(_lpips, params=jax.device_put(params), net=net)
+    if name not in ALWAYS_COMPUTED and (fn := _BUILDERS[name](scale)) is not None:
+      fns[name] = fn
   return fns

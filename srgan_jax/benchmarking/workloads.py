@@ -1,7 +1,8 @@
-"""The benchmark's lines: what is timed (train steps, inference, the input pipeline),
-at which shapes, against which PyTorch twin, and the report table.
+"""The benchmark's workloads: what is timed (train steps, inference, the input
+pipeline), at which shapes, against which PyTorch twin; each result is one row of
+``report_table``.
 
-The command and what each line means: ``srgan_jax/benchmark.py``.
+The command and what each workload means: ``srgan_jax/benchmark.py``.
 """
 
 from collections.abc import Callable, Sequence
@@ -19,10 +20,11 @@ import ml_collections
 import numpy as np
 
 from srgan_jax.benchmarking import chip_peaks
+from srgan_jax.benchmarking import report_table
 from srgan_jax.benchmarking import timing
 from srgan_jax.benchmarking import torch_reference
 from srgan_jax.configs import default
-from srgan_jax.nn import conv
+from srgan_jax.nn import conv_autotune
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import sharding
 from srgan_jax.training import steps as train_steps
@@ -180,7 +182,7 @@ def _per_mode(compile_variant: Callable[[], timing.Prepared],
               modes: Sequence[str]) -> dict[str, Callable[[], timing.Prepared]]:
   """One JAX variant per weight gradient mode: ``compile_variant`` run under that mode."""
   def variant(mode: str) -> timing.Prepared:
-    with conv.weight_gradient_mode(mode):
+    with conv_autotune.weight_gradient_mode(mode):
       return compile_variant()
   return {mode: functools.partial(variant, mode) for mode in modes}
 
@@ -283,7 +285,7 @@ class BenchmarkOptions:
   torch_compile: bool = False  # torch.compile the PyTorch networks.
   torch_channels_last: bool = True  # PyTorch tensors in channels_last memory.
   data_folders: tuple[str, ...] | None = None  # The pipeline's HR folders (default: config's).
-  weight_gradients: tuple[str, ...] = ('auto',)  # Each JAX line once per conv.MODES mode.
+  weight_gradients: tuple[str, ...] = ('auto',)  # Each JAX line once per conv_autotune.MODES mode.
   rounds: int = 0  # > 0: variants side by side over that many rounds (``timing.measure``).
   steps_per_call: tuple[int, ...] = (1,)  # Train steps per compiled call (``scan_steps``).
 
@@ -293,9 +295,9 @@ class BenchmarkOptions:
       raise ValueError(f'unknown benchmarks {sorted(unknown)}; choose from {BENCHMARKS}')
     if self.compare not in (None, 'torch'):
       raise ValueError(f"compare must be None or 'torch', got {self.compare!r}")
-    unknown = set(self.weight_gradients) - set(conv.MODES)
+    unknown = set(self.weight_gradients) - set(conv_autotune.MODES)
     if unknown or not self.weight_gradients:
-      raise ValueError(f'weight_gradients must be among {conv.MODES}, '
+      raise ValueError(f'weight_gradients must be among {conv_autotune.MODES}, '
                        f'got {self.weight_gradients}')
     if self.rounds < 0:
       raise ValueError(f'rounds must be >= 0, got {self.rounds}')
@@ -313,37 +315,65 @@ def run_benchmarks(options: BenchmarkOptions = BenchmarkOptions(),
   """
   device_kind = jax.devices()[0].device_kind
   peak = chip_peaks.peak_tflops(device_kind, options.dtype)
-  environment = {
+  environment = _environment(options, device_kind, peak)
+  notes = [ROUNDS_NOTE.format(rounds=options.rounds)] if options.rounds else []
+  torch_options = _torch_options(options, environment)
+  results = []
+
+  def add(row: dict[str, Any]) -> None:
+    results.append(row)
+    log(report_table.format_row(row, bool(options.rounds)))
+
+  if 'srgan' in options.benchmarks:
+    notes.append(RANDOM_VGG_NOTE)
+  _time_train_steps(options, peak, torch_options, add)
+  if 'inference' in options.benchmarks:
+    _time_inference(options, peak, torch_options, add)
+  if 'pipeline' in options.benchmarks:
+    _time_pipelines(options, notes, log, add)
+  return {'environment': environment, 'notes': notes, 'results': results}
+
+
+def _environment(options: BenchmarkOptions, device_kind: str,
+                 peak: float | None) -> dict[str, Any]:
+  """The report's description of the machine and of the run's options."""
+  return {
       'jax': jax.__version__, 'backend': jax.default_backend(), 'device_kind': device_kind,
-      'cpu': conv.cpu_description(),  # The host's, also on accelerators: rows name it.
+      'cpu': conv_autotune.cpu_description(),  # The host's, also on accelerators: rows name it.
       'device_count': jax.device_count(), 'dtype': options.dtype, 'peak_tflops_per_device': peak,
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'python': platform.python_version(),
       'steps': options.steps, 'warmup': options.warmup, 'widths': options.widths,
       'weight_gradients': list(options.weight_gradients), 'rounds': options.rounds,
       'steps_per_call': list(options.steps_per_call)}
-  notes = []
-  if options.rounds:
-    notes.append(ROUNDS_NOTE.format(rounds=options.rounds))
-  device = None  # Where PyTorch runs; None: no comparison.
+
+
+def _torch_options(options: BenchmarkOptions, environment: dict[str, Any]) -> dict[str, Any]:
+  """The PyTorch twin's options (its ``device`` None: no comparison); with the
+  comparison, imports torch and adds its version and settings to ``environment``."""
+  device = None
   if options.compare == 'torch':
     import torch  # pylint: disable=g-import-not-at-top
     device = torch_reference.torch_device()
     environment.update(torch=torch.__version__, torch_device=device,
                        torch_threads=torch.get_num_threads(), torch_compile=options.torch_compile,
                        torch_channels_last=options.torch_channels_last)
-  torch_options = {'device': device, 'channels_last': options.torch_channels_last,
-                   'compile_networks': options.torch_compile}
-  results = []
+  return {'device': device, 'channels_last': options.torch_channels_last,
+          'compile_networks': options.torch_compile}
 
-  def add(row: dict[str, Any]) -> None:
-    results.append(row)
-    log(format_row(row, bool(options.rounds)))
 
+def _schedule(options: BenchmarkOptions) -> dict[str, int]:
+  """How each line's variants are timed (``timing.measure``'s arguments)."""
+  return {'steps': options.steps, 'warmup': options.warmup, 'rounds': options.rounds}
+
+
+def _time_train_steps(options: BenchmarkOptions, peak: float | None,
+                      torch_options: dict[str, Any],
+                      add: Callable[[dict[str, Any]], None]) -> None:
+  """Times the requested train steps (SRResNet, SRGAN) at every batch size and steps
+  per call, on all devices."""
   mesh = sharding.create_mesh()
-  schedule = {'steps': options.steps, 'warmup': options.warmup, 'rounds': options.rounds}
   host_vgg = device_vgg = None
   if 'srgan' in options.benchmarks:
-    notes.append(RANDOM_VGG_NOTE)
     host_vgg = random_vgg_params()
     device_vgg = jax.device_put(host_vgg, jax.sharding.NamedSharding(mesh, jax.P()))
   for phase in (train_steps.SRRESNET, train_steps.SRGAN):
@@ -359,76 +389,45 @@ def run_benchmarks(options: BenchmarkOptions = BenchmarkOptions(),
         _time_line(line, *_train_variants(config, phase, mesh, host_vgg, device_vgg,
                                           weight_gradients=options.weight_gradients,
                                           torch_options=torch_options, peak=peak),
-                   add, schedule)
-  if 'inference' in options.benchmarks:
-    config = benchmark_config(batch_size=options.inference_batch, crop_size=options.crop_size, dtype=options.dtype,
-                              widths=options.widths)
-    variables = generator_variables(config)
-    torch_model = (torch_reference.TorchSRGAN(config, train_steps.SRRESNET, variables,
-                                              **torch_options) if device else None)
-    rng = np.random.default_rng(0)
-    for size in options.inference_sizes:
-      lr_images = rng.uniform(0, 1, (options.inference_batch, size, size, 3)).astype(np.float32)
-      line = {'benchmark': 'inference', 'batch_size': options.inference_batch,
-              'hr_size': size * config.scale}
-      # The same forward under each mode; timed again to show it.
-      compile_variant = functools.partial(compile_inference, config, variables, lr_images,
-                                          peak=peak)
-      torch_variant = (functools.partial(_torch_variant, torch_model, torch_model.generate,
-                                         lr_images) if torch_model else None)
-      _time_line(line, _per_mode(compile_variant, options.weight_gradients), torch_variant, add,
-                 schedule)
-  if 'pipeline' in options.benchmarks:
-    if importlib.util.find_spec('tensorflow') is None:
-      notes.append('pipeline: skipped, tensorflow is not installed.')
-      log(notes[-1])
-    else:
-      for batch_size in options.batch_sizes:
-        config = benchmark_config(batch_size=batch_size, crop_size=options.crop_size, dtype=options.dtype)
-        if options.data_folders:
-          config.data.folders = list(options.data_folders)
-        row = time_pipeline(config, steps=options.steps, warmup=options.warmup)
-        add({'benchmark': 'pipeline', 'batch_size': batch_size, 'hr_size': options.crop_size, **row})
-  return {'environment': environment, 'notes': notes, 'results': results}
+                   add, _schedule(options))
 
 
-_COLUMNS = (('benchmark', 'benchmark', '{}'), ('dW', 'weight_gradient', '{}'),
-            ('batch', 'batch_size', '{}'), ('k', 'steps_per_call', '{}'),
-            ('HR side', 'hr_size', '{}'), ('ms/step', 'ms_per_step', '{:.1f}'),
-            ('ms min', 'ms_min', '{:.1f}'), ('ms max', 'ms_max', '{:.1f}'),
-            ('images/s', 'images_per_s', '{:.2f}'), ('MP/s', 'megapixels_per_s', '{:.2f}'),
-            ('TFLOP/s/dev', 'tflops_per_s_per_device', '{:.3f}'), ('MFU', 'mfu', '{:.1%}'),
-            ('torch ms', ('torch', 'ms_per_step'), '{:.1f}'),
-            ('torch min', ('torch', 'ms_min'), '{:.1f}'),
-            ('torch max', ('torch', 'ms_max'), '{:.1f}'),
-            ('torch img/s', ('torch', 'images_per_s'), '{:.2f}'),
-            ('JAX/torch', 'jax_over_torch', '{:.2f}'),
-            ('load', 'load_1min', '{0[0]:.2f}-{0[1]:.2f}'))
-# Shown only for runs with rounds.
-_ROUND_COLUMNS = frozenset({'ms min', 'ms max', 'torch min', 'torch max', 'load'})
+def _time_inference(options: BenchmarkOptions, peak: float | None,
+                    torch_options: dict[str, Any],
+                    add: Callable[[dict[str, Any]], None]) -> None:
+  """Times generator inference at every LR side of ``options.inference_sizes``."""
+  config = benchmark_config(batch_size=options.inference_batch, crop_size=options.crop_size,
+                            dtype=options.dtype, widths=options.widths)
+  variables = generator_variables(config)
+  torch_model = (torch_reference.TorchSRGAN(config, train_steps.SRRESNET, variables,
+                                            **torch_options)
+                 if torch_options['device'] else None)
+  rng = np.random.default_rng(0)
+  for size in options.inference_sizes:
+    lr_images = rng.uniform(0, 1, (options.inference_batch, size, size, 3)).astype(np.float32)
+    line = {'benchmark': 'inference', 'batch_size': options.inference_batch,
+            'hr_size': size * config.scale}
+    # The same forward under each mode; timed again to show it.
+    compile_variant = functools.partial(compile_inference, config, variables, lr_images,
+                                        peak=peak)
+    torch_variant = (functools.partial(_torch_variant, torch_model, torch_model.generate,
+                                       lr_images) if torch_model else None)
+    _time_line(line, _per_mode(compile_variant, options.weight_gradients), torch_variant, add,
+               _schedule(options))
 
 
-def _columns(rounds: bool) -> list[tuple[str, Any, str]]:
-  """The table's columns: those of the round statistics only for runs with rounds."""
-  return [column for column in _COLUMNS if rounds or column[0] not in _ROUND_COLUMNS]
-
-
-def format_row(row: dict[str, Any], rounds: bool = False) -> str:
-  """One result line of the table ('-' for what was not measured)."""
-  cells = []
-  for _, key, fmt in _columns(rounds):
-    value = row.get(key[0], {}).get(key[1]) if isinstance(key, tuple) else row.get(key)
-    cells.append('-' if value is None else fmt.format(value))
-  return ' | '.join(cells)
-
-
-def format_table(report: dict[str, Any]) -> str:
-  """The report as a Markdown table, with the environment and notes above it."""
-  environment = ', '.join(f'{k}={v}' for k, v in report['environment'].items() if v)
-  rounds = bool(report['environment'].get('rounds'))
-  columns = _columns(rounds)
-  lines = [environment, *report['notes'],
-           ' | '.join(title for title, _, _ in columns),
-           ' | '.join('---' for _ in columns)]
-  lines += [format_row(row, rounds) for row in report['results']]
-  return '\n'.join(lines)
+def _time_pipelines(options: BenchmarkOptions, notes: list[str], log: Callable[[str], None],
+                    add: Callable[[dict[str, Any]], None]) -> None:
+  """Times the tf.data input pipeline at every batch size; without tensorflow, says
+  so in a note (and the log) instead."""
+  if importlib.util.find_spec('tensorflow') is None:
+    notes.append('pipeline: skipped, tensorflow is not installed.')
+    log(notes[-1])
+    return
+  for batch_size in options.batch_sizes:
+    config = benchmark_config(batch_size=batch_size, crop_size=options.crop_size,
+                              dtype=options.dtype)
+    if options.data_folders:
+      config.data.folders = list(options.data_folders)
+    row = time_pipeline(config, steps=options.steps, warmup=options.warmup)
+    add({'benchmark': 'pipeline', 'batch_size': batch_size, 'hr_size': options.crop_size, **row})

@@ -1,4 +1,4 @@
-"""Image files in and out of super-resolution: inputs found, outputs written, a summary.
+"""Super-resolving image files: the inputs found, the outputs written, a summary of the run.
 
 The input is a file or a folder (searched recursively for png, jpg/jpeg, bmp, webp,
 tif/tiff); outputs are PNGs, mirroring the folder structure. How grayscale, alpha,
@@ -15,7 +15,7 @@ import tqdm
 
 from srgan_jax.imaging import bicubic
 from srgan_jax.imaging import image_io
-from srgan_jax.inference import tiling
+from srgan_jax.nn import upscalers
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
 
@@ -133,24 +133,20 @@ class Summary:
     return line
 
 
-def super_resolve_image(upscale_image_fn: tiling.UpscaleImageFn, image: image_io.LoadedImage,
-                        scale: int) -> tuple[np.ndarray, np.ndarray | None]:
+def super_resolve_image(upscaler: upscalers.Upscaler, image: image_io.LoadedImage
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
   """(SR RGB in [0, 1], upscaled alpha or None) of a loaded image."""
-  height, width, _ = image.rgb.shape
-  sr = upscale_image_fn(image.rgb)
-  if sr.shape != (height * scale, width * scale, 3):
-    raise ValueError(f'upscale_image_fn gave {sr.shape} for {image.rgb.shape} at x{scale}')
+  sr = upscaler.upscale_image(image.rgb)
   alpha = None
   if image.alpha is not None:
     # Transparency is not photographic content: plain bicubic, as MATLAB would.
-    alpha = bicubic.imresize(image.alpha.astype(np.float64), scale)
+    alpha = bicubic.imresize(image.alpha.astype(np.float64), upscaler.scale)
   return sr, alpha
 
 
-def super_resolve_paths(upscale_image_fn: tiling.UpscaleImageFn, inputs: str | os.PathLike[str],
-                        output: str | os.PathLike[str], *, scale: int,
-                        overwrite: bool = False, progress: bool = False,
-                        write: bool = True) -> Summary:
+def super_resolve_paths(upscaler: upscalers.Upscaler, inputs: str | os.PathLike[str],
+                        output: str | os.PathLike[str], *, overwrite: bool = False,
+                        progress: bool = False, write: bool = True) -> Summary:
   """Super-resolves a file or a folder of images into PNGs.
 
   Unreadable images (and outputs that cannot be written) are reported in the summary
@@ -163,11 +159,9 @@ def super_resolve_paths(upscale_image_fn: tiling.UpscaleImageFn, inputs: str | o
   on all).
 
   Args:
-    upscale_image_fn: LR float32 [H, W, 3] in [0, 1] -> SR [H*scale, W*scale, 3] in
-      [0, 1] (clipped on writing).
+    upscaler: its ``upscale_image`` makes each SR image (clipped to [0, 1] on writing).
     inputs: an image file, or a folder searched recursively.
     output: a .png path or a folder (see ``collect_inputs``).
-    scale: the upscaling factor of ``upscale_image_fn``.
     overwrite: replace existing outputs.
     progress: show a progress bar over images.
     write: write the outputs; False on all processes of several but the first, which
@@ -204,7 +198,7 @@ def super_resolve_paths(upscale_image_fn: tiling.UpscaleImageFn, inputs: str | o
       summary.failed.append((source, str(problem)))
       continue
     try:
-      sr, alpha = super_resolve_image(upscale_image_fn, image, scale)
+      sr, alpha = super_resolve_image(upscaler, image)
       if write:
         target.parent.mkdir(parents=True, exist_ok=True)
         image_io.save_image(target, sr, alpha, image.grayscale, image.bit_depth)

@@ -1,15 +1,14 @@
-"""evaluate's comparison images cropped to a region of interest: panels in register.
-
-(A file of its own beside evaluate_test.py, so that concurrent edits there merge.)
-"""
+"""Tests for evaluation/comparison_images.py: evaluate's comparison images cropped to a
+region of interest, panels in register."""
 
 import numpy as np
 from PIL import Image
 import pytest
 
-from srgan_jax.evaluation import report
+from srgan_jax.evaluation import comparison_images
 from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import bicubic
+from srgan_jax.nn import upscalers
 
 
 def _write_image(path, height, width, seed):
@@ -34,9 +33,8 @@ def _unzoom(image, zoom):
 def test_crop_panels_are_the_same_region(tmp_path, x, y, width, height, zoom):
   hr = _write_image(tmp_path / 'photo.png', 32, 40, seed=0)
   _write_image(tmp_path / 'other.png', 24, 24, seed=1)
-  crop = report.Crop('photo', x, y, width, height, zoom)
-  upscale_fn = scoring.make_upscale_fn('bicubic', 4)
-  scoring.evaluate_folder(upscale_fn, tmp_path, 4, compare_dir=tmp_path / 'compare',
+  crop = comparison_images.Crop('photo', x, y, width, height, zoom)
+  scoring.evaluate_folder(upscalers.bicubic(4), tmp_path, compare_dir=tmp_path / 'compare',
                           crops=[crop])
   assert sorted(path.name for path in (tmp_path / 'compare').iterdir()) == [
       'other.png', 'photo.png', crop.file_name]
@@ -58,18 +56,17 @@ def test_crop_panels_are_the_same_region(tmp_path, x, y, width, height, zoom):
 
 def test_crop_outside_the_image_or_of_no_image_is_an_error(tmp_path):
   _write_image(tmp_path / 'photo.png', 30, 41, seed=0)  # Cropped to 28x40.
-  upscale_fn = scoring.make_upscale_fn('bicubic', 4)
   with pytest.raises(ValueError, match='outside photo'):
-    scoring.evaluate_sets(upscale_fn, [tmp_path], 4, save_dir=tmp_path / 'out',
-                          crops=[report.Crop('photo', 30, 0, 12, 8)])
+    scoring.evaluate_sets(upscalers.bicubic(4), [tmp_path], save_dir=tmp_path / 'out',
+                          crops=[comparison_images.Crop('photo', 30, 0, 12, 8)])
   with pytest.raises(ValueError, match=r"in none of the sets: \['missing'\]"):
-    scoring.evaluate_sets(upscale_fn, [tmp_path], 4, save_dir=tmp_path / 'out',
-                          crops=[report.Crop('missing', 0, 0, 8, 8)])
+    scoring.evaluate_sets(upscalers.bicubic(4), [tmp_path], save_dir=tmp_path / 'out',
+                          crops=[comparison_images.Crop('missing', 0, 0, 8, 8)])
 
 
 def test_parse_crop():
-  assert report.parse_crop('baby:96,64,48,32', zoom=2) == report.Crop(
+  assert comparison_images.parse_crop('baby:96,64,48,32', zoom=2) == comparison_images.Crop(
       'baby', 96, 64, 48, 32, 2)
   for spec in ('baby', 'baby:1,2,3', 'baby:1,2,0,4', ':1,2,3,4', 'baby:-1,2,3,4'):
     with pytest.raises(ValueError, match='NAME:x,y,width,height'):
-      report.parse_crop(spec)
+      comparison_images.parse_crop(spec)

@@ -1,4 +1,4 @@
-"""The suite's XLA CPU client has a spare thread for every simulated device.
+"""conftest.py: the suite's XLA CPU client has a spare thread for every simulated device.
 
 With only one thread per device, an all-reduce across the 8 simulated devices can
 deadlock on a 2-core machine until XLA aborts the process (see conftest.py).

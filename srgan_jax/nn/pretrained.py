@@ -1,6 +1,7 @@
-r"""Generators shipped inside the package, by name: where they are, what they are.
+r"""Pretrained generators shipped inside the package, by name: where they are, what
+they are.
 
-A shipped model is two files in ``srgan_jax/pretrained_models/``:
+A pretrained model is two files in ``srgan_jax/pretrained_models/``:
 
 - ``<name>.msgpack``: the generator's variables for ``apply`` (``params``, the EMA
   weights when the run kept them, and ``batch_stats``), by ``flax.serialization``;
@@ -8,13 +9,13 @@ A shipped model is two files in ``srgan_jax/pretrained_models/``:
   its scores measured on export (bicubic beside them), the source workdir and
   checkpoint step, and the SHA-256 of the msgpack file.
 
-``python -m srgan_jax.export`` writes them from a training workdir;
-``python -m srgan_jax.pretrained`` lists them; ``--model=NAME`` in
-``srgan_jax.evaluate`` and ``srgan_jax.super_resolve`` loads one, and
-``srgan.init_from=NAME`` starts an SRGAN phase from one.
+``python -m srgan_jax.export`` writes them from a training workdir
+(``inference/pretrained_export.py``); ``python -m srgan_jax.pretrained`` lists them;
+``--model=NAME`` in the commands and ``srgan.init_from=NAME`` name one, through
+``training/model_reference.py``, the one place that tells a name from a workdir.
 $SRGAN_PRETRAINED_DIR points all of this at another folder (tests use that).
 
-Imports only the standard library at the top: listing names for a command's --help
+Imports only the standard library (and ``errors``) at the top: listing names for a command's --help
 must not start JAX.
 """
 
@@ -24,12 +25,14 @@ import os
 import pathlib
 from typing import Any
 
+from srgan_jax.runtime import errors
+
 DIRECTORY_ENV = 'SRGAN_PRETRAINED_DIR'
 # Names that the commands' --model flag already gives another meaning.
 RESERVED_NAMES = frozenset({'bicubic', 'srgan'})
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(errors.UserError, ValueError):
   """A --model that names no generator: not shipped, or srgan without a workdir."""
 
 
@@ -48,12 +51,6 @@ def names() -> list[str]:
     return []
   return sorted(path.stem for path in folder.glob('*.json')
                 if path.with_suffix('.msgpack').is_file())
-
-
-def is_shipped(name: str) -> bool:
-  """Whether ``name`` is a shipped model and no folder of that name is in the way
-  (``srgan.init_from`` takes a workdir or a model name; a folder wins)."""
-  return name in names() and not os.path.isdir(name)
 
 
 def describe(name: str) -> dict[str, Any]:
