@@ -51,11 +51,14 @@ def test_gaussian_families_match_numpy(size, sigma_x, sigma_y, theta, beta):
       _reference(size, lambda x, y: 1 / (d(x, y)**beta + 1)), atol=1e-6)
 
 
-@pytest.mark.parametrize('size, cutoff', [(7, math.pi), (13, math.pi / 5), (21, 2.0), (21, math.pi / 3)])
+@pytest.mark.parametrize('size, cutoff',
+                         [(7, math.pi), (13, math.pi / 5), (21, 2.0), (21, math.pi / 3)])
 def test_sinc_matches_scipy_j1(size, cutoff):
   def jinc(x, y):
     r = math.hypot(x, y)
-    return cutoff**2 / (4 * math.pi) if r == 0 else cutoff * special.j1(cutoff * r) / (2 * math.pi * r)
+    if r == 0:
+      return cutoff**2 / (4 * math.pi)
+    return cutoff * special.j1(cutoff * r) / (2 * math.pi * r)
   np.testing.assert_allclose(blur_kernels.sinc_kernel(size, cutoff), _reference(size, jinc),
                              rtol=1e-5, atol=1e-6)
 
@@ -63,11 +66,12 @@ def test_sinc_matches_scipy_j1(size, cutoff):
 def test_bessel_j1_matches_scipy():
   # The sinc evaluates J1 at up to pi * 10 sqrt(2), about 44.4.
   x = np.linspace(-45, 45, 9001, dtype=np.float32)
-  np.testing.assert_allclose(blur_kernels.bessel_j1(jnp.asarray(x)), special.j1(x.astype(np.float64)),
-                             atol=3e-6)
+  np.testing.assert_allclose(blur_kernels.bessel_j1(jnp.asarray(x)),
+                             special.j1(x.astype(np.float64)), atol=3e-6)
 
 
-@pytest.mark.parametrize('sigma_x, sigma_y, theta', [(2.5, 1.0, 0.6), (2.0, 2.0, 0.0), (1.2, 2.2, -2.0)])
+@pytest.mark.parametrize('sigma_x, sigma_y, theta',
+                         [(2.5, 1.0, 0.6), (2.0, 2.0, 0.0), (1.2, 2.2, -2.0)])
 def test_wide_gaussian_second_moments_equal_the_covariance(sigma_x, sigma_y, theta):
   kernel = np.asarray(blur_kernels.gaussian_kernel(21, sigma_x, sigma_y, theta), np.float64)
   offsets = np.arange(21) - 10.0
@@ -75,8 +79,9 @@ def test_wide_gaussian_second_moments_equal_the_covariance(sigma_x, sigma_y, the
   moments = np.array([[np.sum(kernel * x * x), np.sum(kernel * x * y)],
                       [np.sum(kernel * x * y), np.sum(kernel * y * y)]])
   c, s = math.cos(theta), math.sin(theta)
-  covariance = np.array([[c * c * sigma_x**2 + s * s * sigma_y**2, c * s * (sigma_x**2 - sigma_y**2)],
-                         [c * s * (sigma_x**2 - sigma_y**2), s * s * sigma_x**2 + c * c * sigma_y**2]])
+  cross = c * s * (sigma_x**2 - sigma_y**2)
+  covariance = np.array([[c * c * sigma_x**2 + s * s * sigma_y**2, cross],
+                         [cross, s * s * sigma_x**2 + c * c * sigma_y**2]])
   np.testing.assert_allclose(moments, covariance, atol=2e-3 * sigma_x * sigma_y)
   assert abs(np.sum(kernel * x)) < 1e-5 and abs(np.sum(kernel * y)) < 1e-5  # Centred.
 

@@ -64,7 +64,8 @@ def _poisson_test_images() -> np.ndarray:
 def test_poisson_variance_is_proportional_to_intensity_over_vals():
   images = _poisson_test_images()
   scale = np.array([1.0, 2.0])
-  out = np.asarray(_poisson()(KEY, jnp.asarray(images), jnp.asarray(scale), jnp.array([False, False])))
+  out = np.asarray(_poisson()(KEY, jnp.asarray(images), jnp.asarray(scale),
+                              jnp.array([False, False])))
   for i, vals in enumerate((256, 4)):
     for rows, level in ((slice(2, 64), 51 / 255), (slice(64, 128), 204 / 255)):
       patch = out[i, rows]
@@ -81,7 +82,9 @@ def test_poisson_variance_is_proportional_to_intensity_over_vals():
 def test_grey_poisson_noise_is_drawn_on_luma_and_shared():
   images = _poisson_test_images()
   images[..., 0] *= 0.5  # Not grey: luma differs from every channel.
-  out = np.asarray(_poisson()(KEY, jnp.asarray(images), jnp.array([1.0, 1.0]), jnp.array([True, True])))
+  # Same argument shapes as above: one compiled program.
+  out = np.asarray(_poisson()(KEY, jnp.asarray(images), jnp.array([1.0, 1.0]),
+                              jnp.array([True, True])))
   np.testing.assert_array_equal(out[..., 0], out[..., 1])
   np.testing.assert_array_equal(out[..., 0], out[..., 2])
   luma = np.round((0.2989 * 0.5 * 204 + 0.587 * 204 + 0.114 * 204)) / 255
