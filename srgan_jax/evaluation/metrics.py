@@ -129,7 +129,7 @@ def _filter_valid(image: np.ndarray, window: np.ndarray) -> np.ndarray:
 # grey levels. Why these values: notes/CONFIG_RESULTS.md, "Texture where the
 # photograph is flat".
 FLAT_WINDOW = 7
-FLAT_THRESHOLD = 2.0
+FLAT_THRESHOLD = 3.0
 
 
 class FlatnessEnergies(NamedTuple):

@@ -13,7 +13,7 @@ per-image scores ``[n]``, computed with JAX where the evaluation runs. Conventio
   chroma and are left out of ``chroma_detail``'s mean (NaN).
 * ``flat_texture`` and ``textured_detail``: the same luma ratio, taken only where
   the HR photograph is locally flat (sky, walls, skin: its luma's standard deviation
-  over 7x7 pixels below 2 grey levels), resp. everywhere else
+  over 7x7 pixels below 3 grey levels), resp. everywhere else
   (``metrics.texture_by_flatness`` defines them exactly). ``flat_texture`` above 1 is
   texture the photograph does not have (a GAN's grain or crosshatch, which NIQE
   rewards); ``textured_detail`` below 1 is detail lost where it has some. An image

@@ -140,16 +140,18 @@ def test_high_pass_energy_is_scipys_laplacian_of_matlabs_ycbcr():
 
 def _scipy_texture_by_flatness(sr, hr, shave, window, threshold):
   """metrics.texture_by_flatness written independently: MATLAB's Y from its documented
-  matrix, scipy's moving mean for the local standard deviation and scipy's Laplacian,
-  both cut to the pixels whose whole window lies inside the shaved image."""
+  matrix, scipy's moving sums for the local variance and scipy's Laplacian, both cut
+  to the pixels whose whole window lies inside the shaved image."""
   def luma(image):
     plane = _ycbcr_planes(image)[0] if image.ndim == 3 else image.astype(np.float64)
     return plane[shave:-shave, shave:-shave]
   sr_y, hr_y = luma(sr), luma(hr)
-  mean = scipy.ndimage.uniform_filter(hr_y, window)
-  variance = scipy.ndimage.uniform_filter(hr_y**2, window) - mean**2
+  # variance < threshold^2, times n^2: sums of integer pixels are exact, so a gray
+  # image's pixels exactly at the threshold are decided exactly, as the definition says.
+  n, box = window**2, np.ones((window, window))
+  sums, squares = (scipy.ndimage.correlate(plane, box) for plane in (hr_y, hr_y**2))
   inner = (slice(window // 2, -(window // 2)),) * 2
-  flat = np.sqrt(np.maximum(variance, 0))[inner] < threshold
+  flat = (n * squares - sums**2)[inner] < (n * threshold)**2
   sr_lap, hr_lap = (np.abs(scipy.ndimage.laplace(plane))[inner] for plane in (sr_y, hr_y))
   return (sr_lap[flat].mean(), hr_lap[flat].mean(), sr_lap[~flat].mean(),
           hr_lap[~flat].mean(), flat.mean())

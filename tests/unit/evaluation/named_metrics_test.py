@@ -37,7 +37,7 @@ def test_detail_metrics_see_blur_invented_detail_and_colour_noise():
 
 
 def _flat_pixels(plane):
-  """Where the plane's 7x7 standard deviation is below 2 (grey levels), away from a
+  """Where the plane's local standard deviation is below the threshold, away from a
   7-pixel border: the flat pixels that the metrics score at scale 4."""
   plane = plane.astype(np.float64)
   mean = scipy.ndimage.uniform_filter(plane, metrics.FLAT_WINDOW)
