@@ -126,8 +126,8 @@ def _filter_valid(image: np.ndarray, window: np.ndarray) -> np.ndarray:
 
 # Where the HR photograph counts as flat (sky, walls, skin, paper): its luma's local
 # standard deviation over FLAT_WINDOW x FLAT_WINDOW pixels is below FLAT_THRESHOLD
-# grey levels. Why these values: notes/CONFIG_RESULTS.md, "Texture where the
-# photograph is flat".
+# grey levels ("a few": below that, near-noiseless flat HR regions make the ratios'
+# means; notes/CONFIG_RESULTS.md, "Texture where the photograph is flat (issue 35)").
 FLAT_WINDOW = 7
 FLAT_THRESHOLD = 3.0
 
