@@ -4,8 +4,9 @@ conventions (the scoring itself is ``evaluation/scoring.py``).
 For every image of a folder: crop HR to a multiple of the scale, make LR with MATLAB
 bicubic downsampling (uint8), upscale it with the method under test (uint8), and
 score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
-``metrics``), and the perceptual metrics of ``--metrics`` (NIQE, LPIPS; see
-``evaluation/named_metrics.py``) on batches of same-size images. Grayscale files stay
+``metrics``), and the metrics of ``--metrics`` (NIQE, LPIPS, the detail ratios and
+texture where the photograph is flat; see ``evaluation/named_metrics.py``) on
+batches of same-size images. Grayscale files stay
 single-channel, as in the MATLAB test code; files are read by ``image_io``'s rules (16-bit images
 reduced to their high byte, as the training input does).
 

@@ -14,7 +14,7 @@ the bicubic upsampling, and an exponential moving average of the generator.
 
   python -m srgan_jax.main --config=configs/cpu_small_gan.py --workdir=runs/cpu_small_gan
   python -m srgan_jax.evaluate --workdir=runs/cpu_small_gan --data=Set5 --data=Set14 \
-    --data=BSD100 --metrics=niqe,luma_detail,chroma_detail
+    --data=BSD100 --metrics=niqe,luma_detail,chroma_detail,flat_texture,textured_detail
 """
 
 import ml_collections
@@ -61,5 +61,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 10
   config.eval_every_steps = 500  # The trade-off as it moves, at a small cost per 500 steps.
   config.eval_folders = (paths.dataset('Set5'), paths.dataset('Set14'))
-  config.eval_metrics = ('niqe', 'luma_detail', 'chroma_detail')
+  config.eval_metrics = ('niqe', 'luma_detail', 'chroma_detail', 'flat_texture',
+                         'textured_detail')
   return config

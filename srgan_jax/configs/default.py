@@ -130,8 +130,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 20_000
   config.eval_folders = (paths.dataset('Set5'), paths.dataset('Set14'))
   config.num_summary_images = 3  # SR images written to TensorBoard per evaluation.
-  # Beside PSNR/SSIM (see srgan_jax/evaluation/named_metrics.py); LPIPS only once its weights are imported.
-  config.eval_metrics = ('niqe', 'lpips')
+  # Beside PSNR/SSIM, as evaluate's default (see srgan_jax/evaluation/named_metrics.py);
+  # LPIPS only once its weights are imported. The detail ratios show the SRGAN phase
+  # painting texture where the photographs are flat (training/gan_health.py warns).
+  config.eval_metrics = ('niqe', 'lpips', 'luma_detail', 'flat_texture', 'textured_detail')
   config.profile_steps = 5  # Steps traced by the clu profiler once the run is warm (0: off).
 
   return config

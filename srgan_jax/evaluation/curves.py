@@ -1,6 +1,8 @@
 r"""Learning curves of a training run: PSNR and SSIM against step, bicubic beside them;
 and for a run with an SRGAN phase, a second row: G's content and adversarial losses,
-D(real) and D(fake), and NIQE (bicubic's dashed).
+D(real) and D(fake), NIQE (bicubic's dashed), and where the run measured them, the
+luma texture over HR's where the photographs are flat and where they are textured
+(``named_metrics``' flat_texture and textured_detail; HR's level, 1, dotted grey).
 
 The command is ``python -m srgan_jax.plot`` (``srgan_jax/plot.py``).
 
@@ -113,21 +115,42 @@ def gan_curves(scalars: dict[str, Curve]) -> dict[str, Curve]:
           if f'train/srgan/{name}' in scalars}
 
 
-def niqe_curves(scalars: dict[str, Curve]) -> dict[str, tuple[Curve, float | None]]:
-  """``{set: (NIQE curve, bicubic's NIQE or None)}`` from the eval scalars."""
+# The texture panel's curves: metric -> (legend suffix, line style).
+TEXTURE_METRICS = {'flat_texture': ('flat', '-'), 'textured_detail': ('textured', ':')}
+
+
+def metric_curves(scalars: dict[str, Curve], metric: str
+                  ) -> dict[str, tuple[Curve, float | None]]:
+  """``{set: (curve, bicubic's last value or None)}`` of one metric (e.g. 'niqe') from
+  the eval scalars."""
   found = {}
   for tag, curve in scalars.items():
     parts = tag.split('/')
-    if len(parts) == 3 and parts[0] == 'eval' and parts[2] == 'niqe':
-      baseline = scalars.get(f'eval/{parts[1]}/bicubic_niqe')
+    if len(parts) == 3 and parts[0] == 'eval' and parts[2] == metric:
+      baseline = scalars.get(f'eval/{parts[1]}/bicubic_{metric}')
       found[parts[1]] = (curve, None if baseline is None else float(baseline[1][-1]))
   return found
 
 
+def _plot_texture(ax: Any, texture: dict[str, dict[str, tuple[Curve, float | None]]],
+                  colours: dict[str, str]) -> None:
+  """Each set's flat_texture (solid) and textured_detail (dotted), HR's level 1."""
+  for metric, (suffix, style) in TEXTURE_METRICS.items():
+    for name, (curve, _) in sorted(texture.get(metric, {}).items()):
+      ax.plot(*curve, color=colours[name], linestyle=style, marker='o', markersize=3,
+              label=f'{name} {suffix}')
+  ax.axhline(1, color='grey', linestyle=':', linewidth=1, label='HR')
+  ax.set_ylabel("luma texture over HR's")
+
+
 def plot_gan_curves(fig: figure.Figure | figure.SubFigure, gan: dict[str, Curve],
-                    niqe: dict[str, tuple[Curve, float | None]]) -> None:
-  """The SRGAN row: losses (log scale), D's mean outputs, NIQE per set."""
-  losses_ax, outputs_ax, niqe_ax = fig.subplots(1, 3)
+                    niqe: dict[str, tuple[Curve, float | None]],
+                    texture: dict[str, dict[str, tuple[Curve, float | None]]] | None = None
+                    ) -> None:
+  """The SRGAN row: losses (log scale), D's mean outputs, NIQE per set, and with
+  ``texture`` (``{metric: metric_curves}`` of ``TEXTURE_METRICS``) a texture panel."""
+  axes = fig.subplots(1, 4 if texture else 3)
+  losses_ax, outputs_ax, niqe_ax = axes[:3]
   for ax, names in ((losses_ax, GAN_LOSSES), (outputs_ax, GAN_OUTPUTS)):
     for name in names:
       if name in gan:
@@ -136,15 +159,21 @@ def plot_gan_curves(fig: figure.Figure | figure.SubFigure, gan: dict[str, Curve]
   losses_ax.set_ylabel("G's losses")
   outputs_ax.set_ylabel('mean D output (sigmoid)')
   outputs_ax.set_ylim(0, 1)
-  for index, (name, (curve, baseline)) in enumerate(sorted(niqe.items())):
-    niqe_ax.plot(*curve, color=f'C{index}', marker='o', markersize=3, label=name)
+  texture = texture or {}
+  # One colour per set in both panels.
+  colours = {name: f'C{index}' for index, name in enumerate(
+      sorted({name for curves in (niqe, *texture.values()) for name in curves}))}
+  for name, (curve, baseline) in sorted(niqe.items()):
+    niqe_ax.plot(*curve, color=colours[name], marker='o', markersize=3, label=name)
     if baseline is not None:
-      niqe_ax.axhline(baseline, color=f'C{index}', linestyle='--', linewidth=1,
+      niqe_ax.axhline(baseline, color=colours[name], linestyle='--', linewidth=1,
                       label=f'{name} bicubic')
   niqe_ax.set_ylabel('NIQE (lower: more natural)')
-  for ax in (losses_ax, outputs_ax, niqe_ax):
+  if texture:
+    _plot_texture(axes[3], texture, colours)
+  for ax in axes:
     ax.set_xlabel('training step')
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=5, integer=True))  # A third as wide.
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=5, integer=True))  # Narrow panels.
     ax.grid(alpha=0.3)
     if ax.get_lines():
       ax.legend(fontsize='small')
@@ -260,8 +289,11 @@ def plot_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
     fig = figure.Figure(figsize=(11, 8.4), layout='constrained')
     top, bottom = fig.subfigures(2, 1)
     _draw_learning_curves(top, curves, baselines, title, srgan_from)
-    plot_gan_curves(bottom, gan, {name: curve for name, curve in niqe_curves(scalars).items()
-                                  if not sets or name in sets})
+    def chosen(metric):
+      return {name: curve for name, curve in metric_curves(scalars, metric).items()
+              if not sets or name in sets}
+    texture = {metric: found for metric in TEXTURE_METRICS if (found := chosen(metric))}
+    plot_gan_curves(bottom, gan, chosen('niqe'), texture)
   else:
     fig = plot_learning_curves(curves, baselines, title=title, srgan_from=srgan_from)
   pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)

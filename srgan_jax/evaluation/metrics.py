@@ -1,4 +1,4 @@
-"""PSNR and SSIM by the SR literature's MATLAB conventions.
+"""PSNR and SSIM by the SR literature's MATLAB conventions; fine-detail energies.
 
 Published x4 figures (and the SRGAN paper's PSNR) are computed on the luma of
 MATLAB's ``rgb2ycbcr`` (Y in 16..235, unrounded), after shaving ``scale`` pixels
@@ -10,9 +10,14 @@ intensity, not converted to RGB first.
 Two implementations: NumPy float64 on uint8 images (the evaluation reference) and
 JAX on batched float images in 0..255 (in-training evaluation; jit-able), which
 agree to a few 1e-6 dB and 1e-6 SSIM on Set5/Set14 (see tests/unit/evaluation/metrics_test.py).
+
+Beside them, NumPy only: the high-frequency (mean absolute Laplacian) energy of an
+image (``high_pass_energy``), and of its luma split by where the HR photograph is
+flat (``texture_by_flatness``), which ``named_metrics`` turns into SR-over-HR ratios.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -80,11 +85,16 @@ def psnr(sr: np.ndarray, hr: np.ndarray, shave: int, y_channel: bool = True) -> 
 _CHROMA_WEIGHTS = np.array([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255
 
 
+def _laplacian(plane: np.ndarray) -> np.ndarray:
+  """The 5-point Laplacian (4 x centre - 4 neighbours) of a 2-D plane's interior
+  pixels (one fewer on every side): no padding, so no border is invented."""
+  return (4 * plane[1:-1, 1:-1] - plane[:-2, 1:-1] - plane[2:, 1:-1]
+          - plane[1:-1, :-2] - plane[1:-1, 2:])
+
+
 def _mean_abs_laplacian(plane: np.ndarray) -> float:
   """Mean |5-point Laplacian| over the plane's interior pixels."""
-  laplacian = (4 * plane[1:-1, 1:-1] - plane[:-2, 1:-1] - plane[2:, 1:-1]
-               - plane[1:-1, :-2] - plane[1:-1, 2:])
-  return float(np.mean(np.abs(laplacian)))
+  return float(np.mean(np.abs(_laplacian(plane))))
 
 
 def high_pass_energy(image: np.ndarray, shave: int) -> tuple[float, float]:
@@ -112,6 +122,72 @@ def _filter_valid(image: np.ndarray, window: np.ndarray) -> np.ndarray:
   size = len(window)
   rows = np.lib.stride_tricks.sliding_window_view(image, size, axis=0) @ window
   return np.lib.stride_tricks.sliding_window_view(rows, size, axis=1) @ window
+
+
+# Where the HR photograph counts as flat (sky, walls, skin, paper): its luma's local
+# standard deviation over FLAT_WINDOW x FLAT_WINDOW pixels is below FLAT_THRESHOLD
+# grey levels ("a few": below that, near-noiseless flat HR regions make the ratios'
+# means; notes/CONFIG_RESULTS.md, "Texture where the photograph is flat (issue 35)").
+FLAT_WINDOW = 7
+FLAT_THRESHOLD = 3.0
+
+
+class FlatnessEnergies(NamedTuple):
+  """Mean |Laplacian| of SR's and HR's luma where HR is flat and where it is not.
+
+  Each is NaN where its region is empty; ``flat_fraction`` is the flat share of the
+  pixels scored.
+  """
+  sr_flat: float
+  hr_flat: float
+  sr_textured: float
+  hr_textured: float
+  flat_fraction: float
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+  return float(np.mean(values)) if values.size else float('nan')
+
+
+def texture_by_flatness(sr: np.ndarray, hr: np.ndarray, shave: int,
+                        window: int = FLAT_WINDOW,
+                        threshold: float = FLAT_THRESHOLD) -> FlatnessEnergies:
+  """Luma detail of SR and HR split by where HR is locally flat.
+
+  On the Y channel of MATLAB's ``rgb2ycbcr`` (16..235; a gray image's own intensity)
+  of uint8 images ``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]``, after shaving ``shave``
+  pixels off every border: a pixel is flat when the population standard deviation
+  of HR's luma over the ``window`` x ``window`` square centred on it is below
+  ``threshold`` grey levels. Scored are the pixels whose whole window lies inside
+  the shaved image ('valid': ``window // 2`` more pixels off every border, no
+  padding); on them, the mean absolute 5-point Laplacian (``[[0, -1, 0], [-1, 4,
+  -1], [0, -1, 0]]``) of SR's and of HR's luma, over the flat pixels and over the
+  others.
+
+  Args:
+    sr: the image scored.
+    hr: the ground truth, same shape; it alone decides where is flat.
+    shave: pixels removed from each border first (the scale, by convention).
+    window: the side of the square (odd, at least 3).
+    threshold: grey levels of luma.
+  """
+  if np.shape(sr) != np.shape(hr):
+    raise ValueError(f'shapes differ: {np.shape(sr)} vs {np.shape(hr)}')
+  if window < 3 or window % 2 == 0:
+    raise ValueError(f'window must be odd and at least 3, got {window}')
+  sr_y, hr_y = (_shave(_channels(image, True), shave) for image in (sr, hr))
+  # Sums, not means, over the window: n * sum(x^2) - sum(x)^2 = n^2 * variance is
+  # exact for integer pixels (gray images), so no pixel at the threshold flips.
+  ones, area = np.ones(window), window * window
+  sums, squares = _filter_valid(hr_y, ones), _filter_valid(hr_y * hr_y, ones)
+  flat = area * squares - sums * sums < (area * threshold) ** 2
+  inset = window // 2 - 1  # The Laplacian already lost one pixel per border.
+  sr_lap, hr_lap = (np.abs(_laplacian(plane))[inset:plane.shape[0] - 2 - inset,
+                                              inset:plane.shape[1] - 2 - inset]
+                    for plane in (sr_y, hr_y))
+  return FlatnessEnergies(_mean_or_nan(sr_lap[flat]), _mean_or_nan(hr_lap[flat]),
+                          _mean_or_nan(sr_lap[~flat]), _mean_or_nan(hr_lap[~flat]),
+                          float(np.mean(flat)) if flat.size else float('nan'))
 
 
 def ssim(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:

@@ -1,4 +1,4 @@
-"""The evaluation metrics beside PSNR/SSIM (NIQE, detail, LPIPS), a table by name.
+"""The evaluation metrics beside PSNR/SSIM (NIQE, detail, texture, LPIPS), a table by name.
 
 Each metric is a ``MetricFn``: same-size uint8 batches ``sr, hr [n, H, W, C]`` ->
 per-image scores ``[n]``, computed with JAX where the evaluation runs. Conventions:
@@ -11,6 +11,13 @@ per-image scores ``[n]``, computed with JAX where the evaluation runs. Conventio
   Cr, ``scale`` pixels shaved): 1 is as much fine detail as the photograph, below 1
   blur, above 1 invented detail or (chroma) colour noise. Gray HR images have no
   chroma and are left out of ``chroma_detail``'s mean (NaN).
+* ``flat_texture`` and ``textured_detail``: the same luma ratio, taken only where
+  the HR photograph is locally flat (sky, walls, skin: its luma's standard deviation
+  over 7x7 pixels below 3 grey levels), resp. everywhere else
+  (``metrics.texture_by_flatness`` defines them exactly). ``flat_texture`` above 1 is
+  texture the photograph does not have (a GAN's grain or crosshatch, which NIQE
+  rewards); ``textured_detail`` below 1 is detail lost where it has some. An image
+  without such pixels, or whose HR has no detail on them, is left out (NaN).
 * ``lpips`` (AlexNet, v0.1, the reference default) and ``lpips_vgg``: SR against HR,
   RGB (gray repeated), the whole image as the reference ``lpips`` scripts score it;
   lower is closer. Needs the weights of ``python -m srgan_jax.lpips import``.
@@ -30,8 +37,9 @@ from srgan_jax.nn import lpips
 MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 ALWAYS_COMPUTED = ('psnr', 'ssim')  # By evaluate itself, whatever is asked.
-# What evaluation reports beside PSNR/SSIM unless told otherwise.
-DEFAULT_METRICS = ('niqe', 'lpips')
+# What evaluation reports beside PSNR/SSIM unless told otherwise: the detail ratios
+# cost milliseconds an image, NIQE and LPIPS the time.
+DEFAULT_METRICS = ('niqe', 'lpips', 'luma_detail', 'flat_texture', 'textured_detail')
 # Below this mean |Laplacian| (grey levels) an HR image has no such detail: a gray
 # image's chroma (the MATLAB weights leave ~1e-14 there).
 _NO_ENERGY = 1e-6
@@ -42,12 +50,32 @@ def _niqe(sr: np.ndarray, hr: np.ndarray, shave: int) -> np.ndarray:
   return niqe.niqe(sr, shave)
 
 
-def _detail(sr: np.ndarray, hr: np.ndarray, shave: int, channel: int) -> np.ndarray:
-  """Per image: high-pass energy of SR over HR's (``channel`` 0 luma, 1 chroma)."""
+# One image's (SR, HR) energies, from (sr_image, hr_image, shave).
+EnergiesFn = Callable[[np.ndarray, np.ndarray, int], tuple[float, float]]
+
+
+def _whole_image(sr: np.ndarray, hr: np.ndarray, shave: int, channel: int
+                 ) -> tuple[float, float]:
+  """High-pass energies of the whole images (``channel`` 0 luma, 1 chroma)."""
+  return (metrics.high_pass_energy(sr, shave)[channel],
+          metrics.high_pass_energy(hr, shave)[channel])
+
+
+def _by_flatness(sr: np.ndarray, hr: np.ndarray, shave: int, flat: bool
+                 ) -> tuple[float, float]:
+  """Luma energies where HR is flat (``flat``), else where it is not."""
+  energies = metrics.texture_by_flatness(sr, hr, shave)
+  if flat:
+    return energies.sr_flat, energies.hr_flat
+  return energies.sr_textured, energies.hr_textured
+
+
+def _detail(sr: np.ndarray, hr: np.ndarray, shave: int, energies: EnergiesFn) -> np.ndarray:
+  """Per image: SR's energy over HR's, NaN where HR has none (or no such pixels)."""
   ratios = []
   for sr_image, hr_image in zip(sr, hr):
-    reference = metrics.high_pass_energy(hr_image, shave)[channel]
-    energy = metrics.high_pass_energy(sr_image, shave)[channel]
+    energy, reference = energies(sr_image, hr_image, shave)
+    # NaN (no such pixels) compares False too.
     ratios.append(energy / reference if reference > _NO_ENERGY else np.nan)
   return np.array(ratios)
 
@@ -60,8 +88,8 @@ def _niqe_metric(scale: int) -> MetricFn:
   return functools.partial(_niqe, shave=scale)
 
 
-def _detail_metric(scale: int, channel: int) -> MetricFn:
-  return functools.partial(_detail, shave=scale, channel=channel)
+def _detail_metric(scale: int, energies: EnergiesFn) -> MetricFn:
+  return functools.partial(_detail, shave=scale, energies=energies)
 
 
 def _lpips_metric(scale: int, name: str, net: str) -> MetricFn | None:
@@ -80,8 +108,14 @@ def _lpips_metric(scale: int, name: str, net: str) -> MetricFn | None:
 # Each metric's builder: scale -> its MetricFn, or None where it cannot be computed.
 _BUILDERS: dict[str, Callable[[int], MetricFn | None]] = {
     'niqe': _niqe_metric,
-    'luma_detail': functools.partial(_detail_metric, channel=0),
-    'chroma_detail': functools.partial(_detail_metric, channel=1),
+    'luma_detail': functools.partial(
+        _detail_metric, energies=functools.partial(_whole_image, channel=0)),
+    'chroma_detail': functools.partial(
+        _detail_metric, energies=functools.partial(_whole_image, channel=1)),
+    'flat_texture': functools.partial(
+        _detail_metric, energies=functools.partial(_by_flatness, flat=True)),
+    'textured_detail': functools.partial(
+        _detail_metric, energies=functools.partial(_by_flatness, flat=False)),
     'lpips': functools.partial(_lpips_metric, name='lpips', net='alex'),
     'lpips_vgg': functools.partial(_lpips_metric, name='lpips_vgg', net='vgg'),
 }

@@ -269,13 +269,17 @@ def log_metrics(progress: Progress, last_batch: dict[str, jax.Array],
 
 
 def evaluate(progress: Progress, config: ml_collections.ConfigDict,
-             evaluator: during_training.TrainingEvaluator) -> None:
-  """At evaluation steps and the last: scores the generator on config.eval_folders."""
+             evaluator: during_training.TrainingEvaluator,
+             gan_health: gan_health_lib.GanHealth) -> None:
+  """At evaluation steps and the last: scores the generator on config.eval_folders;
+  in the SRGAN phase, warns of texture invented where the photographs are flat."""
   generator, done, total_steps = progress.generator, progress.step, num_steps(config)
   if done % config.eval_every_steps == 0 or done == total_steps:
-    evaluator.run(upscalers.generator(models.generator_from_config(config),
-                                      generator.eval_variables()),
-                  done, final=done == total_steps)
+    results = evaluator.run(upscalers.generator(models.generator_from_config(config),
+                                                generator.eval_variables()),
+                            done, final=done == total_steps)
+    if progress.phase == steps.SRGAN:
+      gan_health.check_evaluation(done, results)
 
 
 def save_or_stop(progress: Progress, config: ml_collections.ConfigDict, workdir: str,
@@ -364,7 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       for hook in hooks:
         hook(progress.step)
       progress = log_metrics(progress, batch.last, config, programs, writer, manager, gan_health)
-      evaluate(progress, config, evaluator)
+      evaluate(progress, config, evaluator, gan_health)
       saved |= save_or_stop(progress, config, workdir, manager, stop, first=not saved)
   except jax.errors.JaxRuntimeError as error:
     raise out_of_memory(error, config) or error

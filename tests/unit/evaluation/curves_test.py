@@ -8,6 +8,7 @@ from conftest import REPO
 import numpy as np
 from PIL import Image
 import pytest
+import skimage.data
 
 from srgan_jax.evaluation import curves
 from srgan_jax.evaluation import metrics
@@ -15,6 +16,10 @@ from srgan_jax.evaluation import scoring
 from srgan_jax.imaging import bicubic
 from srgan_jax.nn import upscalers
 from srgan_jax.training import model_reference
+
+
+# A 112x104 crop of scikit-image's cat photograph: fur and the blurred room behind it.
+CHELSEA_CROP = np.s_[40:152, 340:444]
 
 
 def _bicubic_reference(folder):
@@ -94,16 +99,18 @@ def test_plotting_leaves_tensorflow_out(tiny_run, tmp_path):
 
 @pytest.fixture(scope='module')
 def tiny_gan_run(tmp_path_factory):
-  """2 SRResNet then 4 SRGAN steps, logged every 2, NIQE on one 112x104 image."""
-  from conftest import tiny_run_config, write_blocky_images, write_tiny_image_sets  # pylint: disable=g-import-not-at-top
+  """2 SRResNet then 4 SRGAN steps, logged every 2, NIQE and the texture ratios on
+  one 112x104 crop of a photograph with flat and textured regions."""
+  from conftest import tiny_run_config, write_tiny_image_sets  # pylint: disable=g-import-not-at-top
   from srgan_jax.training import loop  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('tiny_gan_run')
   write_tiny_image_sets(root)
-  write_blocky_images(root / 'bench', 1, (112, 104), seed=2)
+  (root / 'bench').mkdir()
+  Image.fromarray(skimage.data.chelsea()[CHELSEA_CROP]).save(root / 'bench' / 'cat.png')
   config = tiny_run_config(root, srresnet_steps=2, srgan_steps=4)
   config.eval_every_steps = 2
   config.eval_folders = (str(root / 'bench'),)
-  config.eval_metrics = ('niqe',)
+  config.eval_metrics = ('niqe', 'flat_texture', 'textured_detail')
   loop.train_and_evaluate(config, str(root / 'workdir'))
   return root / 'workdir'
 
@@ -114,7 +121,7 @@ def test_plot_draws_the_srgan_phase(tiny_gan_run, tmp_path):
   with Image.open(output) as image:
     assert image.size == (11 * 120, int(8.4 * 120))
   scalars = curves.read_scalars(tiny_gan_run)
-  psnr_ax, _, losses_ax, outputs_ax, niqe_ax = fig.axes
+  psnr_ax, _, losses_ax, outputs_ax, niqe_ax, texture_ax = fig.axes
   assert [line.get_label() for line in psnr_ax.get_lines()][0] == 'bench'
   for ax, names in ((losses_ax, curves.GAN_LOSSES), (outputs_ax, curves.GAN_OUTPUTS)):
     lines = {line.get_label(): line for line in ax.get_lines()}
@@ -126,3 +133,12 @@ def test_plot_draws_the_srgan_phase(tiny_gan_run, tmp_path):
   np.testing.assert_array_equal(niqe_lines['bench'].get_ydata(), scalars['eval/bench/niqe'][1])
   assert niqe_lines['bench bicubic'].get_ydata()[0] == pytest.approx(
       scalars['eval/bench/bicubic_niqe'][1][-1])
+  # Each texture ratio as training wrote it, at every evaluation; HR's level beside them.
+  texture_lines = {line.get_label(): line for line in texture_ax.get_lines()}
+  for metric, label in (('flat_texture', 'bench flat'), ('textured_detail', 'bench textured')):
+    steps, values = scalars[f'eval/bench/{metric}']
+    np.testing.assert_array_equal(steps, [2, 4, 6])
+    assert np.all(np.isfinite(values))  # The crop has both kinds of pixels.
+    np.testing.assert_array_equal(texture_lines[label].get_xdata(), steps)
+    np.testing.assert_array_equal(texture_lines[label].get_ydata(), values)
+  assert list(texture_lines['HR'].get_ydata()) == [1, 1]

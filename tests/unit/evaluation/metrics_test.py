@@ -136,3 +136,39 @@ def test_high_pass_energy_is_scipys_laplacian_of_matlabs_ycbcr():
   gray = image[..., 0]
   assert metrics.high_pass_energy(gray, shave=4) == (
       pytest.approx(energy(gray[4:-4, 4:-4].astype(np.float64)), rel=1e-12), 0.0)
+
+
+def _scipy_texture_by_flatness(sr, hr, shave, window, threshold):
+  """metrics.texture_by_flatness written independently: MATLAB's Y from its documented
+  matrix, scipy's moving sums for the local variance and scipy's Laplacian, both cut
+  to the pixels whose whole window lies inside the shaved image."""
+  def luma(image):
+    plane = _ycbcr_planes(image)[0] if image.ndim == 3 else image.astype(np.float64)
+    return plane[shave:-shave, shave:-shave]
+  sr_y, hr_y = luma(sr), luma(hr)
+  # variance < threshold^2, times n^2: sums of integer pixels are exact, so a gray
+  # image's pixels exactly at the threshold are decided exactly, as the definition says.
+  n, box = window**2, np.ones((window, window))
+  sums, squares = (scipy.ndimage.correlate(plane, box) for plane in (hr_y, hr_y**2))
+  inner = (slice(window // 2, -(window // 2)),) * 2
+  flat = (n * squares - sums**2)[inner] < (n * threshold)**2
+  sr_lap, hr_lap = (np.abs(scipy.ndimage.laplace(plane))[inner] for plane in (sr_y, hr_y))
+  return (sr_lap[flat].mean(), hr_lap[flat].mean(), sr_lap[~flat].mean(),
+          hr_lap[~flat].mean(), flat.mean())
+
+
+@pytest.mark.parametrize('name, window, threshold', [
+    ('baby', metrics.FLAT_WINDOW, metrics.FLAT_THRESHOLD), ('butterfly', 5, 4.0)])
+def test_texture_by_flatness_is_scipys_on_photographs(name, window, threshold):
+  hr = np.asarray(Image.open(image_set('Set5') / f'{name}.png'))
+  # An SR with both blur (bicubic) and invented texture (noise) in it.
+  noise = np.random.default_rng(0).normal(0, 3, hr.shape[:2])[..., None]
+  sr = np.clip(np.round(bicubic.imresize(bicubic.imresize(hr, 0.25), 4) + noise), 0, 255)
+  sr = sr.astype(np.uint8)
+  for sr_image, hr_image in ((sr, hr), (sr[..., 1], hr[..., 1])):  # RGB, and gray.
+    expected = _scipy_texture_by_flatness(sr_image, hr_image, 4, window, threshold)
+    found = metrics.texture_by_flatness(sr_image, hr_image, 4, window, threshold)
+    assert 0.05 < found.flat_fraction < 0.95  # Both regions hold many pixels.
+    np.testing.assert_allclose(found, expected, rtol=1e-9)
+  with pytest.raises(ValueError, match='window must be odd'):
+    metrics.texture_by_flatness(hr, hr, 4, window=6)

@@ -27,3 +27,22 @@ def test_a_sustained_stretch_is_warned_once_with_its_start():
   assert 'discriminator wins since step 500' in warned[0][1]
   assert 'discriminator at chance since step 1000' in warned[1][1]
   assert health.warnings == [message for _, message in warned]
+
+
+def test_texture_painted_on_flat_regions_is_warned_once_per_stretch():
+  health = gan_health.GanHealth()
+  limit = gan_health.FLAT_TEXTURE_LIMIT
+  calm = {'Set5': {'psnr': 27.0, 'flat_texture': limit - 0.01},
+          'Set14': {'psnr': 25.0, 'flat_texture': float('nan')}}  # NaN: no flat pixels.
+  painted = {'Set5': {'psnr': 27.0, 'flat_texture': limit - 0.01},
+             'Set14': {'psnr': 25.0, 'flat_texture': 3.43}}
+  unmeasured = {'Set5': {'psnr': 27.0}, 'Set14': {'error': 'not scored'}}
+  evaluations = [calm, unmeasured, painted, painted, calm, painted]
+  warned = [(step, message) for step, results in enumerate(evaluations, start=1)
+            if (message := health.check_evaluation(step * 500, results))]
+  # Warned when it first passes the limit, not again while it stays over; again once
+  # it has been under it.
+  assert [step for step, _ in warned] == [3, 6]
+  assert 'at step 1500' in warned[0][1] and '(Set14 3.43)' in warned[0][1]
+  assert 'Set5' not in warned[0][1]
+  assert health.warnings == [message for _, message in warned]

@@ -18,6 +18,7 @@ from srgan_jax.nn import pretrained
 from srgan_jax.nn import upscalers
 from srgan_jax.training import model_reference
 from srgan_jax.training import checkpointing
+from srgan_jax.training import gan_health
 from srgan_jax.training import loop
 from srgan_jax.training import steps
 
@@ -127,6 +128,39 @@ def test_evaluation_writes_each_metric_to_tensorboard(data_dirs, tmp_path, monke
                                     for metric in ('niqe', 'psnr', 'ssim')]
   assert writer.scalars[7, 'eval/bench/niqe'] == results['bench']['niqe']
   assert np.isfinite(results['bench']['niqe'])
+
+
+class _CannedEvaluator:
+  """A TrainingEvaluator that returns the same results at every step it runs."""
+
+  def __init__(self, results):
+    self.results, self.steps = results, []
+
+  def run(self, upscaler, step, final=False):
+    del upscaler, final
+    self.steps.append(step)
+    return self.results
+
+
+class _Generator:
+  def eval_variables(self):
+    return {}
+
+
+def test_srgan_evaluations_warn_of_texture_where_photographs_are_flat():
+  config = tiny_quickstart_config()
+  config.srresnet.num_steps, config.srgan.num_steps, config.eval_every_steps = 4, 4, 2
+  evaluator = _CannedEvaluator({'Set5': {'psnr': 27.0, 'flat_texture': 3.25}})
+  health = gan_health.GanHealth()
+  def evaluate(step, phase):
+    loop.evaluate(loop.Progress(step, phase, _Generator(), None, None), config,
+                  evaluator, health)
+  evaluate(4, steps.SRRESNET)  # The SRResNet phase's evaluations are not the GAN's.
+  assert evaluator.steps == [4] and not health.warnings
+  evaluate(5, steps.SRGAN)  # Not an evaluation step.
+  evaluate(6, steps.SRGAN)
+  assert evaluator.steps == [4, 6]
+  assert len(health.warnings) == 1 and 'at step 6' in health.warnings[0]
 
 
 def _bright_images(folder: pathlib.Path, count: int, seed: int) -> None:
