@@ -305,8 +305,9 @@ def save_or_stop(progress: Progress, config: ml_collections.ConfigDict, workdir:
     # last checkpoint saved, so this is a finished run (exit 0). Reported as
     # preempted (75), a scheduler would rerun it only to find nothing left to do.
     checkpointing.wait_until_finished(manager)
-    logging.warning('SIGTERM received during the last step or the final evaluation: '
-                    'training finished and its checkpoint (step %d) is saved.', done)
+    logging.warning('%s received during the last step or the final evaluation: '
+                    'training finished and its checkpoint (step %d) is saved.',
+                    signals.received() or 'SIGTERM', done)
   elif preempted:
     raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the same '
                            'command to resume', (progress.generator, progress.discriminator))
