@@ -217,6 +217,12 @@ def _relations(flat: Mapping[str, Any], device_count: int | None, process_count:
   problem = _missing_input_packages(flat['data.source'])
   if problem:
     problems.append(problem)
+  elif flat['data.source'] == 'tfds' and not paths.is_remote(flat['data.tfds_data_dir'] or ''):
+    # Remote data dirs (gs://) are checked where reading starts, as remote folders are.
+    problem = sources.tfds_problem(flat['data.tfds_name'], flat['data.tfds_data_dir'],
+                                   flat['data.tfds_image_key'])
+    if problem:
+      problems.append(problem)
   if flat['data.source'] in ('folders', 'device'):
     if not flat['data.folders']:
       problems.append(f'data.folders must name at least one folder for data.source='

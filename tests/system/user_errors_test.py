@@ -161,6 +161,12 @@ MAIN_CASES = {
                           '--config.srgan.vgg_weights=/nonexistent/vgg19.npz'],
                          r"srgan.content_loss='vgg54' needs VGG19 weights, none at "
                          r'/nonexistent/vgg19.npz: run python -m srgan_jax.vgg19 import'),
+    # The paper's command without its data: checked by TFDS, before the workdir exists.
+    'tfds data not prepared': (['--config.data.source=tfds',
+                                '--config.data.tfds_data_dir=/nonexistent/tfds'],
+                               r"TFDS dataset 'div2k/bicubic_x4' is not prepared in "
+                               r'/nonexistent/tfds .*: prepare it once with `tfds build '
+                               r'div2k/bicubic_x4 --data_dir=/nonexistent/tfds`'),
     'init_from without checkpoints': (['--config.srgan.init_from=/nonexistent/run'],
                                       r'srgan.init_from: no checkpoints in /nonexistent/run'),
     # The command's own flags.
