@@ -50,7 +50,8 @@ def _convs(value: Any) -> str | None:
 
 # Every field of default.py, flattened, with its checker.
 RULES: dict[str, flag_checks.Checker] = {
-    'seed': flag_checks.integer(minimum=0),
+    # jax.random.key takes a signed 64-bit seed (OverflowError above).
+    'seed': flag_checks.integer(minimum=0, maximum=2**63 - 1),
     'scale': flag_checks.one_of(*SCALES),
     'generator.num_blocks': flag_checks.integer(minimum=1),
     'generator.batch_norm': flag_checks.boolean,

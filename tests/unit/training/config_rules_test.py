@@ -105,6 +105,8 @@ def test_eval_metric_names_are_those_evaluation_knows():
     ('data.crops_per_image', 0, 'data.crops_per_image must be >= 1'),
     ('srresnet.schedule', 'linear', 'srresnet.schedule must be one of'),
     ('batch_size', 12, 'batch_size must be a multiple of the 8 devices'),
+    # Before: OverflowError from jax.random.key in the first step, after the workdir was made.
+    ('seed', 2**63, 'seed must be <= 9223372036854775807, got 9223372036854775808'),
 ])
 def test_config_rules_are_the_only_check_of_what_training_relies_on(field, value, expected):
   """The training library (steps, loop, input pipelines) no longer re-checks these:
