@@ -89,19 +89,24 @@ class OutOfMemoryError(errors.UserError, MemoryError):
   """A training step needs more accelerator memory than there is."""
 
 
-def out_of_memory(error: Exception, config: ml_collections.ConfigDict
+def out_of_memory(error: BaseException, config: ml_collections.ConfigDict
                   ) -> OutOfMemoryError | None:
-  """The one-line error for XLA's RESOURCE_EXHAUSTED from a step (else None): what the
-  step held and what to lower, instead of a 50-line JaxRuntimeError traceback."""
-  if not isinstance(error, jax.errors.JaxRuntimeError) or 'RESOURCE_EXHAUSTED' not in str(error):
+  """The one-line error for XLA's RESOURCE_EXHAUSTED from a step, or a MemoryError
+  while it was traced (the CPU weight-gradient timing allocates the layers' arrays),
+  else None: what the step held and what to lower, instead of a 50-line traceback."""
+  if isinstance(error, MemoryError):
+    detail, where = f'MemoryError {error}'.strip(), 'host'
+  elif isinstance(error, jax.errors.JaxRuntimeError) and 'RESOURCE_EXHAUSTED' in str(error):
+    detail, where = str(error).strip().splitlines()[0][:200], 'accelerator'
+  else:
     return None
-  detail = str(error).strip().splitlines()[0][:200]
   devices = jax.device_count()
   return OutOfMemoryError(
-      f'out of accelerator memory in a training step with batch_size={config.batch_size} '
-      f'({config.batch_size // devices} per device on {devices}) and data.crop_size='
-      f'{config.data.crop_size} ({detail}): lower batch_size or data.crop_size (memory '
-      'grows with batch x crop^2), or use more devices')
+      f'out of {where} memory in a training step with batch_size={config.batch_size} '
+      f'({config.batch_size // devices} per device on {devices}), data.crop_size='
+      f'{config.data.crop_size} and generator.features={config.generator.features} '
+      f'({detail}): lower batch_size or data.crop_size (memory grows with batch x '
+      'crop^2), or generator.features (x features^2), or use more devices')
 
 
 def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
@@ -367,7 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       progress = log_metrics(progress, batch.last, config, programs, writer, manager, gan_health)
       evaluate(progress, config, evaluator)
       saved |= save_or_stop(progress, config, workdir, manager, stop, first=not saved)
-  except jax.errors.JaxRuntimeError as error:
+  except (jax.errors.JaxRuntimeError, MemoryError) as error:
     raise out_of_memory(error, config) or error
   finally:
     checkpointing.wait_until_finished(manager)

@@ -241,9 +241,13 @@ def test_out_of_device_memory_in_a_step_is_one_line_naming_batch_and_crop():
   devices = jax.device_count()
   assert str(translated) == (
       f'out of accelerator memory in a training step with batch_size=16 ({16 // devices} per '
-      f'device on {devices}) and data.crop_size=1024 (RESOURCE_EXHAUSTED: Out of memory while '
-      'trying to allocate 25769803776 bytes.): lower batch_size or data.crop_size (memory '
-      'grows with batch x crop^2), or use more devices')
+      f'device on {devices}), data.crop_size=1024 and generator.features=32 (RESOURCE_EXHAUSTED: '
+      'Out of memory while trying to allocate 25769803776 bytes.): lower batch_size or '
+      'data.crop_size (memory grows with batch x crop^2), or generator.features (x '
+      'features^2), or use more devices')
+  # Before: MemoryError from the CPU weight-gradient timing (generator.features=20000).
+  assert str(loop.out_of_memory(MemoryError(), config)).startswith(
+      'out of host memory in a training step with batch_size=16')
   # Other runtime errors are bugs and keep their traceback.
   assert loop.out_of_memory(jax.errors.JaxRuntimeError('INTERNAL: oops'), config) is None
   assert loop.out_of_memory(ValueError('RESOURCE_EXHAUSTED'), config) is None
