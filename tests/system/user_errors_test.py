@@ -237,8 +237,25 @@ def test_main_damaged_vgg_weights_before_any_checkpoint(tmp_path):
                        f'--config.srgan.vgg_weights={weights}')
   check_user_error(result, rf'cannot read VGG19 weights from {re.escape(str(weights))}.*'
                            rf'Re-create the file with: python -m srgan_jax.vgg19 import')
-  assert sorted(snapshot(workdir)) == ['lock.json']  # No checkpoints/, no events file.
+  # Before: lock.json was left (and by other refusals config.json, an events file and
+  # an empty checkpoints/, which later commands then met).
+  assert not workdir.exists()
   assert weights.read_text() == 'not a weights file'
+
+
+def test_a_start_that_fails_after_the_lock_leaves_the_workdir_as_it_was(tmp_path):
+  """Refused at the SRGAN phase's start (init_from's generator does not fit), after the
+  lock, checkpoints/, the events file and config.json were made: all are removed again;
+  what the workdir held before is not touched."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'notes.txt').write_text('mine')
+  before = snapshot(workdir)
+  result = run_command('main', f'--config={QUICKSTART}', f'--workdir={workdir}',
+                       '--config.generator.num_blocks=1', '--config.srresnet.num_steps=0',
+                       '--config.srgan.num_steps=1', '--config.srgan.init_from=cpu_small')
+  check_user_error(result, r'srgan.init_from=cpu_small has generator')
+  assert snapshot(workdir) == before
 
 
 def test_main_evaluate_without_checkpoints(tmp_path):
