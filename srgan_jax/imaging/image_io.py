@@ -52,8 +52,10 @@ from PIL import ImageOps
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import paths
 
-# The suffixes (lower case) of the files that folders of images are searched for.
-IMAGE_SUFFIXES = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
+# The suffixes (lower case) of the files that folders of images are searched for: every
+# format this module decodes (GIF: its first frame), so that a folder and one file of
+# it are read alike.
+IMAGE_SUFFIXES = ('.bmp', '.gif', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
 
 # ITU-R BT.601 luma weights, as in MATLAB rgb2gray and Pillow's convert('L'). (MATLAB's
 # rgb2ycbcr Y, which the metrics score, is these scaled to 219 levels, plus 16.)
