@@ -523,6 +523,9 @@ COMPARE_CASES = {
                                   r'--output=\S+/a.png lies in the --data folder \S+/images, '
                                   r'whose images it would replace or join'),
     'data is a file': (['--data=ROOT/images/a.png'], r'--data=\S+/a.png is a file, not a folder'),
+    # Before: "unknown model 'bicubic'; built-in: bicubic, srgan".
+    'model=bicubic': (['--model=bicubic'], r"--model=bicubic: bicubic is always the figure's "
+                                           r'first column; name only shipped generators'),
     # Before: a ValueError traceback (SSIM window) after the generators ran.
     'image too small': (['--crop=tiny:0,0,4,4'],
                         r'tiny.png: 16x16 pixels .* is too small to score'),
@@ -601,6 +604,13 @@ BENCHMARK_CASES = {
     'data_folders without images': (['--run=pipeline', '--data_folders=ROOT/empty'],
                                     r'--data_folders: no image files \(.*\) in \S+/empty'),
 }
+
+
+def test_device_data_rejects_steps_below_one(tmp_path):
+  """Before: --steps=-5 exited 0 printing "-3046110 crops/s"."""
+  write_image(tmp_path / 'a.png')
+  check_user_error(run_command('device_data', f'--folders={tmp_path}', '--steps=-5'),
+                   r'--steps must be >= 1, got -5')
 
 
 @pytest.mark.parametrize('args, pattern', BENCHMARK_CASES.values(), ids=BENCHMARK_CASES.keys())
