@@ -47,7 +47,8 @@ def _find(name: str, folders: Sequence[str]) -> pathlib.Path:
     for path in image_io.image_files(folder, recursive=False):
       if path.stem == name:
         return pathlib.Path(path)
-  raise app.UsageError(f'no image {name!r} in {", ".join(folders)}')
+  raise app.UsageError(f'no image {name!r} in {", ".join(folders)}'
+                       + ''.join(map(image_io.subfolders_note, folders)))
 
 
 def main() -> None:

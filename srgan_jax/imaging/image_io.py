@@ -131,6 +131,22 @@ def image_files(location: str | os.PathLike[str], recursive: bool) -> list[epath
   return sorted(path for path in found if path.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def subfolders_note(folder: str | os.PathLike[str]) -> str:
+  """For a set read without its subfolders: '' , or a note that names the subfolders
+  holding image files and says they are not searched (a set copied in with its
+  folder structure, HR/ and LR/ say)."""
+  folder = epath.Path(folder)
+  if not folder.is_dir():
+    return ''
+  holding = sorted(path.name for path in folder.iterdir()
+                   if path.is_dir() and image_files(path, recursive=True))
+  if not holding:
+    return ''
+  more = f', ... ({len(holding)})' if len(holding) > 3 else ''
+  return (f'; its subfolders are not searched, and {", ".join(holding[:3])}{more} hold '
+          'images: name that folder instead')
+
+
 def _open(source: Source) -> Image.Image:
   if isinstance(source, bytes):
     return Image.open(io.BytesIO(source))
