@@ -1,6 +1,7 @@
 """Learning-curve plots from a tiny run's TensorBoard events."""
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -126,3 +127,36 @@ def test_plot_draws_the_srgan_phase(tiny_gan_run, tmp_path):
   np.testing.assert_array_equal(niqe_lines['bench'].get_ydata(), scalars['eval/bench/niqe'][1])
   assert niqe_lines['bench bicubic'].get_ydata()[0] == pytest.approx(
       scalars['eval/bench/bicubic_niqe'][1][-1])
+
+
+@pytest.mark.parametrize('damage', ['garbled length', 'zeroed block'])
+def test_an_events_file_damaged_mid_way_is_one_line_naming_it(tiny_run, tmp_path, damage):
+  """Before: a protobuf DecodeError traceback, or a length followed into garbage."""
+  (events,) = sorted(tiny_run[0].glob('events.out.tfevents.*'))
+  data = bytearray(events.read_bytes())
+  (first_length,) = struct.unpack('<Q', data[:8])
+  second = 12 + first_length + 4  # Where the second record starts.
+  if damage == 'garbled length':
+    data[second:second + 8] = b'\xff' * 8
+  else:
+    data[second:second + 4096] = bytes(min(4096, len(data) - second))
+  (tmp_path / events.name).write_bytes(bytes(data))
+  with pytest.raises(curves.DamagedRunFileError,
+                     match=rf'TensorBoard events file {tmp_path / events.name} is damaged at '
+                           rf'byte {second} of {len(data)} \(a record length fails its CRC\): '
+                           'move it out of the workdir'):
+    curves.read_scalars(tmp_path)
+  (tmp_path / events.name).write_bytes(events.read_bytes()[:second + 20])  # Cut short: read.
+  assert curves.read_scalars(tmp_path) is not None
+
+
+@pytest.mark.parametrize('content, pattern', [
+    ('[1, 2]', r'config.json holds a list, not a config: training writes it'),
+    ('{"scale": 4, "eval_fo', r'config.json is not valid JSON \(.*\): training writes it'),
+])
+def test_a_config_json_that_is_not_a_config_is_one_line_naming_it(tmp_path, content, pattern):
+  """Before: AttributeError ('list' object has no attribute 'get') or a JSONDecodeError
+  that did not name the file, from `plot`."""
+  (tmp_path / 'config.json').write_text(content)
+  with pytest.raises(curves.DamagedRunFileError, match=rf'{tmp_path}/' + pattern):
+    curves.read_config(tmp_path)
