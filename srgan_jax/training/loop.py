@@ -351,17 +351,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # steps do not need; without tensorflow the summaries are JSON lines.
   writer, hooks = summaries.create(workdir, total_steps, config.profile_steps,
                                    just_logging=jax.process_index() > 0)
-  replicated = jax.sharding.NamedSharding(sharding.create_mesh(), jax.P())
-  progress = restore_progress(config, manager, replicated)
-  if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
-    (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  programs = compile_programs(config, replicated, vgg_params, vgg_preprocessing)
-  next_call_batch = inputs.create_call_batches(config, progress.step, programs.mesh)
-  gan_health, saved = gan_health_lib.GanHealth(), False
-  evaluator = during_training.TrainingEvaluator(config, writer)  # Names absent sets.
-  logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
-               progress.step, total_steps, config.srresnet.num_steps, jax.device_count())
+  # From the states on: out of memory in their creation, the compilation (the CPU
+  # weight-gradient timing) or a step is one line.
   try:
+    replicated = jax.sharding.NamedSharding(sharding.create_mesh(), jax.P())
+    progress = restore_progress(config, manager, replicated)
+    if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
+      (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+    programs = compile_programs(config, replicated, vgg_params, vgg_preprocessing)
+    next_call_batch = inputs.create_call_batches(config, progress.step, programs.mesh)
+    gan_health, saved = gan_health_lib.GanHealth(), False
+    evaluator = during_training.TrainingEvaluator(config, writer)  # Names absent sets.
+    logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
+                 progress.step, total_steps, config.srresnet.num_steps, jax.device_count())
     while progress.step < total_steps:  # One compiled call (of steps_in_call steps) per pass.
       progress = enter_srgan_phase(progress, config, replicated)
       count = steps_in_call(progress.step, config)
