@@ -50,7 +50,8 @@ def _prepared_tfds(data_dir, name):
 
 def _tfds_config(tmp_path, **data):
   config = quickstart.get_config()
-  config.data.source, config.data.tfds_name, config.data.tfds_image_key = 'tfds', 'div2k/bicubic_x4', 'hr'
+  config.data.source, config.data.tfds_name = 'tfds', 'div2k/bicubic_x4'
+  config.data.tfds_image_key = 'hr'
   config.data.tfds_data_dir = str(tmp_path / 'tfds')
   config.data.update(data)
   return config
