@@ -141,7 +141,7 @@ def removed_if_failed(folder: str, before: set[str] | None,
     yield
   except BaseException:
     if not is_remote(folder) and not keep():
-      for name in sorted(set(os.listdir(folder)) - (before or set())):
+      for name in sorted((listing(folder) or set()) - (before or set())):
         path = os.path.join(folder, name)
         with contextlib.suppress(OSError):
           if os.path.isdir(path) and not os.path.islink(path):
