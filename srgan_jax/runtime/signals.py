@@ -116,8 +116,8 @@ def _handle(signum: int, frame: Any) -> None:
   if _State.received is not None and _State.deferring:
     # A second Ctrl-C while training saves: the save finishes, then training stops.
     from absl import logging  # pylint: disable=g-import-not-at-top
-    logging.warning('%s received again: still saving the checkpoint, then stopping.',
-                    _describe(name))
+    logging.warning('%s received again: stopping once the checkpoint of this step is '
+                    'saved.', _describe(name))
     return
   if _State.stopping:  # Already stopping (cleaning up, or saved): stop at once.
     _exit_now(name, f'stopped at once by a second signal ({_describe(name)}); rerun the '
@@ -129,7 +129,8 @@ def _handle(signum: int, frame: Any) -> None:
   if _State.deferring:
     # Imported here: logging is not needed to start, and absl's is the console's.
     from absl import logging  # pylint: disable=g-import-not-at-top
-    logging.warning('%s received: saving a checkpoint at the end of this step.', _describe(name))
+    logging.warning('%s received: saving a checkpoint at the end of this step.',
+                    _describe(name))
     return
   if _State.command is None:  # Still starting: nothing to save, nothing to clean.
     _exit_now(name, f'stopped by {_describe(name)} during start-up, before any work; rerun '

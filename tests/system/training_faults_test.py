@@ -190,7 +190,8 @@ def test_sighup_and_ctrl_c_save_then_stop(tmp_path, stop_signals, status, prefix
   assert code == status, stderr[-3000:]
   assert 'Traceback' not in stderr and 'Exception ignored' not in stderr, stderr[-3000:]
   if len(stop_signals) > 1:
-    assert 'SIGINT (Ctrl-C) received again: still saving the checkpoint' in stderr, stderr
+    assert ('SIGINT (Ctrl-C) received again: stopping once the checkpoint of this step is '
+            'saved') in stderr, stderr
   last = stderr.strip().splitlines()[-1]
   assert last == (f'{prefix}: saved step 1 in {workdir}/checkpoints; rerun the same command '
                   'to resume'), last
