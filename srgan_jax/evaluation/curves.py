@@ -93,6 +93,12 @@ def read_scalars(workdir: str | pathlib.Path) -> dict[str, Curve]:
         entry = json.loads(line)
       except json.JSONDecodeError:  # A line cut short (a run still writing).
         continue
+      if not (isinstance(entry, dict) and isinstance(entry.get('tag'), str)
+              and isinstance(entry.get('step'), int)
+              and isinstance(entry.get('value'), (int, float))):
+        raise DamagedRunFileError(
+            f'{path} holds a line that is not a scalar ({line[:80]!r}): move the file out '
+            'of the workdir to plot the others')
       steps = values.setdefault(entry['tag'], {})
       steps[entry['step']] = (written, float(entry['value']))
   event_files = sorted(pathlib.Path(workdir).glob('events.out.tfevents.*'))

@@ -160,3 +160,16 @@ def test_a_config_json_that_is_not_a_config_is_one_line_naming_it(tmp_path, cont
   (tmp_path / 'config.json').write_text(content)
   with pytest.raises(curves.DamagedRunFileError, match=rf'{tmp_path}/' + pattern):
     curves.read_config(tmp_path)
+
+
+def test_a_json_lines_summary_that_is_not_scalars_is_one_line_naming_it(tmp_path):
+  """A run without tensorflow logs JSON lines; one that is JSON but not a scalar was a
+  KeyError or TypeError. A last line cut short (a run still writing) is skipped."""
+  summary = tmp_path / 'summaries.1.000000.jsonl'
+  summary.write_text('{"step": 2, "tag": "eval/a/psnr", "value": 30.5}\n{"step": 4, "ta')
+  steps, values = curves.read_scalars(tmp_path)['eval/a/psnr']
+  assert list(steps) == [2] and list(values) == [30.5]
+  summary.write_text('{"step": 2, "tag": "eval/a/psnr", "value": 30.5}\n[1, 2]\n')
+  with pytest.raises(curves.DamagedRunFileError,
+                     match=rf"{summary} holds a line that is not a scalar \('\[1, 2\]'\)"):
+    curves.read_scalars(tmp_path)
