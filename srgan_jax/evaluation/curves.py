@@ -42,7 +42,7 @@ class DamagedRunFileError(errors.UserError, ValueError):
   """An events file or config.json of the run that does not read as one."""
 
 
-def _damaged_events(path: pathlib.Path, position: int, size: int, why: str
+def _damaged_events(path: pathlib.Path | None, position: int, size: int, why: str
                     ) -> DamagedRunFileError:
   return DamagedRunFileError(
       f'TensorBoard events file {path} is damaged at byte {position} of {size} ({why}): '
@@ -50,12 +50,13 @@ def _damaged_events(path: pathlib.Path, position: int, size: int, why: str
       'the damage too)')
 
 
-def _records(data: bytes, path: pathlib.Path) -> Iterator[bytes]:
+def _records(data: bytes, path: pathlib.Path | None = None) -> Iterator[bytes]:
   """The records of a TFRecord file: length (8 bytes), its CRC (4), data, data CRC (4).
 
   A record cut short at the end (a run still writing) ends the iteration. The length's
   CRC is checked (12 bytes a record; the data's CRC would cost a pure-Python pass over
-  every image), so a length damaged mid-way is reported, never followed.
+  every image), so a length damaged mid-way is reported, never followed. ``path``:
+  the file, for the message.
 
   Raises:
     DamagedRunFileError: a length whose CRC does not match.
