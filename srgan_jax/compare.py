@@ -47,7 +47,8 @@ def _find(name: str, folders: Sequence[str]) -> pathlib.Path:
     for path in image_io.image_files(folder, recursive=False):
       if path.stem == name:
         return pathlib.Path(path)
-  raise app.UsageError(f'no image {name!r} in {", ".join(folders)}')
+  raise app.UsageError(f'no image {name!r} in {", ".join(folders)}'
+                       + ''.join(map(image_io.subfolders_note, folders)))
 
 
 def main() -> None:
@@ -61,6 +62,9 @@ def main() -> None:
   folders = [paths.image_folder(folder) for folder in options.data]
   flag_checks.check_flags(
       [('scale', options.scale, flag_checks.integer(minimum=2))],
+      *[f"--model={name}: bicubic is always the figure's first column; name only shipped "
+        f'generators ({", ".join(pretrained.names()) or "none in this install"})'
+        for name in options.model if name == model_reference.BICUBIC],
       *[flag_checks.folder_problem(folder, 'data', location=location)
         for folder, location in zip(options.data, folders)])
   crops = [comparison_images.parse_crop(spec) for spec in options.crop]

@@ -12,7 +12,9 @@ JAX_NUM_PROCESSES and JAX_PROCESS_ID set) start JAX's distributed runtime first
 --mode=evaluate scores the workdir's checkpoint on the config's eval_folders by the
 same code as ``python -m srgan_jax.evaluate --model=srgan --workdir=W``.
 
-The config is checked as a whole (training/config_rules.py) before anything is created.
+The config is checked as a whole (training/config_rules.py) before anything is created,
+and a start that fails later, before the run saves a checkpoint, leaves the workdir as
+it found it.
 A workdir has one writer: a second training run on it refuses to start (workdir_lock).
 
 Exit status (runtime/errors.py): 0 finished (also when SIGTERM arrives during the final
@@ -24,6 +26,7 @@ shows tracebacks and the logs of other libraries.
 """
 
 import contextlib
+import os
 
 from absl import flags
 from absl import logging
@@ -103,8 +106,26 @@ def _check_this_host(config: ml_collections.ConfigDict, held: contextlib.ExitSta
   config_rules.validate(config, jax.device_count(), check_files=_training(),
                         process_count=jax.process_count())
   if _training():
-    held.enter_context(workdir_lock.hold(paths.absolute(workdir),
-                                         enabled=jax.process_index() == 0))
+    workdir, first = paths.absolute(workdir), jax.process_index() == 0
+    if first and not paths.is_remote(workdir):
+      _hold_left_as_found(workdir, held)
+    else:
+      held.enter_context(workdir_lock.hold(workdir, enabled=first))
+
+
+def _hold_left_as_found(workdir: str, held: contextlib.ExitStack) -> None:
+  """Takes the lock of local ``workdir``; a start that fails before this run saves a
+  checkpoint (the input, the compilation, the first steps) then leaves the workdir as
+  it found it: no lock.json, config.json, events file or empty checkpoints/ of its own."""
+  before_lock = paths.listing(workdir)  # What the lock creates: the workdir, lock.json.
+  held.enter_context(workdir_lock.hold(workdir))
+  # The rest is listed once the lock is held: nothing else writes the workdir now.
+  before = None if before_lock is None else (
+      paths.listing(workdir) - ({workdir_lock.LOCK_NAME} - before_lock))
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  saved_before = paths.listing(checkpoints) or set()
+  held.enter_context(paths.removed_if_failed(
+      workdir, before, keep=lambda: bool((paths.listing(checkpoints) or set()) - saved_before)))
 
 
 def named_config(arg: str) -> str:

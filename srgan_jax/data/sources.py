@@ -150,6 +150,41 @@ def folder_source(folders: str | Sequence[str], process_index: int,
       read=lambda i: local[i].read_bytes(), name=lambda i: str(local[i]))
 
 
+def tfds_problem(name: str, data_dir: str | None, image_key: str) -> str | None:
+  """Why ``data.source='tfds'`` cannot read dataset ``name`` (data.tfds_name) on this
+  machine (not registered, not prepared in ``data_dir``, no feature ``image_key``),
+  with how to get the data; else None. Asks TFDS itself (``tfds.builder``,
+  ``is_prepared``: the dataset_info.json it writes when it prepares a dataset) and
+  downloads nothing."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  folders = 'or train from image folders: --config.data.source=folders --config.data.folders=DIR'
+  verbosity = logging.get_verbosity()
+  # TFDS logs a warning for the folder it looks in; the problem returned says it.
+  logging.set_verbosity(logging.ERROR)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepared = builder.is_prepared()
+  except tfds.core.registered.DatasetNotFoundError:
+    return (f'data.tfds_name={name!r} is not a TFDS dataset: name one of '
+            f'https://www.tensorflow.org/datasets/catalog, {folders}')
+  finally:
+    logging.set_verbosity(verbosity)
+  if not prepared:
+    where = builder.data_dir_root  # data.tfds_data_dir, else TFDS's default.
+    manual = (f' (it needs its files downloaded by hand first, into --manual_dir: see '
+              f'https://www.tensorflow.org/datasets/catalog/{name.split("/")[0]})'
+              if builder.MANUAL_DOWNLOAD_INSTRUCTIONS else '')
+    return (f'TFDS dataset {name!r} is not prepared in {where} (no {builder.data_dir}/'
+            f'dataset_info.json): prepare it once with `tfds build {name} '
+            f'--data_dir={where}`{manual}, set data.tfds_data_dir to where it is '
+            f'prepared, {folders}')
+  features = builder.info.features
+  if image_key not in features:
+    return (f'data.tfds_image_key={image_key!r} is not a feature of '
+            f'{name} (it has {", ".join(sorted(features.keys()))})')
+  return None
+
+
 def tfds_source(config: ml_collections.ConfigDict, process_index: int,
                 process_count: int, random_access: bool) -> Source:
   """The encoded images of a TFDS split, every ``process_count``-th example."""

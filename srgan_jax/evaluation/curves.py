@@ -31,6 +31,7 @@ import numpy as np
 from srgan_jax.evaluation import scoring
 from srgan_jax.evaluation import summaries
 from srgan_jax.nn import upscalers
+from srgan_jax.runtime import errors
 from srgan_jax.runtime import paths
 
 METRICS = ('psnr', 'ssim')
@@ -39,14 +40,39 @@ _LABELS = {'psnr': 'PSNR (dB, Y channel)', 'ssim': 'SSIM (Y channel)'}
 Curve = tuple[np.ndarray, np.ndarray]
 
 
-def _records(data: bytes) -> Iterator[bytes]:
+class DamagedRunFileError(errors.UserError, ValueError):
+  """An events file or config.json of the run that does not read as one."""
+
+
+def _damaged_events(path: pathlib.Path | None, position: int, size: int, why: str
+                    ) -> DamagedRunFileError:
+  return DamagedRunFileError(
+      f'TensorBoard events file {path} is damaged at byte {position} of {size} ({why}): '
+      'move it out of the workdir to plot the others (TensorBoard skips what follows '
+      'the damage too)')
+
+
+def _records(data: bytes, path: pathlib.Path | None = None) -> Iterator[bytes]:
   """The records of a TFRecord file: length (8 bytes), its CRC (4), data, data CRC (4).
 
-  A record cut short (a run still writing) ends the iteration; CRCs are not checked.
+  A record cut short at the end (a run still writing) ends the iteration. The length's
+  CRC is checked (12 bytes a record; the data's CRC would cost a pure-Python pass over
+  every image), so a length damaged mid-way is reported, never followed. ``path``:
+  the file, for the message.
+
+  Raises:
+    DamagedRunFileError: a length whose CRC does not match.
   """
+  # TensorBoard's own TFRecord CRC, without tensorflow.
+  # pylint: disable-next=g-import-not-at-top
+  from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
   position = 0
   while position + 12 <= len(data):
-    (length,) = struct.unpack('<Q', data[position:position + 8])
+    header = data[position:position + 8]
+    (length,), (length_crc,) = struct.unpack('<Q', header), struct.unpack(
+        '<I', data[position + 8:position + 12])
+    if pywrap_tensorflow.masked_crc32c(header) != length_crc:
+      raise _damaged_events(path, position, len(data), 'a record length fails its CRC')
     end = position + 12 + length
     if end + 4 > len(data):
       return
@@ -70,15 +96,27 @@ def read_scalars(workdir: str | pathlib.Path) -> dict[str, Curve]:
         entry = json.loads(line)
       except json.JSONDecodeError:  # A line cut short (a run still writing).
         continue
+      if not (isinstance(entry, dict) and isinstance(entry.get('tag'), str)
+              and isinstance(entry.get('step'), int)
+              and isinstance(entry.get('value'), (int, float))):
+        raise DamagedRunFileError(
+            f'{path} holds a line that is not a scalar ({line[:80]!r}): move the file out '
+            'of the workdir to plot the others')
       steps = values.setdefault(entry['tag'], {})
       steps[entry['step']] = (written, float(entry['value']))
   event_files = sorted(pathlib.Path(workdir).glob('events.out.tfevents.*'))
   if event_files:  # Only these need tensorboard's protocol buffers.
     from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
     from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+    from google.protobuf import message  # pylint: disable=g-import-not-at-top
   for path in event_files:
-    for record in _records(path.read_bytes()):
-      event = event_pb2.Event.FromString(record)
+    data = path.read_bytes()
+    for record in _records(data, path):
+      try:
+        event = event_pb2.Event.FromString(record)
+      except message.DecodeError as error:
+        raise _damaged_events(path, data.index(record), len(data),
+                              f'a record is not an event: {error}') from None
       for value in event.summary.value:
         if value.HasField('simple_value'):
           number = value.simple_value
@@ -181,9 +219,23 @@ def plot_gan_curves(fig: figure.Figure | figure.SubFigure, gan: dict[str, Curve]
 
 
 def read_config(workdir: str | pathlib.Path) -> dict[str, Any]:
-  """The run's config.json as a dict, or {} when absent."""
+  """The run's config.json as a dict, or {} when absent.
+
+  Raises:
+    DamagedRunFileError: it is not JSON, or not an object.
+  """
   path = pathlib.Path(workdir) / 'config.json'
-  return json.loads(path.read_text()) if path.is_file() else {}
+  if not path.is_file():
+    return {}
+  fix = ('training writes it at the start of each run (resume the run to write it '
+         'again), or move it aside')
+  try:
+    config = json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise DamagedRunFileError(f'{path} is not valid JSON ({error}): {fix}') from None
+  if not isinstance(config, dict):
+    raise DamagedRunFileError(f'{path} holds a {type(config).__name__}, not a config: {fix}')
+  return config
 
 
 def _set_folder(name: str, config: dict[str, Any]) -> pathlib.Path | None:

@@ -157,7 +157,8 @@ def _read_set(folder: str | os.PathLike[str], scale: int
   if not image_paths:
     raise NoImagesError(f'no image to score in {folder} ({len(failed)} skipped'
                         + (f', e.g. {failed[0]}' if failed else
-                           f'; looked for {", ".join(image_io.IMAGE_SUFFIXES)}') + ')')
+                           f'; looked for {", ".join(image_io.IMAGE_SUFFIXES)}') + ')'
+                        + image_io.subfolders_note(folder))
   return image_paths, hrs, failed
 
 

@@ -52,8 +52,10 @@ from PIL import ImageOps
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import paths
 
-# The suffixes (lower case) of the files that folders of images are searched for.
-IMAGE_SUFFIXES = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
+# The suffixes (lower case) of the files that folders of images are searched for: every
+# format this module decodes (GIF: its first frame), so that a folder and one file of
+# it are read alike.
+IMAGE_SUFFIXES = ('.bmp', '.gif', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
 
 # ITU-R BT.601 luma weights, as in MATLAB rgb2gray and Pillow's convert('L'). (MATLAB's
 # rgb2ycbcr Y, which the metrics score, is these scaled to 219 levels, plus 16.)
@@ -127,6 +129,22 @@ def image_files(location: str | os.PathLike[str], recursive: bool) -> list[epath
   else:
     found = list(location.iterdir())
   return sorted(path for path in found if path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def subfolders_note(folder: str | os.PathLike[str]) -> str:
+  """For a set read without its subfolders: '' , or a note that names the subfolders
+  holding image files and says they are not searched (a set copied in with its
+  folder structure, HR/ and LR/ say)."""
+  folder = epath.Path(folder)
+  if not folder.is_dir():
+    return ''
+  holding = sorted(path.name for path in folder.iterdir()
+                   if path.is_dir() and image_files(path, recursive=True))
+  if not holding:
+    return ''
+  more = f', ... ({len(holding)})' if len(holding) > 3 else ''
+  return (f'; its subfolders are not searched, and {", ".join(holding[:3])}{more} hold '
+          'images: name that folder instead')
 
 
 def _open(source: Source) -> Image.Image:

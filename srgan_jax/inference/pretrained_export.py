@@ -69,8 +69,8 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
   if existing and not overwrite:
     raise FileExistsError(f'model {name!r} exists ({", ".join(existing)}); pass '
                           '--overwrite to replace it')
-  step = checkpointing.latest_step(workdir) if step is None else step
-  model, variables, config = checkpointing.load_generator(workdir, step, ema)
+  # The step read is recorded (the latest, unless given).
+  model, variables, config, step = checkpointing.read_generator(workdir, step, ema)
   data = flax.serialization.msgpack_serialize(jax.device_get(variables))
   shipped_variables = flax.serialization.msgpack_restore(data)
   folders = default_score_folders() if folders is None else list(folders)

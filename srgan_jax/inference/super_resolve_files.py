@@ -48,6 +48,16 @@ def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
       for path, target in zip(files, targets)]
 
 
+def _other_files(inputs: pathlib.Path, output: pathlib.Path) -> list[pathlib.Path]:
+  """The files under folder ``inputs`` (outside ``output``) that are not images by their
+  suffix, sorted; hidden ones (.DS_Store, a write's .partial) are not counted."""
+  output_resolved = output.resolve()
+  return sorted(path for path in inputs.rglob('*')
+                if path.is_file() and path.suffix.lower() not in image_io.IMAGE_SUFFIXES
+                and not path.name.startswith('.')
+                and not path.resolve().is_relative_to(output_resolved))
+
+
 def _check_same_inputs(inputs: pathlib.Path, output: pathlib.Path,
                        found: list[tuple[pathlib.Path, pathlib.Path]]) -> None:
   """Raises HostsDifferError on every process unless all found the same inputs.
@@ -118,6 +128,8 @@ class Summary:
   written: list[pathlib.Path] = dataclasses.field(default_factory=list)
   skipped: list[pathlib.Path] = dataclasses.field(default_factory=list)
   failed: list[tuple[pathlib.Path, str]] = dataclasses.field(default_factory=list)
+  # Files in an --input folder without an image suffix (image_io.IMAGE_SUFFIXES).
+  not_images: list[pathlib.Path] = dataclasses.field(default_factory=list)
   output_pixels: int = 0
   seconds: float = 0.0
 
@@ -130,6 +142,10 @@ class Summary:
             f'{len(self.failed)} failed')
     if self.failed:
       line += ': ' + '; '.join(message for _, message in self.failed)
+    if self.not_images:
+      names = ', '.join(path.name for path in self.not_images[:3])
+      line += (f'; left out, not images by their suffix: {len(self.not_images)} '
+               f'({names}{", ..." if len(self.not_images) > 3 else ""})')
     return line
 
 
@@ -171,6 +187,8 @@ def super_resolve_paths(upscaler: upscalers.Upscaler, inputs: str | os.PathLike[
   distributed.check_on_every_process(lambda: check_paths(inputs, output))
   summary = Summary()
   found = collect_inputs(inputs, output)
+  if inputs.is_dir():  # Said, not silently passed over.
+    summary.not_images = _other_files(inputs, output)
   _check_same_inputs(inputs, output, found)
   # Process 0 writes (the others compute with it): its outputs are those kept.
   exists = distributed.from_main_process(

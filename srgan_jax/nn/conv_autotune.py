@@ -165,13 +165,23 @@ def _layer_key(x_shape, kernel_shape, strides, padding, rhs_dilation, dtype, pre
 
 def _read_verdicts(path: str) -> dict[str, Any]:
   """The verdict cache file's contents, read once per process (empty when there is
-  none yet or it is unreadable: its layers are timed again)."""
+  none yet or it is unreadable: its layers are timed again).
+
+  The file is ours: whatever is not ``{cpu: {layer: {'matmul': bool, ...}}}`` (a
+  damaged or hand-edited file) is dropped, and the file rewritten without it with
+  the next verdict.
+  """
   if path not in _verdicts:
     try:
       with open(path) as file:
-        _verdicts[path] = json.load(file)
+        loaded = json.load(file)
     except (OSError, ValueError):
-      _verdicts[path] = {}
+      loaded = {}
+    kept = {cpu: {layer: verdict for layer, verdict in layers.items()
+                  if isinstance(verdict, dict) and isinstance(verdict.get('matmul'), bool)}
+            for cpu, layers in (loaded.items() if isinstance(loaded, dict) else ())
+            if isinstance(layers, dict)}
+    _verdicts[path] = {cpu: layers for cpu, layers in kept.items() if layers}
   return _verdicts[path]
 
 

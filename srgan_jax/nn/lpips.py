@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srgan_jax.nn import weights_io
+from srgan_jax.runtime import errors
 from srgan_jax.runtime import paths
 
 NETS = ('alex', 'vgg')
@@ -68,7 +69,7 @@ LAYERS = {
 TAPS = {'alex': (1, 4, 7, 9, 11), 'vgg': (3, 8, 15, 22, 29)}
 
 
-class LPIPSWeightsError(Exception):
+class LPIPSWeightsError(errors.UserError):
   """The converted LPIPS weights cannot be used; the message says how to make them."""
 
 
@@ -230,8 +231,8 @@ def params_from_torch(backbone: Mapping[str, Any], linear: Mapping[str, Any],
       values['weight'] = values['weight'].reshape(-1)
     params[layer] = values
   if missing:
-    raise LPIPSWeightsInvalidError(f'not torchvision {net} / LPIPS linear weights: '
-                                   f'missing {missing}')
+    raise LPIPSWeightsInvalidError(f'not torchvision {net} / LPIPS linear weights: missing '
+                                   f'{missing}; give the .pth files: {import_command(net)}')
   return _check_params(params, net, 'the torch state dicts')
 
 
@@ -241,7 +242,7 @@ def packaged_linear_path(net: str) -> str:
   _check_net(net)
   spec = importlib.util.find_spec('lpips')
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError('the lpips package is not installed (pip install lpips); '
+    raise LPIPSWeightsNotFoundError('the lpips package is not installed (pip install lpips); '
                             'or pass --linear=PATH to its weights/v0.1/<net>.pth')
   return os.path.join(list(spec.submodule_search_locations)[0], 'weights', 'v0.1', f'{net}.pth')
 
@@ -253,8 +254,19 @@ def import_weights(backbone: str, net: str = 'alex', linear: str | None = None,
   output = default_path(net) if output is None else output
   for path in (backbone, linear):
     if not os.path.isfile(path):
-      raise FileNotFoundError(f'no torch state dict at {path}')
+      raise LPIPSWeightsNotFoundError(f'no torch state dict at {path}')
   import torch  # pylint: disable=g-import-not-at-top  # Only the converter needs it.
-  load = functools.partial(torch.load, map_location='cpu', weights_only=True)
-  save_params(output, params_from_torch(load(backbone), load(linear), net), net)
+  state_dicts = []
+  for path in (backbone, linear):
+    try:  # Not a torch file (a PNG), or not a state dict: torch raises many types.
+      state_dict = torch.load(path, map_location='cpu', weights_only=True)
+      if not isinstance(state_dict, Mapping):
+        raise TypeError(f'holds a {type(state_dict).__name__}, not a state dict')
+    except Exception as error:  # pylint: disable=broad-except
+      line = ' '.join(str(error).split())[:200]
+      raise LPIPSWeightsInvalidError(
+          f'cannot read a torch state dict from {path} ({type(error).__name__}: {line}); '
+          f'give the .pth files: {import_command(net)}') from None
+    state_dicts.append(state_dict)
+  save_params(output, params_from_torch(*state_dicts, net), net)
   return output

@@ -15,6 +15,7 @@ import functools
 from typing import Any, Callable
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -260,3 +261,29 @@ def generator_receptive_radius(num_blocks: int, scale: int) -> int:
 def count_params(params: Any) -> int:
   """Number of scalars in a parameter tree."""
   return sum(p.size for p in jax.tree_util.tree_leaves(params))
+
+
+def weights_problem(config: ml_collections.ConfigDict, variables: Any) -> str | None:
+  """Why ``variables`` are not weights of the generator of ``config`` (a run record or
+  model card whose config was edited after the weights were saved), else None.
+
+  Compares the parameters' names and shapes with those the config's generator
+  creates (traced by ``jax.eval_shape``, nothing computed): applying it would raise
+  Flax's ScopeParamShapeError deep inside the first call otherwise.
+  """
+  try:
+    model = generator_from_config(config)
+    expected = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                              jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))['params']
+  except Exception as error:  # pylint: disable=broad-except  # Any edit; said in the message.
+    return f'its config builds no generator ({type(error).__name__}: {error})'
+  shapes = lambda tree: {'/'.join(map(str, path)): tuple(leaf.shape) for path, leaf in
+                         flax.traverse_util.flatten_dict(dict(tree)).items()}
+  want, have = shapes(expected), shapes((variables or {}).get('params', {}))
+  differences = [f'{name}: config {want.get(name, "absent")}, weights {have.get(name, "absent")}'
+                 for name in sorted(set(want) | set(have)) if want.get(name) != have.get(name)]
+  if not differences:
+    return None
+  more = f' and {len(differences) - 2} more' if len(differences) > 2 else ''
+  return (f'its config (generator {config.generator.to_dict()}, scale {config.scale}) does '
+          f'not fit its weights ({"; ".join(differences[:2])}{more})')

@@ -36,6 +36,16 @@ class UnknownModelError(errors.UserError, ValueError):
   """A --model that names no generator: not shipped, or srgan without a workdir."""
 
 
+class DamagedModelError(errors.UserError, ValueError):
+  """A shipped model's files that do not read as one: a card that is not JSON or
+  lacks a field, weights that are not the ones it describes or do not fit its config."""
+
+
+# The fields of a model card that loading and listing read, with their JSON types.
+CARD_FIELDS = {'scale': int, 'config': dict, 'msgpack_sha256': str, 'scores': dict}
+_FIX = 'restore the model\'s two files (reinstall the package, or export it again)'
+
+
 def directory() -> pathlib.Path:
   """Where shipped models are: $SRGAN_PRETRAINED_DIR, else the package's folder."""
   override = os.environ.get(DIRECTORY_ENV)
@@ -60,7 +70,19 @@ def describe(name: str) -> dict[str, Any]:
     raise UnknownModelError(
         f'unknown model {name!r}; shipped models: {", ".join(available) or "none"} (in '
         f'{directory()}); built-in: {", ".join(sorted(RESERVED_NAMES))}')
-  return json.loads((directory() / f'{name}.json').read_text())
+  path = directory() / f'{name}.json'
+  try:
+    record = json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise DamagedModelError(f'model card {path} is not valid JSON ({error}): {_FIX}') from None
+  if not isinstance(record, dict):
+    raise DamagedModelError(f'model card {path} holds a {type(record).__name__}, not an '
+                            f'object: {_FIX}')
+  wrong = [f'{field} ({"missing" if field not in record else "not " + kind.__name__})'
+           for field, kind in CARD_FIELDS.items() if not isinstance(record.get(field), kind)]
+  if wrong:
+    raise DamagedModelError(f'model card {path} has bad fields: {", ".join(wrong)}: {_FIX}')
+  return record
 
 
 def load(name: str) -> tuple[Any, dict[str, Any], Any]:
@@ -69,7 +91,8 @@ def load(name: str) -> tuple[Any, dict[str, Any], Any]:
 
   Raises:
     UnknownModelError: no such model; the message lists the shipped ones.
-    ValueError: the weights file is not the one its record describes.
+    DamagedModelError: the weights file is not the one its record describes, or does
+      not fit the config in it.
   """
   record = describe(name)  # First: an unknown name fails fast, before JAX starts.
   # Imported here: --help and the bicubic method need neither JAX nor Flax.
@@ -81,9 +104,12 @@ def load(name: str) -> tuple[Any, dict[str, Any], Any]:
   path = directory() / f'{name}.msgpack'
   data = path.read_bytes()
   if hashlib.sha256(data).hexdigest() != record['msgpack_sha256']:
-    raise ValueError(f'{path} is not the file that {path.with_suffix(".json")} describes '
-                     '(SHA-256 differs); export the model again')
+    raise DamagedModelError(f'{path} is not the file that {path.with_suffix(".json")} '
+                            f'describes (SHA-256 differs): {_FIX}')
   variables = flax.serialization.msgpack_restore(data)
   config = ml_collections.ConfigDict(record['config'])
+  problem = models.weights_problem(config, variables)
+  if problem:
+    raise DamagedModelError(f'model card {path.with_suffix(".json")}: {problem}: {_FIX}')
   model = models.generator_from_config(config)
   return model, jax.device_put(variables, jax.local_devices()[0]), config

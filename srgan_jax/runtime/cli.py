@@ -24,8 +24,8 @@ and ``run`` does, in this order, what each would otherwise repeat:
   status 2 (``errors.EXIT_USER_ERROR``); other exceptions are bugs and keep their
   traceback. ``--verbosity=1`` (or ``SRGAN_JAX_DEBUG=1``) shows the full traceback
   of user errors too, and the logs of other libraries;
-- ``errors.Preempted`` exits with 75 (training saved; rerun to resume), Ctrl-C with
-  130; main's return value is the exit status;
+- ``errors.Preempted`` (a stop signal, ``signals``) exits with 75 (SIGTERM, SIGHUP;
+  training saved: rerun to resume) or 130 (Ctrl-C); main's return value is the exit status;
 - INFO lines of other libraries (Orbax, JAX) are hidden, and their warnings and
   errors are one line each, without traceback: the console shows this package's own
   lines (steps, steps/s, ETA, losses, evaluations, where files went, through clu's
@@ -177,7 +177,8 @@ def _call(main: Callable[[], Any], argv: list[str], *, name: str, subcommand: st
       raise
     fail(_message(error))
   except errors.Preempted as preempted:
-    fail(str(preempted), errors.EXIT_PREEMPTED, prefix='preempted')
+    status, prefix = signals.exit_status()
+    fail(str(preempted), status, prefix=prefix)
   except KeyboardInterrupt:
     if verbose():
       raise

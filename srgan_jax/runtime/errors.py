@@ -13,11 +13,11 @@ This module imports nothing, so that every module can raise these errors.
 EXIT_OK = 0  # Finished.
 EXIT_FAILED = 1  # A bug (with a traceback), or some of the images could not be processed.
 EXIT_USER_ERROR = 2  # Something to fix first (a UserError); one line on stderr says what.
-# Stopped by SIGTERM: training after saving a checkpoint (rerun the same command to
+# Stopped by SIGTERM or SIGHUP: training after saving a checkpoint (rerun the same command to
 # resume); evaluate and super_resolve before finishing (rerun them). 75 is EX_TEMPFAIL
 # of sysexits.h, "try again later".
 EXIT_PREEMPTED = 75
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it; training saves first.
 
 
 class UserError(Exception):

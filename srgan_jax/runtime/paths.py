@@ -12,7 +12,8 @@ import contextlib
 import os
 import pathlib
 import secrets
-from typing import Any, Iterator
+import shutil
+from typing import Any, Callable, Iterator
 
 # The evaluation sets (Set5, Set14, BSD100, ...) and the training folders of the
 # default config are looked up in this folder; see the README for where to get them.
@@ -121,3 +122,33 @@ def write_whole(path: str | os.PathLike[str], content: str | bytes, *,
       if sync:
         file.flush()
         os.fsync(file.fileno())
+
+
+def listing(folder: str) -> set[str] | None:
+  """The names in local ``folder``, or None when there is no such folder."""
+  return set(os.listdir(folder)) if os.path.isdir(folder) else None
+
+
+@contextlib.contextmanager
+def removed_if_failed(folder: str, before: set[str] | None,
+                      keep: Callable[[], bool]) -> Iterator[None]:
+  """What the block adds to local ``folder`` is removed again when the block raises
+  and ``keep()`` is false, and ``folder`` itself if it was not there (``before``, its
+  ``listing`` from before, is None): a command that fails at start-up leaves the
+  folder as it found it. What ``before`` names is never touched; the caller makes
+  sure that nothing else writes ``folder`` meanwhile (training holds its lock)."""
+  try:
+    yield
+  except BaseException:
+    if not is_remote(folder) and not keep():
+      for name in sorted((listing(folder) or set()) - (before or set())):
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+          if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+          else:
+            os.unlink(path)
+      if before is None:
+        with contextlib.suppress(OSError):
+          os.rmdir(folder)  # Only if empty: never more than was created.
+    raise

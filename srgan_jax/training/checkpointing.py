@@ -370,33 +370,83 @@ def load_generator(workdir: str, step: int | None = None, ema: bool = True
   Uses the latest checkpoint unless ``step`` is given, and the EMA weights when the
   run kept them and ``ema`` is True. The architecture comes from the checkpoint.
   """
+  return read_generator(workdir, step, ema)[:3]
+
+
+# How often the latest checkpoint is looked up again when it vanished while read.
+_LATEST_TRIES = 5
+
+
+def read_generator(workdir: str, step: int | None = None, ema: bool = True
+                   ) -> tuple[models.SRResNet, dict[str, Any], ml_collections.ConfigDict, int]:
+  """``load_generator``, with the step read (the latest, when ``step`` is None).
+
+  The latest checkpoint of a run still training can be deleted while it is read (the
+  run keeps ``keep_checkpoints`` and has just saved a newer one): then the newest is
+  read instead, not reported as damaged.
+  """
   directory = checkpoint_dir(workdir)
   if not directory.exists():
     raise CheckpointError(f'no checkpoints in {workdir} (expected {directory})')
+  for _ in range(_LATEST_TRIES):
+    try:
+      return _read_generator_at(workdir, step, ema)
+    except _Vanished:
+      continue  # Rotated away by the training run: the newest now.
+  raise CheckpointError(f'the latest checkpoint in {directory} was deleted while read, '
+                        f'{_LATEST_TRIES} times (a run saving very often with '
+                        'keep_checkpoints=1?): name one with --step, or retry once it stops')
+
+
+class _Vanished(Exception):
+  """The latest checkpoint was deleted while it was read."""
+
+
+def _read_generator_at(workdir: str, step: int | None, ema: bool
+                       ) -> tuple[models.SRResNet, dict[str, Any], ml_collections.ConfigDict, int]:
+  """One try of ``read_generator``; raises _Vanished when the latest step it chose was
+  deleted meanwhile."""
+  directory = checkpoint_dir(workdir)
   # The handlers let item_metadata read the generator's shapes without restoring it.
   with _reader(directory, item_handlers={
       'generator': ocp.StandardCheckpointHandler(), 'run': ocp.JsonCheckpointHandler()}
                ) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None or step not in manager.all_steps():
-      raise CheckpointError(f'no checkpoint at step {step} in {directory}; '
+    chosen = manager.latest_step() if step is None else step
+    if chosen is None:
+      raise CheckpointError(
+          f'no checkpoint yet in {workdir}: its checkpoints/ folder holds none (the run '
+          'has not saved one, or stopped before its first save); train it until it saves '
+          'one (checkpoint_every_steps, and at the end), or name another --workdir')
+    if chosen not in manager.all_steps():
+      raise CheckpointError(f'no checkpoint at step {chosen} in {directory}; '
                             f'steps present: {list(manager.all_steps())}')
-    record = read_record(manager, step)
     # Onto this host's first device, whatever devices saved it: without a target,
     # Orbax restores onto the saving run's devices and fails on other machines.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     try:
+      record = read_record(manager, chosen)
       target = jax.tree_util.tree_map(
           lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-          manager.item_metadata(step)['generator'])
-      state = manager.restore(step, args=ocp.args.Composite(
+          manager.item_metadata(chosen)['generator'])
+      state = manager.restore(chosen, args=ocp.args.Composite(
           generator=ocp.args.StandardRestore(target)))['generator']
     except Exception as error:
-      raise _damaged(manager, step, error) from error
+      if step is None and not (directory / str(chosen)).exists():
+        raise _Vanished() from error
+      if isinstance(error, CheckpointError):
+        raise
+      raise _damaged(manager, chosen, error) from error
   config = ml_collections.ConfigDict(record['config'])
+  problem = models.weights_problem(config, state)
+  if problem:
+    raise CheckpointError(
+        f'checkpoint {directory / str(chosen)}: {problem}. Its run record was edited or '
+        'written by other code: put back the config the run trained with, or choose '
+        'another checkpoint with --step')
   model = models.generator_from_config(config)
   if ema and state.get('ema_params') is not None:
     # The EMA weights with the EMA of the BatchNorm statistics that belong to them.
     return model, {'params': state['ema_params'],
-                   'batch_stats': state.get('ema_batch_stats') or {}}, config
-  return model, {'params': state['params'], 'batch_stats': state.get('batch_stats') or {}}, config
+                   'batch_stats': state.get('ema_batch_stats') or {}}, config, chosen
+  return (model, {'params': state['params'], 'batch_stats': state.get('batch_stats') or {}},
+          config, chosen)

@@ -50,7 +50,8 @@ def _convs(value: Any) -> str | None:
 
 # Every field of default.py, flattened, with its checker.
 RULES: dict[str, flag_checks.Checker] = {
-    'seed': flag_checks.integer(minimum=0),
+    # jax.random.key takes a signed 64-bit seed (OverflowError above).
+    'seed': flag_checks.integer(minimum=0, maximum=2**63 - 1),
     'scale': flag_checks.one_of(*SCALES),
     'generator.num_blocks': flag_checks.integer(minimum=1),
     'generator.batch_norm': flag_checks.boolean,
@@ -217,6 +218,12 @@ def _relations(flat: Mapping[str, Any], device_count: int | None, process_count:
   problem = _missing_input_packages(flat['data.source'])
   if problem:
     problems.append(problem)
+  elif flat['data.source'] == 'tfds' and not paths.is_remote(flat['data.tfds_data_dir'] or ''):
+    # Remote data dirs (gs://) are checked where reading starts, as remote folders are.
+    problem = sources.tfds_problem(flat['data.tfds_name'], flat['data.tfds_data_dir'],
+                                   flat['data.tfds_image_key'])
+    if problem:
+      problems.append(problem)
   if flat['data.source'] in ('folders', 'device'):
     if not flat['data.folders']:
       problems.append(f'data.folders must name at least one folder for data.source='

@@ -89,19 +89,24 @@ class OutOfMemoryError(errors.UserError, MemoryError):
   """A training step needs more accelerator memory than there is."""
 
 
-def out_of_memory(error: Exception, config: ml_collections.ConfigDict
+def out_of_memory(error: BaseException, config: ml_collections.ConfigDict
                   ) -> OutOfMemoryError | None:
-  """The one-line error for XLA's RESOURCE_EXHAUSTED from a step (else None): what the
-  step held and what to lower, instead of a 50-line JaxRuntimeError traceback."""
-  if not isinstance(error, jax.errors.JaxRuntimeError) or 'RESOURCE_EXHAUSTED' not in str(error):
+  """The one-line error for XLA's RESOURCE_EXHAUSTED from a step, or a MemoryError
+  while it was traced (the CPU weight-gradient timing allocates the layers' arrays),
+  else None: what the step held and what to lower, instead of a 50-line traceback."""
+  if isinstance(error, MemoryError):
+    detail, where = f'MemoryError {error}'.strip(), 'host'
+  elif isinstance(error, jax.errors.JaxRuntimeError) and 'RESOURCE_EXHAUSTED' in str(error):
+    detail, where = str(error).strip().splitlines()[0][:200], 'accelerator'
+  else:
     return None
-  detail = str(error).strip().splitlines()[0][:200]
   devices = jax.device_count()
   return OutOfMemoryError(
-      f'out of accelerator memory in a training step with batch_size={config.batch_size} '
-      f'({config.batch_size // devices} per device on {devices}) and data.crop_size='
-      f'{config.data.crop_size} ({detail}): lower batch_size or data.crop_size (memory '
-      'grows with batch x crop^2), or use more devices')
+      f'out of {where} memory in a training step with batch_size={config.batch_size} '
+      f'({config.batch_size // devices} per device on {devices}), data.crop_size='
+      f'{config.data.crop_size} and generator.features={config.generator.features} '
+      f'({detail}): lower batch_size or data.crop_size (memory grows with batch x '
+      'crop^2), or generator.features (x features^2), or use more devices')
 
 
 def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
@@ -309,8 +314,9 @@ def save_or_stop(progress: Progress, config: ml_collections.ConfigDict, workdir:
     # last checkpoint saved, so this is a finished run (exit 0). Reported as
     # preempted (75), a scheduler would rerun it only to find nothing left to do.
     checkpointing.wait_until_finished(manager)
-    logging.warning('SIGTERM received during the last step or the final evaluation: '
-                    'training finished and its checkpoint (step %d) is saved.', done)
+    logging.warning('%s received during the last step or the final evaluation: '
+                    'training finished and its checkpoint (step %d) is saved.',
+                    signals.received() or 'SIGTERM', done)
   elif preempted:
     raise errors.Preempted(f'saved step {done} in {manager.directory}; rerun the same '
                            'command to resume', (progress.generator, progress.discriminator))
@@ -349,17 +355,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # steps do not need; without tensorflow the summaries are JSON lines.
   writer, hooks = summaries.create(workdir, total_steps, config.profile_steps,
                                    just_logging=jax.process_index() > 0)
-  replicated = jax.sharding.NamedSharding(sharding.create_mesh(), jax.P())
-  progress = restore_progress(config, manager, replicated)
-  if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
-    (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  programs = compile_programs(config, replicated, vgg_params, vgg_preprocessing)
-  next_call_batch = inputs.create_call_batches(config, progress.step, programs.mesh)
-  gan_health, saved = gan_health_lib.GanHealth(), False
-  evaluator = during_training.TrainingEvaluator(config, writer)  # Names absent sets.
-  logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
-               progress.step, total_steps, config.srresnet.num_steps, jax.device_count())
+  # From the states on: out of memory in their creation, the compilation (the CPU
+  # weight-gradient timing) or a step is one line.
   try:
+    replicated = jax.sharding.NamedSharding(sharding.create_mesh(), jax.P())
+    progress = restore_progress(config, manager, replicated)
+    if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
+      (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+    programs = compile_programs(config, replicated, vgg_params, vgg_preprocessing)
+    next_call_batch = inputs.create_call_batches(config, progress.step, programs.mesh)
+    gan_health, saved = gan_health_lib.GanHealth(), False
+    evaluator = during_training.TrainingEvaluator(config, writer)  # Names absent sets.
+    logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
+                 progress.step, total_steps, config.srresnet.num_steps, jax.device_count())
     while progress.step < total_steps:  # One compiled call (of steps_in_call steps) per pass.
       progress = enter_srgan_phase(progress, config, replicated)
       count = steps_in_call(progress.step, config)
@@ -370,7 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       progress = log_metrics(progress, batch.last, config, programs, writer, manager, gan_health)
       evaluate(progress, config, evaluator, gan_health)
       saved |= save_or_stop(progress, config, workdir, manager, stop, first=not saved)
-  except jax.errors.JaxRuntimeError as error:
+  except (jax.errors.JaxRuntimeError, MemoryError) as error:
     raise out_of_memory(error, config) or error
   finally:
     checkpointing.wait_until_finished(manager)

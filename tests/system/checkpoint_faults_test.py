@@ -267,3 +267,43 @@ def test_run_stops_when_its_workdir_is_deleted_or_replaced(tmp_path, change):
       'hold. Find what removed it, then rerun (it resumes from the checkpoints there, if any)')
   # Nothing written into whatever is at the path now.
   assert (snapshot(workdir) if workdir.exists() else None) == after
+
+
+def test_a_workdir_with_an_empty_checkpoints_folder_says_no_checkpoint_yet(tmp_path):
+  """Before: "no checkpoint at step None in ...; steps present: []" (evaluate,
+  super_resolve, export, main --mode=evaluate: all read through read_generator)."""
+  (tmp_path / 'checkpoints').mkdir()
+  with pytest.raises(checkpointing.CheckpointError) as raised:
+    checkpointing.read_generator(str(tmp_path))
+  assert str(raised.value) == (
+      f'no checkpoint yet in {tmp_path}: its checkpoints/ folder holds none (the run has not '
+      'saved one, or stopped before its first save); train it until it saves one '
+      '(checkpoint_every_steps, and at the end), or name another --workdir')
+  result = run_command('evaluate', f'--workdir={tmp_path}', f'--data={tmp_path}')
+  check_user_error(result, rf'no checkpoint yet in {re.escape(str(tmp_path))}: ')
+
+
+def test_the_latest_checkpoint_deleted_while_read_is_read_again(uninterrupted, tmp_path,
+                                                                 monkeypatch):
+  """Before: 1 read in 8 of a run that keeps one checkpoint failed with "damaged, move
+  this one aside": the trainer had deleted the step being read. Deleted here at the
+  moment its record is read, as the trainer's rotation would."""
+  _, source, _ = uninterrupted
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  read_record, deleted = checkpointing.read_record, []
+
+  def rotated_away(manager, step):
+    if not deleted:
+      shutil.rmtree(workdir / 'checkpoints' / str(step))
+      deleted.append(step)
+    return read_record(manager, step)
+
+  monkeypatch.setattr(checkpointing, 'read_record', rotated_away)
+  *_, step = checkpointing.read_generator(str(workdir))
+  assert deleted == [6] and step == 4  # The newest left.
+  # A step asked for by number is not replaced by another.
+  shutil.rmtree(workdir / 'checkpoints' / '2', ignore_errors=True)
+  deleted.clear()
+  with pytest.raises(checkpointing.DamagedCheckpointError, match='checkpoints/4 cannot be read'):
+    checkpointing.read_generator(str(workdir), step=4)

@@ -132,23 +132,32 @@ def test_config_with_fewer_steps_than_the_checkpoint_is_refused(finished_run):
   assert (workdir / 'config.json').read_bytes() == config_json
 
 
-def _sigterm_on_line(workdir, args, line_pattern):
+def _signals_not_ignored():
+  """In the child: stop signals at their defaults (a test run under nohup, or as a
+  background job, ignores SIGHUP or SIGINT, and a command keeps them ignored)."""
+  for stop_signal in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    signal.signal(stop_signal, signal.SIG_DFL)
+
+
+def _sigterm_on_line(workdir, args, line_pattern, stop_signals=((None, signal.SIGTERM),)):
   """Runs main with the quickstart config and ``args`` and sends SIGTERM when stderr
-  shows ``line_pattern``: (exit status, stdout, stderr)."""
+  shows ``line_pattern``: (exit status, stdout, stderr). ``stop_signals``: (pattern,
+  signal) pairs sent in turn instead, a pattern None meaning ``line_pattern``."""
   environment = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
   environment.pop('SRGAN_JAX_DEBUG', None)
   process = subprocess.Popen(
       [sys.executable, '-m', 'srgan_jax.main', f'--config={QUICKSTART}', f'--workdir={workdir}',
        *args], cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True)
-  stderr = []
+      text=True, preexec_fn=_signals_not_ignored)
+  stderr, to_send = [], list(stop_signals)
   deadline = time.monotonic() + 300  # Only against a hang.
   try:
     for line in process.stderr:
       stderr.append(line)
-      if re.search(line_pattern, line):
-        process.send_signal(signal.SIGTERM)
-        break
+      if re.search(to_send[0][0] or line_pattern, line):
+        process.send_signal(to_send.pop(0)[1])
+        if not to_send:
+          break
       assert time.monotonic() < deadline, ''.join(stderr)
     stdout, rest = process.communicate(timeout=300)
   finally:
@@ -157,12 +166,36 @@ def _sigterm_on_line(workdir, args, line_pattern):
   return process.returncode, stdout, ''.join(stderr) + rest
 
 
-def _sigterm_when(workdir, line_pattern):
+def _sigterm_when(workdir, line_pattern, stop_signals=((None, signal.SIGTERM),)):
   """TINY for 50 steps, SIGTERM when stderr shows ``line_pattern``: (exit status, stderr)."""
   code, _, stderr = _sigterm_on_line(
       workdir, [*TINY[:-1], '--config.srresnet.num_steps=50', '--config.eval_folders=()'],
-      line_pattern)
+      line_pattern, stop_signals)
   return code, stderr
+
+
+@pytest.mark.parametrize('stop_signals, status, prefix', [
+    # A closed terminal or a dropped ssh session: as SIGTERM.
+    (((None, signal.SIGHUP),), errors.EXIT_PREEMPTED, 'preempted'),
+    # Ctrl-C, and Ctrl-C again while the checkpoint is being saved: the save finishes.
+    (((None, signal.SIGINT), ('received: saving a checkpoint', signal.SIGINT)),
+     errors.EXIT_INTERRUPTED, 'interrupted'),
+])
+def test_sighup_and_ctrl_c_save_then_stop(tmp_path, stop_signals, status, prefix):
+  """Before: SIGHUP killed the run (129) with nothing saved; Ctrl-C was swallowed
+  ("Exception ignored in _xla_gc_callback") and training went on to exit 0, or gave
+  a KeyboardInterrupt traceback; twice during a save, a threading traceback."""
+  workdir = tmp_path / 'run'
+  code, stderr = _sigterm_when(workdir, r'JAX process 0 of 1', stop_signals)
+  assert code == status, stderr[-3000:]
+  assert 'Traceback' not in stderr and 'Exception ignored' not in stderr, stderr[-3000:]
+  if len(stop_signals) > 1:
+    assert ('SIGINT (Ctrl-C) received again: stopping once the checkpoint of this step is '
+            'saved') in stderr, stderr
+  last = stderr.strip().splitlines()[-1]
+  assert last == (f'{prefix}: saved step 1 in {workdir}/checkpoints; rerun the same command '
+                  'to resume'), last
+  assert sorted(path.name for path in (workdir / 'checkpoints').iterdir()) == ['1']
 
 
 def test_sigterm_during_start_up_stops_with_75(tmp_path):
@@ -209,9 +242,13 @@ def test_out_of_device_memory_in_a_step_is_one_line_naming_batch_and_crop():
   devices = jax.device_count()
   assert str(translated) == (
       f'out of accelerator memory in a training step with batch_size=16 ({16 // devices} per '
-      f'device on {devices}) and data.crop_size=1024 (RESOURCE_EXHAUSTED: Out of memory while '
-      'trying to allocate 25769803776 bytes.): lower batch_size or data.crop_size (memory '
-      'grows with batch x crop^2), or use more devices')
+      f'device on {devices}), data.crop_size=1024 and generator.features=32 (RESOURCE_EXHAUSTED: '
+      'Out of memory while trying to allocate 25769803776 bytes.): lower batch_size or '
+      'data.crop_size (memory grows with batch x crop^2), or generator.features (x '
+      'features^2), or use more devices')
+  # Before: MemoryError from the CPU weight-gradient timing (generator.features=20000).
+  assert str(loop.out_of_memory(MemoryError(), config)).startswith(
+      'out of host memory in a training step with batch_size=16')
   # Other runtime errors are bugs and keep their traceback.
   assert loop.out_of_memory(jax.errors.JaxRuntimeError('INTERNAL: oops'), config) is None
   assert loop.out_of_memory(ValueError('RESOURCE_EXHAUSTED'), config) is None

@@ -161,6 +161,12 @@ MAIN_CASES = {
                           '--config.srgan.vgg_weights=/nonexistent/vgg19.npz'],
                          r"srgan.content_loss='vgg54' needs VGG19 weights, none at "
                          r'/nonexistent/vgg19.npz: run python -m srgan_jax.vgg19 import'),
+    # The paper's command without its data: checked by TFDS, before the workdir exists.
+    'tfds data not prepared': (['--config.data.source=tfds',
+                                '--config.data.tfds_data_dir=/nonexistent/tfds'],
+                               r"TFDS dataset 'div2k/bicubic_x4' is not prepared in "
+                               r'/nonexistent/tfds .*: prepare it once with `tfds build '
+                               r'div2k/bicubic_x4 --data_dir=/nonexistent/tfds`'),
     'init_from without checkpoints': (['--config.srgan.init_from=/nonexistent/run'],
                                       r'srgan.init_from: no checkpoints in /nonexistent/run'),
     # The command's own flags.
@@ -231,8 +237,25 @@ def test_main_damaged_vgg_weights_before_any_checkpoint(tmp_path):
                        f'--config.srgan.vgg_weights={weights}')
   check_user_error(result, rf'cannot read VGG19 weights from {re.escape(str(weights))}.*'
                            rf'Re-create the file with: python -m srgan_jax.vgg19 import')
-  assert sorted(snapshot(workdir)) == ['lock.json']  # No checkpoints/, no events file.
+  # Before: lock.json was left (and by other refusals config.json, an events file and
+  # an empty checkpoints/, which later commands then met).
+  assert not workdir.exists()
   assert weights.read_text() == 'not a weights file'
+
+
+def test_a_start_that_fails_after_the_lock_leaves_the_workdir_as_it_was(tmp_path):
+  """Refused at the SRGAN phase's start (init_from's generator does not fit), after the
+  lock, checkpoints/, the events file and config.json were made: all are removed again;
+  what the workdir held before is not touched."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'notes.txt').write_text('mine')
+  before = snapshot(workdir)
+  result = run_command('main', f'--config={QUICKSTART}', f'--workdir={workdir}',
+                       '--config.generator.num_blocks=1', '--config.srresnet.num_steps=0',
+                       '--config.srgan.num_steps=1', '--config.srgan.init_from=cpu_small')
+  check_user_error(result, r'srgan.init_from=cpu_small has generator')
+  assert snapshot(workdir) == before
 
 
 def test_main_evaluate_without_checkpoints(tmp_path):
@@ -500,6 +523,9 @@ COMPARE_CASES = {
                                   r'--output=\S+/a.png lies in the --data folder \S+/images, '
                                   r'whose images it would replace or join'),
     'data is a file': (['--data=ROOT/images/a.png'], r'--data=\S+/a.png is a file, not a folder'),
+    # Before: "unknown model 'bicubic'; built-in: bicubic, srgan".
+    'model=bicubic': (['--model=bicubic'], r"--model=bicubic: bicubic is always the figure's "
+                                           r'first column; name only shipped generators'),
     # Before: a ValueError traceback (SSIM window) after the generators ran.
     'image too small': (['--crop=tiny:0,0,4,4'],
                         r'tiny.png: 16x16 pixels .* is too small to score'),
@@ -578,6 +604,13 @@ BENCHMARK_CASES = {
     'data_folders without images': (['--run=pipeline', '--data_folders=ROOT/empty'],
                                     r'--data_folders: no image files \(.*\) in \S+/empty'),
 }
+
+
+def test_device_data_rejects_steps_below_one(tmp_path):
+  """Before: --steps=-5 exited 0 printing "-3046110 crops/s"."""
+  write_image(tmp_path / 'a.png')
+  check_user_error(run_command('device_data', f'--folders={tmp_path}', '--steps=-5'),
+                   r'--steps must be >= 1, got -5')
 
 
 @pytest.mark.parametrize('args, pattern', BENCHMARK_CASES.values(), ids=BENCHMARK_CASES.keys())

@@ -1,6 +1,7 @@
 """Learning-curve plots from a tiny run's TensorBoard events."""
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -142,3 +143,49 @@ def test_plot_draws_the_srgan_phase(tiny_gan_run, tmp_path):
     np.testing.assert_array_equal(texture_lines[label].get_xdata(), steps)
     np.testing.assert_array_equal(texture_lines[label].get_ydata(), values)
   assert list(texture_lines['HR'].get_ydata()) == [1, 1]
+
+
+@pytest.mark.parametrize('damage', ['garbled length', 'zeroed block'])
+def test_an_events_file_damaged_mid_way_is_one_line_naming_it(tiny_run, tmp_path, damage):
+  """Before: a protobuf DecodeError traceback, or a length followed into garbage."""
+  (events,) = sorted(tiny_run[0].glob('events.out.tfevents.*'))
+  data = bytearray(events.read_bytes())
+  (first_length,) = struct.unpack('<Q', data[:8])
+  second = 12 + first_length + 4  # Where the second record starts.
+  if damage == 'garbled length':
+    data[second:second + 8] = b'\xff' * 8
+  else:
+    data[second:second + 4096] = bytes(min(4096, len(data) - second))
+  (tmp_path / events.name).write_bytes(bytes(data))
+  with pytest.raises(curves.DamagedRunFileError,
+                     match=rf'TensorBoard events file {tmp_path / events.name} is damaged at '
+                           rf'byte {second} of {len(data)} \(a record length fails its CRC\): '
+                           'move it out of the workdir'):
+    curves.read_scalars(tmp_path)
+  (tmp_path / events.name).write_bytes(events.read_bytes()[:second + 20])  # Cut short: read.
+  assert curves.read_scalars(tmp_path) is not None
+
+
+@pytest.mark.parametrize('content, pattern', [
+    ('[1, 2]', r'config.json holds a list, not a config: training writes it'),
+    ('{"scale": 4, "eval_fo', r'config.json is not valid JSON \(.*\): training writes it'),
+])
+def test_a_config_json_that_is_not_a_config_is_one_line_naming_it(tmp_path, content, pattern):
+  """Before: AttributeError ('list' object has no attribute 'get') or a JSONDecodeError
+  that did not name the file, from `plot`."""
+  (tmp_path / 'config.json').write_text(content)
+  with pytest.raises(curves.DamagedRunFileError, match=rf'{tmp_path}/' + pattern):
+    curves.read_config(tmp_path)
+
+
+def test_a_json_lines_summary_that_is_not_scalars_is_one_line_naming_it(tmp_path):
+  """A run without tensorflow logs JSON lines; one that is JSON but not a scalar was a
+  KeyError or TypeError. A last line cut short (a run still writing) is skipped."""
+  summary = tmp_path / 'summaries.1.000000.jsonl'
+  summary.write_text('{"step": 2, "tag": "eval/a/psnr", "value": 30.5}\n{"step": 4, "ta')
+  steps, values = curves.read_scalars(tmp_path)['eval/a/psnr']
+  assert list(steps) == [2] and list(values) == [30.5]
+  summary.write_text('{"step": 2, "tag": "eval/a/psnr", "value": 30.5}\n[1, 2]\n')
+  with pytest.raises(curves.DamagedRunFileError,
+                     match=rf"{summary} holds a line that is not a scalar \('\[1, 2\]'\)"):
+    curves.read_scalars(tmp_path)

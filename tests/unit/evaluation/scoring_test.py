@@ -222,3 +222,16 @@ def test_evaluate_accepts_a_set_in_a_bucket(tmp_path):
     with pytest.raises(errors.ConfigError, match='no folder gs://bucket/Missing'):
       evaluate._check_flags(  # pylint: disable=protected-access
           types.SimpleNamespace(**vars(options), data=['gs://bucket/Missing']), 'bicubic')
+
+
+def test_a_set_whose_images_are_all_in_subfolders_says_they_are_not_searched(tmp_path):
+  """Before: "no image to score in X (0 skipped; looked for ...)", nothing more."""
+  for name in ('HR', 'LR'):
+    (tmp_path / 'set' / name).mkdir(parents=True)
+    Image.new('RGB', (32, 32)).save(tmp_path / 'set' / name / 'a.png')
+  (tmp_path / 'set' / 'empty').mkdir()
+  with pytest.raises(scoring.NoImagesError) as raised:
+    scoring._read_set(tmp_path / 'set', 4)  # pylint: disable=protected-access
+  assert str(raised.value).endswith('; its subfolders are not searched, and HR, LR hold '
+                                    'images: name that folder instead')
+  assert image_io.subfolders_note(tmp_path / 'set' / 'HR') == ''

@@ -274,7 +274,9 @@ def test_training_ignores_exif_orientation(tmp_path):
 
 def test_one_suffix_list():
   """Training, evaluation and super-resolution look for the same files."""
-  assert {'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff'} == set(
+  # Before: no '.gif', so a GIF given alone was super-resolved and one in a folder
+  # skipped without a word.
+  assert {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff'} == set(
       image_io.IMAGE_SUFFIXES)
   for module in (scoring, super_resolve_files, sources, tf_pipeline):
     assert not hasattr(module, 'IMAGE_SUFFIXES') and not hasattr(module, 'IMAGE_EXTENSIONS')

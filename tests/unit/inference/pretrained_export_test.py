@@ -4,6 +4,7 @@ by name, used from both commands."""
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -96,8 +97,55 @@ def test_changed_weights_file_is_refused(tiny_run, models_dir):
   pretrained_export.export(str(tiny_run[0]), 'tiny', folders=[])
   with open(models_dir / 'tiny.msgpack', 'ab') as weights:
     weights.write(b'\0')
-  with pytest.raises(ValueError, match='SHA-256'):
+  # Before: a ValueError with its traceback; now one line (a UserError) naming both files.
+  with pytest.raises(pretrained.DamagedModelError,
+                     match=rf'{models_dir}/tiny.msgpack is not the file that '
+                           rf'{models_dir}/tiny.json describes \(SHA-256 differs\): restore'):
     pretrained.load('tiny')
+
+
+def _edit_card(models_dir, edit):
+  card = models_dir / 'tiny.json'
+  record = json.loads(card.read_text())
+  edit(record)
+  card.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize('damage, pattern', [
+    # Before: KeyError: 'msgpack_sha256' (a traceback).
+    (lambda card: _edit_card(card.parent, lambda record: record.pop('msgpack_sha256')),
+     r'tiny.json has bad fields: msgpack_sha256 \(missing\)'),
+    # Before: `pretrained` listed nothing but a JSONDecodeError traceback.
+    (lambda card: card.write_text(card.read_text()[:100]), r'tiny.json is not valid JSON'),
+    (lambda card: card.write_text('[1, 2]'), r'tiny.json holds a list, not an object'),
+    # Before: Flax's ScopeParamShapeError from the first apply (51 lines).
+    (lambda card: _edit_card(card.parent, lambda record: record['config']['generator'].update(
+        features=20)), r'tiny.json: its config \(generator .*\) does not fit its weights '
+                       r'\(.*: config \(.*20.*\), weights \(.*8'),
+    (lambda card: _edit_card(card.parent, lambda record: record['config']['generator'].update(
+        nonsense=1)), r'tiny.json: its config builds no generator \(TypeError'),
+], ids=['no-sha256', 'truncated', 'a-list', 'edited-features', 'unknown-field'])
+def test_a_damaged_model_card_is_one_user_error(tiny_run, models_dir, damage, pattern):
+  pretrained_export.export(str(tiny_run[0]), 'tiny', folders=[])
+  damage(models_dir / 'tiny.json')
+  with pytest.raises(pretrained.DamagedModelError, match=pattern) as raised:
+    pretrained.load('tiny')
+  assert str(raised.value).endswith("restore the model's two files (reinstall the package, "
+                                    'or export it again)')
+
+
+def test_a_checkpoint_whose_stored_config_was_edited_is_one_user_error(tiny_run, tmp_path):
+  """Before: flax's ScopeParamShapeError, 51 lines, from evaluate / export / super_resolve."""
+  workdir = tmp_path / 'workdir'
+  shutil.copytree(tiny_run[0], workdir)
+  for run_record in (workdir / 'checkpoints').glob('*/run/metadata'):
+    record = json.loads(run_record.read_text())
+    record['config']['generator']['num_blocks'] += 1
+    run_record.write_text(json.dumps(record))
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=rf'checkpoint {workdir}/checkpoints/4: its config .* does not fit its '
+                           r'weights \(.*: config \(.*\), weights absent.*put back the config'):
+    checkpointing.load_generator(str(workdir))
 
 
 def _run(*args: str, models: pathlib.Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -56,6 +56,24 @@ def test_folder_with_corrupt_file(tmp_path):
   assert summary.output_pixels == 2 * 44 * 36
 
 
+def test_a_folder_reads_gifs_as_one_file_does_and_names_what_it_left_out(tmp_path):
+  """Before: a .gif given alone was super-resolved, one in a folder skipped unsaid."""
+  pixels = _write_rgb(tmp_path / 'in' / 'c.png', 4)
+  Image.fromarray(pixels).convert('P').save(tmp_path / 'in' / 'g.gif')
+  (tmp_path / 'in' / 'c.png').unlink()
+  (tmp_path / 'in' / 'notes.txt').write_text('not an image')
+  (tmp_path / 'in' / 'photo.heic').write_bytes(b'')
+  summary = super_resolve_files.super_resolve_paths(upscalers.bicubic(4), tmp_path / 'in',
+                                                    tmp_path / 'out')
+  alone = super_resolve_files.super_resolve_paths(upscalers.bicubic(4), tmp_path / 'in' / 'g.gif',
+                                                  tmp_path / 'alone.png')
+  assert summary.written == [tmp_path / 'out' / 'g.png'] and alone.exit_code == 0
+  assert (tmp_path / 'out' / 'g.png').read_bytes() == (tmp_path / 'alone.png').read_bytes()
+  assert str(summary) == ('1 written, 0 skipped (existing), 0 failed; left out, not images by '
+                          'their suffix: 2 (notes.txt, photo.heic)')
+  assert str(alone) == '1 written, 0 skipped (existing), 0 failed'
+
+
 def test_existing_outputs_not_overwritten(tmp_path):
   _write_rgb(tmp_path / 'in' / 'a.png', 3)
   _write_rgb(tmp_path / 'in' / 'b.png', 4)

@@ -93,6 +93,18 @@ def test_auto_mode_times_each_layer_once_and_keeps_the_verdict(monkeypatch, verd
   assert _gradient_uses_matmul('auto', *widening) and not _gradient_uses_matmul('auto', *body)
 
 
+@pytest.mark.parametrize('content', ['[1, 2]', '{"cpu": [1]}', '{"cpu": {"layer": 3}}', '{"a'])
+def test_a_damaged_verdict_cache_is_ignored_and_rewritten(monkeypatch, verdict_cache, content):
+  """Before: a cache file holding [1, 2] raised AttributeError while tracing the step."""
+  verdict_cache.write_text(content)
+  monkeypatch.setattr(conv_autotune, 'time_weight_gradients',
+                      lambda *unused_args: {'xla': 1.0, 'matmul': 0.5})
+  assert _gradient_uses_matmul('auto', (2, 8, 8, 4), (3, 3, 4, 16))
+  saved = json.loads(verdict_cache.read_text())
+  cpu = f'{conv_autotune.cpu_description()}; jax {jax.__version__}'
+  assert list(saved) == [cpu] and [v['matmul'] for v in saved[cpu].values()] == [True]
+
+
 def test_auto_mode_times_real_calls_while_tracing(verdict_cache):
   """The timing runs in the middle of a trace (in a thread of its own)."""
   x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))

@@ -23,6 +23,7 @@ from srgan_jax.imaging import bicubic
 from srgan_jax.imaging import degradation
 from srgan_jax.imaging import image_io
 from srgan_jax.nn import lpips
+from srgan_jax.runtime import errors
 
 torch = pytest.importorskip('torch', reason='torch is not installed')
 # torchvision's vgg16 'D' configuration.
@@ -194,6 +195,24 @@ def test_malformed_file_is_a_clear_error(tmp_path):
 def test_wrong_state_dict_is_a_clear_error():
   with pytest.raises(lpips.LPIPSWeightsInvalidError, match='features.10.weight'):
     lpips.params_from_torch({}, {}, 'alex')
+
+
+def test_import_of_what_is_not_a_state_dict_is_one_user_error(tmp_path):
+  """Before: `lpips import` of a PNG, or of a state dict with other keys, ended in a
+  traceback (vgg19 import already said it in one line)."""
+  png = tmp_path / 'a.png'
+  png.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64))
+  tensor, other_keys = tmp_path / 'tensor.pth', tmp_path / 'other.pth'
+  torch.save(torch.zeros(3), tensor)
+  torch.save({'weight': torch.zeros(3)}, other_keys)
+  for path, pattern in [(png, rf'cannot read a torch state dict from {png} \(\w+: '),
+                        (tensor, 'holds a Tensor, not a state dict'),
+                        (other_keys, r"missing \['features.0.weight'")]:
+    with pytest.raises(lpips.LPIPSWeightsInvalidError, match=pattern) as raised:
+      lpips.import_weights(str(path), 'alex', linear=str(path), output=str(tmp_path / 'o.npz'))
+    assert isinstance(raised.value, errors.UserError)
+    assert 'python -m srgan_jax.lpips import --backbone=' in str(raised.value)
+  assert not (tmp_path / 'o.npz').exists()
 
 
 @pytest.mark.system

@@ -1,5 +1,6 @@
 """configs/config_rules.py agrees with the configs: every field has a rule, every config passes."""
 
+import os
 import re
 
 from PIL import Image
@@ -32,7 +33,54 @@ def test_shipped_configs_are_valid(module, devices, tmp_path):
     Image.new('RGB', (config.data.crop_size,) * 2).save(tmp_path / f'{index}.png')
   config.data.folders = (str(tmp_path),)
   config.eval_folders = ()
+  if config.data.source == 'tfds':  # x4's ImageNet, prepared by TFDS's own record of it.
+    config.data.tfds_data_dir = str(_prepared_tfds(tmp_path / 'tfds', config.data.tfds_name))
   config_rules.validate(config, device_count=devices)
+
+
+def _prepared_tfds(data_dir, name):
+  """``data_dir`` holding what TFDS writes when it prepares ``name`` (its dataset_info.json
+  and features.json, no examples: nothing downloaded)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(name, data_dir=str(data_dir))
+  os.makedirs(builder.data_dir)
+  builder.info.write_to_directory(builder.data_dir)
+  return data_dir
+
+
+def _tfds_config(tmp_path, **data):
+  config = quickstart.get_config()
+  config.data.source, config.data.tfds_name = 'tfds', 'div2k/bicubic_x4'
+  config.data.tfds_image_key = 'hr'
+  config.data.tfds_data_dir = str(tmp_path / 'tfds')
+  config.data.update(data)
+  return config
+
+
+def test_tfds_data_must_be_prepared(tmp_path):
+  """Before: the loop's input pipeline failed with a 56-line traceback advising
+  `tfds convert_format` (or a 62-line AssertionError), after the workdir was made."""
+  (tmp_path / 'tfds').mkdir()
+  with pytest.raises(errors.ConfigError) as raised:
+    config_rules.validate(_tfds_config(tmp_path))
+  assert str(raised.value) == (
+      f"bad config: TFDS dataset 'div2k/bicubic_x4' is not prepared in {tmp_path}/tfds (no "
+      f'{tmp_path}/tfds/div2k/bicubic_x4/2.0.0/dataset_info.json): prepare it once with '
+      f'`tfds build div2k/bicubic_x4 --data_dir={tmp_path}/tfds`, set data.tfds_data_dir to '
+      'where it is prepared, or train from image folders: --config.data.source=folders '
+      '--config.data.folders=DIR')
+  assert os.listdir(tmp_path / 'tfds') == []  # Asked, not created or downloaded.
+  _prepared_tfds(tmp_path / 'tfds', 'div2k/bicubic_x4')
+  config_rules.validate(_tfds_config(tmp_path))  # The same, prepared: no problem.
+  assert config_rules.check(_tfds_config(tmp_path, tfds_image_key='image')) == [
+      "data.tfds_image_key='image' is not a feature of div2k/bicubic_x4 (it has hr, lr)"]
+  # A dataset that needs a manual download says so.
+  imagenet = config_rules.check(_tfds_config(tmp_path, tfds_name='imagenet2012'))
+  assert 'needs its files downloaded by hand first, into --manual_dir' in imagenet[0]
+  assert config_rules.check(_tfds_config(tmp_path, tfds_name='no_such_dataset')) == [
+      "data.tfds_name='no_such_dataset' is not a TFDS dataset: name one of "
+      'https://www.tensorflow.org/datasets/catalog, or train from image folders: '
+      '--config.data.source=folders --config.data.folders=DIR']
 
 
 def test_every_problem_in_one_line():
@@ -58,6 +106,8 @@ def test_eval_metric_names_are_those_evaluation_knows():
     ('data.crops_per_image', 0, 'data.crops_per_image must be >= 1'),
     ('srresnet.schedule', 'linear', 'srresnet.schedule must be one of'),
     ('batch_size', 12, 'batch_size must be a multiple of the 8 devices'),
+    # Before: OverflowError from jax.random.key in the first step, after the workdir was made.
+    ('seed', 2**63, 'seed must be <= 9223372036854775807, got 9223372036854775808'),
 ])
 def test_config_rules_are_the_only_check_of_what_training_relies_on(field, value, expected):
   """The training library (steps, loop, input pipelines) no longer re-checks these:
