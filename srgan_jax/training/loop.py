@@ -30,6 +30,7 @@ from srgan_jax.nn import models
 from srgan_jax.nn import upscalers
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import memory
 from srgan_jax.runtime import sharding
 from srgan_jax.runtime import signals
 from srgan_jax.training import checkpointing
@@ -85,23 +86,16 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
                  out_shardings=replicated)(generator)
 
 
-class OutOfMemoryError(errors.UserError, MemoryError):
-  """A training step needs more accelerator memory than there is."""
-
-
 def out_of_memory(error: Exception, config: ml_collections.ConfigDict
-                  ) -> OutOfMemoryError | None:
-  """The one-line error for XLA's RESOURCE_EXHAUSTED from a step (else None): what the
-  step held and what to lower, instead of a 50-line JaxRuntimeError traceback."""
-  if not isinstance(error, jax.errors.JaxRuntimeError) or 'RESOURCE_EXHAUSTED' not in str(error):
-    return None
-  detail = str(error).strip().splitlines()[0][:200]
+                  ) -> memory.OutOfMemoryError | None:
+  """The one-line error for an out-of-memory ``error`` from a step (else None): what
+  the step held and what to lower, instead of a 50-line JaxRuntimeError traceback."""
   devices = jax.device_count()
-  return OutOfMemoryError(
-      f'out of accelerator memory in a training step with batch_size={config.batch_size} '
+  return memory.out_of_memory(
+      error, f'in a training step with batch_size={config.batch_size} '
       f'({config.batch_size // devices} per device on {devices}) and data.crop_size='
-      f'{config.data.crop_size} ({detail}): lower batch_size or data.crop_size (memory '
-      'grows with batch x crop^2), or use more devices')
+      f'{config.data.crop_size}', 'lower batch_size or data.crop_size (memory grows with '
+      'batch x crop^2), or use more devices')
 
 
 def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:
@@ -366,7 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       progress = log_metrics(progress, batch.last, config, programs, writer, manager, gan_health)
       evaluate(progress, config, evaluator)
       saved |= save_or_stop(progress, config, workdir, manager, stop, first=not saved)
-  except jax.errors.JaxRuntimeError as error:
+  except (jax.errors.JaxRuntimeError, MemoryError) as error:
     raise out_of_memory(error, config) or error
   finally:
     checkpointing.wait_until_finished(manager)
