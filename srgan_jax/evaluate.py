@@ -9,6 +9,11 @@ score Y-channel PSNR/SSIM with ``scale`` pixels shaved off each border (see
 single-channel, as in the MATLAB test code; files are read by ``image_io``'s rules (16-bit images
 reduced to their high byte, as the training input does).
 
+``--data=Set5`` is always ``$SRGAN_DATASETS/Set5`` (``paths.image_folder``); the folder
+read ends each row of the table and is each set's ``folder`` in results.json. A
+generator scores images with an LR side above ``--tile`` by tiles (equal to whole-image
+scoring); a set that runs out of memory is reported and the others are kept.
+
 Files that cannot be scored (unreadable, unsupported, or too small for the SSIM
 window once shaved) are reported by name and skipped; a set that cannot be scored at
 all is reported and the other sets are still scored and written. The command exits

@@ -146,14 +146,22 @@ HOST_BYTES_PER_OUTPUT_SAMPLE = 24
 _SMALLER = 'crop or shrink the image (or use a machine with more memory)'
 
 
-def check_output_fits(source: pathlib.Path, image: image_io.LoadedImage, scale: int) -> None:
-  """Raises memory.OutOfMemoryError, stating the memory needed, before an output too
-  large for the host's memory is allocated (a 10000x10000 input at x4: 18 GiB of
-  output alone)."""
+def output_problem(image: image_io.LoadedImage, scale: int) -> str | None:
+  """Why the output of ``image`` would not fit in the host's free memory, stating the
+  memory it needs (a 10000x10000 input at x4: 18 GiB of output alone), or None;
+  decided before the output is allocated, alike on every process (the others would
+  otherwise wait for one that skipped the image)."""
   height, width = image.rgb.shape[:2]
   channels = 3 + (image.alpha is not None)
-  memory.check_fits(height * width * scale ** 2 * channels * HOST_BYTES_PER_OUTPUT_SAMPLE,
-                    f'its {width * scale}x{height * scale} output', _SMALLER)
+  try:
+    memory.check_fits(height * width * scale ** 2 * channels * HOST_BYTES_PER_OUTPUT_SAMPLE,
+                      f'its {width * scale}x{height * scale} output', _SMALLER)
+    problem = None
+  except memory.OutOfMemoryError as error:
+    problem = str(error)
+  if distributed.on_every_process([problem is None])[0]:
+    return None
+  return problem or 'another host lacks the memory for its output; ' + _SMALLER
 
 
 def super_resolve_paths(upscaler: upscalers.Upscaler, inputs: str | os.PathLike[str],
@@ -209,15 +217,15 @@ def super_resolve_paths(upscaler: upscalers.Upscaler, inputs: str | os.PathLike[
     if problem is not None:
       summary.failed.append((source, str(problem)))
       continue
+    problem = output_problem(image, upscaler.scale)
+    if problem is not None:  # Refused before the output is allocated.
+      summary.failed.append((source, f'{source}: {problem}'))
+      continue
     try:
-      check_output_fits(source, image, upscaler.scale)
       sr, alpha = super_resolve_image(upscaler, image)
       if write:
         target.parent.mkdir(parents=True, exist_ok=True)
         image_io.save_image(target, sr, alpha, image.grayscale, image.bit_depth)
-    except memory.OutOfMemoryError as error:  # Refused before the output was allocated.
-      summary.failed.append((source, f'{source}: {error}'))
-      continue
     except MemoryError as error:  # Host memory: this image is too large, others may fit.
       problem = memory.out_of_memory(error, 'making its output', _SMALLER)
       summary.failed.append((source, f'{source}: {problem}'))
