@@ -112,10 +112,11 @@ def temporary_path(path: str | os.PathLike[str]) -> pathlib.Path:
   return path.with_name(f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial')
 
 
-def _remove(path: pathlib.Path) -> None:
-  """Deletes ``path`` if it is there, even if a stop signal (SIGTERM raises
-  ``errors.Preempted`` in the main thread, Ctrl-C KeyboardInterrupt) interrupts the
-  first try: the second try runs before that exception goes on."""
+def discard(path: str | os.PathLike[str]) -> None:
+  """Deletes the temporary file ``path`` if it is there, even if a stop signal (SIGTERM
+  raises ``errors.Preempted`` in the main thread, Ctrl-C KeyboardInterrupt) interrupts
+  the first try: the second try runs before that exception goes on."""
+  path = pathlib.Path(path)
   try:
     path.unlink(missing_ok=True)
   except OSError:
@@ -138,7 +139,7 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
     yield temporary
     os.replace(temporary, path)
   finally:
-    _remove(temporary)  # Gone once renamed.
+    discard(temporary)  # Gone once renamed.
 
 
 def write_whole(path: str | os.PathLike[str], content: str | bytes, *,
