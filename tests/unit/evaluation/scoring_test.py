@@ -177,7 +177,8 @@ def test_evaluate_beside_bicubic_scores_both_alike(tmp_path, monkeypatch, capsys
   upscaler = upscalers.generator(
       *model_reference.load(model_reference.from_flags('srgan', 'unused'))[:2])
   results = scoring.evaluate_beside_bicubic(upscaler, [folder], metric_names=('niqe',))
-  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'bicubic']
+  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'folder',
+                                    'bicubic']
   baseline = scoring.evaluate_folder(upscalers.bicubic(4), folder,
                                      metric_fns={'niqe': lambda sr, hr: niqe.niqe(sr, 4)})
   assert results['bench']['bicubic'] == {k: v for k, v in baseline.items()
@@ -207,6 +208,9 @@ def test_sets_in_a_bucket_score_as_local_ones(tmp_path):
     assert [str(path) for path in image_io.image_files('gs://bucket/Bench', recursive=False)] == [
         'gs://bucket/Bench/img00.png', 'gs://bucket/Bench/img01.png']
   assert list(remote) == ['Bench'] and remote['Bench']['images'] == 2
+  # The same scores; each names the folder it read.
+  assert remote['Bench'].pop('folder') == 'gs://bucket/Bench'
+  assert local['Bench'].pop('folder') == str(tmp_path / 'Bench')
   assert remote == local
 
 
@@ -219,7 +223,8 @@ def test_evaluate_accepts_a_set_in_a_bucket(tmp_path):
   from srgan_jax.runtime import errors  # pylint: disable=g-import-not-at-top
   write_blocky_images(tmp_path / 'Bench', 1, (48, 40), seed=4)
   options = types.SimpleNamespace(scale=4, step=None, workdir=None, output=None,
-                                  save_dir=None, compare=False, crop=[], zoom=1, metrics=[])
+                                  save_dir=None, compare=False, crop=[], zoom=1, metrics=[],
+                                  tile=evaluate.SCORING_TILE)
   with fake_bucket(tmp_path):
     evaluate._check_flags(  # pylint: disable=protected-access
         types.SimpleNamespace(**vars(options), data=['gs://bucket/Bench']), 'bicubic')
