@@ -66,8 +66,8 @@ from srgan_jax.benchmarking import workloads
 from srgan_jax.imaging import image_io
 from srgan_jax.nn import conv_autotune
 from srgan_jax.runtime import cli
-from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
+from srgan_jax.runtime import memory
 from srgan_jax.runtime import paths
 
 
@@ -156,15 +156,16 @@ def main() -> None:
   batch_sizes, inference_sizes, widths, steps_per_call = _check_flags(f)
   try:
     report = _run(f, batch_sizes, inference_sizes, widths, steps_per_call)
-  except MemoryError as error:  # numpy's message names the array's shape and size.
-    raise errors.ConfigError(f'out of host memory ({error}); lower --inference_sizes, '
-                             '--inference_batch, --batch_sizes or --crop_size') from error
+  except (MemoryError, RuntimeError) as error:  # Host, or XLA's (a RuntimeError).
+    raise memory.out_of_memory(
+        error, 'while timing', 'lower --batch_sizes, --crop_size, --inference_sizes or '
+        '--inference_batch') or error
   print(report_table.format_table(report))
   if f.json:
     output = paths.absolute(f.json)
     os.makedirs(os.path.dirname(output), exist_ok=True)
-    with open(output, 'w') as file:
-      json.dump(report, file, indent=2)
+    # Whole or not at all: a full disk leaves the previous report, not 0 bytes.
+    paths.write_whole(output, json.dumps(report, indent=2))
     print(f'wrote {output}')
 
 

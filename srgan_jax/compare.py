@@ -33,8 +33,8 @@ def _define_flags() -> None:
   flags.DEFINE_multi_string('model', [], 'Shipped generators to compare, by name, in '
                             'order (bicubic always comes first): '
                             f'{", ".join(pretrained.names()) or "none in this install"}.')
-  flags.DEFINE_multi_string('data', [], 'Folders (or set names in $SRGAN_DATASETS) that '
-                            'hold the --crop images.')
+  flags.DEFINE_multi_string('data', [], 'The sets that hold the --crop images: ' +
+                            paths.DATA_FLAG_HELP + '.')
   flags.DEFINE_multi_string('crop', [], 'NAME:x,y,w,h: one row, that region of image NAME '
                             '(HR pixels).')
   flags.DEFINE_string('output', 'figure2.png', 'The PNG to write.')
@@ -99,7 +99,7 @@ def main() -> None:
     rows.append((crop, srs, hr))
   output = pathlib.Path(output)
   output.parent.mkdir(parents=True, exist_ok=True)
-  figures.comparison_figure(rows, options.scale).savefig(output, dpi=110)
+  figures.save_figure(figures.comparison_figure(rows, options.scale), output, dpi=110)
   print(f'Wrote {output}')
 
 

@@ -10,6 +10,11 @@ batches of same-size images. Grayscale files stay
 single-channel, as in the MATLAB test code; files are read by ``image_io``'s rules (16-bit images
 reduced to their high byte, as the training input does).
 
+``--data=Set5`` is always ``$SRGAN_DATASETS/Set5`` (``paths.image_folder``); the folder
+read ends each row of the table and is each set's ``folder`` in results.json. A
+generator scores images with an LR side above ``--tile`` by tiles (equal to whole-image
+scoring); a set that runs out of memory is reported and the others are kept.
+
 Files that cannot be scored (unreadable, unsupported, or too small for the SSIM
 window once shaved) are reported by name and skipped; a set that cannot be scored at
 all is reported and the other sets are still scored and written. The command exits
@@ -47,6 +52,10 @@ from srgan_jax.runtime import flag_checks
 from srgan_jax.runtime import paths
 from srgan_jax.training import model_reference
 
+# The default --tile: LR images up to this side (2048 HR pixels at x4: every benchmark
+# set's) are scored whole, in batches; larger ones by tiles.
+SCORING_TILE = 512
+
 
 def _define_flags() -> None:
   flags.DEFINE_string('model', None, model_reference.flag_help() +
@@ -55,8 +64,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
   flags.DEFINE_bool('ema', True, 'Use the EMA generator weights when the run kept them.')
   flags.DEFINE_integer('scale', 4, 'bicubic: upscaling factor (also the shaved border).')
-  flags.DEFINE_multi_string('data', None, 'Folder of HR images, or the name of a set in '
-                            '$SRGAN_DATASETS (e.g. Set5); repeat for several sets.')
+  flags.DEFINE_multi_string('data', None, 'A set of HR images: ' + paths.DATA_FLAG_HELP +
+                            '. Repeat for several sets; the folder read is in the table '
+                            'and results.json.')
   flags.DEFINE_string('output', None, 'Write the results here as JSON.')
   flags.DEFINE_string('save_dir', None, 'Write the SR images here, one folder per set.')
   flags.DEFINE_bool('compare', False, 'Also write LR | bicubic | SR | HR images (needs --save_dir).')
@@ -64,6 +74,9 @@ def _define_flags() -> None:
                             'region (HR pixels) of image NAME (file name without suffix); '
                             'repeatable; implies --compare.')
   flags.DEFINE_integer('zoom', 1, 'Enlarge the --crop images this many times (nearest).')
+  flags.DEFINE_integer('tile', SCORING_TILE, 'A generator scores images with an LR side '
+                       'above this by tiles of this side (equal to whole-image scoring, '
+                       'in bounded memory); lower it when out of memory.')
   flags.DEFINE_list('metrics', list(named_metrics.DEFAULT_METRICS),
                     f'Metrics beside PSNR and SSIM (always computed), of {named_metrics.METRICS}; '
                     'LPIPS is skipped with a warning when its weights are absent.')
@@ -79,6 +92,7 @@ def _check_flags(options: Any, model: str) -> None:
       [('scale', options.scale, flag_checks.integer(minimum=2)),
        ('step', options.step, flag_checks.integer(minimum=0)),
        ('zoom', options.zoom, flag_checks.integer(minimum=1)),
+       ('tile', options.tile, flag_checks.integer(minimum=1)),
        ('metrics', options.metrics, flag_checks.subset_of(*named_metrics.METRICS)),
        ('workdir', options.workdir, flag_checks.text()),
        ('output', options.output, flag_checks.text()),
@@ -108,9 +122,11 @@ def _failures(results: dict[str, dict[str, Any]]) -> str | None:
   """One line naming what could not be scored, or None."""
   sets = [name for name, result in results.items() if 'error' in result]
   files = sum(len(result.get('failed', ())) for result in results.values())
-  if not sets and not files:
+  unwritten = sum(len(result.get('not_written', ())) for result in results.values())
+  if not sets and not files and not unwritten:
     return None
   parts = ([f'{files} files skipped'] if files else []) + (
+      [f'{unwritten} scored images whose SR images were not written'] if unwritten else []) + (
       [f'sets not scored: {", ".join(sets)}'] if sets else [])
   return '; '.join(parts) + ' (named above)'
 
@@ -131,22 +147,26 @@ def main() -> int:
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
   writes = True
+  memory_fix = 'lower --tile' + (' or --zoom' if crops else '')
   if model == 'bicubic':
     results = scoring.evaluate_sets(upscalers.bicubic(options.scale), folders, save_dir,
                                     options.compare, crops,
-                                    named_metrics.metric_fns(options.metrics, options.scale))
+                                    named_metrics.metric_fns(options.metrics, options.scale),
+                                    memory_fix=memory_fix)
     print(results_table.format_table(results))
   else:
     # A workdir's generator (srgan) or a pretrained model's, by name.
     generator = model_reference.load(model_reference.from_flags(
         model, options.workdir, options.step, options.ema))
-    results = scoring.evaluate_beside_bicubic(upscalers.generator(*generator[:2]), folders,
-                                              save_dir, options.compare, crops, options.metrics)
+    results = scoring.evaluate_beside_bicubic(
+        upscalers.generator(*generator[:2], tile=options.tile), folders, save_dir,
+        options.compare, crops, options.metrics, memory_fix=memory_fix)
     writes = distributed.is_main_process()
   if options.output and writes:
     output = pathlib.Path(paths.absolute(options.output))
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + '\n')
+    # Whole or not at all: a full disk keeps the previous results, never half of them.
+    paths.write_whole(output, json.dumps(results, indent=2) + '\n')
     print(f'wrote {output}')
   failures = _failures(results)
   if failures:

@@ -29,8 +29,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
   flags.DEFINE_bool('ema', True, 'Ship the EMA weights when the run kept them.')
   flags.DEFINE_string('command', None, 'The command that trained the run (recorded).')
-  flags.DEFINE_multi_string('data', None, 'Image sets (folders, or set names in '
-                            '$SRGAN_DATASETS) to score it on (default: '
+  flags.DEFINE_multi_string('data', None, 'Image sets to score it on: ' +
+                            paths.DATA_FLAG_HELP + ' (default: '
                             f'{", ".join(pretrained_export.DEFAULT_SCORE_SETS)} where present).')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing model of that name.')
   flags.mark_flags_as_required(['workdir', 'name'])

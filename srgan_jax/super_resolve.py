@@ -34,6 +34,7 @@ from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
+from srgan_jax.runtime import memory
 from srgan_jax.runtime import paths
 from srgan_jax.training import model_reference
 
@@ -66,9 +67,15 @@ def main() -> int:
       upscaler = upscalers.generator(model, variables, tile=options.tile,
                                      overlap=options.overlap, batch_size=options.batch,
                                      progress=on_tiles)
-    summary = super_resolve_files.super_resolve_paths(
-        upscaler, paths.absolute(options.input), paths.absolute(options.output),
-        overwrite=options.overwrite, progress=writes, write=writes)
+    try:
+      summary = super_resolve_files.super_resolve_paths(
+          upscaler, paths.absolute(options.input), paths.absolute(options.output),
+          overwrite=options.overwrite, progress=writes, write=writes)
+    except RuntimeError as error:  # XLA's out-of-memory (a JaxRuntimeError).
+      raise memory.out_of_memory(
+          error, f'with --tile={options.tile} and --batch={options.batch}',
+          'lower --tile or --batch; the images written so far are kept (a rerun skips '
+          'them)') or error
   if not writes:
     return summary.exit_code
   megapixels = summary.output_pixels / 1e6

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import paths
 
 
 class Crop(NamedTuple):
@@ -59,5 +60,9 @@ def comparison_image(lr: np.ndarray, bicubic_sr: np.ndarray, sr: np.ndarray,
 
 
 def save_png(path: pathlib.Path, image: np.ndarray) -> None:
-  """Writes a uint8 ``[H, W, 1]`` (grayscale) or ``[H, W, 3]`` image as PNG."""
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+  """Writes a uint8 ``[H, W, 1]`` (grayscale) or ``[H, W, 3]`` image as PNG, whole
+  (``paths.replacing``): never half a file, and never through a symlink at ``path``
+  onto the file it points to (an HR image)."""
+  with paths.replacing(path) as temporary:
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
+        temporary, format='PNG')

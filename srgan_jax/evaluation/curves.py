@@ -28,6 +28,7 @@ from matplotlib import figure
 from matplotlib import ticker
 import numpy as np
 
+from srgan_jax.evaluation import figures
 from srgan_jax.evaluation import scoring
 from srgan_jax.evaluation import summaries
 from srgan_jax.nn import upscalers
@@ -349,5 +350,5 @@ def plot_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
   else:
     fig = plot_learning_curves(curves, baselines, title=title, srgan_from=srgan_from)
   pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(output, dpi=120)
+  figures.save_figure(fig, output, dpi=120)
   return fig

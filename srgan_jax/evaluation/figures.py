@@ -14,6 +14,7 @@ import numpy as np
 from srgan_jax.evaluation import metrics
 from srgan_jax.evaluation import niqe
 from srgan_jax.evaluation import comparison_images
+from srgan_jax.runtime import paths
 
 
 def panel_caption(sr: np.ndarray, hr: np.ndarray, scale: int) -> str:
@@ -33,6 +34,14 @@ def format_problem(path: str | None, flag: str) -> str | None:
     return None
   return (f'--{flag}={path}: matplotlib cannot write .{suffix} files; name a '
           f'{", ".join("." + name for name in sorted(supported))} file (e.g. .png)')
+
+
+def save_figure(fig: figure.Figure, path: str | os.PathLike[str], dpi: int) -> None:
+  """Saves ``fig`` to ``path`` whole (``paths.replacing``), in the format its suffix
+  names (PNG without one): a full disk leaves the previous file, never 0 bytes."""
+  suffix = os.path.splitext(os.fspath(path))[1].lstrip('.').lower()
+  with paths.replacing(path) as temporary:
+    fig.savefig(temporary, dpi=dpi, format=suffix or 'png')
 
 
 def comparison_figure(

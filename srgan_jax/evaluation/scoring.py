@@ -36,9 +36,13 @@ from srgan_jax.imaging import image_io
 from srgan_jax.nn import upscalers
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import memory
+from srgan_jax.runtime import paths
 
 # Images of one size are upscaled together, this many at a time.
 EVAL_BATCH_SIZE = 8
+# What to lower when a set does not fit in memory (evaluate names its flags).
+MEMORY_FIX = 'score smaller images, or on a device with more memory'
 
 
 class NoImagesError(errors.UserError, FileNotFoundError):
@@ -173,20 +177,60 @@ def _upscale_all(upscaler: upscalers.Upscaler, lrs: Sequence[np.ndarray],
   return srs
 
 
-def _save_images(path: epath.Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray,
-                 scale: int, save_dir: str | pathlib.Path | None,
+def _save_images(path: epath.Path, name: str, lr: np.ndarray, sr: np.ndarray,
+                 hr: np.ndarray, scale: int, save_dir: str | pathlib.Path | None,
                  compare_dir: str | pathlib.Path | None,
                  crops: Sequence[comparison_images.Crop]) -> None:
-  """Writes the SR image of ``path`` to ``save_dir``, and its comparison images (whole,
-  and each crop of it) to ``compare_dir``, where those are given."""
+  """Writes the SR image of ``path`` to ``save_dir/name``, and its comparison images
+  (whole, as ``name``, and each crop of it) to ``compare_dir``, where those are given."""
   if save_dir is not None:
-    comparison_images.save_png(pathlib.Path(save_dir) / f'{path.stem}.png', sr)
+    comparison_images.save_png(pathlib.Path(save_dir) / name, sr)
   if compare_dir is not None:
     bicubic_sr = upscalers.bicubic(scale).upscale_batch(lr[None])[0]
-    for crop in [None] + [crop for crop in crops if crop.image == path.stem]:
-      name = crop.file_name if crop else f'{path.stem}.png'
-      comparison_images.save_png(pathlib.Path(compare_dir) / name,
+    for crop in [None] + list(crops):
+      comparison_images.save_png(pathlib.Path(compare_dir) / (crop.file_name if crop else name),
                                  comparison_images.comparison_image(lr, bicubic_sr, sr, hr, crop))
+
+
+def _output_dirs(folder: str | os.PathLike[str], *directories: str | pathlib.Path | None
+                 ) -> None:
+  """Makes the folders SR and comparison images go to; raises errors.UserError where one
+  is the set's own folder (through a symlink too), whose HR images they would replace."""
+  for directory in directories:
+    if directory is None:
+      continue
+    pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+    if (not paths.is_remote(os.fspath(folder))
+        and os.path.realpath(directory) == os.path.realpath(folder)):
+      raise errors.UserError(f'{directory} is the set\'s own folder {folder} (a symlink?): '
+                             'its SR images would replace the HR images; choose another '
+                             '--save_dir')
+
+
+def _write_images(image_paths: Sequence[epath.Path], lrs: Sequence[np.ndarray],
+                  srs: Sequence[np.ndarray], hrs: Sequence[np.ndarray], scale: int,
+                  save_dir: str | pathlib.Path | None, compare_dir: str | pathlib.Path | None,
+                  crops: Sequence[comparison_images.Crop], folder: str | os.PathLike[str]
+                  ) -> list[str]:
+  """Writes each image's SR and comparison images (``_save_images``) under the names of
+  ``image_io.png_names`` (a.jpg beside a.png: a.jpg.png); a --crop goes with the first
+  image of its name, as ``check_crops`` reads it. Returns a message for each image
+  whose files could not be written (a full disk): its scores stand."""
+  if save_dir is None and compare_dir is None:
+    return []
+  names = image_io.png_names([pathlib.PurePath(path.name) for path in image_paths], folder)
+  not_written, cropped = [], set()
+  for path, name, lr, sr, hr in zip(image_paths, names, lrs, srs, hrs):
+    own_crops = [crop for crop in crops if crop.image == path.stem and path.stem not in cropped]
+    cropped.add(path.stem)
+    try:
+      _save_images(path, str(name), lr, sr, hr, scale, save_dir, compare_dir, own_crops)
+    except (OSError, MemoryError) as error:  # A full disk; a --zoom too large.
+      problem = (memory.out_of_memory(error, 'drawing its comparison images', 'lower --zoom')
+                 if isinstance(error, MemoryError) else f'{type(error).__name__}: {error}')
+      logging.warning('Images of %s not written: %s', path, problem)
+      not_written.append(f'{path}: not written: {problem}')
+  return not_written
 
 
 def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
@@ -215,30 +259,34 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
     'failed': [messages]}`` and the mean of each further metric. ``bias`` is the mean
     SR - HR difference per channel in grey levels, over the set's whole images (a
     brightness or colour offset; gray images count in every channel); 'failed' names
-    each file that was skipped and why.
+    each file that was skipped and why; 'not_written' (only when some were) names each
+    image whose SR or comparison images could not be written (it is scored).
 
   Raises:
     NoImagesError: no file of the folder could be scored.
     distributed.HostsDifferError: (on every process) processes read other images.
+    image_io.OutputNameError: two images whose SR images would have one name.
   """
   scale = upscaler.scale
   image_paths, hrs, failed = _read_set(folder, scale)
-  for directory in (save_dir, compare_dir):
-    if directory is not None:
-      pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+  _output_dirs(folder, save_dir, compare_dir)
+  if save_dir is not None or compare_dir is not None:  # Name clashes before any work.
+    image_io.png_names([pathlib.PurePath(path.name) for path in image_paths], folder)
   lrs = [degradation.make_lr(hr, scale) for hr in hrs]
   srs = _upscale_all(upscaler, lrs, batch_size)
   psnrs, ssims, biases = [], [], []
-  for path, lr, sr, hr in zip(image_paths, lrs, srs, hrs):
+  for path, sr, hr in zip(image_paths, srs, hrs):
     psnrs.append(metrics.psnr(sr, hr, shave=scale))
     ssims.append(metrics.ssim(sr, hr, shave=scale))
     difference = sr.astype(np.float64) - hr
     biases.append(np.broadcast_to(difference.mean(axis=(0, 1)), (3,)))
     logging.info('%s: PSNR %.4f dB, SSIM %.4f', path.name, psnrs[-1], ssims[-1])
-    _save_images(path, lr, sr, hr, scale, save_dir, compare_dir, crops)
+  not_written = _write_images(image_paths, lrs, srs, hrs, scale, save_dir, compare_dir,
+                              crops, folder)
   return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)),
           **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(image_paths),
-          'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed}
+          'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed,
+          **({'not_written': not_written} if not_written else {})}
 
 
 def check_crops(folders: Sequence[str | pathlib.Path],
@@ -281,13 +329,16 @@ def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.
                   save_dir: str | pathlib.Path | None = None, compare: bool = False,
                   crops: Sequence[comparison_images.Crop] = (),
                   metric_fns: Mapping[str, named_metrics.MetricFn] | None = None,
-                  write: bool = True) -> dict[str, dict[str, Any]]:
-  """``evaluate_folder`` on each folder, keyed by folder name.
+                  write: bool = True, memory_fix: str = MEMORY_FIX
+                  ) -> dict[str, dict[str, Any]]:
+  """``evaluate_folder`` on each folder, keyed by folder name, each result with the
+  ``'folder'`` actually read (printed in the table, kept in results.json).
 
   With ``save_dir``, SR images go to ``save_dir/<set>/`` and, with ``compare`` (or
   ``crops``), comparison images to ``save_dir/<set>/compare/``. A set that cannot be
-  scored (missing, no usable image, or other images on another host) gets
-  ``{'error': message}`` and the others are scored.
+  scored (missing, no usable image, other images on another host, or out of memory:
+  ``memory.out_of_memory`` with ``memory_fix``) gets ``{'error': message}`` and the
+  others are scored.
 
   ``write=False`` (processes of several but the first) writes no image, but checks
   the crops with the other processes (``check_crops``).
@@ -306,9 +357,16 @@ def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.
       results[name] = evaluate_folder(upscaler, folder, set_dir,
                                       set_dir / 'compare' if compare else None,
                                       crops=crops, metric_fns=metric_fns)
-    except (errors.UserError, OSError) as error:  # Missing, unreadable or empty set.
-      logging.warning('Set %s not scored: %s', name, error)
-      results[name] = {'error': str(error)}
+    except (errors.UserError, OSError, MemoryError, RuntimeError) as error:
+      # Missing, unreadable or empty; out of memory (XLA's is a RuntimeError): the
+      # sets already scored are kept. Other runtime errors are bugs.
+      problem = (error if isinstance(error, (errors.UserError, OSError)) else
+                 memory.out_of_memory(error, f'scoring set {name}', memory_fix))
+      if problem is None:
+        raise
+      logging.warning('Set %s not scored: %s', name, problem)
+      results[name] = {'error': str(problem)}
+    results[name]['folder'] = str(folder)
   return results
 
 
@@ -316,19 +374,19 @@ def evaluate_beside_bicubic(upscaler: upscalers.Upscaler,
                             folders: Sequence[str | pathlib.Path],
                             save_dir: str | pathlib.Path | None = None, compare: bool = False,
                             crops: Sequence[comparison_images.Crop] = (),
-                            metric_names: Sequence[str] = named_metrics.DEFAULT_METRICS
-                            ) -> dict[str, dict[str, Any]]:
+                            metric_names: Sequence[str] = named_metrics.DEFAULT_METRICS,
+                            memory_fix: str = MEMORY_FIX) -> dict[str, dict[str, Any]]:
   """Scores an upscaler (a generator's: ``upscalers.generator``) beside bicubic.
 
-  Each set's entry is the upscaler's ``{'psnr', 'ssim', <metric_names>..., 'images'}``
-  plus the same scores of the bicubic baseline under ``'bicubic'``; the table is
+  Each set's entry is the upscaler's ``{'psnr', 'ssim', <metric_names>..., 'images',
+  'folder'}`` plus the same scores of the bicubic baseline under ``'bicubic'``; the table is
   printed. On several processes, all of them compute (and return) the results;
   process 0 alone writes images and prints.
   """
   writes = distributed.is_main_process()
   metric_fns = named_metrics.metric_fns(metric_names, upscaler.scale)
   results = evaluate_sets(upscaler, folders, save_dir, compare, crops, metric_fns,
-                          write=writes)
+                          write=writes, memory_fix=memory_fix)
   bicubic = upscalers.bicubic(upscaler.scale)
   for folder, result in zip(folders, results.values()):
     if 'error' not in result:

@@ -19,6 +19,7 @@ files are: a resumed run never rewrites what an earlier one wrote.
 
 import io
 import json
+import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -67,7 +68,8 @@ class JsonLinesWriter:
           image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         png = io.BytesIO()
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(png, 'PNG')
-        (folder / f'{int(step)}_{index}.png').write_bytes(png.getvalue())
+        # Whole or not at all (paths.write_whole): a full disk leaves no half image.
+        paths.write_whole(os.fspath(folder / f'{int(step)}_{index}.png'), png.getvalue())
 
   def flush(self) -> None:
     if self._just_logging or not self._pending:

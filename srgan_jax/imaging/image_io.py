@@ -42,6 +42,7 @@ import io
 import os
 import pathlib
 import struct
+from typing import Sequence
 import zlib
 
 from etils import epath
@@ -233,6 +234,38 @@ def _read(source: Source, upright: bool) -> _Samples:
     # PIL signals bad data with several exception types; callers need one.
     name = '' if isinstance(source, bytes) else f'{source}: '
     raise UnreadableImageError(f'{name}{type(error).__name__}: {error}') from error
+
+
+class OutputNameError(errors.UserError, FileExistsError):
+  """Two input images whose outputs would have one name."""
+
+
+def png_names(relative: Sequence[pathlib.PurePath], folder: str | os.PathLike[str] = ''
+              ) -> list[pathlib.PurePath]:
+  """The output PNG name of each image file (paths relative to ``folder``): its name
+  with a .png suffix (``a.jpg`` -> ``a.png``), except where two would share one: then
+  each of those whose suffix is not exactly '.png' keeps its suffix (``a.jpg`` ->
+  ``a.jpg.png``, ``a.PNG`` -> ``a.PNG.png``) and ``a.png`` stays ``a.png``. Both
+  super_resolve and evaluate --save_dir name their outputs so: none overwrites another.
+
+  Raises:
+    OutputNameError: names that still collide (``a.jpg.png`` beside ``a.jpg`` and
+      ``a.png``), naming both files, before anything is written.
+  """
+  plain = [pathlib.PurePath(path).with_suffix('.png') for path in relative]
+  counts: dict[pathlib.PurePath, int] = {}
+  for name in plain:
+    counts[name] = counts.get(name, 0) + 1
+  names = [name if counts[name] == 1 or path.suffix == '.png' else
+           path.with_name(path.name + '.png') for path, name in zip(relative, plain)]
+  owners: dict[pathlib.PurePath, pathlib.PurePath] = {}
+  for path, name in zip(relative, names):
+    if name in owners:
+      raise OutputNameError(
+          f'{os.path.join(folder, owners[name])} and {os.path.join(folder, path)} would both '
+          f'be written as {name}; rename one of them')
+    owners[name] = path
+  return names
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:

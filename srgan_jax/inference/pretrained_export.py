@@ -65,10 +65,11 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
                      f'"_", "-", "."; not {", ".join(sorted(pretrained.RESERVED_NAMES))}')
   folder = pretrained.directory()
   weights_path, record_path = folder / f'{name}.msgpack', folder / f'{name}.json'
-  existing = [str(path) for path in (weights_path, record_path) if path.exists()]
-  if existing and not overwrite:
-    raise FileExistsError(f'model {name!r} exists ({", ".join(existing)}); pass '
-                          '--overwrite to replace it')
+  # A model exists once its record does (written last): weights alone are what an
+  # interrupted export left, replaced without --overwrite.
+  if record_path.exists() and not overwrite:
+    raise FileExistsError(f'model {name!r} exists ({record_path}); pass --overwrite to '
+                          'replace it')
   # The step read is recorded (the latest, unless given).
   model, variables, config, step = checkpointing.read_generator(workdir, step, ema)
   data = flax.serialization.msgpack_serialize(jax.device_get(variables))
@@ -89,7 +90,14 @@ def export(workdir: str, name: str, *, step: int | None = None, ema: bool = True
       'config': json.loads(config.to_json_best_effort()),
   }
   folder.mkdir(parents=True, exist_ok=True)
-  # Weights first: pretrained.names() lists a model only once its record exists.
-  paths.write_whole(weights_path, data)
-  paths.write_whole(record_path, (json.dumps(record, indent=2) + '\n').encode())
+  # A reader never sees half a pair, and a full disk loses nothing: both files are
+  # written to temporaries first (paths.replacing); then the old record goes (the model
+  # is absent a moment, never old record beside new weights), the weights are renamed
+  # into place, and the record naming their SHA-256 last (the inner block ends
+  # first). pretrained.names() lists a model only once its record exists.
+  with paths.replacing(record_path) as record_temporary, \
+      paths.replacing(weights_path) as weights_temporary:
+    weights_temporary.write_bytes(data)
+    record_temporary.write_text(json.dumps(record, indent=2) + '\n')
+    record_path.unlink(missing_ok=True)
   return record_path

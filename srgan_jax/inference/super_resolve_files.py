@@ -18,6 +18,7 @@ from srgan_jax.imaging import image_io
 from srgan_jax.nn import upscalers
 from srgan_jax.runtime import distributed
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import memory
 
 
 def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
@@ -26,8 +27,8 @@ def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
 
   A file goes to ``output`` if that ends in .png, else to ``output/<stem>.png``. A
   folder's images (recursively, skipping anything under ``output``) go to the same
-  relative paths under ``output`` with a .png suffix; where two inputs would share an
-  output (a.jpg and a.png), the non-PNG ones keep their suffix (a.jpg.png).
+  relative paths under ``output``, named by ``image_io.png_names`` (a.jpg beside a.png
+  becomes a.jpg.png; OutputNameError where names still collide).
   """
   if not inputs.is_dir():
     if output.suffix.lower() == '.png':
@@ -38,14 +39,8 @@ def collect_inputs(inputs: pathlib.Path, output: pathlib.Path
       path for path in inputs.rglob('*')
       if path.suffix.lower() in image_io.IMAGE_SUFFIXES and path.is_file()
       and not path.resolve().is_relative_to(output_resolved))
-  targets = [path.relative_to(inputs).with_suffix('.png') for path in files]
-  counts: dict[pathlib.Path, int] = {}
-  for target in targets:
-    counts[target] = counts.get(target, 0) + 1
-  return [
-      (path, output / (target if counts[target] == 1 or path.suffix.lower() == '.png'
-                       else target.with_name(path.name + '.png')))
-      for path, target in zip(files, targets)]
+  names = image_io.png_names([path.relative_to(inputs) for path in files], inputs)
+  return [(path, output / name) for path, name in zip(files, names)]
 
 
 def _other_files(inputs: pathlib.Path, output: pathlib.Path) -> list[pathlib.Path]:
@@ -160,6 +155,31 @@ def super_resolve_image(upscaler: upscalers.Upscaler, image: image_io.LoadedImag
   return sr, alpha
 
 
+# Host memory per output sample while an image is made and written: the float
+# output, and save_image's float64 copies (measured: notes/BAD_INPUT_CASES.md, issue 37:
+# 2,473 MiB above the start for a 6000x6000 output).
+HOST_BYTES_PER_OUTPUT_SAMPLE = 24
+_SMALLER = 'crop or shrink the image (or use a machine with more memory)'
+
+
+def output_problem(image: image_io.LoadedImage, scale: int) -> str | None:
+  """Why the output of ``image`` would not fit in the host's free memory, stating the
+  memory it needs (a 10000x10000 input at x4: 18 GiB of output alone), or None;
+  decided before the output is allocated, alike on every process (the others would
+  otherwise wait for one that skipped the image)."""
+  height, width = image.rgb.shape[:2]
+  channels = 3 + (image.alpha is not None)
+  try:
+    memory.check_fits(height * width * scale ** 2 * channels * HOST_BYTES_PER_OUTPUT_SAMPLE,
+                      f'its {width * scale}x{height * scale} output', _SMALLER)
+    problem = None
+  except memory.OutOfMemoryError as error:
+    problem = str(error)
+  if distributed.on_every_process([problem is None])[0]:
+    return None
+  return problem or 'another host lacks the memory for its output; ' + _SMALLER
+
+
 def super_resolve_paths(upscaler: upscalers.Upscaler, inputs: str | os.PathLike[str],
                         output: str | os.PathLike[str], *, overwrite: bool = False,
                         progress: bool = False, write: bool = True) -> Summary:
@@ -215,12 +235,20 @@ def super_resolve_paths(upscaler: upscalers.Upscaler, inputs: str | os.PathLike[
     if problem is not None:
       summary.failed.append((source, str(problem)))
       continue
+    problem = output_problem(image, upscaler.scale)
+    if problem is not None:  # Refused before the output is allocated.
+      summary.failed.append((source, f'{source}: {problem}'))
+      continue
     try:
       sr, alpha = super_resolve_image(upscaler, image)
       if write:
         target.parent.mkdir(parents=True, exist_ok=True)
         image_io.save_image(target, sr, alpha, image.grayscale, image.bit_depth)
-    except (OSError, MemoryError) as error:  # Writing, or a huge image.
+    except MemoryError as error:  # Host memory: this image is too large, others may fit.
+      problem = memory.out_of_memory(error, 'making its output', _SMALLER)
+      summary.failed.append((source, f'{source}: {problem}'))
+      continue
+    except OSError as error:  # Writing.
       summary.failed.append((source, f'{source}: {type(error).__name__}: {error}'))
       continue
     summary.written.append(target)

@@ -2,9 +2,10 @@
 
 An ``Upscaler`` upscales in the two forms its users need:
 
-* ``upscale_batch``: same-size uint8 LR images ``[n, h, w, c]`` -> uint8 SR, as the
-  benchmark scoring (``evaluation/scoring``), the evaluation during training and
-  ``compare`` score and show them; ``c`` is 1 for grayscale images, which stay
+* ``upscale_batch``: same-size uint8 LR images ``[n, h, w, c]`` -> uint8 SR (a
+  generator's by tiles above its ``tile``), as the benchmark scoring
+  (``evaluation/scoring``), the evaluation during training and ``compare`` score and
+  show them; ``c`` is 1 for grayscale images, which stay
   single-channel as in the MATLAB test code, or 3.
 * ``upscale_image``: one float RGB image ``[H, W, 3]`` in [0, 1] of any size -> SR in
   [0, 1], as ``super_resolve`` writes it; a generator's runs through seamless tiles
@@ -134,7 +135,9 @@ def generator(model: Any, variables: Any, *, tile: int | None = None,
     model: the generator (``models.SRResNet``).
     variables: its ``{'params', 'batch_stats'}``, the same on every process; put on
       the devices when first used.
-    tile: the LR tile side of ``upscale_image``; None: whole images.
+    tile: the LR tile side of ``upscale_image``, and of ``upscale_batch`` for images
+      with a side above it (each then by tiles, one image at a time: memory bounded
+      by the tile, results equal to whole-image ones); None: whole images.
     overlap: LR context around each tile's kept centre; default (None): the
       generator's receptive radius, which makes tiling exact, checked against ``tile``
       (``errors.ConfigError``).
@@ -158,5 +161,11 @@ def generator(model: Any, variables: Any, *, tile: int | None = None,
                               batch_size=batch_size, progress=progress)
     return (sr + 1.0) / 2.0
 
-  return Upscaler('generator', model.scale,
-                  lambda lr: _generator_batch(on_devices(pixels_fn), lr), upscale_image)
+  def upscale_batch(lr: np.ndarray) -> np.ndarray:
+    if tile is None or max(lr.shape[1:3]) <= tile:
+      return _generator_batch(on_devices(pixels_fn), lr)
+    return _generator_batch(lambda rgb: np.stack([tiling.upscale_tiled(
+        on_devices(pixels_fn), image, scale=model.scale, tile=tile, overlap=overlap,
+        batch_size=batch_size) for image in rgb]), lr)
+
+  return Upscaler('generator', model.scale, upscale_batch, upscale_image)

@@ -135,9 +135,10 @@ def _write_problem(folder: str) -> str | None:
   try:
     with open(probe, 'xb'):
       pass
-    os.remove(probe)
   except OSError as error:
     return error.strerror or type(error).__name__
+  finally:
+    paths.discard(probe)  # Even when a stop signal lands here.
   return None
 
 

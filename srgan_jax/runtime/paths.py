@@ -53,15 +53,30 @@ def dataset(name: str) -> str:
   return os.path.join(datasets_dir(), name)
 
 
-def image_folder(name_or_path: str) -> str:
-  """A folder given by path, or by the name of a set in the datasets folder.
+def is_set_name(name_or_path: str) -> bool:
+  """Whether --data names a set in the datasets folder (``Set5``) rather than a path:
+  no path separator, not remote, not '.', '..' or '~...'."""
+  separators = {'/', os.sep} | ({os.altsep} if os.altsep else set())
+  return not (is_remote(name_or_path) or any(s in name_or_path for s in separators)
+              or name_or_path in ('', '.', '..') or name_or_path.startswith('~'))
 
-  ``Set5`` means ``$SRGAN_DATASETS/Set5`` unless ``./Set5`` exists; anything with a
-  path separator is a path.
+
+def image_folder(name_or_path: str) -> str:
+  """The folder --data means: a set name (``is_set_name``: ``Set5``) is always
+  ``$SRGAN_DATASETS/Set5``; a path (``./Set5``, ``/x/Set5``, ``gs://b/Set5``) is that
+  folder.
+
+  Never ./Set5 for ``Set5``: a folder of SR outputs named after the set (``super_resolve
+  --output=Set5``, ``evaluate --save_dir=.``) would be scored against itself.
   """
-  if is_remote(name_or_path) or os.sep in name_or_path or os.path.exists(name_or_path):
-    return absolute(name_or_path)
-  return dataset(name_or_path)
+  if is_set_name(name_or_path):
+    return dataset(name_or_path)
+  return absolute(name_or_path)
+
+
+# The help of every --data flag (evaluate, compare, export): how image_folder reads it.
+DATA_FLAG_HELP = ('a set name without "/" (Set5) is always $SRGAN_DATASETS/Set5, never '
+                  './Set5; a path (./Set5, /data/Set5, gs://bucket/Set5) is that folder')
 
 
 # The config fields that hold user paths, as (section, field); tuples of paths too.
@@ -98,24 +113,49 @@ def temporary_path(path: str | os.PathLike[str]) -> pathlib.Path:
   return path.with_name(f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial')
 
 
+def discard(path: str | os.PathLike[str]) -> None:
+  """Deletes the temporary file ``path`` if it is there, even if a stop signal (SIGTERM
+  raises ``errors.Preempted`` in the main thread, Ctrl-C KeyboardInterrupt) interrupts
+  the first try: the second try runs before that exception goes on."""
+  path = pathlib.Path(path)
+  try:
+    path.unlink(missing_ok=True)
+  except OSError:
+    pass  # Never masks the error that is on its way.
+  except BaseException:
+    with contextlib.suppress(OSError):
+      path.unlink(missing_ok=True)
+    raise
+
+
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
   """Where to write ``path`` whole: a `temporary_path` beside it, renamed over
-  ``path`` when the block ends, deleted when it raises. A reader, or a later run
-  after a crash mid-write, sees the old file or the new one, never half of one."""
+  ``path`` when the block ends, deleted when it raises (a full disk, a stop signal:
+  no ``.partial`` file stays). A reader, or a later run after a crash mid-write, sees
+  the old file or the new one, never half of one; and a symlink at ``path`` is
+  replaced, never written through onto the file it points to."""
   temporary = temporary_path(path)
   try:
     yield temporary
     os.replace(temporary, path)
   finally:
-    with contextlib.suppress(OSError):  # Gone once renamed; never masks the error.
-      temporary.unlink(missing_ok=True)
+    discard(temporary)  # Gone once renamed.
 
 
 def write_whole(path: str | os.PathLike[str], content: str | bytes, *,
                 sync: bool = False) -> None:
   """Writes ``content`` to ``path`` through `replacing`; ``sync``: on disk (fsync)
-  before the rename, for files whose loss after a crash would mislead (the lock)."""
+  before the rename, for files whose loss after a crash would mislead (the lock).
+  A remote ``path`` (gs://...) is one object write, whole by itself."""
+  if is_remote(os.fspath(path)):
+    from etils import epath  # pylint: disable=g-import-not-at-top  # Remote files only.
+    target = epath.Path(path)
+    if isinstance(content, bytes):
+      target.write_bytes(content)
+    else:
+      target.write_text(content)
+    return
   with replacing(path) as temporary:
     with open(temporary, 'wb' if isinstance(content, bytes) else 'w') as file:
       file.write(content)

@@ -30,6 +30,7 @@ from srgan_jax.nn import models
 from srgan_jax.nn import upscalers
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
+from srgan_jax.runtime import memory
 from srgan_jax.runtime import sharding
 from srgan_jax.runtime import signals
 from srgan_jax.training import checkpointing
@@ -85,28 +86,18 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
                  out_shardings=replicated)(generator)
 
 
-class OutOfMemoryError(errors.UserError, MemoryError):
-  """A training step needs more accelerator memory than there is."""
-
-
 def out_of_memory(error: BaseException, config: ml_collections.ConfigDict
-                  ) -> OutOfMemoryError | None:
-  """The one-line error for XLA's RESOURCE_EXHAUSTED from a step, or a MemoryError
-  while it was traced (the CPU weight-gradient timing allocates the layers' arrays),
-  else None: what the step held and what to lower, instead of a 50-line traceback."""
-  if isinstance(error, MemoryError):
-    detail, where = f'MemoryError {error}'.strip(), 'host'
-  elif isinstance(error, jax.errors.JaxRuntimeError) and 'RESOURCE_EXHAUSTED' in str(error):
-    detail, where = str(error).strip().splitlines()[0][:200], 'accelerator'
-  else:
-    return None
+                  ) -> memory.OutOfMemoryError | None:
+  """The one-line error for an out-of-memory ``error`` from a step, or from its tracing
+  (the CPU weight-gradient timing allocates the layers' arrays), else None: what the
+  step held and what to lower, instead of a 50-line traceback."""
   devices = jax.device_count()
-  return OutOfMemoryError(
-      f'out of {where} memory in a training step with batch_size={config.batch_size} '
+  return memory.out_of_memory(
+      error, f'in a training step with batch_size={config.batch_size} '
       f'({config.batch_size // devices} per device on {devices}), data.crop_size='
-      f'{config.data.crop_size} and generator.features={config.generator.features} '
-      f'({detail}): lower batch_size or data.crop_size (memory grows with batch x '
-      'crop^2), or generator.features (x features^2), or use more devices')
+      f'{config.data.crop_size} and generator.features={config.generator.features}',
+      'lower batch_size or data.crop_size (memory grows with batch x crop^2), or '
+      'generator.features (x features^2), or use more devices')
 
 
 def _check_finite(train_metrics: metrics.Collection, manager: Any) -> None:

@@ -101,7 +101,7 @@ def test_evaluate_skips_the_sets_that_differ_on_every_host_alike(hosts):
   damaged = hosts[1] / 'truncated' / 'img01.png'
   damaged.write_bytes(damaged.read_bytes()[:200])
   results = _run_on_two_hosts('srgan_jax.evaluate', [
-      '--model=cpu_small', '--data=extra', '--data=good', '--data=truncated', '--metrics='],
+      '--model=cpu_small', '--data=./extra', '--data=./good', '--data=./truncated', '--metrics='],
       hosts)
   _same_outcome(results, errors.EXIT_FAILED)
   extra = ('extra: the hosts do not see the same images (process 1: 2 files, 2 readable; '
@@ -123,7 +123,7 @@ def test_evaluate_crop_of_an_image_one_host_lacks_is_refused_by_both(hosts):
   (hosts[1] / 'good' / 'img01.png').rename(hosts[1] / 'good' / 'only1.png')
   (hosts[0] / 'good' / 'img01.png').rename(hosts[0] / 'good' / 'only0.png')
   results = _run_on_two_hosts('srgan_jax.evaluate', [
-      '--model=cpu_small', '--data=good', '--metrics=', '--save_dir=sr',
+      '--model=cpu_small', '--data=./good', '--metrics=', '--save_dir=sr',
       '--crop=only1:0,0,8,8'], hosts)
   _same_outcome(results, errors.EXIT_USER_ERROR)
   for _, log in results:
@@ -164,7 +164,7 @@ def test_evaluate_of_a_set_one_host_lacks_is_refused_by_both(hosts):
   other said only that another host refused. Now both print the refusing host's line."""
   shutil.rmtree(hosts[1] / 'extra')
   results = _run_on_two_hosts('srgan_jax.evaluate', [
-      '--model=cpu_small', '--data=extra', '--metrics='], hosts)
+      '--model=cpu_small', '--data=./extra', '--metrics='], hosts)
   _same_outcome(results, errors.EXIT_USER_ERROR)
   lines = [_errors(log) for _, log in results]
   assert lines[0] == lines[1] and len(lines[0]) == 1, lines

@@ -11,16 +11,20 @@ the helpers' own tests run in-process.
 """
 
 import contextlib
+import json
 import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from typing import Iterator
 
+from conftest import datasets_root
 from conftest import REPO
 import numpy as np
 from PIL import Image
@@ -313,3 +317,108 @@ def test_failed_write_leaves_no_temporary_file(tmp_path):
     image_io.save_image(target, np.zeros((4, 4, 3)))
   assert [path.name for path in tmp_path.iterdir()] == ['a.png'] and target.is_dir()
   assert not any('partial' in path.name for path in tmp_path.rglob('*'))
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 37: a set name that read the wrong folder; writes stopped half-way.
+
+def _command_in(cwd: pathlib.Path, module: str, *args: str) -> subprocess.CompletedProcess:
+  """``python -m srgan_jax.<module> args`` started in ``cwd`` (where ./Set5 may be)."""
+  environment = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu',
+                 'SRGAN_DATASETS': str(datasets_root())}
+  environment.pop('SRGAN_JAX_DEBUG', None)
+  return subprocess.run([sys.executable, '-m', f'srgan_jax.{module}', *args], cwd=cwd,
+                        env=environment, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.system
+def test_a_set_name_scores_the_benchmark_set_not_a_folder_of_that_name_here(tmp_path):
+  """The probe of issue 37: after `evaluate --save_dir=.` (or `super_resolve
+  --output=Set5`) the working folder holds ./Set5 of SR images, and `--data=Set5` scored
+  those against themselves (cpu_small: 53.22 dB, nothing said which folder was read).
+  Now a name is always $SRGAN_DATASETS/NAME, and the table and results.json say so."""
+  benchmark = str(datasets_root() / 'Set5')
+  first = _command_in(tmp_path, 'evaluate', '--model=bicubic', '--data=Set5', '--metrics=',
+                      '--save_dir=.', '--output=first.json')
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert len(list((tmp_path / 'Set5').glob('*.png'))) == 5  # ./Set5 now holds SR images.
+  second = _command_in(tmp_path, 'evaluate', '--model=bicubic', '--data=Set5', '--metrics=',
+                       '--output=second.json')
+  assert second.returncode == 0, second.stderr[-3000:]
+  results = [json.loads((tmp_path / name).read_text())['Set5']
+             for name in ('first.json', 'second.json')]
+  for result in results:
+    assert result['folder'] == benchmark and result['images'] == 5
+    assert abs(result['psnr'] - 28.42) < 0.02 and abs(result['ssim'] - 0.8104) < 0.002
+  assert results[0] == results[1]
+  (row,) = [line for line in second.stdout.splitlines() if line.startswith('Set5 ')]
+  assert row.split()[-1] == benchmark
+  # A path is that folder: ./Set5 is read only when named so.
+  local = _command_in(tmp_path, 'evaluate', '--model=bicubic', '--data=./Set5', '--metrics=',
+                      '--output=local.json')
+  assert local.returncode == 0, local.stderr[-3000:]
+  assert json.loads((tmp_path / 'local.json').read_text())['Set5']['folder'] == str(
+      tmp_path / 'Set5')
+
+
+# Runs a command whose image writes stop half-way (50 bytes on disk) and wait there for
+# SIGTERM: what is left in the output folder afterwards is what a preemption leaves.
+STOPPED_IN_A_WRITE = '''
+import importlib, os, pathlib, sys, time
+from PIL import Image
+
+real_save = Image.Image.save
+
+
+def save(image, target, *args, **kwargs):
+  real_save(image, target, *args, **kwargs)
+  with open(target, 'r+b') as file:
+    file.truncate(50)
+  pathlib.Path(os.environ['WORKER_OUT'], 'started').touch()
+  time.sleep(600)
+
+
+Image.Image.save = save
+command = importlib.import_module(sys.argv[1])
+sys.argv = sys.argv[1:]
+command.run()
+'''
+
+
+@pytest.mark.system
+@pytest.mark.parametrize('command, args', [
+    ('srgan_jax.super_resolve', ['--model=bicubic', '--input=IMAGES', '--output=OUT']),
+    ('srgan_jax.evaluate', ['--model=bicubic', '--data=IMAGES', '--metrics=', '--save_dir=OUT',
+                            '--compare']),
+])
+def test_sigterm_during_a_write_leaves_no_partial_or_half_file(tmp_path, command, args):
+  """Issue 37: super_resolve SIGTERMed left .partial files; evaluate's SR and comparison
+  images were written in place (a half-written PNG that looked finished)."""
+  for index in range(2):
+    write_image(tmp_path / 'images' / f'img{index}.png', 64, 64, seed=index)
+  output = tmp_path / 'out'
+  args = [arg.replace('IMAGES', str(tmp_path / 'images')).replace('OUT', str(output))
+          for arg in args]
+  (tmp_path / 'stopped.py').write_text(STOPPED_IN_A_WRITE)
+  process = subprocess.Popen(
+      [sys.executable, str(tmp_path / 'stopped.py'), command, *args], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env={**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu',
+           'WORKER_OUT': str(tmp_path)})
+  try:
+    deadline = time.monotonic() + 120
+    while not (tmp_path / 'started').exists() and process.poll() is None:
+      assert time.monotonic() < deadline, 'the command never wrote an image'
+      time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert process.returncode == 75, stderr[-3000:]
+  left = [path for path in output.rglob('*') if path.is_file()]
+  assert not [path for path in left if 'partial' in path.name], left
+  for path in left:  # Whatever is there is whole.
+    with Image.open(path) as image:
+      image.load()

@@ -137,7 +137,7 @@ def test_installed_package_works_from_any_directory(tmp_path):
                  '--mode=evaluate', '--step=2', '--config.eval_folders=("images",)'],
                 cwd=elsewhere, env=env)
   assert 'images' in stdout and 'bicubic PSNR' in stdout
-  _run([sys.executable, '-m', 'srgan_jax.evaluate', '--workdir=run', '--data=images',
+  _run([sys.executable, '-m', 'srgan_jax.evaluate', '--workdir=run', '--data=./images',
         '--output=out/results.json', '--save_dir=evaluated', '--compare'], cwd=elsewhere, env=env)
   results = json.loads((elsewhere / 'out' / 'results.json').read_text())
   assert results['images']['images'] == 1 and 'bicubic' in results['images']

@@ -62,3 +62,28 @@ def test_command_refuses_an_unwritable_output_and_missing_flags_before_any_work(
   result = _compare('--model=cpu_small')
   assert result.returncode == 2 and '--data, --crop required' in result.stderr.splitlines()[-1]
   assert 'UserWarning' not in result.stderr  # absl's, for required multi-flags: gone.
+
+
+def test_save_figure_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
+  """Issue 37: plot (and compare) left a 0-byte PNG on a full disk, the old one lost."""
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  target = tmp_path / 'curve.png'
+  fig = figure.Figure(figsize=(2, 2))
+  fig.add_subplot().plot([0, 1], [1, 0])
+  figures.save_figure(fig, target, dpi=50)
+  old = target.read_bytes()
+  assert old.startswith(b'\x89PNG')
+  real_savefig = figure.Figure.savefig
+
+  def full_disk(self, path, **kwargs):
+    real_savefig(self, path, **kwargs)
+    os.truncate(path, 0)
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(figure.Figure, 'savefig', full_disk)
+  with pytest.raises(OSError, match='No space left'):
+    figures.save_figure(fig, target, dpi=50)
+  assert target.read_bytes() == old and os.listdir(tmp_path) == ['curve.png']
+  monkeypatch.undo()
+  figures.save_figure(fig, tmp_path / 'curve.pdf', dpi=50)  # The suffix names the format.
+  assert (tmp_path / 'curve.pdf').read_bytes().startswith(b'%PDF')

@@ -19,3 +19,17 @@ def test_format_table():
   assert lines[0].split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM']
   assert lines[1].split() == ['Set5', '5', '28.4314', '0.8113']
   assert lines[2].split() == ['BSD100', '100', '25.9634', '0.6682']
+
+
+def test_every_row_ends_with_the_folder_read_and_says_what_was_not_written():
+  """Issue 37: nothing said which folder `--data=Set5` had read."""
+  table = results_table.format_table({
+      'Set5': {'psnr': 28.43141, 'ssim': 0.81127, 'images': 5, 'folder': '/data/Set5',
+               'not_written': ['a', 'b']},
+      'Set14': {'error': 'no image to score', 'folder': '/data/Set14'}})
+  header, set5, set14 = table.splitlines()
+  assert header.split() == ['set', 'images', 'PSNR', '(dB)', 'SSIM', 'folder']
+  assert set5.split() == ['Set5', '5', '28.4314', '0.8113', '/data/Set5', '(2', 'SR', 'images',
+                          'not', 'written)']
+  assert set14.split() == ['Set14', 'not', 'scored:', 'no', 'image', 'to', 'score', '(folder',
+                           '/data/Set14)']

@@ -2,8 +2,10 @@
 baseline, the library, the CLI."""
 
 import dataclasses
+import errno
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -20,6 +22,7 @@ from srgan_jax.imaging import bicubic
 from srgan_jax.imaging import degradation
 from srgan_jax.imaging import image_io
 from srgan_jax.nn import upscalers
+from srgan_jax.runtime import errors
 
 
 # Bicubic x4, Y channel, 4-pixel border (EDSR/RCAN tables; datasets/README.md).
@@ -59,7 +62,8 @@ def test_cli_writes_json_and_images(tmp_path):
   assert len(skipped) == 1 and 'python -m srgan_jax.lpips import' in skipped[0], skipped
   results = json.loads(output.read_text())
   assert list(results) == ['Set5'] and results['Set5']['images'] == 5
-  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed']
+  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'folder']
+  assert results['Set5']['folder'] == str(image_set('Set5'))
   _check_published('Set5', results['Set5'])
   # NIQE of the bicubic images it saved, 4-pixel border shaved (one at a time: sizes differ).
   saved = [image_io.load_uint8(path) for path in sorted((tmp_path / 'Set5').glob('*.png'))]
@@ -173,7 +177,8 @@ def test_evaluate_beside_bicubic_scores_both_alike(tmp_path, monkeypatch, capsys
   upscaler = upscalers.generator(
       *model_reference.load(model_reference.from_flags('srgan', 'unused'))[:2])
   results = scoring.evaluate_beside_bicubic(upscaler, [folder], metric_names=('niqe',))
-  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'bicubic']
+  assert list(results['bench']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'folder',
+                                    'bicubic']
   baseline = scoring.evaluate_folder(upscalers.bicubic(4), folder,
                                      metric_fns={'niqe': lambda sr, hr: niqe.niqe(sr, 4)})
   assert results['bench']['bicubic'] == {k: v for k, v in baseline.items()
@@ -203,6 +208,9 @@ def test_sets_in_a_bucket_score_as_local_ones(tmp_path):
     assert [str(path) for path in image_io.image_files('gs://bucket/Bench', recursive=False)] == [
         'gs://bucket/Bench/img00.png', 'gs://bucket/Bench/img01.png']
   assert list(remote) == ['Bench'] and remote['Bench']['images'] == 2
+  # The same scores; each names the folder it read.
+  assert remote['Bench'].pop('folder') == 'gs://bucket/Bench'
+  assert local['Bench'].pop('folder') == str(tmp_path / 'Bench')
   assert remote == local
 
 
@@ -215,7 +223,8 @@ def test_evaluate_accepts_a_set_in_a_bucket(tmp_path):
   from srgan_jax.runtime import errors  # pylint: disable=g-import-not-at-top
   write_blocky_images(tmp_path / 'Bench', 1, (48, 40), seed=4)
   options = types.SimpleNamespace(scale=4, step=None, workdir=None, output=None,
-                                  save_dir=None, compare=False, crop=[], zoom=1, metrics=[])
+                                  save_dir=None, compare=False, crop=[], zoom=1, metrics=[],
+                                  tile=evaluate.SCORING_TILE)
   with fake_bucket(tmp_path):
     evaluate._check_flags(  # pylint: disable=protected-access
         types.SimpleNamespace(**vars(options), data=['gs://bucket/Bench']), 'bicubic')
@@ -235,3 +244,124 @@ def test_a_set_whose_images_are_all_in_subfolders_says_they_are_not_searched(tmp
   assert str(raised.value).endswith('; its subfolders are not searched, and HR, LR hold '
                                     'images: name that folder instead')
   assert image_io.subfolders_note(tmp_path / 'set' / 'HR') == ''
+def _sr_of(path, scale=4):
+  """The bicubic SR image evaluate makes of an HR file: modcrop, MATLAB down, up."""
+  hr = degradation.modcrop(image_io.load_uint8(path), scale)
+  return bicubic.imresize(degradation.make_lr(hr, scale), scale)
+
+
+def test_a_png_beside_a_bmp_in_one_set_saves_two_sr_images_each_its_own(tmp_path):
+  """Issue 37: a.png beside a.jpg or a.bmp: both SR images went to a.png, the second
+  over the first (a.bmp here: lossless, so the pixels can be compared exactly)."""
+  rng = np.random.default_rng(5)
+  Image.fromarray(rng.integers(0, 256, (32, 36, 3), dtype=np.uint8)).save(tmp_path / 'a.png')
+  Image.fromarray(rng.integers(0, 256, (36, 32, 3), dtype=np.uint8)).save(tmp_path / 'a.bmp')
+  result = scoring.evaluate_folder(upscalers.bicubic(4), tmp_path, save_dir=tmp_path / 'sr',
+                                   compare_dir=tmp_path / 'sr' / 'compare')
+  assert result['images'] == 2 and 'not_written' not in result
+  assert sorted(path.name for path in (tmp_path / 'sr').glob('*.png')) == ['a.bmp.png', 'a.png']
+  for hr_name, sr_name in (('a.png', 'a.png'), ('a.bmp', 'a.bmp.png')):
+    np.testing.assert_array_equal(image_io.load_uint8(tmp_path / 'sr' / sr_name),
+                                  _sr_of(tmp_path / hr_name))
+  assert sorted(path.name for path in (tmp_path / 'sr' / 'compare').iterdir()) == [
+      'a.bmp.png', 'a.png']
+
+
+def test_sr_images_never_go_through_a_symlink_onto_an_hr_image(tmp_path):
+  """Issue 37: save_dir/<set>/a.png a symlink to the set's a.png: the HR image was
+  overwritten by its SR image."""
+  hr_folder = tmp_path / 'Set'
+  hr_folder.mkdir()
+  _write_folder(hr_folder)
+  hr_bytes = (hr_folder / 'a.png').read_bytes()
+  save_dir = tmp_path / 'sr'
+  save_dir.mkdir()
+  (save_dir / 'a.png').symlink_to(hr_folder / 'a.png')
+  scoring.evaluate_folder(upscalers.bicubic(4), hr_folder, save_dir=save_dir)
+  assert (hr_folder / 'a.png').read_bytes() == hr_bytes
+  assert not (save_dir / 'a.png').is_symlink()
+  np.testing.assert_array_equal(image_io.load_uint8(save_dir / 'a.png'),
+                                _sr_of(hr_folder / 'a.png'))
+  # A save_dir that is the set's folder through a symlink: refused before any write.
+  (tmp_path / 'link').symlink_to(hr_folder)
+  with pytest.raises(errors.UserError, match=r"is the set's own folder .*choose another "
+                     '--save_dir'):
+    scoring.evaluate_folder(upscalers.bicubic(4), hr_folder, save_dir=tmp_path / 'link')
+  assert (hr_folder / 'a.png').read_bytes() == hr_bytes
+
+
+def test_sr_images_that_cannot_be_written_leave_the_set_scored_and_say_so(tmp_path,
+                                                                         monkeypatch):
+  """Issue 37: on a full disk evaluate --save_dir reported the set "not scored" although
+  it was; and the file being written is not left half-written."""
+  _write_folder(tmp_path)
+  expected = scoring.evaluate_folder(upscalers.bicubic(4), tmp_path)
+  real_save = Image.Image.save
+
+  def full_disk(image, target, *args, **kwargs):
+    real_save(image, target, *args, **kwargs)
+    with open(target, 'r+b') as file:  # Half of it on disk, then ENOSPC.
+      file.truncate(100)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(Image.Image, 'save', full_disk)
+  results = scoring.evaluate_sets(upscalers.bicubic(4), [tmp_path], save_dir=tmp_path / 'sr')
+  result = results[tmp_path.name]
+  assert 'error' not in result and result['psnr'] == expected['psnr']
+  assert len(result['not_written']) == 3 and all(
+      'No space left on device' in line for line in result['not_written'])
+  assert list((tmp_path / 'sr' / tmp_path.name).iterdir()) == []  # Nothing half-written.
+  assert '(3 SR images not written)' in results_table.format_table(results)
+
+
+def test_a_set_out_of_memory_is_reported_and_the_sets_before_it_are_kept(tmp_path, monkeypatch):
+  """Issue 37: a MemoryError (or XLA's RESOURCE_EXHAUSTED) in one set threw away every
+  set already scored; now that set is one line naming what to lower."""
+  import jax  # pylint: disable=g-import-not-at-top
+  for name in ('first', 'big', 'xla'):
+    (tmp_path / name).mkdir()
+    _write_folder(tmp_path / name)
+  bicubic_x4 = upscalers.bicubic(4)
+  raised = {'big': MemoryError('Unable to allocate 18.0 GiB for an array'),
+            'xla': jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory while '
+                                              'trying to allocate 9 bytes.')}
+  current = []
+
+  def upscale_batch(lr):
+    if current[-1] in raised:
+      raise raised[current[-1]]
+    return bicubic_x4.batch_fn(lr)
+
+  folders = [tmp_path / 'first', tmp_path / 'big', tmp_path / 'xla']
+  upscaler = dataclasses.replace(bicubic_x4, batch_fn=upscale_batch)
+  real_read_set = scoring._read_set  # pylint: disable=protected-access
+
+  def read_set(folder, scale):  # Notes which set is being scored.
+    current.append(pathlib.Path(folder).name)
+    return real_read_set(folder, scale)
+
+  monkeypatch.setattr(scoring, '_read_set', read_set)
+  results = scoring.evaluate_sets(upscaler, folders, memory_fix='lower --tile')
+  assert results['first']['psnr'] == scoring.evaluate_folder(bicubic_x4, folders[0])['psnr']
+  assert results['big'] == {'error': 'out of host memory scoring set big (Unable to allocate '
+                                     '18.0 GiB for an array): lower --tile',
+                            'folder': str(folders[1])}
+  assert results['xla']['error'] == (
+      'out of accelerator memory scoring set xla (RESOURCE_EXHAUSTED: Out of memory while '
+      'trying to allocate 9 bytes.): lower --tile')
+  # Other runtime errors are bugs: raised, with their traceback.
+  broken = dataclasses.replace(bicubic_x4, batch_fn=lambda lr: (_ for _ in ()).throw(
+      RuntimeError('INTERNAL: a bug')))
+  with pytest.raises(RuntimeError, match='a bug'):
+    scoring.evaluate_sets(broken, folders[:1])
+
+
+def test_every_result_names_the_folder_read_in_json_and_table(tmp_path):
+  (tmp_path / 'mine').mkdir()
+  _write_folder(tmp_path / 'mine')
+  results = scoring.evaluate_sets(upscalers.bicubic(4), [tmp_path / 'mine', tmp_path / 'none'])
+  assert results['mine']['folder'] == str(tmp_path / 'mine')
+  assert results['none']['folder'] == str(tmp_path / 'none') and 'error' in results['none']
+  header, mine, none = results_table.format_table(results).splitlines()
+  assert header.split()[-1] == 'folder' and mine.split()[-1] == str(tmp_path / 'mine')
+  assert none.startswith('none') and str(tmp_path / 'none') in none

@@ -304,3 +304,19 @@ def test_16_bit_images_are_reduced_to_their_high_byte_like_the_training_input(tm
   rgb = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
   image_io.save_image(tmp_path / 'rgb16.png', rgb / 65535, bit_depth=16)
   np.testing.assert_array_equal(image_io.load_uint8(tmp_path / 'rgb16.png'), rgb >> 8)
+
+
+def test_png_names_never_give_two_images_one_output():
+  """Issue 37: a.png beside a.PNG (super_resolve: "2 written", one file) or a.jpg
+  (evaluate --save_dir: one SR image overwritten)."""
+  names = lambda *files: [str(name) for name in image_io.png_names(
+      [pathlib.PurePath(file) for file in files], 'set')]
+  assert names('a.jpg', 'b.PNG', 'sub/c.webp') == ['a.png', 'b.png', 'sub/c.png']
+  assert names('a.jpg', 'a.png') == ['a.jpg.png', 'a.png']
+  assert names('a.PNG', 'a.png') == ['a.PNG.png', 'a.png']
+  assert names('a.bmp', 'a.jpg', 'a.tif') == ['a.bmp.png', 'a.jpg.png', 'a.tif.png']
+  assert names('x/a.jpg', 'x/a.png', 'y/a.jpg') == ['x/a.jpg.png', 'x/a.png', 'y/a.png']
+  # What still collides is refused before anything is written, naming both files.
+  with pytest.raises(image_io.OutputNameError, match=r'^set/a.jpg and set/a.jpg.png would '
+                     r'both be written as a.jpg.png; rename one of them$'):
+    names('a.jpg', 'a.jpg.png', 'a.png')

@@ -1,6 +1,8 @@
 """Tests for inference/pretrained_export.py: shipped generators exported from a workdir, loaded
 by name, used from both commands."""
 
+import errno
+import hashlib
 import json
 import os
 import pathlib
@@ -195,3 +197,49 @@ def test_commands_load_a_shipped_model_by_name(tiny_run, models_dir, tmp_path):
                 f'--output={tmp_path / "out"}', models=models_dir, check=False)
   assert failed.returncode != 0
   assert "unknown model 'nope'; shipped models: tiny" in failed.stderr
+
+
+def test_weights_without_their_record_are_not_a_model_and_do_not_block_an_export(
+    tiny_run, models_dir):
+  """Issue 37: an export stopped between the two files left tiny.msgpack alone; then
+  `pretrained` listed nothing and a re-export said the name exists."""
+  models_dir.mkdir()
+  (models_dir / 'tiny.msgpack').write_bytes(b'weights of an interrupted export')
+  assert pretrained.names() == []
+  record = pretrained_export.export(str(tiny_run[0]), 'tiny', folders=[])  # No --overwrite.
+  assert pretrained.names() == ['tiny']
+  assert json.loads(record.read_text())['msgpack_sha256'] == hashlib.sha256(
+      (models_dir / 'tiny.msgpack').read_bytes()).hexdigest()
+  assert sorted(path.name for path in models_dir.iterdir()) == ['tiny.json', 'tiny.msgpack']
+
+
+@pytest.mark.parametrize('failing', ['msgpack', 'json'])
+def test_a_full_disk_during_a_re_export_keeps_the_old_model_whole(tiny_run, models_dir,
+                                                                   monkeypatch, failing):
+  """Either file failing to write (ENOSPC) leaves the old pair as it was: both files
+  are written whole before either replaces the old one; no temporary file stays."""
+  workdir, _ = tiny_run
+  pretrained_export.export(str(workdir), 'tiny', step=2, folders=[])
+  before = {path.name: path.read_bytes() for path in models_dir.iterdir()}
+  real_write_bytes, real_write_text = pathlib.Path.write_bytes, pathlib.Path.write_text
+
+  def full_disk(real):
+    def write(path, content, *args, **kwargs):
+      if path.name.startswith(f'.tiny.{failing}.'):
+        real(path, content[:100], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+      return real(path, content, *args, **kwargs)
+    return write
+
+  monkeypatch.setattr(pathlib.Path, 'write_bytes', full_disk(real_write_bytes))
+  monkeypatch.setattr(pathlib.Path, 'write_text', full_disk(real_write_text))
+  with pytest.raises(OSError, match='No space left'):
+    pretrained_export.export(str(workdir), 'tiny', folders=[], overwrite=True)
+  assert {path.name: path.read_bytes() for path in models_dir.iterdir()} == before
+  assert pretrained.names() == ['tiny'] and pretrained.load('tiny')  # SHA-256 checked.
+
+
+def test_the_models_card_names_the_folder_each_score_was_measured_on(tiny_run, models_dir):
+  workdir, eval_folder = tiny_run
+  record = pretrained_export.export(str(workdir), 'tiny', folders=[str(eval_folder)])
+  assert json.loads(record.read_text())['scores']['eval']['folder'] == str(eval_folder)

@@ -1,5 +1,6 @@
 """Tests for inference/super_resolve_files.py and the super_resolve command on files."""
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -11,8 +12,10 @@ import pytest
 
 from conftest import REPO
 from srgan_jax.imaging import bicubic
+from srgan_jax.imaging import image_io
 from srgan_jax.inference import super_resolve_files
 from srgan_jax.nn import upscalers
+from srgan_jax.runtime import memory
 
 
 def _write_rgb(path: pathlib.Path, seed: int) -> np.ndarray:
@@ -128,3 +131,70 @@ def test_does_not_import_tensorflow():
   result = _run(['-c', 'import sys, srgan_jax.super_resolve, srgan_jax.imaging.image_io; '
                  'assert "tensorflow" not in sys.modules'])
   assert result.returncode == 0, result.stderr
+
+
+def test_a_png_beside_a_PNG_gives_two_outputs_each_of_its_own_input(tmp_path):
+  """Issue 37: "2 written", one file (the second overwrote the first)."""
+  upper = _write_rgb(tmp_path / 'in' / 'a.PNG', 3)
+  lower = _write_rgb(tmp_path / 'in' / 'a.png', 4)
+  summary = super_resolve_files.super_resolve_paths(
+      upscalers.bicubic(2), tmp_path / 'in', tmp_path / 'out')
+  assert sorted(path.name for path in (tmp_path / 'out').iterdir()) == ['a.PNG.png', 'a.png']
+  assert len(summary.written) == 2
+  for name, pixels in (('a.PNG.png', upper), ('a.png', lower)):
+    result = np.asarray(Image.open(tmp_path / 'out' / name)).astype(int)
+    assert np.abs(result - bicubic.imresize(pixels, 2)).max() <= 1, name
+
+
+def test_names_that_still_collide_are_refused_before_any_image(tmp_path):
+  for name in ('a.jpg', 'a.jpg.png', 'a.png'):
+    _write_rgb(tmp_path / 'in' / name, 5)
+  with pytest.raises(image_io.OutputNameError, match=r'a.jpg and \S+a.jpg.png would both be '
+                     r'written as a.jpg.png'):
+    super_resolve_files.super_resolve_paths(upscalers.bicubic(2), tmp_path / 'in',
+                                            tmp_path / 'out')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_an_output_larger_than_free_memory_is_refused_up_front_stating_the_need(tmp_path,
+                                                                                 monkeypatch):
+  """Issue 37: a 10000x10000 input allocated its 18 GiB output array up front. With a
+  small fake limit: the 44x36 output (x4 of 11x9) needs 44*36*3*24 bytes (0.1 MiB); a
+  limit below that refuses it, without calling the upscaler, and the next image goes on."""
+  _write_rgb(tmp_path / 'in' / 'a.png', 6)
+  _write_rgb(tmp_path / 'in' / 'b.png', 7)
+  needed = 44 * 36 * 3 * super_resolve_files.HOST_BYTES_PER_OUTPUT_SAMPLE
+  limits = iter([needed - 1, needed])  # a: one byte short; b: just enough.
+  monkeypatch.setattr(memory, 'available_bytes', lambda: next(limits))
+  calls = []
+  upscaler = upscalers.bicubic(4)
+  counting = dataclasses.replace(upscaler, image_fn=lambda rgb: calls.append(rgb.shape)
+                                 or upscaler.image_fn(rgb))
+  summary = super_resolve_files.super_resolve_paths(counting, tmp_path / 'in', tmp_path / 'out')
+  assert calls == [(11, 9, 3)] and [path.name for path in summary.written] == ['b.png']
+  ((source, message),) = summary.failed
+  assert source.name == 'a.png' and message == (
+      f'{source}: its 36x44 output needs {needed / 2 ** 20:.1f} MiB of host memory, '
+      f'{(needed - 1) / 2 ** 20:.1f} MiB is available: crop or shrink the image (or use a '
+      'machine with more memory)')
+  assert not (tmp_path / 'out' / 'a.png').exists()
+
+
+def test_a_host_memory_error_on_one_image_is_one_line_and_the_others_go_on(tmp_path):
+  _write_rgb(tmp_path / 'in' / 'a.png', 8)
+  _write_rgb(tmp_path / 'in' / 'b.png', 9)
+  upscaler, calls = upscalers.bicubic(2), []
+
+  def fails_on_a(rgb):  # The first image, a.png (inputs go in sorted order).
+    calls.append(rgb)
+    if len(calls) == 1:
+      raise MemoryError('Unable to allocate 18.0 GiB for an array with shape (40000, 40000, 3)')
+    return upscaler.image_fn(rgb)
+
+  summary = super_resolve_files.super_resolve_paths(
+      dataclasses.replace(upscaler, image_fn=fails_on_a), tmp_path / 'in', tmp_path / 'out')
+  assert [path.name for path in summary.written] == ['b.png']
+  assert summary.failed[0][1].endswith(
+      'a.png: out of host memory making its output (Unable to allocate 18.0 GiB for an array '
+      'with shape (40000, 40000, 3)): crop or shrink the image (or use a machine with more '
+      'memory)')

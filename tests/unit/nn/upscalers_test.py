@@ -101,3 +101,32 @@ def test_upscalers_of_one_architecture_share_their_compiled_programs():
   same = models.SRResNet(num_blocks=2, features=8, upsample_features=16, scale=4)
   generator_fns = upscalers._generator_fns  # pylint: disable=protected-access
   assert generator_fns(same) is generator_fns(model)
+
+
+def test_generator_batches_above_its_tile_are_scored_by_tiles_as_whole_images(monkeypatch):
+  """evaluate --tile (issue 37): an image with an LR side above the tile goes through
+  the tiles of upscale_image, one image at a time, in memory bounded by the tile; its
+  uint8 SR equals the whole image's (up to a float ulp flipping a rounding)."""
+  model, variables = _model_and_variables()
+  lr = np.random.default_rng(4).integers(0, 256, (2, 37, 29, 3), dtype=np.uint8)
+  whole = upscalers.generator(model, variables).upscale_batch(lr)
+  tiled_calls = []
+  real_upscale_tiled = upscalers.tiling.upscale_tiled
+
+  def upscale_tiled(apply_fn, image, **kwargs):
+    tiled_calls.append((image.shape, kwargs['tile']))
+    return real_upscale_tiled(apply_fn, image, **kwargs)
+
+  monkeypatch.setattr(upscalers.tiling, 'upscale_tiled', upscale_tiled)
+  tiled = upscalers.generator(model, variables, tile=28, batch_size=3).upscale_batch(lr)
+  assert tiled_calls == [((37, 29, 3), 28)] * 2
+  assert tiled.dtype == np.uint8 and tiled.shape == whole.shape == (2, 148, 116, 3)
+  difference = np.abs(tiled.astype(int) - whole)
+  assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3
+  # Images within the tile are still batched whole.
+  small = lr[:, :20, :20]
+  tiled_calls.clear()
+  np.testing.assert_array_equal(
+      upscalers.generator(model, variables, tile=28).upscale_batch(small),
+      upscalers.generator(model, variables).upscale_batch(small))
+  assert not tiled_calls
