@@ -34,6 +34,7 @@ names the extra.
 
 import importlib
 import json
+import logging
 import os
 import pathlib
 from typing import Any, Callable, Sequence
@@ -103,6 +104,9 @@ def _write_onnx(function: Callable[[jax.Array], jax.Array], path: pathlib.Path) 
   """jax2onnx with dynamic batch, height and width, one self-contained file (its own
   symbolic sizes: it takes no constraints)."""
   import jax2onnx  # pylint: disable=g-import-not-at-top
+  # It warns of shape helper values it leaves untyped; onnxruntime runs the file, and
+  # `verify` checks what it computes.
+  logging.getLogger('onnx_ir.serde').setLevel(logging.ERROR)
   model = jax2onnx.to_onnx(function, [('B', 'H', 'W', 3)], model_name='srgan_generator',
                            input_names=['lr'], output_names=['sr'])
   path.write_bytes(model.SerializeToString())
@@ -134,9 +138,11 @@ def verification_inputs(sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES
 
 def verify(path: str | os.PathLike[str], fmt: str,
            function: Callable[[jax.Array], jax.Array],
-           sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES) -> str:
+           sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES,
+           label: str | None = None) -> str:
   """Runs the file in its runtime beside ``function`` (JAX) on `verification_inputs`
-  of ``sizes`` (tests of paper-size generators take smaller ones).
+  of ``sizes`` (tests of paper-size generators take smaller ones); ``label``: the
+  file's name in messages (default: ``path``).
 
   Returns:
     The verification line, e.g. 'verified in onnxruntime 1.32.0: max |difference|
@@ -151,7 +157,7 @@ def verify(path: str | os.PathLike[str], fmt: str,
     pairs = [(np.asarray(run(x)), np.asarray(jax.jit(function)(x)))
              for x in verification_inputs(sizes)]
   except Exception as error:  # pylint: disable=broad-except  # Any load failure refuses.
-    raise ExportError(f'{path}: {fmt} runtime could not run the export '
+    raise ExportError(f'{label or path}: the {fmt} runtime could not run the export '
                       f'({type(error).__name__}: {str(error).splitlines()[0][:200]})') from error
   shown = ' and '.join(f'{w}x{h}' for _, h, w in sizes)
   worst = max(float(np.max(np.abs(out.astype(np.float64) - ref)))
@@ -161,7 +167,7 @@ def verify(path: str | os.PathLike[str], fmt: str,
   line = (f'{runtime}: max |difference| {worst:.1e} on {shown} inputs '
           f'(tolerance {tolerance:.0e})')
   if not worst <= tolerance:
-    raise ExportError(f'{path} differs from JAX in {line}; not kept')
+    raise ExportError(f'{label or path} differs from JAX in {line}; not kept')
   return f'verified in {line}'
 
 
@@ -201,7 +207,7 @@ def export(model: Any, variables: Any, config: Any, fmt: str, output: str, *,
   output = pathlib.Path(output)
   with paths.replacing(output) as temporary:
     _WRITERS[fmt](function, temporary)
-    line = verify(temporary, fmt, function, sizes)
+    line = verify(temporary, fmt, function, sizes, label=str(output))
   card = model_card(fmt, config, record, source, line)
   paths.write_whole(f'{output}.json', json.dumps(card, indent=2) + '\n')
   return line

@@ -21,7 +21,8 @@ Several processes share the folder safely, by JAX's own code (read in jax 0.10.2
 and write holds a file lock on ``DIR/.lockfile`` (``filelock.FileLock``), so no
 process reads an entry another is still writing; the least recently used entries go
 beyond the bound (``MAX_BYTES``, or ``$JAX_COMPILATION_CACHE_MAX_SIZE``). Without the
-``filelock`` package there is no bound and no lock. An entry that cannot be read
+``filelock`` package, or in a folder named by ``$JAX_COMPILATION_CACHE_DIR`` (which
+other JAX programs may write without a bound), there is no bound and no lock. An entry that cannot be read
 back (cut short by a killed process, corrupt) fails zlib's checksum: JAX warns and
 compiles the program again (tests/system/compilation_cache_test.py). JAX does not
 replace such an entry; deleting the folder clears it. Only process 0 of a multi-host
@@ -83,14 +84,19 @@ def _has_filelock() -> bool:
   return True
 
 
-def settings(folder: str | None) -> dict[str, object]:
+def settings(folder: str | None, own: bool = True) -> dict[str, object]:
   """JAX's options for ``folder`` (None: the cache off), without those the user's
-  environment sets (JAX reads ``JAX_<OPTION>`` at import)."""
+  environment sets (JAX reads ``JAX_<OPTION>`` at import).
+
+  ``own``: the folder is this project's (not ``$JAX_COMPILATION_CACHE_DIR``), so the
+  size bound may be set: JAX's eviction reads an ``-atime`` file beside every entry,
+  which entries written without a bound (other JAX programs) lack.
+  """
   if folder is None:
     return {'jax_enable_compilation_cache': False}
   chosen = {'jax_enable_compilation_cache': True, 'jax_compilation_cache_dir': folder,
             **_OPTIONS}
-  if not _has_filelock():
+  if not own or not _has_filelock():
     del chosen['jax_compilation_cache_max_size']
   user_set = {name for name in chosen
               if name != 'jax_compilation_cache_dir' and name.upper() in os.environ}
@@ -107,7 +113,9 @@ def configure(flag_value: str | None = None) -> str | None:
   inherit).
   """
   folder = directory(flag_value)
-  options = settings(folder)
+  users_jax_folder = os.environ.get(JAX_DIR_ENV)
+  options = settings(folder, own=not users_jax_folder or
+                     folder != paths.absolute(users_jax_folder))
   if 'jax' in sys.modules:
     import jax  # pylint: disable=g-import-not-at-top
     for name, value in options.items():

@@ -66,7 +66,9 @@ def test_random_generator_export_runs_in_its_runtime_as_in_jax(tmp_path, fmt, op
 
 
 @pytest.mark.parametrize('fmt', exports.FORMATS)
-@pytest.mark.parametrize('name', ['cpu_small', 'cpu_small_gan'])
+# cpu_small_gan: bicubic skip and chroma from bicubic (cpu_small's skip alone is the
+# random 'cpu_small shape' above; each export costs seconds).
+@pytest.mark.parametrize('name', ['cpu_small_gan'])
 def test_shipped_model_export_is_verified_with_its_card(tmp_path, fmt, name):
   _needs(fmt)
   model, variables, config = pretrained.load(name)
@@ -95,14 +97,14 @@ def test_altered_or_truncated_export_is_refused(tmp_path, fmt):
   exports._WRITERS[fmt](function, path)  # pylint: disable=protected-access
   exports.verify(path, fmt, function, SMALL_SIZES)  # The right file passes.
   path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
-  with pytest.raises(exports.ExportError, match='runtime could not run the export'):
+  with pytest.raises(exports.ExportError, match='the .* runtime could not run the export'):
     exports.verify(path, fmt, function, SMALL_SIZES)
 
 
 def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
   monkeypatch.setitem(exports.TOLERANCES, 'stablehlo', -1.0)  # Nothing passes.
   model, variables, config = pretrained.load('cpu_small')
-  with pytest.raises(exports.ExportError, match='differs from JAX'):
+  with pytest.raises(exports.ExportError, match=r'/g\.stablehlo differs from JAX'):
     exports.export(model, variables, config, 'stablehlo', str(tmp_path / 'g.stablehlo'),
                    source='cpu_small', sizes=SMALL_SIZES)
   assert not list(tmp_path.iterdir())

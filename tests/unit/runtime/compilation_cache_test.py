@@ -34,3 +34,4 @@ def test_settings_cache_cpu_programs_and_leave_the_users_jax_variables(monkeypat
   assert chosen['jax_compilation_cache_max_size'] > 0  # A bound: JAX then locks entries.
   monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '3')
   assert 'jax_persistent_cache_min_compile_time_secs' not in compilation_cache.settings('/x')
+  assert 'jax_compilation_cache_max_size' not in compilation_cache.settings('/x', own=False)
