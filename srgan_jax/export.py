@@ -60,11 +60,15 @@ def _check_mode(options: Any) -> None:
                             options.model and '--model needs --format and --output')
     return
   flag_checks.check_flags(
-      [], not options.format and '--output needs --format (stablehlo or onnx)',
+      [('step', options.step, flag_checks.integer(minimum=0))],
+      not options.format and '--output needs --format (stablehlo or onnx)',
       not options.output and '--format needs --output=FILE',
       options.name and '--name ships a run; it does not go with --format',
       not (options.model or options.workdir) and '--format needs --model=NAME or --workdir',
       options.model and options.workdir and 'pass --model or --workdir, not both',
+      options.model == model_reference.BICUBIC and '--model=bicubic has no generator to '
+      'export; name a shipped model or pass --workdir',
+      options.workdir and flag_checks.folder_problem(options.workdir, 'workdir'),
       options.output and paths.is_remote(options.output) and '--output must be a local file',
       options.output and flag_checks.output_problem(options.output, flag='--output'))
 

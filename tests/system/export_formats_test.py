@@ -39,6 +39,8 @@ CASES = {
     'no model': (['--format=stablehlo', '--output=OUT'], r'--format needs --model=NAME or --workdir'),
     'both': (['--model=cpu_small', '--workdir=ROOT', '--format=stablehlo', '--output=OUT'],
              r'pass --model or --workdir, not both'),
+    'bicubic': (['--model=bicubic', '--format=stablehlo', '--output=OUT'],
+                r'--model=bicubic has no generator to export'),
     'unknown model': (['--model=nope', '--format=stablehlo', '--output=OUT'],
                       r"unknown model 'nope'; shipped models: cpu_small, cpu_small_gan"),
 }

@@ -11,6 +11,7 @@ import pytest
 from srgan_jax.inference import exports
 from srgan_jax.nn import models
 from srgan_jax.nn import pretrained
+from srgan_jax.training import model_reference
 
 # Paper-size generators are slow on CPU: small odd sizes, two batch sizes.
 SMALL_SIZES = ((2, 13, 11), (1, 7, 18))
@@ -116,3 +117,16 @@ def test_missing_packages_name_the_extra(monkeypatch):
   with pytest.raises(exports.ExportError, match=r'--format=onnx needs no-such-package: '
                      r'pip install -e "\.\[export\]"'):
     exports.check_packages('onnx')
+
+
+def test_training_run_export_is_its_generator(tmp_path, tiny_run):
+  """A workdir's generator (the paper's BatchNorm, EMA weights), as the command loads it."""
+  workdir, _ = tiny_run
+  reference = model_reference.from_flags(model_reference.WORKDIR, str(workdir))
+  model, variables, config = model_reference.load(reference)
+  line = exports.export(model, variables, config, 'stablehlo', str(tmp_path / 'run.stablehlo'),
+                        source=str(reference), sizes=SMALL_SIZES)
+  assert line.startswith('verified in jax.export')
+  card = json.loads((tmp_path / 'run.stablehlo.json').read_text())
+  assert card['source'] == str(workdir) and card['shipped_scores'] == {}
+  assert card['config']['generator']['batch_norm'] is True
