@@ -2,6 +2,8 @@
 
 import setuptools
 
+EXPORT_PACKAGES = ['jax2onnx>=0.17,<0.18', 'onnx>=1.17', 'onnxruntime>=1.20']
+
 setuptools.setup(
     name='srgan_jax',
     version='0.1.0',
@@ -59,6 +61,14 @@ setuptools.setup(
         # 54 kB, with its linear-layer weights). It pulls in torchvision (7.7 MB, no second
         # torch), which does not import beside the CPU torch; the test gives lpips a
         # stand-in torchvision instead, so nothing imports the real one.
-        'test': ['pytest>=8', 'torch==2.13.0', 'lpips==0.1.4'],
+        # Exports verified in their runtimes (srgan_jax/inference/exports.py): ONNX
+        # through jax2onnx (it pulls in equinox, orbax-export, netron: about 60 MB
+        # of wheels), run in onnxruntime. Tested with jax2onnx 0.17.1, onnx 1.23.2,
+        # onnxruntime 1.32.0 (jax 0.10.2).
+        'export': EXPORT_PACKAGES,
+        # The export packages too: CI then checks that every format's export still
+        # runs in its runtime and that the README's snippets work (the point of the
+        # exports); without them those tests skip, naming the extra.
+        'test': ['pytest>=8', 'torch==2.13.0', 'lpips==0.1.4', *EXPORT_PACKAGES],
     },
 )

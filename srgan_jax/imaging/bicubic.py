@@ -167,12 +167,62 @@ def imresize_tf(image: Any, scale: float) -> Any:
   return tf.einsum('pw,owc->opc', cols, out)
 
 
+# Upscaling by an integer s, output pixel s*k + p (0-based) samples the input at
+# k - 0.5 + (p + 0.5)/s (MATLAB's u in 0-based pixels): its taps are input pixels
+# k-2 .. k+2, at distances (p + 0.5)/s - 0.5 - t, with weights that depend on p
+# alone. So the resize matrix is, away from the borders, a fixed 5-tap filter per
+# phase p, and at the borders the same filter over the mirrored image: rows of
+# `resize_matrix` fold mirrored taps onto the same pixels. This form needs no size,
+# for programs exported with symbolic sizes.
+_TAP_RADIUS = 2
+
+
+@functools.lru_cache(maxsize=8)
+def _phase_weights(scale: int) -> np.ndarray:
+  """``[scale, 2 * _TAP_RADIUS + 1]`` float64: phase p's weights of pixels k-2 .. k+2."""
+  offsets = np.arange(-_TAP_RADIUS, _TAP_RADIUS + 1, dtype=np.float64)
+  distance = (np.arange(scale)[:, None] + 0.5) / scale - 0.5 - offsets[None, :]
+  weights = _cubic(np, distance)
+  return weights / weights.sum(axis=1, keepdims=True)  # As `_contributions` normalises.
+
+
+def _upscale_by_taps(images: jax.Array, scale: int, axis: int) -> jax.Array:
+  """``imresize`` by an integer ``scale`` along one ``axis`` of any (symbolic) length
+  >= 2: the mirrored image, filtered per phase, phases interleaved."""
+  axis %= images.ndim
+  length = images.shape[axis]
+  # Symmetric padding (edge pixel repeated), as MATLAB's: [1, 0 | x | n-1, n-2]. By
+  # gathers: slicing a symbolic length would need it proven >= 2, which converters
+  # that drop jax.export's constraints (jax2onnx) cannot.
+  before = jnp.take(images, jnp.arange(_TAP_RADIUS - 1, -1, -1), axis=axis)
+  after = jnp.take(images, jnp.arange(-1, -_TAP_RADIUS - 1, -1), axis=axis)
+  # lax, not jnp: jax2onnx replaces jnp.concatenate by one that loses symbolic sizes.
+  padded = jax.lax.concatenate([before, images, after], axis)
+  shifted = [jax.lax.slice_in_dim(padded, t, t + length, axis=axis)
+             for t in range(2 * _TAP_RADIUS + 1)]
+  phases = [sum(float(w) * x for w, x in zip(weights, shifted))
+            for weights in _phase_weights(scale)]
+  interleaved = jax.lax.concatenate([jnp.expand_dims(phase, axis + 1) for phase in phases],
+                                    axis + 1)  # [..., n, scale, ...]
+  shape = images.shape[:axis] + (length * scale,) + images.shape[axis + 1:]
+  return interleaved.reshape(shape)
+
+
 @functools.partial(jax.jit, static_argnames='scale')
 def imresize_jax(images: jax.Array, scale: float) -> jax.Array:
-  """JAX float ``imresize`` of ``[..., H, W, C]`` arrays (static shape). No rounding."""
+  """JAX float ``imresize`` of ``[..., H, W, C]`` arrays. No rounding.
+
+  Sizes that are symbolic (``jax.export`` with any height and width) are upscaled by
+  an integer ``scale`` through `_upscale_by_taps`; other resizes need static sizes.
+  """
   if not jnp.issubdtype(images.dtype, jnp.floating):
     images = images.astype(jnp.float32)
   height, width = images.shape[-3], images.shape[-2]
+  if not (isinstance(height, int) and isinstance(width, int)):
+    if scale < 1 or not float(scale).is_integer():
+      raise ValueError(f'imresize of symbolic sizes upscales by an integer, not {scale}')
+    return _upscale_by_taps(_upscale_by_taps(images, int(scale), axis=-3), int(scale),
+                            axis=-2)
   rows = jnp.asarray(resize_matrix(height, scale), images.dtype)
   cols = jnp.asarray(resize_matrix(width, scale), images.dtype)
   # Full float32 products: TPU/GPU default precision (bf16/tf32) would cost ~1e-3.

@@ -212,9 +212,12 @@ def replace_chroma(image: jax.Array, chroma_source: jax.Array) -> jax.Array:
   Both are RGB (``[..., 3]``, any common offset and scale). The conversion is linear,
   so the result is image + RGB(0, Cb_source - Cb_image, Cr_source - Cr_image).
   """
-  to_ycbcr = jnp.asarray(_YCBCR_601, jnp.float32)
-  chroma_only = to_ycbcr.at[0].set(0.0)  # Y difference dropped: the luma stays.
-  correction = jnp.linalg.inv(to_ycbcr) @ chroma_only
+  # A constant, computed while tracing: exporters (jax2onnx) lack the in-graph
+  # inverse's linear solve. The same JAX ops compute it, so the values are unchanged.
+  with jax.ensure_compile_time_eval():
+    to_ycbcr = jnp.asarray(_YCBCR_601, jnp.float32)
+    chroma_only = to_ycbcr.at[0].set(0.0)  # Y difference dropped: the luma stays.
+    correction = jnp.linalg.inv(to_ycbcr) @ chroma_only
   return image + (chroma_source - image) @ correction.T
 
 

@@ -17,6 +17,8 @@ and ``run`` does, in this order, what each would otherwise repeat:
   runtime took SIGTERM over (commands that do not train);
 - the flags are defined (``define_flags``) and parsed (``rewrite_arg`` first);
 - the positional arguments are checked (none, or exactly one ``subcommand``);
+- JAX's persistent compilation cache is turned on (``compilation_cache``; every
+  command has ``--compilation_cache=DIR|off``), before anything compiles;
 - JAX's distributed runtime starts when the command runs JAX (``starts_jax``), before
   any other JAX call (multi-host: ``distributed.initialize``);
 - a bad flag, a ``UserError`` (``errors``) or an ``app.UsageError`` ends the program
@@ -46,6 +48,7 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from srgan_jax.runtime import compilation_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srgan_jax.runtime import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srgan_jax.runtime import signals  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -165,6 +168,7 @@ def _call(main: Callable[[], Any], argv: list[str], *, name: str, subcommand: st
   signals.command_started(name)
   try:
     _check_arguments(argv, subcommand, usage)
+    compilation_cache.configure(flags.FLAGS.compilation_cache)
     if starts_jax():
       # Imported here: JAX takes seconds to import, which --help and bicubic skip.
       from srgan_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
@@ -183,6 +187,16 @@ def _call(main: Callable[[], Any], argv: list[str], *, name: str, subcommand: st
     if verbose():
       raise
     fail('interrupted (Ctrl-C)', errors.EXIT_INTERRUPTED)
+
+
+def _define_common_flags() -> None:
+  """The flags of every command (once per process: tests call ``run`` again)."""
+  if 'compilation_cache' not in flags.FLAGS:
+    flags.DEFINE_string(
+        'compilation_cache', None,
+        f'Folder of JAX\'s persistent compilation cache, or "{compilation_cache.OFF}" '
+        f'(default: ${compilation_cache.ENV}, else $JAX_COMPILATION_CACHE_DIR, else '
+        f'{compilation_cache.SUBFOLDER}/ under the cache folder, ~/.cache/srgan_jax).')
 
 
 def run(main: Callable[[], Any], *, name: str,
@@ -209,6 +223,7 @@ def run(main: Callable[[], Any], *, name: str,
       it to let ``--config`` name a shipped config).
   """
   signals.install()  # Already in place when started as a command; for other callers.
+  _define_common_flags()
   if define_flags is not None:
     define_flags()
   app.run(lambda argv: _call(main, argv, name=name, subcommand=subcommand, usage=usage,

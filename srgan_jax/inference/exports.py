@@ -1,0 +1,213 @@
+"""A generator written as a file that another runtime runs, verified against JAX.
+
+The command is ``python -m srgan_jax.export --model=NAME|--workdir=W --format=F
+--output=FILE`` (``srgan_jax/export.py``). Every format holds the same function:
+
+    input   float32 [batch, height, width, 3], RGB in [0, 1] (any batch and size >= 2)
+    output  float32 [batch, scale * height, scale * width, 3], RGB in [0, 1] (unclipped)
+
+that is, the generator's output (in [-1, 1]) mapped to [0, 1]; the weights are
+constants inside the file. Formats:
+
+- ``stablehlo``: ``jax.export`` of the jitted function with symbolic batch, height and
+  width (serialized ``jax.export.Exported``; run by ``jax.export.deserialize``). No
+  package beyond JAX.
+- ``onnx``: ``jax2onnx`` (the JAX program converted primitive by primitive, opset 23)
+  with dynamic batch, height and width, run by ``onnxruntime``. Chosen over the path
+  through ``jax2tf`` and ``tf2onnx``, which needs TensorFlow and a converter pinned
+  to it (a 500 MB dependency for one conversion).
+
+Sizes stay symbolic through the bicubic skip and chroma options because
+``bicubic.imresize_jax`` upscales symbolic sizes by fixed per-phase taps.
+
+Verification (`verify`): the written file, loaded by its own runtime, super-resolves
+two random inputs of odd sizes (`VERIFY_SIZES`); its output must equal JAX's within
+the format's `TOLERANCES` (times the largest output magnitude, when above 1: random
+weights make large outputs). A file that fails, or that its runtime cannot load, is
+deleted and the command exits 2 naming the difference. The model card
+(``FILE.json``, `model_card`) holds the config, scale, input range, the scores the
+model was shipped with and the verification line.
+
+The packages come with ``pip install -e ".[export]"``; without them `ExportError`
+names the extra.
+"""
+
+import importlib
+import json
+import logging
+import os
+import pathlib
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from srgan_jax.runtime import errors
+from srgan_jax.runtime import paths
+
+FORMATS = ('stablehlo', 'onnx')
+# Largest |difference| from JAX, in output units ([0, 1]), per format: stablehlo is the
+# same XLA program (float32 rounding of another fusion at most: 2.4e-7 measured on
+# cpu_small_gan); onnxruntime computes the convolutions by its own kernels, in another
+# order (1.8e-6 on cpu_small_gan). Both far below half a grey level (2e-3).
+TOLERANCES = {'stablehlo': 1e-5, 'onnx': 1e-4}
+# (batch, height, width) of the two verification inputs: odd sizes, two batch sizes.
+VERIFY_SIZES = ((2, 45, 67), (1, 96, 128))
+EXTRA_HINT = 'pip install -e ".[export]"'
+# The packages each format needs: import name -> pip name.
+_PACKAGES = {'stablehlo': {}, 'onnx': {'jax2onnx': 'jax2onnx', 'onnxruntime': 'onnxruntime'}}
+
+
+class ExportError(errors.UserError):
+  """An export that could not be written or verified; the message says why."""
+
+
+def unit_range_function(model: Any, variables: Any) -> Callable[[jax.Array], jax.Array]:
+  """LR RGB in [0, 1] -> SR RGB in [0, 1] (unclipped), the weights as constants."""
+  def upscale(lr: jax.Array) -> jax.Array:
+    return (model.apply(variables, lr, train=False) + 1.0) * 0.5
+  return upscale
+
+
+def missing_packages(fmt: str) -> list[str]:
+  """The pip names of the packages ``fmt`` needs that do not import here."""
+  missing = []
+  for module, package in _PACKAGES[fmt].items():
+    try:
+      importlib.import_module(module)
+    except ImportError:
+      missing.append(package)
+  return missing
+
+
+def check_packages(fmt: str) -> None:
+  """Raises ExportError naming the extra when ``fmt``'s packages are missing."""
+  missing = missing_packages(fmt)
+  if missing:
+    raise ExportError(f'--format={fmt} needs {", ".join(missing)}: {EXTRA_HINT}')
+
+
+def symbolic_input() -> jax.ShapeDtypeStruct:
+  """Any batch, height and width (each at least 2, for the bicubic taps' mirrored
+  borders)."""
+  shape = jax.export.symbolic_shape('b, h, w, 3', constraints=('h >= 2', 'w >= 2'))
+  return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _write_stablehlo(function: Callable[[jax.Array], jax.Array], path: pathlib.Path) -> None:
+  """``jax.export`` of the jitted function for `symbolic_input`."""
+  path.write_bytes(jax.export.export(jax.jit(function))(symbolic_input()).serialize())
+
+
+def _write_onnx(function: Callable[[jax.Array], jax.Array], path: pathlib.Path) -> None:
+  """jax2onnx with dynamic batch, height and width, one self-contained file (its own
+  symbolic sizes: it takes no constraints)."""
+  import jax2onnx  # pylint: disable=g-import-not-at-top
+  # It warns of shape helper values it leaves untyped; onnxruntime runs the file, and
+  # `verify` checks what it computes.
+  logging.getLogger('onnx_ir.serde').setLevel(logging.ERROR)
+  model = jax2onnx.to_onnx(function, [('B', 'H', 'W', 3)], model_name='srgan_generator',
+                           input_names=['lr'], output_names=['sr'])
+  path.write_bytes(model.SerializeToString())
+
+
+def _runner_stablehlo(path: pathlib.Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+  exported = jax.export.deserialize(bytearray(path.read_bytes()))
+  return (lambda x: np.asarray(exported.call(x)),
+          f'jax.export {jax.__version__} (StableHLO)')
+
+
+def _runner_onnx(path: pathlib.Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+  name = session.get_inputs()[0].name
+  return (lambda x: session.run(None, {name: x})[0], f'onnxruntime {onnxruntime.__version__}')
+
+
+_WRITERS = {'stablehlo': _write_stablehlo, 'onnx': _write_onnx}
+_RUNNERS = {'stablehlo': _runner_stablehlo, 'onnx': _runner_onnx}
+
+
+def verification_inputs(sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES
+                        ) -> list[np.ndarray]:
+  """Inputs of ``sizes`` (batch, height, width): uniform random RGB in [0, 1], fixed seed."""
+  rng = np.random.default_rng(0)
+  return [rng.uniform(0, 1, (*size, 3)).astype(np.float32) for size in sizes]
+
+
+def verify(path: str | os.PathLike[str], fmt: str,
+           function: Callable[[jax.Array], jax.Array],
+           sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES,
+           label: str | None = None) -> str:
+  """Runs the file in its runtime beside ``function`` (JAX) on `verification_inputs`
+  of ``sizes`` (tests of paper-size generators take smaller ones); ``label``: the
+  file's name in messages (default: ``path``).
+
+  Returns:
+    The verification line, e.g. 'verified in onnxruntime 1.32.0: max |difference|
+    2e-06 on 67x45 and 128x96 inputs (tolerance 1e-04)'.
+
+  Raises:
+    ExportError: the runtime cannot load or run the file, or it differs beyond
+      ``TOLERANCES[fmt]``.
+  """
+  try:
+    run, runtime = _RUNNERS[fmt](pathlib.Path(path))
+    pairs = [(np.asarray(run(x)), np.asarray(jax.jit(function)(x)))
+             for x in verification_inputs(sizes)]
+  except Exception as error:  # pylint: disable=broad-except  # Any load failure refuses.
+    raise ExportError(f'{label or path}: the {fmt} runtime could not run the export '
+                      f'({type(error).__name__}: {str(error).splitlines()[0][:200]})') from error
+  shown = ' and '.join(f'{w}x{h}' for _, h, w in sizes)
+  worst = max(float(np.max(np.abs(out.astype(np.float64) - ref)))
+              if out.shape == ref.shape else np.inf for out, ref in pairs)
+  scale = max([1.0] + [float(np.max(np.abs(ref))) for _, ref in pairs])
+  tolerance = TOLERANCES[fmt] * scale
+  line = (f'{runtime}: max |difference| {worst:.1e} on {shown} inputs '
+          f'(tolerance {tolerance:.0e})')
+  if not worst <= tolerance:
+    raise ExportError(f'{label or path} differs from JAX in {line}; not kept')
+  return f'verified in {line}'
+
+
+def model_card(fmt: str, config: Any, record: dict[str, Any] | None, source: str,
+               verification: str) -> dict[str, Any]:
+  """The JSON written beside an export: what it computes and how it was checked."""
+  record = record or {}
+  return {
+      'format': fmt,
+      'source': source,
+      'scale': config.scale,
+      'input': 'float32 [batch, height, width, 3] RGB in [0, 1], height and width >= 2',
+      'output': 'float32 [batch, scale*height, scale*width, 3] RGB in [0, 1], unclipped',
+      'shipped_scores': record.get('scores', {}),
+      'scored_with': record.get('scored_with'),
+      'verification': verification,
+      'config': json.loads(config.to_json_best_effort()),
+  }
+
+
+def export(model: Any, variables: Any, config: Any, fmt: str, output: str, *,
+           source: str, record: dict[str, Any] | None = None,
+           sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES) -> str:
+  """Writes ``output`` in ``fmt`` and ``output.json`` (the model card), verified.
+
+  Both files appear whole (written under temporary names, renamed once verified);
+  nothing is left when the verification fails.
+
+  Returns:
+    The verification line.
+
+  Raises:
+    ExportError: missing packages, or the verification failed (see `verify`).
+  """
+  check_packages(fmt)
+  function = unit_range_function(model, variables)
+  output = pathlib.Path(output)
+  with paths.replacing(output) as temporary:
+    _WRITERS[fmt](function, temporary)
+    line = verify(temporary, fmt, function, sizes, label=str(output))
+  card = model_card(fmt, config, record, source, line)
+  paths.write_whole(f'{output}.json', json.dumps(card, indent=2) + '\n')
+  return line
