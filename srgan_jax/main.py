@@ -27,6 +27,7 @@ shows tracebacks and the logs of other libraries.
 
 import contextlib
 import os
+import threading
 
 from absl import flags
 from absl import logging
@@ -72,6 +73,7 @@ def main() -> None:
                           and '--step is for --mode=evaluate')
   # From now on, not after compilation: SIGTERM during start-up, the restore or the
   # compilation is acted on at the end of the first step, which is saved.
+  started = threading.Event()  # Set once training's first call of steps has run.
   with (signals.Watcher(jax.process_count()) if _training() else contextlib.nullcontext()
         ) as stop, contextlib.ExitStack() as held:
     config = options.config
@@ -83,19 +85,20 @@ def main() -> None:
                  jax.device_count(), jax.devices()[0].platform)
     # Each host checks its own files (and process 0 takes the lock); one that refuses
     # stops all, with the same line, instead of leaving them waiting for it.
-    distributed.check_on_every_process(lambda: _check_this_host(config, held))
+    distributed.check_on_every_process(lambda: _check_this_host(config, held, started))
     if not _training():  # The one code path of `evaluate --model=srgan --workdir=W`.
       model, variables, _ = model_reference.load(
           model_reference.from_flags('srgan', workdir, options.step))
       scoring.evaluate_beside_bicubic(upscalers.generator(model, variables),
                                       config.eval_folders, metric_names=config.eval_metrics)
       return
-    loop.train_and_evaluate(config, workdir, stop)
+    loop.train_and_evaluate(config, workdir, stop, started.set)
   if distributed.is_main_process():
     print(f'Checkpoints, TensorBoard logs and evaluation images are in {workdir}')
 
 
-def _check_this_host(config: ml_collections.ConfigDict, held: contextlib.ExitStack) -> None:
+def _check_this_host(config: ml_collections.ConfigDict, held: contextlib.ExitStack,
+                     started: threading.Event) -> None:
   """What this host must have, checked before any file or program is created; process
   0 takes the workdir lock (held until ``held`` closes)."""
   workdir = flags.FLAGS.workdir
@@ -108,15 +111,18 @@ def _check_this_host(config: ml_collections.ConfigDict, held: contextlib.ExitSta
   if _training():
     workdir, first = paths.absolute(workdir), jax.process_index() == 0
     if first and not paths.is_remote(workdir):
-      _hold_left_as_found(workdir, held)
+      _hold_left_as_found(workdir, held, started)
     else:
       held.enter_context(workdir_lock.hold(workdir, enabled=first))
 
 
-def _hold_left_as_found(workdir: str, held: contextlib.ExitStack) -> None:
-  """Takes the lock of local ``workdir``; a start that fails before this run saves a
-  checkpoint (the input, the compilation, the first steps) then leaves the workdir as
-  it found it: no lock.json, config.json, events file or empty checkpoints/ of its own."""
+def _hold_left_as_found(workdir: str, held: contextlib.ExitStack,
+                        started: threading.Event) -> None:
+  """Takes the lock of local ``workdir``; a start that fails before training's first
+  call of steps has run or a checkpoint is saved (the restore, the input, the
+  compilation) then leaves the workdir as it found it: no lock.json, config.json,
+  events file or empty checkpoints/ of its own. Once training runs, what it wrote
+  stays (a NaN at step 900 keeps its logs)."""
   before_lock = paths.listing(workdir)  # What the lock creates: the workdir, lock.json.
   held.enter_context(workdir_lock.hold(workdir))
   # The rest is listed once the lock is held: nothing else writes the workdir now.
@@ -125,7 +131,8 @@ def _hold_left_as_found(workdir: str, held: contextlib.ExitStack) -> None:
   checkpoints = os.path.join(workdir, 'checkpoints')
   saved_before = paths.listing(checkpoints) or set()
   held.enter_context(paths.removed_if_failed(
-      workdir, before, keep=lambda: bool((paths.listing(checkpoints) or set()) - saved_before)))
+      workdir, before, keep=lambda: started.is_set() or bool(
+          (paths.listing(checkpoints) or set()) - saved_before)))
 
 
 def named_config(arg: str) -> str:

@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 from absl import logging
 from clu import metrics
-from etils import epath
 import jax
 import ml_collections
 
@@ -31,6 +30,7 @@ from srgan_jax.nn import upscalers
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import memory
+from srgan_jax.runtime import paths
 from srgan_jax.runtime import sharding
 from srgan_jax.runtime import signals
 from srgan_jax.training import checkpointing
@@ -315,7 +315,8 @@ def save_or_stop(progress: Progress, config: ml_collections.ConfigDict, workdir:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop: signals.Watcher | None = None
+                       stop: signals.Watcher | None = None,
+                       started: Callable[[], None] = lambda: None
                        ) -> tuple[steps.TrainState, steps.TrainState]:
   """Runs (or resumes) both phases in ``workdir``; returns the final states.
 
@@ -323,7 +324,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   where the command line enters). ``stop``: the watcher of stop signals, entered by
   the caller (main enters it at start-up, so that SIGTERM while the states are
   restored or the steps compile is acted on at the end of the first step, which is
-  saved); None enters one for this call.
+  saved); None enters one for this call. ``started`` is called once, when the first
+  call of steps has run: the start-up (restore, input, compilation) is over.
 
   Raises:
     errors.Preempted: SIGTERM arrived before the last step; a checkpoint was saved,
@@ -334,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   if stop is None:
     with signals.Watcher(jax.process_count()) as watcher:
-      return train_and_evaluate(config, workdir, watcher)
+      return train_and_evaluate(config, workdir, watcher, started)
   total_steps = num_steps(config)
   # Damaged VGG19 weights are reported before anything is written.
   vgg_params, vgg_preprocessing = load_vgg(config)
@@ -352,10 +354,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     replicated = jax.sharding.NamedSharding(sharding.create_mesh(), jax.P())
     progress = restore_progress(config, manager, replicated)
     if jax.process_index() == 0:  # Lets evaluation and inference rebuild the run.
-      (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+      paths.write_whole(f'{workdir}/config.json', config.to_json_best_effort(indent=2))
     programs = compile_programs(config, replicated, vgg_params, vgg_preprocessing)
     next_call_batch = inputs.create_call_batches(config, progress.step, programs.mesh)
-    gan_health, saved = gan_health_lib.GanHealth(), False
+    gan_health, saved, first_step = gan_health_lib.GanHealth(), False, progress.step
     evaluator = during_training.TrainingEvaluator(config, writer)  # Names absent sets.
     logging.info('Training steps %d..%d (SRResNet until %d) on %d devices.',
                  progress.step, total_steps, config.srresnet.num_steps, jax.device_count())
@@ -364,6 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       count = steps_in_call(progress.step, config)
       batch = next_call_batch(count)
       progress = train_call(progress, batch.steps, count, programs)
+      if progress.step == count + first_step:
+        started()
       for hook in hooks:
         hook(progress.step)
       progress = log_metrics(progress, batch.last, config, programs, writer, manager, gan_health)

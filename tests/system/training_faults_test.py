@@ -252,3 +252,30 @@ def test_out_of_device_memory_in_a_step_is_one_line_naming_batch_and_crop():
   # Other runtime errors are bugs and keep their traceback.
   assert loop.out_of_memory(jax.errors.JaxRuntimeError('INTERNAL: oops'), config) is None
   assert loop.out_of_memory(ValueError('RESOURCE_EXHAUSTED'), config) is None
+
+
+@pytest.mark.parametrize('started, kept', [(False, ['notes.txt']),
+                                           (True, ['checkpoints', 'config.json', 'events',
+                                                   'lock.json', 'notes.txt'])])
+def test_a_failure_once_training_ran_keeps_what_it_wrote(tmp_path, started, kept):
+  """A start that fails (restore, input, compilation) leaves the workdir as it found it;
+  once the first call of steps has run, a failure (a NaN at step 900, before the first
+  checkpoint) keeps its config.json and logs: they show what went wrong."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  from srgan_jax import main  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'notes.txt').write_text('mine')
+  ran = threading.Event()
+  with pytest.raises(RuntimeError, match='NaN at step 900'):
+    with contextlib.ExitStack() as held:
+      main._hold_left_as_found(str(workdir), held, ran)  # pylint: disable=protected-access
+      (workdir / 'checkpoints').mkdir()
+      (workdir / 'config.json').write_text('{}')
+      (workdir / 'events').write_text('losses')
+      if started:
+        ran.set()
+      raise RuntimeError('NaN at step 900')
+  assert sorted(os.listdir(workdir)) == kept
+  assert (workdir / 'notes.txt').read_text() == 'mine'
