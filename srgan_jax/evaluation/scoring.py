@@ -193,7 +193,8 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
                     compare_dir: str | pathlib.Path | None = None,
                     batch_size: int = EVAL_BATCH_SIZE,
                     crops: Sequence[comparison_images.Crop] = (),
-                    metric_fns: Mapping[str, named_metrics.MetricFn] | None = None
+                    metric_fns: Mapping[str, named_metrics.MetricFn] | None = None,
+                    low_res: degradation.LowRes = degradation.LowRes()
                     ) -> dict[str, float | int]:
   """Mean PSNR/SSIM (and ``metric_fns``) of ``upscaler`` over the images of ``folder``.
 
@@ -208,13 +209,15 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
       comparison images.
     metric_fns: further metrics by name (``named_metrics.metric_fns``), scored on
       batches of same-size images.
+    low_res: how the LR images are made (default: the benchmarks' bicubic LR).
 
   Returns:
     ``{'psnr': dB, 'ssim': ..., 'images': count scored, 'bias': [R, G, B],
     'failed': [messages]}`` and the mean of each further metric. ``bias`` is the mean
     SR - HR difference per channel in grey levels, over the set's whole images (a
     brightness or colour offset; gray images count in every channel); 'failed' names
-    each file that was skipped and why.
+    each file that was skipped and why; ``'lr'`` (``LowRes.describe``) when the LR
+    is not the benchmarks' bicubic LR.
 
   Raises:
     NoImagesError: no file of the folder could be scored.
@@ -225,7 +228,7 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
   for directory in (save_dir, compare_dir):
     if directory is not None:
       pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
-  lrs = [degradation.make_lr(hr, scale) for hr in hrs]
+  lrs = [low_res.make(hr, scale, path.stem) for path, hr in zip(image_paths, hrs)]
   srs = _upscale_all(upscaler, lrs, batch_size)
   psnrs, ssims, biases = [], [], []
   for path, lr, sr, hr in zip(image_paths, lrs, srs, hrs):
@@ -237,7 +240,8 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
     _save_images(path, lr, sr, hr, scale, save_dir, compare_dir, crops)
   return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)),
           **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(image_paths),
-          'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed}
+          'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed,
+          **({'lr': low_res.describe()} if low_res != degradation.LowRes() else {})}
 
 
 def check_crops(folders: Sequence[str | pathlib.Path],
@@ -280,7 +284,8 @@ def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.
                   save_dir: str | pathlib.Path | None = None, compare: bool = False,
                   crops: Sequence[comparison_images.Crop] = (),
                   metric_fns: Mapping[str, named_metrics.MetricFn] | None = None,
-                  write: bool = True) -> dict[str, dict[str, Any]]:
+                  write: bool = True, low_res: Sequence[degradation.LowRes] | None = None
+                  ) -> dict[str, dict[str, Any]]:
   """``evaluate_folder`` on each folder, keyed by folder name.
 
   With ``save_dir``, SR images go to ``save_dir/<set>/`` and, with ``compare`` (or
@@ -289,7 +294,8 @@ def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.
   ``{'error': message}`` and the others are scored.
 
   ``write=False`` (processes of several but the first) writes no image, but checks
-  the crops with the other processes (``check_crops``).
+  the crops with the other processes (``check_crops``). ``low_res``: each folder's
+  ``LowRes`` (default: bicubic LR for all).
   """
   check_crops(folders, crops, upscaler.scale)  # Before the evaluation, not after it.
   if not write:
@@ -298,13 +304,14 @@ def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.
   if compare and save_dir is None:
     raise ValueError('comparison images need a save_dir')
   results = {}
-  for folder in folders:
+  low_res = low_res or [degradation.LowRes()] * len(folders)
+  for folder, lr_source in zip(folders, low_res):
     name = epath.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
     try:
       results[name] = evaluate_folder(upscaler, folder, set_dir,
                                       set_dir / 'compare' if compare else None,
-                                      crops=crops, metric_fns=metric_fns)
+                                      crops=crops, metric_fns=metric_fns, low_res=lr_source)
     except (errors.UserError, OSError) as error:  # Missing, unreadable or empty set.
       logging.warning('Set %s not scored: %s', name, error)
       results[name] = {'error': str(error)}
@@ -315,25 +322,28 @@ def evaluate_beside_bicubic(upscaler: upscalers.Upscaler,
                             folders: Sequence[str | pathlib.Path],
                             save_dir: str | pathlib.Path | None = None, compare: bool = False,
                             crops: Sequence[comparison_images.Crop] = (),
-                            metric_names: Sequence[str] = named_metrics.DEFAULT_METRICS
+                            metric_names: Sequence[str] = named_metrics.DEFAULT_METRICS,
+                            low_res: Sequence[degradation.LowRes] | None = None
                             ) -> dict[str, dict[str, Any]]:
   """Scores an upscaler (a generator's: ``upscalers.generator``) beside bicubic.
 
   Each set's entry is the upscaler's ``{'psnr', 'ssim', <metric_names>..., 'images'}``
-  plus the same scores of the bicubic baseline under ``'bicubic'``; the table is
+  plus the same scores of the bicubic baseline (from the same LR: ``low_res``, as in
+  ``evaluate_sets``) under ``'bicubic'``; the table is
   printed. On several processes, all of them compute (and return) the results;
   process 0 alone writes images and prints.
   """
   writes = distributed.is_main_process()
   metric_fns = named_metrics.metric_fns(metric_names, upscaler.scale)
+  low_res = low_res or [degradation.LowRes()] * len(folders)
   results = evaluate_sets(upscaler, folders, save_dir, compare, crops, metric_fns,
-                          write=writes)
+                          write=writes, low_res=low_res)
   bicubic = upscalers.bicubic(upscaler.scale)
-  for folder, result in zip(folders, results.values()):
+  for folder, result, lr_source in zip(folders, results.values(), low_res):
     if 'error' not in result:
-      baseline = evaluate_folder(bicubic, folder, metric_fns=metric_fns)
+      baseline = evaluate_folder(bicubic, folder, metric_fns=metric_fns, low_res=lr_source)
       result['bicubic'] = {key: value for key, value in baseline.items()
-                           if key not in ('images', 'failed')}
+                           if key not in ('images', 'failed', 'lr')}
   if writes:
     print(results_table.format_table(results))
   return results
