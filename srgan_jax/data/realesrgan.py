@@ -230,5 +230,3 @@ def degrade(key: jax.Array, hr: jax.Array, settings: Settings, scale: int) -> ja
   lr = _final(keys[3], images, size, settings, lr_size)
   return jnp.clip(jnp.round(lr * 255.0), 0, 255) / 255.0
 
-
-degrade_jit = jax.jit(degrade, static_argnames=('settings', 'scale'))

@@ -36,12 +36,3 @@ def test_unknown_weight_gradient_mode_rejected():
   with pytest.raises(ValueError, match='weight_gradients'):
     workloads.BenchmarkOptions(benchmarks=('inference',), weight_gradients=('fast',))
 
-
-def test_degradation_line_times_the_pipeline_on_its_batch():
-  """One row per batch size: images/s is the batch over the time per call."""
-  report = workloads.run_benchmarks(
-      workloads.BenchmarkOptions(benchmarks=('degradation',), batch_sizes=(2,), crop_size=32,
-                                 steps=1, warmup=0), log=lambda line: None)
-  [row] = report['results']
-  assert (row['benchmark'], row['batch_size'], row['hr_size']) == ('degradation', 2, 32)
-  assert row['images_per_s'] == pytest.approx(2 / row['ms_per_step'] * 1e3)
