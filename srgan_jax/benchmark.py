@@ -6,6 +6,7 @@ PyTorch (the workloads are ``srgan_jax/benchmarking/workloads.py``).
   python -m srgan_jax.benchmark --run=srresnet,inference --batch_sizes=16 --compare=torch
   python -m srgan_jax.benchmark --run=srresnet --batch_sizes=16 --steps_per_call=1,8
   python -m srgan_jax.benchmark --run=pipeline --batch_sizes=16      # tf.data alone
+  python -m srgan_jax.benchmark --run=degradation --batch_sizes=16 --crop_size=64
   python -m srgan_jax.benchmark --run=srresnet --batch_sizes=16 --compare=torch \
       --weight_gradients=xla,auto --rounds=20     # side by side, on a busy machine
 
@@ -22,6 +23,10 @@ What is timed (the configs come from srgan_jax/configs/default.py):
   ``--inference_sizes``, on one device; reported as output megapixels per second.
 * ``pipeline``: the tf.data input pipeline alone (HR crops per second), only when
   tensorflow is installed; it is the only part that imports it.
+* ``degradation``: Real-ESRGAN's degradation (``data/realesrgan.py``, default.py's
+  settings) of a batch of random ``--crop_size`` HR crops, jitted on one device, as
+  ``data.degradation='realesrgan'`` adds it to each batch (images per second, ms per
+  batch; its weight_gradient column reads 'realesrgan').
 
 Each line is timed over ``--steps`` calls after compilation and ``--warmup`` calls,
 with one host synchronisation at the end, not per step (``--rounds`` below times
@@ -120,7 +125,7 @@ def _check_flags(f: Any) -> tuple[list[int], list[int], tuple[int, int] | None, 
   inference_sizes = _integers('inference_sizes', f.inference_sizes, 1)
   widths = tuple(_integers('widths', f.widths, 1)) if f.widths else None
   unknown = sorted(set(f.run) - set(workloads.BENCHMARKS))
-  batched = sorted(set(f.run) & {'srresnet', 'srgan', 'pipeline'})
+  batched = sorted(set(f.run) & {'srresnet', 'srgan', 'pipeline', 'degradation'})
   flag_checks.check_flags(
       [('crop_size', f.crop_size, flag_checks.integer(minimum=16)),
        ('inference_batch', f.inference_batch, flag_checks.integer(minimum=1)),

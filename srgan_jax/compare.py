@@ -1,6 +1,7 @@
 r"""Command: the paper's Figure 2 in our own pictures. Crops of images as bicubic and
 each --model make them from the same LR (MATLAB bicubic x4 of the HR image), beside
 the HR crop, each titled with the whole image's PSNR / SSIM (Y) and NIQE.
+``--degrade`` and ``--lr_data`` make the LR as ``evaluate``'s do.
 
   python -m srgan_jax.compare --model=cpu_small --model=cpu_small_gan \
       --data=Set14 --data=BSD100 --crop=baboon:200,100,120,120 \
@@ -39,14 +40,17 @@ def _define_flags() -> None:
                             '(HR pixels).')
   flags.DEFINE_string('output', 'figure2.png', 'The PNG to write.')
   flags.DEFINE_integer('scale', 4, 'The upscaling factor (the models\' own).')
+  flags.DEFINE_string('degrade', None, degradation.DEGRADE_HELP)
+  flags.DEFINE_multi_string('lr_data', None, degradation.LR_DATA_HELP)
 
 
-def _find(name: str, folders: Sequence[str]) -> pathlib.Path:
-  """The image file called ``name`` (without suffix) in the first folder holding one."""
-  for folder in folders:
+def _find(name: str, folders: Sequence[str]) -> tuple[pathlib.Path, int]:
+  """The image file called ``name`` (without suffix) in the first folder holding one,
+  and that folder's position."""
+  for index, folder in enumerate(folders):
     for path in image_io.image_files(folder, recursive=False):
       if path.stem == name:
-        return pathlib.Path(path)
+        return pathlib.Path(path), index
   raise app.UsageError(f'no image {name!r} in {", ".join(folders)}'
                        + ''.join(map(image_io.subfolders_note, folders)))
 
@@ -66,7 +70,11 @@ def main() -> None:
         f'generators ({", ".join(pretrained.names()) or "none in this install"})'
         for name in options.model if name == model_reference.BICUBIC],
       *[flag_checks.folder_problem(folder, 'data', location=location)
-        for folder, location in zip(options.data, folders)])
+        for folder, location in zip(options.data, folders)],
+      *[flag_checks.folder_problem(folder, 'lr_data') for folder in options.lr_data or ()])
+  low_res = degradation.low_res_sources(
+      options.degrade, [paths.absolute(folder) for folder in options.lr_data or ()],
+      len(folders))
   crops = [comparison_images.parse_crop(spec) for spec in options.crop]
   output = paths.absolute(options.output)
   # A figure written into a set would replace one of its images, or join the set.
@@ -84,17 +92,18 @@ def main() -> None:
     flag_checks.check_flags([], scale != options.scale and (
         f'--scale={options.scale} but --model={name} is x{scale}; pass --scale={scale}, '
         'with models of one scale'))
-  images = []  # Each crop's HR image, checked before any generator is loaded.
+  images = []  # Each crop's HR and LR images, checked before any generator is loaded.
   for crop in crops:
-    hr = scoring.scorable_hr(_find(crop.image, folders), options.scale)  # Or a UserError.
+    path, index = _find(crop.image, folders)
+    hr = scoring.scorable_hr(path, options.scale)  # Or a UserError.
     flag_checks.check_flags([], crop.outside(hr.shape))
-    images.append(hr)
+    images.append((hr, low_res[index].make(hr, options.scale, crop.image)))
   methods = {'bicubic': upscalers.bicubic(options.scale)}
   methods.update({name: upscalers.generator(*model_reference.load(reference)[:2])
                   for name, reference in zip(options.model, references)})
   rows = []
-  for crop, hr in zip(crops, images):
-    lr = degradation.make_lr(hr, options.scale)[None]
+  for crop, (hr, lr) in zip(crops, images):
+    lr = lr[None]
     srs = {name: upscaler.upscale_batch(lr)[0] for name, upscaler in methods.items()}
     rows.append((crop, srs, hr))
   output = pathlib.Path(output)

@@ -32,6 +32,11 @@ SR | HR) of every image and a 3x enlarged region of interest of one (HR pixels):
 
   python -m srgan_jax.evaluate --model=cpu_small --data=../shared/datasets/Set5 \
       --save_dir=sr --compare --crop=butterfly:96,64,64,64 --zoom=3
+
+Realistic inputs: ``--degrade=noise:10,jpeg:60`` degrades each LR (in order; the
+noise seeded by the image name), and ``--lr_data=FOLDER`` (one per --data) scores a
+paired set's own LR files (RealSR, DRealSR: LR named as the HR, the HR size /
+scale); ``imaging/degradation.LowRes``, recorded in the results as 'lr'.
 """
 
 import json
@@ -44,6 +49,7 @@ from srgan_jax.evaluation import comparison_images
 from srgan_jax.evaluation import named_metrics
 from srgan_jax.evaluation import results_table
 from srgan_jax.evaluation import scoring
+from srgan_jax.imaging import degradation
 from srgan_jax.nn import upscalers
 from srgan_jax.runtime import cli
 from srgan_jax.runtime import distributed
@@ -80,6 +86,8 @@ def _define_flags() -> None:
   flags.DEFINE_list('metrics', list(named_metrics.DEFAULT_METRICS),
                     f'Metrics beside PSNR and SSIM (always computed), of {named_metrics.METRICS}; '
                     'LPIPS is skipped with a warning when its weights are absent.')
+  flags.DEFINE_string('degrade', None, degradation.DEGRADE_HELP)
+  flags.DEFINE_multi_string('lr_data', None, degradation.LR_DATA_HELP)
   flags.mark_flag_as_required('data')
 
 
@@ -99,6 +107,7 @@ def _check_flags(options: Any, model: str) -> None:
        ('save_dir', options.save_dir, flag_checks.text())],
       *[flag_checks.folder_problem(folder, 'data', hint, paths.image_folder(folder))
         for folder in options.data if isinstance(folder, str) and folder],
+      *[flag_checks.folder_problem(folder, 'lr_data') for folder in options.lr_data or ()],
       options.compare and not options.save_dir and '--compare needs --save_dir',
       options.crop and not options.save_dir and '--crop needs --save_dir (the comparison '
                                                 'images are written there)',
@@ -109,6 +118,7 @@ def _check_flags(options: Any, model: str) -> None:
       flag_checks.folder_problem(options.workdir, 'workdir'))
   for spec in options.crop:
     comparison_images.parse_crop(spec, options.zoom)
+  degradation.low_res_sources(options.degrade, options.lr_data, len(options.data))
   # Then where the results go: scores that cannot be written would be lost, and what
   # they would overwrite (an image named as --output, a set's own images).
   flag_checks.check_flags(
@@ -143,6 +153,9 @@ def main() -> int:
   # and leave the others waiting for it.
   distributed.check_on_every_process(lambda: _check_flags(options, model))
   crops = [comparison_images.parse_crop(spec, options.zoom) for spec in options.crop]
+  low_res = degradation.low_res_sources(
+      options.degrade, [paths.absolute(folder) for folder in options.lr_data or ()],
+      len(options.data))
   # Relative paths are relative to where the command was started.
   folders = [paths.image_folder(folder) for folder in options.data]
   save_dir = paths.absolute(options.save_dir) if options.save_dir else None
@@ -152,7 +165,7 @@ def main() -> int:
     results = scoring.evaluate_sets(upscalers.bicubic(options.scale), folders, save_dir,
                                     options.compare, crops,
                                     named_metrics.metric_fns(options.metrics, options.scale),
-                                    memory_fix=memory_fix)
+                                    memory_fix=memory_fix, low_res=low_res)
     print(results_table.format_table(results))
   else:
     # A workdir's generator (srgan) or a pretrained model's, by name.
@@ -160,7 +173,7 @@ def main() -> int:
         model, options.workdir, options.step, options.ema))
     results = scoring.evaluate_beside_bicubic(
         upscalers.generator(*generator[:2], tile=options.tile), folders, save_dir,
-        options.compare, crops, options.metrics, memory_fix=memory_fix)
+        options.compare, crops, options.metrics, memory_fix=memory_fix, low_res=low_res)
     writes = distributed.is_main_process()
   if options.output and writes:
     output = pathlib.Path(paths.absolute(options.output))

@@ -1,5 +1,5 @@
 """The benchmark's workloads: what is timed (train steps, inference, the input
-pipeline), at which shapes, against which PyTorch twin; each result is one row of
+pipeline, Real-ESRGAN's degradation), at which shapes, against which PyTorch twin; each result is one row of
 ``report_table``.
 
 The command and what each workload means: ``srgan_jax/benchmark.py``.
@@ -24,12 +24,13 @@ from srgan_jax.benchmarking import report_table
 from srgan_jax.benchmarking import timing
 from srgan_jax.benchmarking import torch_reference
 from srgan_jax.configs import default
+from srgan_jax.data import realesrgan
 from srgan_jax.nn import conv_autotune
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import sharding
 from srgan_jax.training import steps as train_steps
 
-BENCHMARKS = ('srresnet', 'srgan', 'inference', 'pipeline')
+BENCHMARKS = ('srresnet', 'srgan', 'inference', 'pipeline', 'degradation')
 ROUNDS_NOTE = ('ms/step: the median call of {rounds} rounds, each calling every variant of '
                'a line once (in the reverse order every other round); ms min/max: the '
                'fastest and slowest call; load: the 1-minute load average over the rounds; '
@@ -171,6 +172,26 @@ def time_pipeline(config: ml_collections.ConfigDict, *, steps: int,
       start_step=0)
   seconds = timing.time_loop(timing.Loop(lambda _: next(batches), None, lambda _: None), steps, warmup)
   return timing.rates(seconds, config.batch_size, None, None)
+
+
+def compile_degradation(config: ml_collections.ConfigDict) -> timing.Prepared:
+  """Real-ESRGAN's degradation (``data/realesrgan.degrade``, default.py's settings) of
+  a batch of ``config.batch_size`` HR crops on the first device, a new key per call;
+  timed as ms per batch and images (LR made) per second."""
+  settings = realesrgan.Settings.from_config(config.data.realesrgan)
+  crop = config.data.crop_size
+  hr = jax.device_put(np.random.default_rng(0).uniform(
+      0, 1, (config.batch_size, crop, crop, 3)).astype(np.float32))
+
+  @jax.jit
+  def call(step):
+    lr = realesrgan.degrade(jax.random.fold_in(jax.random.key(config.seed), step), hr,
+                            settings, config.scale)
+    return step + 1, lr
+
+  compiled = call.lower(jnp.int32(0)).compile()
+  loop = timing.Loop(lambda carry: compiled(carry[0]), (jnp.int32(0), None))
+  return loop, lambda seconds: timing.rates(seconds, config.batch_size, None, None)
 
 
 def _host_variables(state: train_steps.TrainState) -> dict[str, Any]:
@@ -331,6 +352,13 @@ def run_benchmarks(options: BenchmarkOptions = BenchmarkOptions(),
     _time_inference(options, peak, torch_options, add)
   if 'pipeline' in options.benchmarks:
     _time_pipelines(options, notes, log, add)
+  if 'degradation' in options.benchmarks:
+    for batch_size in options.batch_sizes:
+      config = benchmark_config(batch_size=batch_size, crop_size=options.crop_size)
+      _time_line({'benchmark': 'degradation', 'batch_size': batch_size,
+                  'hr_size': options.crop_size},
+                 {'realesrgan': functools.partial(compile_degradation, config)}, None, add,
+                 _schedule(options))
   return {'environment': environment, 'notes': notes, 'results': results}
 
 

@@ -13,6 +13,30 @@ from ml_collections import config_dict
 from srgan_jax.runtime import paths
 
 
+def _realesrgan_order(*, blur_probability: float, blur_sigma: tuple[float, float],
+                      resize_probabilities: tuple[float, float, float],
+                      resize_range: tuple[float, float], noise_sigma: tuple[float, float],
+                      poisson_scale: tuple[float, float]) -> ml_collections.ConfigDict:
+  """One order of Real-ESRGAN's degradation; the fields both orders share are set here."""
+  order = ml_collections.ConfigDict()
+  order.blur_probability = blur_probability  # Blur at all (else the next op directly).
+  # Kernel families iso, aniso, generalized_iso, generalized_aniso, plateau_iso,
+  # plateau_aniso (imaging/blur_kernels.FAMILIES), drawn with these probabilities...
+  order.kernel_probabilities = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+  order.sinc_probability = 0.1  # ...unless a sinc (ringing) is drawn instead.
+  order.blur_sigma = blur_sigma  # Gaussian sigma range, in pixels, along each axis.
+  order.generalized_beta = (0.5, 4.0)  # Generalized Gaussian shape range.
+  order.plateau_beta = (1.0, 2.0)  # Plateau shape range.
+  order.resize_probabilities = resize_probabilities  # Up, down, keep.
+  order.resize_range = resize_range  # Factor: up in [1, max], down in [min, 1].
+  order.gaussian_noise_probability = 0.5  # Gaussian noise, else Poisson.
+  order.noise_sigma = noise_sigma  # Gaussian sigma range, grey levels (0..255).
+  order.poisson_scale = poisson_scale  # Poisson strength range.
+  order.grey_noise_probability = 0.4  # One draw for R, G, B (else one per channel).
+  order.jpeg_quality = (30.0, 95.0)  # JPEG quality range.
+  return order
+
+
 def get_config() -> ml_collections.ConfigDict:
   """The paper's SRGAN-VGG54 at x4, reading HR images from local folders."""
   config = ml_collections.ConfigDict()
@@ -71,6 +95,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.cache = True  # Keep decoded images in memory (small sets: T91, BSD200).
   config.data.crops_per_image = 1  # Streaming sources: crops taken per decoded image.
   config.data.prefetch = 2  # Host batches prepared ahead.
+  # How the LR input is made from an HR crop: 'bicubic' (the paper: MATLAB bicubic)
+  # or, off the paper, 'realesrgan' (data/realesrgan.py: blur, resize, noise, JPEG,
+  # twice; needs data.source='device'). The fields below are Real-ESRGAN's
+  # (train_realesrnet_x4plus.yml, ../shared/REFERENCE.md section 7).
+  config.data.degradation = 'bicubic'
+  config.data.realesrgan = ml_collections.ConfigDict()
+  config.data.realesrgan.kernel_size_range = (7, 21)  # Blur and sinc kernels: odd sizes.
+  config.data.realesrgan.first = _realesrgan_order(
+      blur_probability=1.0, blur_sigma=(0.2, 3.0), resize_probabilities=(0.2, 0.7, 0.1),
+      resize_range=(0.15, 1.5), noise_sigma=(1.0, 30.0), poisson_scale=(0.05, 3.0))
+  # The second order's JPEG quality is the final JPEG's.
+  config.data.realesrgan.second = _realesrgan_order(
+      blur_probability=0.8, blur_sigma=(0.2, 1.5), resize_probabilities=(0.3, 0.4, 0.3),
+      resize_range=(0.3, 1.2), noise_sigma=(1.0, 25.0), poisson_scale=(0.05, 2.5))
+  # Final: a sinc after the resize to the LR size with this probability, else none.
+  config.data.realesrgan.final_sinc_probability = 0.8
+  # Final: resize + sinc, then JPEG with this probability; else JPEG, then resize + sinc.
+  config.data.realesrgan.final_resize_first_probability = 0.5
 
   # Adam for both networks (paper Sec. 3.2): beta1 = 0.9.
   config.adam_b1 = 0.9

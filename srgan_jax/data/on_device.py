@@ -12,8 +12,10 @@ is then made ON THE DEVICE by one jitted function: ``batch_size`` distinct
 images, a random crop of each HR at an offset that is a multiple of the scale
 and the LR crop in register with it, one of the 8 symmetries of the square for
 both when ``augment`` is on (``symmetry.dihedral``, numbered as in the tf.data
-pipeline), LR scaled to [0, 1] and HR to [-1, 1]. The host only
-dispatches it, so a training step never waits for the host.
+pipeline), LR scaled to [0, 1] and HR to [-1, 1]. With ``data.degradation =
+'realesrgan'`` the LR is instead made from the (augmented) HR crop in the same
+jitted function by ``realesrgan.degrade``, keyed by the step as the crops are. The
+host only dispatches it, so a training step never waits for the host.
 
 Determinism and resumption: every random choice of step ``s`` comes from
 ``fold_in(fold_in(key(seed), process_index), s)``, so a step's batch depends only
@@ -56,6 +58,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from srgan_jax.data import realesrgan
 from srgan_jax.data import sources
 from srgan_jax.imaging import degradation
 from srgan_jax.imaging import symmetry
@@ -118,13 +121,19 @@ def _read_crops(pages: jax.Array, table: jax.Array, index: jax.Array, top: jax.A
   return crops.reshape(index.shape[0], size, size, 3)
 
 
-@functools.partial(jax.jit, static_argnames=('batch_size', 'crop_size', 'scale', 'augment'))
+_STATIC = ('batch_size', 'crop_size', 'scale', 'augment', 'realistic')
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def _make_batch(hr_pages: jax.Array, hr_table: jax.Array, lr_pages: jax.Array,
                 lr_table: jax.Array, key: jax.Array, step: jax.Array, *, batch_size: int,
-                crop_size: int, scale: int, augment: bool) -> dict[str, jax.Array]:
-  """The batch of ``step``: LR in [0, 1] and HR in [-1, 1] (module docstring)."""
+                crop_size: int, scale: int, augment: bool,
+                realistic: realesrgan.Settings | None = None) -> dict[str, jax.Array]:
+  """The batch of ``step``: LR in [0, 1] and HR in [-1, 1] (module docstring); the LR
+  made from the HR crop by ``realesrgan.degrade`` when ``realistic`` is given."""
   lr_size = crop_size // scale
-  choice_key, offset_key = jax.random.split(jax.random.fold_in(key, step))
+  step_key = jax.random.fold_in(key, step)
+  choice_key, offset_key = jax.random.split(step_key)
   index = jax.random.choice(choice_key, lr_table.shape[0], (batch_size,), replace=False)
   _, _, lr_height, lr_width = lr_table[index].T
   # Offsets on the LR grid. One draw for all three: each draw is a threefry that
@@ -133,17 +142,23 @@ def _make_batch(hr_pages: jax.Array, hr_table: jax.Array, lr_pages: jax.Array,
       offset_key, (3, batch_size), 0,
       jnp.stack([lr_height - lr_size + 1, lr_width - lr_size + 1, jnp.full_like(lr_height, 8)]))
   hr = _read_crops(hr_pages, hr_table, index, top * scale, left * scale, crop_size)
-  lr = _read_crops(lr_pages, lr_table, index, top, left, lr_size)
   if augment:
     hr = jax.vmap(_dihedral)(hr, which)
-    lr = jax.vmap(_dihedral)(lr, which)
+  if realistic is None:
+    lr = _read_crops(lr_pages, lr_table, index, top, left, lr_size)
+    if augment:
+      lr = jax.vmap(_dihedral)(lr, which)
+    lr = lr.astype(jnp.float32) / 255.0
+  else:
+    # A key of its own (the split above stays as it was: bicubic batches unchanged).
+    lr = realesrgan.degrade(jax.random.fold_in(step_key, 2), hr.astype(jnp.float32) / 255.0,
+                            realistic, scale)
   # (hr - 127.5) / 127.5 maps 0 and 255 to exactly -1 and 1; XLA turns hr / 127.5 - 1
   # into a product with the reciprocal, which gives 1.0000001 for 255.
-  return {'lr': lr.astype(jnp.float32) / 255.0,
-          'hr': (hr.astype(jnp.float32) - 127.5) / 127.5}
+  return {'lr': lr, 'hr': (hr.astype(jnp.float32) - 127.5) / 127.5}
 
 
-@functools.partial(jax.jit, static_argnames=('batch_size', 'crop_size', 'scale', 'augment'))
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def _make_batches(hr_pages: jax.Array, hr_table: jax.Array, lr_pages: jax.Array,
                   lr_table: jax.Array, key: jax.Array, steps: jax.Array, **static
                   ) -> dict[str, jax.Array]:
@@ -191,6 +206,10 @@ class DeviceDataSource:
     self._crop_size = crop_size
     self._scale = scale
     self._augment = bool(data_config.augment)
+    # Configs written before data.degradation existed are 'bicubic'.
+    self._realistic = (
+        realesrgan.Settings.from_config(data_config.realesrgan)
+        if data_config.get('degradation', 'bicubic') == 'realesrgan' else None)
     self._description = f'{source.description}, process {process_index} of {process_count}'
     self.num_images = len(hrs)
     self.nbytes = hr_pages.nbytes + lr_pages.nbytes  # Device memory taken by the images.
@@ -212,7 +231,7 @@ class DeviceDataSource:
     self._check_batch_size(batch_size)
     return _make_batch(*self._buffers, self._key, jnp.asarray(step, jnp.int32),
                        batch_size=batch_size, crop_size=self._crop_size, scale=self._scale,
-                       augment=self._augment)
+                       augment=self._augment, realistic=self._realistic)
 
   def stacked_batches(self, first_step: int, count: int, batch_size: int
                       ) -> dict[str, jax.Array]:
@@ -222,7 +241,7 @@ class DeviceDataSource:
     return _make_batches(*self._buffers, self._key,
                          jnp.arange(first_step, first_step + count, dtype=jnp.int32),
                          batch_size=batch_size, crop_size=self._crop_size, scale=self._scale,
-                         augment=self._augment)
+                         augment=self._augment, realistic=self._realistic)
 
   def _check_batch_size(self, batch_size: int) -> None:
     if batch_size > self.num_images:

@@ -238,7 +238,8 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
                     compare_dir: str | pathlib.Path | None = None,
                     batch_size: int = EVAL_BATCH_SIZE,
                     crops: Sequence[comparison_images.Crop] = (),
-                    metric_fns: Mapping[str, named_metrics.MetricFn] | None = None
+                    metric_fns: Mapping[str, named_metrics.MetricFn] | None = None,
+                    low_res: degradation.LowRes = degradation.LowRes()
                     ) -> dict[str, float | int]:
   """Mean PSNR/SSIM (and ``metric_fns``) of ``upscaler`` over the images of ``folder``.
 
@@ -253,6 +254,7 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
       comparison images.
     metric_fns: further metrics by name (``named_metrics.metric_fns``), scored on
       batches of same-size images.
+    low_res: how the LR images are made (default: the benchmarks' bicubic LR).
 
   Returns:
     ``{'psnr': dB, 'ssim': ..., 'images': count scored, 'bias': [R, G, B],
@@ -260,7 +262,8 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
     SR - HR difference per channel in grey levels, over the set's whole images (a
     brightness or colour offset; gray images count in every channel); 'failed' names
     each file that was skipped and why; 'not_written' (only when some were) names each
-    image whose SR or comparison images could not be written (it is scored).
+    image whose SR or comparison images could not be written (it is scored); ``'lr'``
+    (``LowRes.describe``) when the LR is not the benchmarks' bicubic LR.
 
   Raises:
     NoImagesError: no file of the folder could be scored.
@@ -272,7 +275,7 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
   _output_dirs(folder, save_dir, compare_dir)
   if save_dir is not None or compare_dir is not None:  # Name clashes before any work.
     image_io.png_names([pathlib.PurePath(path.name) for path in image_paths], folder)
-  lrs = [degradation.make_lr(hr, scale) for hr in hrs]
+  lrs = [low_res.make(hr, scale, path.stem) for path, hr in zip(image_paths, hrs)]
   srs = _upscale_all(upscaler, lrs, batch_size)
   psnrs, ssims, biases = [], [], []
   for path, sr, hr in zip(image_paths, srs, hrs):
@@ -286,7 +289,8 @@ def evaluate_folder(upscaler: upscalers.Upscaler, folder: str | pathlib.Path,
   return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)),
           **_batched_means(metric_fns or {}, srs, hrs, batch_size), 'images': len(image_paths),
           'bias': [float(b) for b in np.mean(biases, axis=0)], 'failed': failed,
-          **({'not_written': not_written} if not_written else {})}
+          **({'not_written': not_written} if not_written else {}),
+          **({'lr': low_res.describe()} if low_res != degradation.LowRes() else {})}
 
 
 def check_crops(folders: Sequence[str | pathlib.Path],
@@ -329,7 +333,8 @@ def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.
                   save_dir: str | pathlib.Path | None = None, compare: bool = False,
                   crops: Sequence[comparison_images.Crop] = (),
                   metric_fns: Mapping[str, named_metrics.MetricFn] | None = None,
-                  write: bool = True, memory_fix: str = MEMORY_FIX
+                  write: bool = True, memory_fix: str = MEMORY_FIX,
+                  low_res: Sequence[degradation.LowRes] | None = None
                   ) -> dict[str, dict[str, Any]]:
   """``evaluate_folder`` on each folder, keyed by folder name, each result with the
   ``'folder'`` actually read (printed in the table, kept in results.json).
@@ -341,7 +346,8 @@ def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.
   others are scored.
 
   ``write=False`` (processes of several but the first) writes no image, but checks
-  the crops with the other processes (``check_crops``).
+  the crops with the other processes (``check_crops``). ``low_res``: each folder's
+  ``LowRes`` (default: bicubic LR for all).
   """
   check_crops(folders, crops, upscaler.scale)  # Before the evaluation, not after it.
   if not write:
@@ -350,13 +356,14 @@ def evaluate_sets(upscaler: upscalers.Upscaler, folders: Sequence[str | pathlib.
   if compare and save_dir is None:
     raise ValueError('comparison images need a save_dir')
   results = {}
-  for folder in folders:
+  low_res = low_res or [degradation.LowRes()] * len(folders)
+  for folder, lr_source in zip(folders, low_res):
     name = epath.Path(folder).name
     set_dir = None if save_dir is None else pathlib.Path(save_dir) / name
     try:
       results[name] = evaluate_folder(upscaler, folder, set_dir,
                                       set_dir / 'compare' if compare else None,
-                                      crops=crops, metric_fns=metric_fns)
+                                      crops=crops, metric_fns=metric_fns, low_res=lr_source)
     except (errors.UserError, OSError, MemoryError, RuntimeError) as error:
       # Missing, unreadable or empty; out of memory (XLA's is a RuntimeError): the
       # sets already scored are kept. Other runtime errors are bugs.
@@ -375,24 +382,28 @@ def evaluate_beside_bicubic(upscaler: upscalers.Upscaler,
                             save_dir: str | pathlib.Path | None = None, compare: bool = False,
                             crops: Sequence[comparison_images.Crop] = (),
                             metric_names: Sequence[str] = named_metrics.DEFAULT_METRICS,
-                            memory_fix: str = MEMORY_FIX) -> dict[str, dict[str, Any]]:
+                            memory_fix: str = MEMORY_FIX,
+                            low_res: Sequence[degradation.LowRes] | None = None
+                            ) -> dict[str, dict[str, Any]]:
   """Scores an upscaler (a generator's: ``upscalers.generator``) beside bicubic.
 
   Each set's entry is the upscaler's ``{'psnr', 'ssim', <metric_names>..., 'images',
-  'folder'}`` plus the same scores of the bicubic baseline under ``'bicubic'``; the table is
+  'folder'}`` plus the same scores of the bicubic baseline (from the same LR:
+  ``low_res``, as in ``evaluate_sets``) under ``'bicubic'``; the table is
   printed. On several processes, all of them compute (and return) the results;
   process 0 alone writes images and prints.
   """
   writes = distributed.is_main_process()
   metric_fns = named_metrics.metric_fns(metric_names, upscaler.scale)
+  low_res = low_res or [degradation.LowRes()] * len(folders)
   results = evaluate_sets(upscaler, folders, save_dir, compare, crops, metric_fns,
-                          write=writes, memory_fix=memory_fix)
+                          write=writes, memory_fix=memory_fix, low_res=low_res)
   bicubic = upscalers.bicubic(upscaler.scale)
-  for folder, result in zip(folders, results.values()):
+  for folder, result, lr_source in zip(folders, results.values(), low_res):
     if 'error' not in result:
-      baseline = evaluate_folder(bicubic, folder, metric_fns=metric_fns)
+      baseline = evaluate_folder(bicubic, folder, metric_fns=metric_fns, low_res=lr_source)
       result['bicubic'] = {key: value for key, value in baseline.items()
-                           if key not in ('images', 'failed')}
+                           if key not in ('images', 'failed', 'lr')}
   if writes:
     print(results_table.format_table(results))
   return results

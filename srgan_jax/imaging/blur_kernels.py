@@ -256,12 +256,15 @@ def random_mixed_kernel(
   return jnp.where(jax.random.uniform(keys[4]) < sinc_probability, sinc, kernel)
 
 
-def blur(images: jax.Array, kernels: jax.Array) -> jax.Array:
+def blur(images: jax.Array, kernels: jax.Array, padded: bool = False) -> jax.Array:
   """Filters each image with its own kernel, reflecting at the borders.
 
   Args:
     images: float ``[n, h, w, c]``, ``h`` and ``w`` above 10.
     kernels: ``[n, 21, 21]``, or ``[21, 21]`` for all.
+    padded: ``images`` already carry their 10 border pixels on each side (padded by
+      the caller, e.g. reflecting at a traced border): no padding here, and the
+      result is 20 pixels shorter in height and width.
 
   Returns:
     ``[n, h, w, c]``: ``out[i, j] = sum kernel[a, b] image[i + a - 10, j + b - 10]``
@@ -272,7 +275,8 @@ def blur(images: jax.Array, kernels: jax.Array) -> jax.Array:
   n, _, _, channels = images.shape
   kernels = jnp.broadcast_to(kernels, (n, KERNEL_SIZE, KERNEL_SIZE)).astype(images.dtype)
   half = KERNEL_SIZE // 2
-  padded = jnp.pad(images, ((0, 0), (half, half), (half, half), (0, 0)), mode='reflect')
+  if not padded:
+    images = jnp.pad(images, ((0, 0), (half, half), (half, half), (0, 0)), mode='reflect')
 
   def one(image, kernel):
     # Depthwise: the same kernel for every channel.
@@ -281,4 +285,4 @@ def blur(images: jax.Array, kernels: jax.Array) -> jax.Array:
         image[None], weights, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
         feature_group_count=channels, precision=jax.lax.Precision.HIGHEST)[0]
 
-  return jax.vmap(one)(padded, kernels)
+  return jax.vmap(one)(images, kernels)

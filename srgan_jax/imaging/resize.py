@@ -34,12 +34,12 @@ import numpy as np
 METHODS = ('area', 'bilinear', 'bicubic')
 
 
-def _cubic(x: np.ndarray, a: float) -> np.ndarray:
-  """Keys' cubic convolution kernel with parameter ``a``."""
-  x = np.abs(x)
+def _cubic(x: np.ndarray, a: float, xp=np) -> np.ndarray:
+  """Keys' cubic convolution kernel with parameter ``a`` (``xp``: numpy or jax.numpy)."""
+  x = xp.abs(x)
   near = ((a + 2) * x - (a + 3)) * x * x + 1
   far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-  return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+  return xp.where(x <= 1, near, xp.where(x < 2, far, 0.0))
 
 
 def _torch_matrix(in_length: int, out_length: int, method: str) -> np.ndarray:
@@ -135,7 +135,55 @@ def resize(images: jax.Array, size: tuple[int, int], method: str | jax.Array,
     all_cols = jnp.asarray(np.stack([resize_matrix(width, size[1], m, antialias)
                                      for m in METHODS]), dtype)
     rows, cols = all_rows[method], all_cols[method]
+  return apply_matrices(images, rows, cols)
+
+
+def apply_matrices(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
+  """``rows[i] @ images[i] @ cols[i].T`` per image and channel: ``[n, h, w, c]`` and
+  ``[n, out_h, h]``, ``[n, out_w, w]`` matrices to ``[n, out_h, out_w, c]``."""
   # Full float32 products: TPU/GPU default precision (bf16/tf32) would cost ~1e-3.
   highest = jax.lax.Precision.HIGHEST
   out = jnp.einsum('noh,nhwc->nowc', rows, images, precision=highest)
   return jnp.einsum('npw,nowc->nopc', cols, out, precision=highest)
+
+
+def canvas_matrix(in_length: jax.Array, out_length: jax.Array, method: jax.Array,
+                  in_canvas: int, out_canvas: int) -> jax.Array:
+  """PyTorch's ``F.interpolate`` matrix along one axis for TRACED lengths, on static canvases.
+
+  An image of traced length ``in_length`` lies at the start of an axis of static
+  length ``in_canvas``; the result, float32 ``[out_canvas, in_canvas]``, holds
+  ``resize_matrix(in_length, out_length, METHODS[method])`` in its top-left corner
+  and zeros elsewhere, so the resized image lies at the start of the output axis
+  (rows beyond ``out_length`` are zero). Jitted resizing to random sizes uses it:
+  shapes stay static, sizes are data. One image's; ``jax.vmap`` it for a batch.
+
+  Args:
+    in_length: int scalar, 1..in_canvas.
+    out_length: int scalar, 1..out_canvas.
+    method: int scalar index into ``METHODS``.
+    in_canvas: static input axis length.
+    out_canvas: static output axis length.
+  """
+  i = jnp.arange(out_canvas)[:, None]
+  j = jnp.arange(in_canvas)[None, :]
+  in_length = jnp.asarray(in_length, jnp.int32)
+  out_length = jnp.asarray(out_length, jnp.int32)
+  # 'area': integer bounds, exactly as _torch_matrix's floor and ceil.
+  start = (i * in_length) // out_length
+  end = -((-(i + 1) * in_length) // out_length)
+  area = ((j >= start) & (j < end)) / (end - start).astype(jnp.float32)
+  # (i + 0.5) in / out - 0.5 as one division of integers: exact where it is an integer,
+  # so floor() picks the taps _torch_matrix picks.
+  source = (((2 * i + 1) * in_length - out_length).astype(jnp.float32)
+            / (2 * out_length).astype(jnp.float32))
+
+  def taps(position, offsets, weight):
+    base = jnp.floor(position)
+    return sum(weight(position - (base + o)) * (jnp.clip(base + o, 0, in_length - 1) == j)
+               for o in offsets)
+
+  bilinear = taps(jnp.maximum(source, 0.0), (0, 1), lambda d: 1.0 - jnp.abs(d))
+  bicubic = taps(source, (-1, 0, 1, 2), lambda d: _cubic(d, -0.75, jnp))
+  matrix = jnp.stack([area, bilinear, bicubic])[method]
+  return jnp.where(i < out_length, matrix, 0.0).astype(jnp.float32)

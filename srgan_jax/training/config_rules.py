@@ -18,6 +18,7 @@ import math
 import os
 from typing import Any, Mapping
 
+from srgan_jax.data import realesrgan
 from srgan_jax.data import sources
 from srgan_jax.evaluation import named_metrics
 from srgan_jax.imaging import image_io
@@ -46,6 +47,58 @@ def _convs(value: Any) -> str | None:
         or flag_checks.integer(minimum=1)(conv[0]) or flag_checks.one_of(1, 2)(conv[1])):
       return f'must hold (channels >= 1, stride 1 or 2) pairs, {example}; got {conv!r}'
   return None
+
+
+def _interval(minimum: float, maximum: float | None = None) -> flag_checks.Checker:
+  """A (low, high) pair of numbers, minimum <= low <= high <= maximum."""
+  bounds = flag_checks.number(minimum=minimum, maximum=maximum)
+
+  def check(value):
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) or len(value) != 2:
+      return f'must be a (low, high) pair, got {value!r}'
+    problem = bounds(value[0]) or bounds(value[1])
+    if problem or value[0] > value[1]:
+      return problem or f'must have low <= high, got {tuple(value)}'
+    return None
+  return check
+
+
+def _distribution(count: int) -> flag_checks.Checker:
+  """``count`` probabilities summing to 1."""
+  def check(value):
+    if (isinstance(value, str) or not isinstance(value, (tuple, list)) or len(value) != count
+        or any(flag_checks.number(minimum=0, maximum=1)(p) for p in value)
+        or not math.isclose(sum(value), 1.0, abs_tol=1e-6)):
+      return f'must be {count} probabilities in [0, 1] summing to 1, got {value!r}'
+    return None
+  return check
+
+
+def _odd_sizes(value: Any) -> str | None:
+  """Real-ESRGAN's kernel size range: odd (low, high) within the 21x21 kernels."""
+  if _interval(1, 21)(value) or any(not float(v).is_integer() or int(v) % 2 == 0
+                                    for v in value):
+    return f'must be a (low, high) pair of odd sizes, 1 <= low <= high <= 21, got {value!r}'
+  return None
+
+
+_PROBABILITY = flag_checks.number(minimum=0, maximum=1)
+# Each Real-ESRGAN order's fields (data.realesrgan.first.* and .second.*).
+_REALESRGAN_ORDER_RULES: dict[str, flag_checks.Checker] = {
+    'blur_probability': _PROBABILITY,
+    'kernel_probabilities': _distribution(6),
+    'sinc_probability': _PROBABILITY,
+    'blur_sigma': _interval(1e-3),
+    'generalized_beta': _interval(1e-3),
+    'plateau_beta': _interval(1e-3),
+    'resize_probabilities': _distribution(3),
+    'resize_range': _interval(1e-3),
+    'gaussian_noise_probability': _PROBABILITY,
+    'noise_sigma': _interval(0),
+    'poisson_scale': _interval(0),
+    'grey_noise_probability': _PROBABILITY,
+    'jpeg_quality': _interval(1, 100),
+}
 
 
 # Every field of default.py, flattened, with its checker.
@@ -78,6 +131,12 @@ RULES: dict[str, flag_checks.Checker] = {
     'data.cache': flag_checks.boolean,
     'data.crops_per_image': flag_checks.integer(minimum=1),
     'data.prefetch': flag_checks.integer(minimum=0),
+    'data.degradation': flag_checks.one_of(*realesrgan.DEGRADATIONS),
+    'data.realesrgan.kernel_size_range': _odd_sizes,
+    'data.realesrgan.final_sinc_probability': _PROBABILITY,
+    'data.realesrgan.final_resize_first_probability': _PROBABILITY,
+    **{f'data.realesrgan.{order}.{name}': rule for order in ('first', 'second')
+       for name, rule in _REALESRGAN_ORDER_RULES.items()},
     'adam_b1': flag_checks.number(minimum=0, below=1),
     'adam_b2': flag_checks.number(minimum=0, below=1),
     'srresnet.num_steps': flag_checks.integer(minimum=0),
@@ -204,6 +263,14 @@ def _relations(flat: Mapping[str, Any], device_count: int | None, process_count:
                     f'(the discriminator halves it four times), got {crop}')
   if device_count and batch % device_count:
     problems.append(f'batch_size must be a multiple of the {device_count} devices, got {batch}')
+  if flat['data.degradation'] == 'realesrgan' and flat['data.source'] != 'device':
+    problems.append(f"data.degradation='realesrgan' is made on the device: set "
+                    f"data.source='device' (got {flat['data.source']!r})")
+  for order in ('first', 'second'):
+    if not flat[f'data.realesrgan.{order}.resize_range'][0] <= 1 <= flat[
+        f'data.realesrgan.{order}.resize_range'][1]:
+      problems.append(f'data.realesrgan.{order}.resize_range must hold 1 (down to low, up '
+                      f'to high), got {flat[f"data.realesrgan.{order}.resize_range"]}')
   if flat['srresnet.num_steps'] + flat['srgan.num_steps'] == 0:
     problems.append('srresnet.num_steps + srgan.num_steps must be >= 1, got 0')
   per_call = flat['steps_per_call']

@@ -35,3 +35,4 @@ def test_generator_flops_match_conv_count():
 def test_unknown_weight_gradient_mode_rejected():
   with pytest.raises(ValueError, match='weight_gradients'):
     workloads.BenchmarkOptions(benchmarks=('inference',), weight_gradients=('fast',))
+

@@ -1,5 +1,6 @@
 """Tests for the device-resident training data source."""
 
+import hashlib
 import logging
 import pathlib
 import subprocess
@@ -247,3 +248,26 @@ def test_does_not_import_tensorflow(folder):
   result = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True,
                           text=True, check=False)
   assert result.returncode == 0, result.stderr
+
+
+# sha256 of the LR and HR bytes of batches 0..2 and the stack of 3..4 below, made by
+# the device source before data.degradation existed (commit b697a2b); the same JAX
+# version's threefry draws (a JAX upgrade that changes jax.random may change it).
+BICUBIC_BATCHES_SHA256 = '20801b22868cbfa6f552e8cb02b62de3e0ce7042e5bef56ec1ee32da712e6a26'
+
+
+@pytest.mark.parametrize('degradation_field', [False, True])
+def test_bicubic_batches_unchanged_bit_for_bit(tmp_path, degradation_field):
+  """data.degradation='bicubic' (or no such field) gives the batches the source gave
+  before the Real-ESRGAN pipeline was added, to the bit."""
+  _write_images(tmp_path)
+  config = _config([tmp_path])
+  if degradation_field:
+    config.degradation = 'bicubic'
+  source = on_device.DeviceDataSource(config, scale=SCALE, seed=3)
+  digest = hashlib.sha256()
+  for batch in [source.batch(step, 6) for step in range(3)] + [source.stacked_batches(3, 2, 6)]:
+    batch = jax.device_get(batch)
+    digest.update(batch['lr'].tobytes())
+    digest.update(batch['hr'].tobytes())
+  assert digest.hexdigest() == BICUBIC_BATCHES_SHA256

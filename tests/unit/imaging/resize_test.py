@@ -74,3 +74,15 @@ def test_rows_sum_to_one_and_unknown_methods_fail():
       np.testing.assert_allclose(resize.resize_matrix(37, 11, method, antialias).sum(axis=1), 1)
   with pytest.raises(ValueError, match='nearest'):
     resize.resize_matrix(4, 2, 'nearest')
+
+
+def test_canvas_matrix_is_resize_matrix_for_traced_sizes():
+  """In its top-left corner, for every pair of lengths up to 24 and every method,
+  the traced matrix is the NumPy one (to float32 rounding); zero elsewhere."""
+  pairs = np.array([(a, b, m) for a in range(1, 25) for b in range(1, 25) for m in range(3)])
+  matrices = jax.jit(jax.vmap(lambda a, b, m: resize.canvas_matrix(a, b, m, 24, 26)))(
+      *pairs.T)
+  for (a, b, m), matrix in zip(pairs, np.asarray(matrices)):
+    expected = np.zeros((26, 24))
+    expected[:b, :a] = resize.resize_matrix(a, b, resize.METHODS[m])
+    np.testing.assert_allclose(matrix, expected, atol=1e-5, err_msg=f'{a} -> {b}, {m}')

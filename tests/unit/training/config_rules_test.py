@@ -7,6 +7,7 @@ from PIL import Image
 import pytest
 
 from srgan_jax.configs import cpu_small
+from srgan_jax.configs import cpu_small_real
 from srgan_jax.configs import default
 from srgan_jax.configs import quickstart
 from srgan_jax.configs import x4
@@ -19,8 +20,9 @@ def test_every_default_field_has_a_rule():
   assert sorted(flat) == sorted(config_rules.RULES)
 
 
-@pytest.mark.parametrize('module, devices', [(default, 8), (quickstart, 1), (cpu_small, 1), (x4, 8)],
-                         ids=['default', 'quickstart', 'cpu_small', 'x4'])
+@pytest.mark.parametrize('module, devices', [(default, 8), (quickstart, 1), (cpu_small, 1),
+                                             (cpu_small_real, 1), (x4, 8)],
+                         ids=['default', 'quickstart', 'cpu_small', 'cpu_small_real', 'x4'])
 def test_shipped_configs_are_valid(module, devices, tmp_path):
   """On one device (the CPU configs: quickstart's batch is one crop per photograph)
   or eight (the accelerator configs)."""
@@ -144,3 +146,24 @@ def test_each_hosts_share_of_the_training_images_must_fill_its_batch(tmp_path):
       'image): add images of at least 96x96 pixels']
   config.batch_size = 2
   assert 'lower data.crop_size to 64, or add images' in config_rules.check(config, 2)[0]
+
+
+@pytest.mark.parametrize('change, expected', [
+    (lambda c: setattr(c.data, 'degradation', 'realesrgan'),
+     "data.degradation='realesrgan' is made on the device: set data.source='device' "
+     "(got 'folders')"),
+    (lambda c: setattr(c.data.realesrgan.first, 'kernel_probabilities', (0.5, 0.5, 0, 0, 0, 0.1)),
+     'data.realesrgan.first.kernel_probabilities must be 6 probabilities in [0, 1] summing to 1'),
+    (lambda c: setattr(c.data.realesrgan.second, 'jpeg_quality', (95, 30)),
+     'data.realesrgan.second.jpeg_quality must have low <= high, got (95, 30)'),
+    (lambda c: setattr(c.data.realesrgan, 'kernel_size_range', (6, 21)),
+     'data.realesrgan.kernel_size_range must be a (low, high) pair of odd sizes'),
+    (lambda c: setattr(c.data.realesrgan.first, 'resize_range', (1.1, 1.5)),
+     'data.realesrgan.first.resize_range must hold 1'),
+])
+def test_realesrgan_fields_are_checked_in_one_line(change, expected):
+  config = quickstart.get_config()
+  change(config)
+  with pytest.raises(errors.ConfigError, match=re.escape(expected)) as raised:
+    config_rules.validate(config, check_files=False)
+  assert '\n' not in str(raised.value)
