@@ -50,10 +50,11 @@ from srgan_jax.runtime import paths
 # What fixes the structure and shapes of the saved states, by config field: a run
 # resumed with other values cannot restore them. The crop size sets the input width
 # of the discriminator's dense layer; EMA weights are stored only when ema_decay > 0.
+# The discriminator's are those of its arch (checkpoints from before arch: 'srgan').
 _STRUCTURE_FIELDS = {
     'scale': lambda config: config['scale'],
     'generator': lambda config: config['generator'],
-    'discriminator': lambda config: config['discriminator'],
+    'discriminator': lambda config: models.discriminator_layout(config['discriminator']),
     'data.crop_size': lambda config: config['data']['crop_size'],
     'ema_decay > 0': lambda config: config['ema_decay'] > 0,
 }
