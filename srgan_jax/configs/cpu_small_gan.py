@@ -11,8 +11,8 @@ content loss (VGG19 ImageNet weights cannot be downloaded everywhere; with them,
 configs/x4.py's vgg54), the relativistic average GAN loss, a quarter-width
 discriminator that sees luma only, its own (higher) learning rate, chroma taken from
 the bicubic upsampling, and an exponential moving average of the generator. Two
-options stay off here, each switched on by a flag (notes/GAN_OPTIONS.md):
---config.srgan.ldl_weight=1.0 and --config.discriminator.arch=unet.
+options stay off here, each switched on by a flag: --config.srgan.ldl_weight=1.0 and
+--config.discriminator.arch=unet (notes/GAN_OPTIONS.md).
 
   python -m srgan_jax.main --config=configs/cpu_small_gan.py --workdir=runs/cpu_small_gan
   python -m srgan_jax.evaluate --workdir=runs/cpu_small_gan --data=Set5 --data=Set14 \
