@@ -10,7 +10,9 @@ Off the paper, each option off in configs/default.py and said why below: an L1 p
 content loss (VGG19 ImageNet weights cannot be downloaded everywhere; with them, see
 configs/x4.py's vgg54), the relativistic average GAN loss, a quarter-width
 discriminator that sees luma only, its own (higher) learning rate, chroma taken from
-the bicubic upsampling, and an exponential moving average of the generator.
+the bicubic upsampling, and an exponential moving average of the generator. Two
+options stay off here, each switched on by a flag: --config.srgan.ldl_weight=1.0 and
+--config.discriminator.arch=unet (notes/GAN_OPTIONS.md).
 
   python -m srgan_jax.main --config=configs/cpu_small_gan.py --workdir=runs/cpu_small_gan
   python -m srgan_jax.evaluate --workdir=runs/cpu_small_gan --data=Set5 --data=Set14 \
@@ -55,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.discriminator.convs = tuple((channels // 4, stride)
                                      for channels, stride in config.discriminator.convs)
   config.discriminator.dense_features = 256
+  # With --config.discriminator.arch=unet (off by default): the U-Net D at a quarter of
+  # Real-ESRGAN's width too.
+  config.discriminator.unet_features = 16
   config.ema_decay = 0.999  # Evaluate an average of G's last ~1000 steps: less noise.
   config.log_every_steps = 100
   config.checkpoint_every_steps = 500

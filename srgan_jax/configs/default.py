@@ -71,6 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Off the paper when True: D sees gray images (the mean of R, G, B), so its
   # gradient cannot put colour noise into G's output.
   config.discriminator.gray_input = False
+  # Off the paper when 'unet': Real-ESRGAN's U-Net discriminator with spectral
+  # normalisation (Wang et al. 2021), one logit per pixel, of width unet_features
+  # (their 64); convs and dense_features are then unused.
+  config.discriminator.arch = 'srgan'
+  config.discriminator.unet_features = 64
 
   # 'float32', or 'bfloat16' for bf16 compute with float32 parameters, BatchNorm
   # statistics and losses.
@@ -145,6 +150,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Off the paper when > 0: adds this x the L1 distance between the chroma (Cb, Cr)
   # of SR and HR to G's loss, against colour noise.
   config.srgan.chroma_weight = 0.0
+  # Off the paper when > 0: adds this x LDL's artifact-weighted L1 loss (Liang et al.,
+  # CVPR 2022; their weight is 1.0) to G's loss: an extra pixel loss where the
+  # residual's local variance says G invents texture. Needs ema_decay > 0.
+  config.srgan.ldl_weight = 0.0
   config.srgan.vgg_feature_scale = 1 / 12.75  # VGG maps rescaled to an MSE-like scale.
   # VGG19 weights converted by `python -m srgan_jax.vgg19 import`; unset = the cache.
   # (Placeholders: unset by default, yet --config.srgan.vgg_weights=PATH works.)

@@ -1,6 +1,9 @@
-"""SRGAN losses (paper Sec. 2.2): content losses and the adversarial losses.
+"""SRGAN losses (paper Sec. 2.2): content losses and the adversarial losses, and
+(off the paper) LDL's artifact-weighted pixel loss.
 
 All losses are computed in float32 whatever the compute dtype. Images are in [-1, 1].
+The adversarial losses take D's logits of any shape (one per image from the paper's
+D, one per pixel from the U-Net D) and average over all of them.
 """
 
 from typing import Any, Callable
@@ -83,7 +86,8 @@ def _bce(logits: jax.Array, label: float) -> jax.Array:
 
 
 def _relative(real_logits: jax.Array, fake_logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Relativistic average logits: each image against the other batch's mean."""
+  """Relativistic average logits: each logit against the other batch's mean (over its
+  images, and their pixels for a per-pixel D)."""
   real_logits, fake_logits = real_logits.astype(jnp.float32), fake_logits.astype(jnp.float32)
   return real_logits - jnp.mean(fake_logits), fake_logits - jnp.mean(real_logits)
 
@@ -116,3 +120,57 @@ def feature_matching(sr_features: list[jax.Array], hr_features: list[jax.Array])
                                 - jax.lax.stop_gradient(hr).astype(jnp.float32)))
                for sr, hr in zip(sr_features, hr_features, strict=True)]
   return sum(distances) / len(distances)
+
+
+# LDL (Liang, Zeng, Zhang, CVPR 2022, "Details or Artifacts"): the side of the window
+# of the residual's local variance, and the power of the patch's residual variance.
+LDL_WINDOW = 7
+LDL_PATCH_POWER = 1 / 5
+
+
+def _channel_l1(a: jax.Array, b: jax.Array) -> jax.Array:
+  """sum over channels of |a - b|, in [0, 1] units for images in [-1, 1]: [n, h, w, 1]."""
+  difference = (a.astype(jnp.float32) - b.astype(jnp.float32)) / 2
+  return jnp.sum(jnp.abs(difference), axis=-1, keepdims=True)
+
+
+def local_variance(x: jax.Array, window: int = LDL_WINDOW) -> jax.Array:
+  """Each pixel's unbiased variance over the ``window`` x ``window`` square around it
+  (edges reflected, without repeating the edge pixel): ``x`` [n, h, w, 1] -> same shape."""
+  pad = window // 2
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+  h, w = x.shape[1:3]
+  # Every offset of the window as a channel: a two-pass variance, exact in float32
+  # where E[x^2] - E[x]^2 would cancel on small residuals.
+  shifted = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(window)
+                             for j in range(window)], axis=-1)
+  return jnp.var(shifted, axis=-1, ddof=1, keepdims=True)
+
+
+def artifact_map(sr: jax.Array, hr: jax.Array, sr_ema: jax.Array) -> jax.Array:
+  """LDL's refined artifact map ``[n, h, w, 1]``: where the generator invents detail.
+
+  The residual ``r = sum_c |HR - SR|`` (in [0, 1] units, as the paper's images) is
+  noise-like where SR paints texture that HR lacks, smooth where SR follows HR (or
+  both are flat); its local variance (``LDL_WINDOW`` squared) marks the first. That is
+  scaled by the patch's whole residual variance to the power ``LDL_PATCH_POWER``
+  (crops that are wrong everywhere weigh more), and zeroed wherever the generator's
+  EMA (``sr_ema``, a steadier model) is worse than the current one: there the detail
+  is taken for real detail still being learned, not an artifact.
+  """
+  residual = _channel_l1(sr, hr)
+  patch = jnp.var(residual, axis=(1, 2, 3), ddof=1, keepdims=True) ** LDL_PATCH_POWER
+  weights = patch * local_variance(residual)
+  return jnp.where(residual < _channel_l1(sr_ema, hr), 0.0, weights)
+
+
+def ldl_loss(sr: jax.Array, hr: jax.Array, sr_ema: jax.Array) -> jax.Array:
+  """LDL's artifact loss: the mean of ``artifact_map`` x |SR - HR| over pixels and
+  channels, in [0, 1] units (so the paper's weight 1 means what it means there).
+
+  The map is a constant for G (the authors' code lets the gradient through it too;
+  the 1/5 power's derivative is infinite where a patch's residual is constant).
+  """
+  weights = jax.lax.stop_gradient(artifact_map(sr, hr, sr_ema))
+  difference = (sr.astype(jnp.float32) - hr.astype(jnp.float32)) / 2
+  return jnp.mean(weights * jnp.abs(difference))

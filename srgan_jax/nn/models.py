@@ -200,6 +200,74 @@ class Discriminator(nn.Module):
     return x[:, 0].astype(jnp.float32)
 
 
+# The variable collection of the spectral normalisation's power-iteration state (the
+# ``u`` vector and ``sigma`` of each normalised kernel). Its own collection, not
+# 'batch_stats': D's real and fake passes of one step both start from the stored
+# ``u``, so both see the same normalised weights and ``u`` advances once a step.
+SPECTRAL = 'spectral'
+
+
+def _upsample2(x: jax.Array) -> jax.Array:
+  """x2 bilinear upsampling with half-pixel centres and clamped edges (PyTorch's
+  interpolate(mode='bilinear', align_corners=False), as Real-ESRGAN's U-Net uses)."""
+  n, h, w, c = x.shape
+  return jax.image.resize(x, (n, 2 * h, 2 * w, c), 'bilinear')
+
+
+class UNetDiscriminator(nn.Module):
+  """Real-ESRGAN's U-Net discriminator with spectral normalisation (Wang et al.,
+  ICCVW 2021, after Schonfeld et al. 2020), off the paper: one logit per pixel.
+
+  Input: HR or SR RGB in [-1, 1], sides a multiple of 8; output: logits
+  ``[n, h, w, 1]``, so D tells the generator where an image looks fake, not only
+  whether (the paper's D gives one logit per crop). conv0 (3x3) and three 4x4
+  stride-2 convs down (``features`` x 2, 4, 8), three 3x3 convs up after each x2
+  bilinear upsampling, each added to the encoder map of its size, then two 3x3
+  convs and a 3x3 conv to one channel. Every conv but the first and the last is
+  spectrally normalised (Miyato et al. 2018), by one power iteration per call whose
+  ``u`` vectors live in the ``SPECTRAL`` collection (apply with it mutable while
+  training); those convs have no bias, as in Real-ESRGAN.
+  """
+  features: int = 64  # Real-ESRGAN's num_feat.
+  negative_slope: float = 0.2  # LeakyReLU alpha.
+  gray_input: bool = False  # As Discriminator.gray_input.
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if x.shape[1] % 8 or x.shape[2] % 8:
+      raise ValueError(f'the U-Net discriminator halves its input three times: sides must '
+                       f'be multiples of 8, got {x.shape[1:3]}')
+    act = lambda y: nn.leaky_relu(y, self.negative_slope)
+
+    def sow(i, y):  # Features in layer order, for feature matching (mutable=['intermediates']).
+      self.sow('intermediates', f'features{i}', y)
+      return y
+
+    def conv(features, kernel, stride, name):  # A spectrally normalised conv, no bias.
+      layer = Conv(features, (kernel, kernel), strides=(stride, stride),
+                   padding=((1, 1), (1, 1)) if kernel == 4 else 'SAME', use_bias=False,
+                   dtype=self.dtype, name=name)
+      return lambda y: nn.SpectralNorm(layer, collection_name=SPECTRAL, name=f'{name}_sn')(
+          y, update_stats=train)
+
+    x = x.astype(self.dtype)
+    if self.gray_input:
+      x = jnp.mean(x, axis=-1, keepdims=True)
+    width = self.features
+    x0 = sow(0, act(Conv(width, (3, 3), dtype=self.dtype, name='conv0')(x)))
+    x1 = sow(1, act(conv(2 * width, 4, 2, 'conv1')(x0)))
+    x2 = sow(2, act(conv(4 * width, 4, 2, 'conv2')(x1)))
+    x3 = sow(3, act(conv(8 * width, 4, 2, 'conv3')(x2)))
+    x4 = sow(4, act(conv(4 * width, 3, 1, 'conv4')(_upsample2(x3))) + x2)
+    x5 = sow(5, act(conv(2 * width, 3, 1, 'conv5')(_upsample2(x4))) + x1)
+    x6 = sow(6, act(conv(width, 3, 1, 'conv6')(_upsample2(x5))) + x0)
+    y = sow(7, act(conv(width, 3, 1, 'conv7')(x6)))
+    y = sow(8, act(conv(width, 3, 1, 'conv8')(y)))
+    y = Conv(1, (3, 3), dtype=self.dtype, name='conv9')(y)
+    return y.astype(jnp.float32)
+
+
 # BT.601 RGB -> YCbCr (without offsets: only differences are converted below).
 _YCBCR_601 = ((0.299, 0.587, 0.114),
               (-0.168736, -0.331264, 0.5),
@@ -241,12 +309,36 @@ def generator_from_config(config: ml_collections.ConfigDict,
   return SRResNet(scale=config.scale, dtype=dtype, **config.generator)
 
 
+DISCRIMINATOR_ARCHS = ('srgan', 'unet')  # discriminator.arch: the paper's, Real-ESRGAN's.
+# The discriminator fields each architecture's weights depend on (besides arch).
+_DISCRIMINATOR_FIELDS = {
+    'srgan': ('convs', 'dense_features', 'negative_slope', 'gray_input'),
+    'unet': ('unet_features', 'negative_slope', 'gray_input'),
+}
+
+
+def discriminator_layout(discriminator: Any) -> dict[str, Any]:
+  """What a run's discriminator weights mean: its arch and the fields that arch
+  uses (a mapping: the config's ``discriminator``, or a checkpoint's record of it;
+  records from before ``arch`` existed are 'srgan')."""
+  arch = discriminator.get('arch', 'srgan')
+  return {'arch': arch, **{field: discriminator.get(field)
+                           for field in _DISCRIMINATOR_FIELDS[arch]}}
+
+
 def discriminator_from_config(config: ml_collections.ConfigDict,
-                              dtype: Any = jnp.float32) -> Discriminator:
-  """The discriminator of a run config (its ``discriminator`` fields), computing in ``dtype``."""
-  options = config.discriminator.to_dict()
-  options['convs'] = tuple(tuple(conv) for conv in options['convs'])  # Hashable.
-  return Discriminator(dtype=dtype, **options)
+                              dtype: Any = jnp.float32) -> nn.Module:
+  """The discriminator of a run config (``discriminator.arch`` and the fields it
+  uses), computing in ``dtype``."""
+  options = config.discriminator
+  if options.arch == 'unet':
+    return UNetDiscriminator(features=options.unet_features,
+                             negative_slope=options.negative_slope,
+                             gray_input=options.gray_input, dtype=dtype)
+  return Discriminator(convs=tuple(tuple(conv) for conv in options.convs),  # Hashable.
+                       dense_features=options.dense_features,
+                       negative_slope=options.negative_slope,
+                       gray_input=options.gray_input, dtype=dtype)
 
 
 def generator_receptive_radius(num_blocks: int, scale: int) -> int:

@@ -19,6 +19,7 @@ write); the Orbax or TensorStore error it comes from stays chained to it.
 from collections.abc import Callable, Iterator
 import contextlib
 import asyncio
+import dataclasses
 import json
 import logging as std_logging
 import threading
@@ -50,10 +51,11 @@ from srgan_jax.runtime import paths
 # What fixes the structure and shapes of the saved states, by config field: a run
 # resumed with other values cannot restore them. The crop size sets the input width
 # of the discriminator's dense layer; EMA weights are stored only when ema_decay > 0.
+# The discriminator's are those of its arch (checkpoints from before arch: 'srgan').
 _STRUCTURE_FIELDS = {
     'scale': lambda config: config['scale'],
     'generator': lambda config: config['generator'],
-    'discriminator': lambda config: config['discriminator'],
+    'discriminator': lambda config: models.discriminator_layout(config['discriminator']),
     'data.crop_size': lambda config: config['data']['crop_size'],
     'ema_decay > 0': lambda config: config['ema_decay'] > 0,
 }
@@ -129,6 +131,23 @@ def _damaged(manager: ocp.CheckpointManager, step: int,
       'this one aside (training resumes from the newest that reads by itself).')
 
 
+def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
+  """Each item's Orbax handler (new ones for each manager)."""
+  return {'generator': ocp.StandardCheckpointHandler(),
+          'discriminator': ocp.StandardCheckpointHandler(),
+          'run': ocp.JsonCheckpointHandler()}
+
+
+def _saved_fields(state: Any, saved: Any) -> dict[str, Any]:
+  """The state's array fields that a checkpoint holds (``saved``: the item's metadata),
+  by name, as Orbax's restore target: a field added to the states since the
+  checkpoint was written (``spectral``) keeps the template's value."""
+  return {field.name: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
+                                             getattr(state, field.name))
+          for field in dataclasses.fields(state)
+          if field.metadata.get('pytree_node', True) and field.name in saved.keys()}
+
+
 def create_manager(workdir: str, config: ml_collections.ConfigDict,
                    read_only: bool = False) -> ocp.CheckpointManager:
   """A CheckpointManager saving every N steps and keeping the latest K checkpoints."""
@@ -142,7 +161,9 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict,
       cleanup_tmp_directories=not read_only,
   )
   try:
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    # The handlers let item_metadata list a state's saved fields before restoring it.
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 item_handlers=_item_handlers())
   except (OSError, ValueError) as error:
     raise CheckpointError(
         f'cannot use checkpoint directory {checkpoint_dir(workdir)}: {error}') from error
@@ -253,7 +274,8 @@ def check_architecture(record: dict[str, Any], config: ml_collections.ConfigDict
 
 def restore(manager: ocp.CheckpointManager, step: int, generator: Any, discriminator: Any,
             config: ml_collections.ConfigDict) -> tuple[Any, Any, dict[str, Any]]:
-  """Restores both states into the structure, shapes and shardings of the given ones.
+  """Restores both states into the structure, shapes and shardings of the given ones
+  (fields the checkpoint predates keep the given ones' values).
 
   Raises:
     CheckpointError: the checkpoint is from a config with other shapes (naming the
@@ -262,14 +284,16 @@ def restore(manager: ocp.CheckpointManager, step: int, generator: Any, discrimin
   path = manager.directory / str(step)
   record = read_record(manager, step)
   check_architecture(record, config, path)
-  abstract = lambda tree: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
   try:
+    saved = manager.item_metadata(step)
     restored = manager.restore(step, args=ocp.args.Composite(
-        generator=ocp.args.StandardRestore(abstract(generator)),
-        discriminator=ocp.args.StandardRestore(abstract(discriminator))))
+        generator=ocp.args.StandardRestore(_saved_fields(generator, saved['generator'])),
+        discriminator=ocp.args.StandardRestore(
+            _saved_fields(discriminator, saved['discriminator']))))
   except Exception as error:
     raise _damaged(manager, step, error) from error
-  return restored['generator'], restored['discriminator'], record
+  return (generator.replace(**restored['generator']),
+          discriminator.replace(**restored['discriminator']), record)
 
 
 def _move_aside(directory: epath.Path, step: int) -> epath.Path:

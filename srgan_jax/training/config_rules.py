@@ -23,6 +23,7 @@ from srgan_jax.data import sources
 from srgan_jax.evaluation import named_metrics
 from srgan_jax.imaging import image_io
 from srgan_jax.nn import losses
+from srgan_jax.nn import models
 from srgan_jax.nn import vgg19
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import flag_checks
@@ -118,6 +119,8 @@ RULES: dict[str, flag_checks.Checker] = {
     'discriminator.dense_features': flag_checks.integer(minimum=1),
     'discriminator.negative_slope': flag_checks.number(minimum=0),
     'discriminator.gray_input': flag_checks.boolean,
+    'discriminator.arch': flag_checks.one_of(*models.DISCRIMINATOR_ARCHS),
+    'discriminator.unet_features': flag_checks.integer(minimum=1),
     'dtype': flag_checks.one_of(*DTYPES),
     'batch_size': flag_checks.integer(minimum=1),
     'data.source': flag_checks.one_of(*DATA_SOURCES),
@@ -152,6 +155,7 @@ RULES: dict[str, flag_checks.Checker] = {
     'srgan.gan_loss': flag_checks.one_of(*losses.GAN_LOSSES),
     'srgan.feature_matching_weight': flag_checks.number(minimum=0),
     'srgan.chroma_weight': flag_checks.number(minimum=0),
+    'srgan.ldl_weight': flag_checks.number(minimum=0),
     'srgan.vgg_feature_scale': flag_checks.number(above=0),
     'srgan.vgg_weights': flag_checks.text(optional=True),
     'srgan.init_from': flag_checks.text(optional=True),
@@ -271,6 +275,9 @@ def _relations(flat: Mapping[str, Any], device_count: int | None, process_count:
         f'data.realesrgan.{order}.resize_range'][1]:
       problems.append(f'data.realesrgan.{order}.resize_range must hold 1 (down to low, up '
                       f'to high), got {flat[f"data.realesrgan.{order}.resize_range"]}')
+  if flat['srgan.ldl_weight'] > 0 and flat['ema_decay'] == 0:
+    problems.append('srgan.ldl_weight > 0 compares G with its EMA, which ema_decay=0 turns '
+                    'off: set ema_decay (e.g. 0.999) or srgan.ldl_weight=0')
   if flat['srresnet.num_steps'] + flat['srgan.num_steps'] == 0:
     problems.append('srresnet.num_steps + srgan.num_steps must be >= 1, got 0')
   per_call = flat['steps_per_call']

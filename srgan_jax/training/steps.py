@@ -27,16 +27,21 @@ SRRESNET, SRGAN = 'srresnet', 'srgan'
 
 
 class TrainState(train_state.TrainState):
-  """A TrainState that also carries BatchNorm statistics and, optionally, an EMA.
+  """A TrainState that also carries BatchNorm statistics and, optionally, an EMA and
+  the spectral normalisation's power-iteration state.
 
   The EMA covers the BatchNorm running averages too (``ema_batch_stats``, with the
   weights' decay): the running averages follow the current weights over about ten
   steps, the EMA weights average about 1 / (1 - decay) steps, and evaluating the
   EMA weights with the current weights' statistics mixes two different networks.
+
+  ``spectral``: the ``models.SPECTRAL`` collection ({} for a network without spectral
+  normalisation), checkpointed and replicated with the rest of the state.
   """
   batch_stats: Any
   ema_params: Any = None
   ema_batch_stats: Any = None
+  spectral: Any = None
 
   def eval_variables(self, ema: bool = True) -> dict[str, Any]:
     """Variables for ``apply``: the EMA weights with their statistics if kept."""
@@ -78,6 +83,7 @@ class SRGANMetrics(metrics.Collection):
   generator_loss: metrics.Average.from_output('generator_loss')
   content_loss: metrics.Average.from_output('content_loss')
   adversarial_loss: metrics.Average.from_output('adversarial_loss')
+  ldl_loss: metrics.Average.from_output('ldl_loss')  # 0 unless srgan.ldl_weight > 0.
   discriminator_loss: metrics.Average.from_output('discriminator_loss')
   d_real: metrics.Average.from_output('d_real')  # Mean D(HR): near 1 when D wins.
   d_fake: metrics.Average.from_output('d_fake')  # Mean D(G(LR)).
@@ -110,7 +116,7 @@ def create_generator(config: ml_collections.ConfigDict) -> models.SRResNet:
   return models.generator_from_config(config, compute_dtype(config))
 
 
-def create_discriminator(config: ml_collections.ConfigDict) -> models.Discriminator:
+def create_discriminator(config: ml_collections.ConfigDict) -> flax.linen.Module:
   """The discriminator to train, computing in the config's dtype."""
   return models.discriminator_from_config(config, compute_dtype(config))
 
@@ -150,7 +156,8 @@ def create_train_state(rng: jax.Array, model: flax.linen.Module, input_shape: tu
   batch_stats = variables.get('batch_stats', {})  # {}: a generator without BatchNorm.
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
                            ema_params=params if ema else None,
-                           ema_batch_stats=batch_stats if ema else None)
+                           ema_batch_stats=batch_stats if ema else None,
+                           spectral=variables.get(models.SPECTRAL, {}))
 
 
 def create_states(config: ml_collections.ConfigDict, phase: str) -> tuple[TrainState, TrainState]:
@@ -172,7 +179,8 @@ def start_srgan_phase(generator: TrainState, config: ml_collections.ConfigDict) 
   return TrainState.create(apply_fn=generator.apply_fn, params=generator.params, tx=tx,
                            batch_stats=generator.batch_stats,
                            ema_params=generator.params if ema else None,
-                           ema_batch_stats=generator.batch_stats if ema else None)
+                           ema_batch_stats=generator.batch_stats if ema else None,
+                           spectral=generator.spectral)
 
 
 def _update_generator(state: TrainState, grads: Any, batch_stats: Any,
@@ -226,6 +234,8 @@ class PerceptualLoss:
       added to G's loss (0 in the paper).
     chroma_weight: of the L1 distance between SR's and HR's chroma, added to G's
       loss (0 in the paper).
+    ldl_weight: of LDL's artifact-weighted L1 loss (``nn/losses.ldl_loss``; 0 in the
+      paper), which needs the generator's EMA.
   """
   content_loss: str
   adversarial_weight: float
@@ -235,6 +245,7 @@ class PerceptualLoss:
   gan_loss: str = 'standard'
   feature_matching_weight: float = 0.0
   chroma_weight: float = 0.0
+  ldl_weight: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict,
@@ -246,19 +257,23 @@ class PerceptualLoss:
                vgg_preprocessing=vgg_preprocessing, dtype=compute_dtype(config),
                gan_loss=config.srgan.gan_loss,
                feature_matching_weight=config.srgan.feature_matching_weight,
-               chroma_weight=config.srgan.chroma_weight)
+               chroma_weight=config.srgan.chroma_weight,
+               ldl_weight=config.srgan.ldl_weight)
 
 
 def _discriminate(discriminator: TrainState, params: Any, batch_stats: Any,
-                  images: jax.Array) -> tuple[jax.Array, Any, list[jax.Array]]:
-  """D in training mode on ``images``: its logits, its updated BatchNorm statistics
-  and its feature maps (in layer order, for feature matching)."""
+                  images: jax.Array) -> tuple[jax.Array, Any, Any, list[jax.Array]]:
+  """D in training mode on ``images``: its logits, its updated BatchNorm statistics,
+  its updated spectral-normalisation state (one power iteration from the stored one,
+  so every pass of a step normalises by the same estimate) and its feature maps (in
+  layer order, for feature matching)."""
+  variables = {'params': params, 'batch_stats': batch_stats,
+               models.SPECTRAL: discriminator.spectral or {}}
   logits, updates = discriminator.apply_fn(
-      {'params': params, 'batch_stats': batch_stats}, images, train=True,
-      mutable=['batch_stats', 'intermediates'])
+      variables, images, train=True, mutable=['batch_stats', 'intermediates', models.SPECTRAL])
   features = [value for _, (value,) in sorted(updates['intermediates'].items(),
                                               key=lambda item: int(item[0][8:]))]
-  return logits, updates['batch_stats'], features
+  return (logits, updates.get('batch_stats', {}), updates.get(models.SPECTRAL, {}), features)
 
 
 def _update_discriminator(discriminator: TrainState, hr: jax.Array, sr: jax.Array,
@@ -267,16 +282,18 @@ def _update_discriminator(discriminator: TrainState, hr: jax.Array, sr: jax.Arra
   outputs (``SRGANMetrics``)."""
   def discriminator_loss_fn(params):
     # Real and fake batches pass separately, so each has its own BN statistics.
-    real_logits, batch_stats, _ = _discriminate(discriminator, params,
-                                                discriminator.batch_stats, hr)
-    fake_logits, batch_stats, _ = _discriminate(discriminator, params, batch_stats,
-                                                jax.lax.stop_gradient(sr))
+    real_logits, batch_stats, spectral, _ = _discriminate(discriminator, params,
+                                                          discriminator.batch_stats, hr)
+    # The same spectral state as the real pass's: its update is that one's.
+    fake_logits, batch_stats, _, _ = _discriminate(discriminator, params, batch_stats,
+                                                   jax.lax.stop_gradient(sr))
     d_loss = losses.discriminator_loss(real_logits, fake_logits, gan_loss)
-    return d_loss, (real_logits, fake_logits, batch_stats)
+    return d_loss, (real_logits, fake_logits, batch_stats, spectral)
 
-  (d_loss, (real_logits, fake_logits, d_batch_stats)), d_grads = jax.value_and_grad(
+  (d_loss, (real_logits, fake_logits, d_batch_stats, spectral)), d_grads = jax.value_and_grad(
       discriminator_loss_fn, has_aux=True)(discriminator.params)
-  discriminator = discriminator.apply_gradients(grads=d_grads, batch_stats=d_batch_stats)
+  discriminator = discriminator.apply_gradients(grads=d_grads, batch_stats=d_batch_stats,
+                                                spectral=spectral)
   return discriminator, {'discriminator_loss': d_loss,
                          'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
                          'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
@@ -284,22 +301,24 @@ def _update_discriminator(discriminator: TrainState, hr: jax.Array, sr: jax.Arra
 
 
 def _perceptual_loss_fn(discriminator: TrainState, hr: jax.Array, vgg_params: Any,
-                        loss: PerceptualLoss) -> Callable[[jax.Array], tuple]:
+                        loss: PerceptualLoss, sr_ema: jax.Array | None
+                        ) -> Callable[[jax.Array], tuple]:
   """G's loss as a function of its output SR, judged by ``discriminator`` (the updated
-  D): ``(total, (content, adversarial))``."""
+  D): ``(total, (content, adversarial, ldl))``. ``sr_ema``: the EMA generator's output,
+  for the LDL term (None without it)."""
   content_loss_fn = losses.make_content_loss(
       loss.content_loss, vgg_params, loss.vgg_preprocessing, loss.vgg_feature_scale, loss.dtype)
   # The updated D's view of HR, when G's loss needs it (constants for G).
   needs_real = loss.gan_loss == 'relativistic' or loss.feature_matching_weight > 0
-  real_logits_now, _, real_features = (
+  real_logits_now, _, _, real_features = (
       _discriminate(discriminator, discriminator.params, discriminator.batch_stats, hr)
-      if needs_real else (None, None, None))
+      if needs_real else (None, None, None, None))
 
   def perceptual_loss_fn(sr):
     # The updated D judges G's output; its BN statistic updates from this pass are
     # not kept (D was already updated on this batch).
-    logits, _, features = _discriminate(discriminator, discriminator.params,
-                                        discriminator.batch_stats, sr)
+    logits, _, _, features = _discriminate(discriminator, discriminator.params,
+                                           discriminator.batch_stats, sr)
     content = content_loss_fn(sr, hr)
     adversarial = losses.generator_adversarial_loss(logits, real_logits_now, loss.gan_loss)
     total = content + loss.adversarial_weight * adversarial
@@ -307,7 +326,9 @@ def _perceptual_loss_fn(discriminator: TrainState, hr: jax.Array, vgg_params: An
       total += loss.feature_matching_weight * losses.feature_matching(features, real_features)
     if loss.chroma_weight > 0:
       total += loss.chroma_weight * losses.chroma_l1(sr, hr)
-    return total, (content, adversarial)
+    ldl = losses.ldl_loss(sr, hr, sr_ema) if loss.ldl_weight > 0 else jnp.zeros(())
+    total += loss.ldl_weight * ldl
+    return total, (content, adversarial, ldl)
 
   return perceptual_loss_fn
 
@@ -319,8 +340,10 @@ def srgan_train_step(generator: TrainState, discriminator: TrainState,
   """One SRGAN update of D then G (k = 1), in one compiled program.
 
   G runs forward once; D is updated on (HR, G(LR)); G's perceptual loss (content +
-  ``loss.adversarial_weight`` x adversarial) is then taken against the updated D and
-  pulled back through the saved forward pass.
+  ``loss.adversarial_weight`` x adversarial, and the optional terms) is then taken
+  against the updated D and pulled back through the saved forward pass. With LDL, the
+  EMA generator (before this step's update, as the LDL authors' code) runs forward
+  too, in evaluation mode.
 
   Args:
     generator, discriminator: the two networks' states (replicated).
@@ -341,15 +364,21 @@ def srgan_train_step(generator: TrainState, discriminator: TrainState,
     return sr, updates['batch_stats']
 
   sr, generator_vjp, generator_batch_stats = jax.vjp(generate, generator.params, has_aux=True)
+  sr_ema = None
+  if loss.ldl_weight > 0:
+    if generator.ema_params is None:  # config_rules says so first, in one line.
+      raise ValueError('srgan.ldl_weight > 0 needs the generator EMA (ema_decay > 0)')
+    sr_ema = generator.apply_fn(generator.eval_variables(ema=True), batch['lr'], train=False)
   discriminator, d_outputs = _update_discriminator(discriminator, batch['hr'], sr,
                                                    loss.gan_loss)
-  (g_loss, (content, adversarial)), sr_grads = jax.value_and_grad(
-      _perceptual_loss_fn(discriminator, batch['hr'], vgg_params, loss), has_aux=True)(sr)
+  (g_loss, (content, adversarial, ldl)), sr_grads = jax.value_and_grad(
+      _perceptual_loss_fn(discriminator, batch['hr'], vgg_params, loss, sr_ema),
+      has_aux=True)(sr)
   (g_grads,) = generator_vjp(sr_grads)
   generator = _update_generator(generator, g_grads, generator_batch_stats, ema_decay)
 
   update = SRGANMetrics.single_from_model_output(
-      generator_loss=g_loss, content_loss=content, adversarial_loss=adversarial,
+      generator_loss=g_loss, content_loss=content, adversarial_loss=adversarial, ldl_loss=ldl,
       learning_rate=_learning_rate(generator),  # D follows the same schedule.
       generator_grad_norm=optax.tree.norm(g_grads),
       loss=g_loss + d_outputs['discriminator_loss'], step=step, **d_outputs)

@@ -110,6 +110,9 @@ def test_eval_metric_names_are_those_evaluation_knows():
     ('batch_size', 12, 'batch_size must be a multiple of the 8 devices'),
     # Before: OverflowError from jax.random.key in the first step, after the workdir was made.
     ('seed', 2**63, 'seed must be <= 9223372036854775807, got 9223372036854775808'),
+    ('srgan.ldl_weight', 1.0, 'srgan.ldl_weight > 0 compares G with its EMA, which '
+     'ema_decay=0 turns off'),
+    ('discriminator.arch', 'patch', "discriminator.arch must be one of"),
 ])
 def test_config_rules_are_the_only_check_of_what_training_relies_on(field, value, expected):
   """The training library (steps, loop, input pipelines) no longer re-checks these:

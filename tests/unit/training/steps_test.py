@@ -64,7 +64,7 @@ def _run_steps(config, num_devices, num_srresnet, num_srgan):
       generator, discriminator, metrics = srgan_step(
           generator, discriminator, metrics, sharding.shard_batch(_batch(step), data), None, step)
   return jax.device_get((generator.params, generator.batch_stats, discriminator.params,
-                         discriminator.batch_stats))
+                         discriminator.batch_stats, discriminator.spectral, metrics.compute()))
 
 
 def test_eight_devices_equal_one():
@@ -81,6 +81,27 @@ def test_eight_devices_equal_one():
   moved = [np.max(np.abs(a - b)) for a, b in
            zip(jax.tree_util.tree_leaves(one[0]), jax.tree_util.tree_leaves(initial.params))]
   assert max(moved) > 1e-4
+
+
+def test_eight_devices_equal_one_with_the_gan_options():
+  """The U-Net discriminator (per-pixel logits, spectral normalisation) and the LDL
+  loss (per-image artifact maps against the EMA generator), both on in one run (one
+  compilation per mesh): the same parameters, spectral state and metrics on 8 devices
+  as on 1, after SRGAN steps that each option changed."""
+  config = tiny_config()
+  config.ema_decay = 0.9
+  config.discriminator.arch, config.discriminator.unet_features = 'unet', 4
+  config.srgan.ldl_weight = 1.0
+  one = _run_steps(config, 1, num_srresnet=0, num_srgan=2)
+  eight = _run_steps(config, 8, num_srresnet=0, num_srgan=2)
+  for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(eight), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # D's spectral state was there and moved; the LDL term was on (its map not all zero).
+  _, initial = jax.jit(functools.partial(steps.create_states, config, steps.SRGAN))()
+  before = jax.tree_util.tree_leaves(jax.device_get(initial.spectral))
+  after = jax.tree_util.tree_leaves(one[4])
+  assert len(after) == 16 and all(np.any(a != b) for a, b in zip(before, after))
+  assert one[5]['ldl_loss'] > 0
 
 
 def _losses_over_steps(config, phase, num_steps):
