@@ -1,5 +1,5 @@
 """compilation_cache.py: where JAX's persistent cache is, and JAX's options for it
-(that processes share it: tests/system/compilation_cache_test.py)."""
+(that processes share it: tests/system/compilation_cache_reuse_test.py)."""
 
 import pytest
 
