@@ -97,9 +97,9 @@ def hooked(iterator, start_step):
     yield batch
 
 
-def recorded_run(config, workdir, stop):
+def recorded_run(config, workdir, *args):
   try:
-    states = run(config, workdir, stop)
+    states = run(config, workdir, *args)
   except errors.Preempted as preempted:  # Saved, then the command exits with 75.
     record(preempted.states)
     raise
