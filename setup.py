@@ -2,8 +2,6 @@
 
 import setuptools
 
-EXPORT_PACKAGES = ['jax2onnx>=0.17,<0.18', 'onnx>=1.17', 'onnxruntime>=1.20']
-
 setuptools.setup(
     name='srgan_jax',
     version='0.1.0',
@@ -69,7 +67,7 @@ setuptools.setup(
         # so the extra is not part of 'test': CI keeps the Orbax release the checkpoint
         # tests run on, and the ONNX tests skip there, naming the extra; the StableHLO
         # export and its README snippet need nothing more and always run.
-        'export': EXPORT_PACKAGES,
+        'export': ['jax2onnx>=0.17,<0.18', 'onnx>=1.17', 'onnxruntime>=1.20'],
         'test': ['pytest>=8', 'torch==2.13.0', 'lpips==0.1.4'],
     },
 )
