@@ -62,7 +62,8 @@ def test_cli_writes_json_and_images(tmp_path):
   assert len(skipped) == 1 and 'python -m srgan_jax.lpips import' in skipped[0], skipped
   results = json.loads(output.read_text())
   assert list(results) == ['Set5'] and results['Set5']['images'] == 5
-  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'images', 'bias', 'failed', 'folder']
+  assert list(results['Set5']) == ['psnr', 'ssim', 'niqe', 'luma_detail', 'flat_texture',
+                                    'textured_detail', 'images', 'bias', 'failed', 'folder']
   assert results['Set5']['folder'] == str(image_set('Set5'))
   _check_published('Set5', results['Set5'])
   # NIQE of the bicubic images it saved, 4-pixel border shaved (one at a time: sizes differ).
@@ -224,7 +225,7 @@ def test_evaluate_accepts_a_set_in_a_bucket(tmp_path):
   write_blocky_images(tmp_path / 'Bench', 1, (48, 40), seed=4)
   options = types.SimpleNamespace(scale=4, step=None, workdir=None, output=None,
                                   save_dir=None, compare=False, crop=[], zoom=1, metrics=[],
-                                  tile=evaluate.SCORING_TILE)
+                                  tile=evaluate.SCORING_TILE, degrade=None, lr_data=None)
   with fake_bucket(tmp_path):
     evaluate._check_flags(  # pylint: disable=protected-access
         types.SimpleNamespace(**vars(options), data=['gs://bucket/Bench']), 'bicubic')
