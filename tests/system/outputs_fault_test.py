@@ -16,12 +16,10 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from typing import Iterator
 
 from conftest import datasets_root
@@ -29,6 +27,7 @@ from conftest import REPO
 import numpy as np
 from PIL import Image
 import pytest
+from preemption_test import sigterm_once_started
 from user_errors_test import check_user_error
 from user_errors_test import run_command
 from user_errors_test import snapshot
@@ -399,24 +398,8 @@ def test_sigterm_during_a_write_leaves_no_partial_or_half_file(tmp_path, command
   output = tmp_path / 'out'
   args = [arg.replace('IMAGES', str(tmp_path / 'images')).replace('OUT', str(output))
           for arg in args]
-  (tmp_path / 'stopped.py').write_text(STOPPED_IN_A_WRITE)
-  process = subprocess.Popen(
-      [sys.executable, str(tmp_path / 'stopped.py'), command, *args], cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env={**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu',
-           'WORKER_OUT': str(tmp_path)})
-  try:
-    deadline = time.monotonic() + 120
-    while not (tmp_path / 'started').exists() and process.poll() is None:
-      assert time.monotonic() < deadline, 'the command never wrote an image'
-      time.sleep(0.05)
-    assert process.poll() is None, process.communicate()
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-  finally:
-    if process.poll() is None:
-      process.kill()
-  assert process.returncode == 75, stderr[-3000:]
+  returncode, stderr = sigterm_once_started(tmp_path, STOPPED_IN_A_WRITE, command, args)
+  assert returncode == 75, stderr[-3000:]
   left = [path for path in output.rglob('*') if path.is_file()]
   assert not [path for path in left if 'partial' in path.name], left
   for path in left:  # Whatever is there is whole.

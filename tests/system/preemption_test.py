@@ -564,6 +564,29 @@ command.run()
 '''
 
 
+def sigterm_once_started(tmp_path: pathlib.Path, hook: str, command: str, args: list[str],
+                         **env: str) -> tuple[int, str]:
+  """Runs ``command`` (a module) with ``args`` through the script ``hook`` (which
+  patches the package, touches WORKER_OUT/started at the moment to stop, then runs
+  ``command.run()``), sends SIGTERM once it is there: (exit status, stderr)."""
+  (tmp_path / 'hooked.py').write_text(hook)
+  process = subprocess.Popen(
+      [sys.executable, str(tmp_path / 'hooked.py'), command, *args], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env={**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu',
+           'WORKER_OUT': str(tmp_path), **env})
+  try:
+    wait_until(lambda: (tmp_path / 'started').exists() or process.poll() is not None,
+               'the command to start working')
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  return process.returncode, stderr
+
+
 @pytest.mark.parametrize('command, stall, args', [
     ('srgan_jax.super_resolve', 'srgan_jax.inference.super_resolve_files:super_resolve_paths',
      ['--model=cpu_small', '--input=IMAGES', '--output=OUT/sr']),
@@ -576,25 +599,13 @@ def test_sigterm_stops_commands_that_do_not_train(tmp_path, command, stall, args
   write_images(tmp_path / 'images', count=1)
   args = [arg.replace('IMAGES', str(tmp_path / 'images')).replace('OUT', str(tmp_path))
           for arg in args]
-  (tmp_path / 'stalled.py').write_text(STALLED_COMMAND)
-  process = subprocess.Popen(
-      [sys.executable, str(tmp_path / 'stalled.py'), command, *args], cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env={**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu',
-           'WORKER_OUT': str(tmp_path), 'WORKER_STALL': stall,
-           # One process of a distributed run: JAX's runtime starts and catches SIGTERM.
-           'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{free_port()}',
-           'JAX_NUM_PROCESSES': '1', 'JAX_PROCESS_ID': '0'})
-  try:
-    wait_until(lambda: (tmp_path / 'started').exists() or process.poll() is not None,
-               'the command to start working')
-    assert process.poll() is None, process.communicate()
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)  # It sleeps 600 s if SIGTERM is ignored.
-  finally:
-    if process.poll() is None:
-      process.kill()
-  assert process.returncode == errors.EXIT_PREEMPTED, stderr[-3000:]
+  # It sleeps 600 s if SIGTERM is ignored.
+  returncode, stderr = sigterm_once_started(
+      tmp_path, STALLED_COMMAND, command, args, WORKER_STALL=stall,
+      # One process of a distributed run: JAX's runtime starts and catches SIGTERM.
+      JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{free_port()}', JAX_NUM_PROCESSES='1',
+      JAX_PROCESS_ID='0')
+  assert returncode == errors.EXIT_PREEMPTED, stderr[-3000:]
   assert stderr.strip().splitlines()[-1] == (
       f'preempted: {command.split(".")[1]} stopped by SIGTERM before it finished; rerun the '
       'same command')
