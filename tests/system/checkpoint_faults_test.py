@@ -129,7 +129,7 @@ def test_orbax_waits_for_reads_in_flight_before_closing_its_event_loop():
   import asyncio  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
   from orbax.checkpoint._src import asyncio_utils  # pylint: disable=g-import-not-at-top
-  completions = []
+  completions, threads = [], []
 
   async def read_in_flight():
     loop, future = asyncio.get_running_loop(), asyncio.get_running_loop().create_future()
@@ -141,7 +141,9 @@ def test_orbax_waits_for_reads_in_flight_before_closing_its_event_loop():
       except RuntimeError as error:
         completions.append(str(error))
 
-    threading.Timer(0.2, complete).start()
+    timer = threading.Timer(0.2, complete)
+    threads.append(timer)
+    timer.start()
     return await future
 
   async def restore():
@@ -151,6 +153,10 @@ def test_orbax_waits_for_reads_in_flight_before_closing_its_event_loop():
 
   with pytest.raises(ValueError, match='OUT_OF_RANGE'):
     asyncio_utils.run_sync(restore())
+  # The loop may run the completion before the timer's thread records it: wait for that
+  # thread, so that the record does not depend on which thread runs first.
+  for thread in threads:
+    thread.join()
   assert completions == ['delivered']
 
 
