@@ -25,13 +25,16 @@ beyond the bound (``MAX_BYTES``, or ``$JAX_COMPILATION_CACHE_MAX_SIZE``). Withou
 other JAX programs may write without a bound), there is no bound and no lock. An entry that cannot be read
 back (cut short by a killed process, corrupt) fails zlib's checksum: JAX warns and
 compiles the program again (tests/system/compilation_cache_test.py). JAX does not
-replace such an entry; deleting the folder clears it. Only process 0 of a multi-host
+replace such an entry; deleting the folder clears it. An entry without its access-time
+file (killed between the two writes) would stop every later write under the bound:
+`configure` gives it one first (`repair_access_times`). Only process 0 of a multi-host
 run writes entries (JAX's rule); the others read them.
 
 The cache is trusted code: whoever can write the folder can make the commands run
 what they wrote, so it lives under the user's own cache folder.
 """
 
+import glob
 import os
 import sys
 
@@ -48,6 +51,12 @@ MAX_BYTES = 2 * 1024**3
 # CPU programs: most of an evaluation's compile in well under JAX's default of 1 s.
 # Every program is cached; reading an entry back costs less than compiling it.
 MIN_COMPILE_SECONDS = 0.0
+# JAX's file names in the folder (jax/_src/lru_cache.py): an entry, the time it was
+# last used (8 bytes, nanoseconds, little-endian), and the lock.
+_ENTRY_SUFFIX = '-cache'
+_ACCESS_SUFFIX = '-atime'
+_LOCK_NAME = '.lockfile'
+_LOCK_SECONDS = 10.0
 # JAX's options, and the environment variables that JAX reads at import for them
 # (a user's setting of these wins over ours).
 _OPTIONS = {
@@ -103,6 +112,41 @@ def settings(folder: str | None, own: bool = True) -> dict[str, object]:
   return {name: value for name, value in chosen.items() if name not in user_set}
 
 
+def repair_access_times(folder: str) -> int:
+  """Gives every entry of ``folder`` that lacks one an access-time file (its
+  modification time), and returns how many it wrote.
+
+  With a size bound, each write first reads every entry's access time to choose what
+  to evict; one entry without it (its process killed between the two writes, or
+  written by a process without the bound) made every later write fail with a
+  FileNotFoundError warning, and the cache stopped growing. Under JAX's lock, so that
+  a process writing an entry at the same time is not caught between its two files.
+  """
+  entries = glob.glob(os.path.join(glob.escape(folder), '*' + _ENTRY_SUFFIX))
+  missing = [entry for entry in entries
+             if not os.path.exists(entry[:-len(_ENTRY_SUFFIX)] + _ACCESS_SUFFIX)]
+  if not missing:
+    return 0
+  import filelock  # pylint: disable=g-import-not-at-top
+  written = 0
+  try:
+    with filelock.FileLock(os.path.join(folder, _LOCK_NAME), timeout=_LOCK_SECONDS):
+      for entry in missing:
+        access = entry[:-len(_ENTRY_SUFFIX)] + _ACCESS_SUFFIX
+        try:
+          if os.path.exists(access):  # Written meanwhile by the entry's own process.
+            continue
+          used = os.stat(entry).st_mtime_ns
+          with open(access, 'wb') as file:
+            file.write(used.to_bytes(8, 'little'))
+          written += 1
+        except FileNotFoundError:  # Evicted meanwhile.
+          continue
+  except (filelock.Timeout, OSError):  # Busy or read-only: JAX's warnings stay.
+    pass
+  return written
+
+
 def configure(flag_value: str | None = None) -> str | None:
   """Turns the cache on (or off) for this process before it compiles anything, and
   returns the folder (None: off).
@@ -114,8 +158,10 @@ def configure(flag_value: str | None = None) -> str | None:
   """
   folder = directory(flag_value)
   users_jax_folder = os.environ.get(JAX_DIR_ENV)
-  options = settings(folder, own=not users_jax_folder or
-                     folder != paths.absolute(users_jax_folder))
+  own = not users_jax_folder or folder != paths.absolute(users_jax_folder)
+  options = settings(folder, own=own)
+  if folder is not None and own and _has_filelock():
+    repair_access_times(folder)
   if 'jax' in sys.modules:
     import jax  # pylint: disable=g-import-not-at-top
     for name, value in options.items():
