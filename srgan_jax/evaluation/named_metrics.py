@@ -18,6 +18,10 @@ per-image scores ``[n]``, computed with JAX where the evaluation runs. Conventio
   texture the photograph does not have (a GAN's grain or crosshatch, which NIQE
   rewards); ``textured_detail`` below 1 is detail lost where it has some. An image
   without such pixels, or whose HR has no detail on them, is left out (NaN).
+* ``jpeg_grid``: of the SR image alone, the luma gradient across the edges of the
+  input's 8x8 JPEG blocks (every ``8 x scale`` output pixels) over the gradient
+  elsewhere (``metrics.block_grid``): about 1 for a photograph, above 1 where the
+  output keeps the blocks of a JPEG input (``--degrade=jpeg:40``).
 * ``lpips`` (AlexNet, v0.1, the reference default) and ``lpips_vgg``: SR against HR,
   RGB (gray repeated), the whole image as the reference ``lpips`` scripts score it;
   lower is closer. Needs the weights of ``python -m srgan_jax.lpips import``.
@@ -80,6 +84,15 @@ def _detail(sr: np.ndarray, hr: np.ndarray, shave: int, energies: EnergiesFn) ->
   return np.array(ratios)
 
 
+def _jpeg_grid(sr: np.ndarray, hr: np.ndarray, period: int) -> np.ndarray:
+  del hr  # No-reference.
+  return np.array([metrics.block_grid(image, period) for image in sr])
+
+
+def _jpeg_grid_metric(scale: int) -> MetricFn:
+  return functools.partial(_jpeg_grid, period=metrics.JPEG_BLOCK * scale)
+
+
 def _lpips(sr: np.ndarray, hr: np.ndarray, params: Mapping[str, object], net: str) -> np.ndarray:
   return lpips.lpips(params, sr, hr, net)
 
@@ -116,6 +129,7 @@ _BUILDERS: dict[str, Callable[[int], MetricFn | None]] = {
         _detail_metric, energies=functools.partial(_by_flatness, flat=True)),
     'textured_detail': functools.partial(
         _detail_metric, energies=functools.partial(_by_flatness, flat=False)),
+    'jpeg_grid': _jpeg_grid_metric,
     'lpips': functools.partial(_lpips_metric, name='lpips', net='alex'),
     'lpips_vgg': functools.partial(_lpips_metric, name='lpips_vgg', net='vgg'),
 }

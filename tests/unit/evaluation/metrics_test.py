@@ -1,5 +1,6 @@
 """Tests for srgan_jax.evaluation.metrics: hand-computed values, skimage, and NumPy/JAX agreement."""
 
+import io
 import pathlib
 
 import numpy as np
@@ -172,3 +173,33 @@ def test_texture_by_flatness_is_scipys_on_photographs(name, window, threshold):
     np.testing.assert_allclose(found, expected, rtol=1e-9)
   with pytest.raises(ValueError, match='window must be odd'):
     metrics.texture_by_flatness(hr, hr, 4, window=6)
+
+
+def _loop_block_grid(image, period):
+  """metrics.block_grid written as loops over the edges, from MATLAB's Y matrix."""
+  luma = _ycbcr_planes(image)[0]
+  on, off = [], []
+  height, width = luma.shape
+  for x in range(width - 1):
+    (on if (x + 1) % period == 0 else off).extend(np.abs(luma[:, x + 1] - luma[:, x]))
+  for y in range(height - 1):
+    (on if (y + 1) % period == 0 else off).extend(np.abs(luma[y + 1] - luma[y]))
+  return np.mean(on) / np.mean(off)
+
+
+def test_block_grid_finds_the_blocks_of_a_jpeg_input_and_not_a_photographs():
+  hr = np.asarray(Image.open(image_set('Set14') / 'lenna.png'))[:256, :256]
+  lr = np.clip(np.round(bicubic.imresize(hr, 0.25)), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(lr).save(buffer, format='JPEG', quality=30)  # libjpeg, as users' files.
+  jpeg = np.asarray(Image.open(buffer))
+  upscaled = np.clip(np.round(bicubic.imresize(jpeg, 4)), 0, 255).astype(np.uint8)
+  period = metrics.JPEG_BLOCK * 4
+  for image in (hr, upscaled):
+    assert metrics.block_grid(image, period) == pytest.approx(
+        _loop_block_grid(image, period), rel=1e-9)
+  assert 0.85 < metrics.block_grid(hr, period) < 1.15  # A photograph: no grid.
+  assert metrics.block_grid(upscaled, period) > 1.3  # JPEG's block edges, kept.
+  # The same image on a grid that is not JPEG's (half a block off) shows none.
+  assert metrics.block_grid(upscaled[period // 2:, period // 2:], period) < 1.15
+  assert np.isnan(metrics.block_grid(hr[:20, :20], period))  # No edge inside.
