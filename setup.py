@@ -52,6 +52,8 @@ setuptools.setup(
         # For drivers from 525 to 579 (CUDA 12).
         'gpu-cuda12': ['jax[cuda12]>=0.7.1,<0.12'],
         'tpu': ['jax[tpu]>=0.7.1,<0.12'],
+        # The benchmark's PyTorch comparison and export --format=torch (its .pt2 files
+        # written, loaded and tested with torch 2.13.0).
         'torch': ['torch>=2.4'],
         # 2.13.0 is pinned so that test machines take the local CPU wheel rather than
         # the newest CUDA build with several GB of dependencies.
@@ -66,8 +68,12 @@ setuptools.setup(
         # jax2onnx's orbax-export holds orbax-checkpoint below 0.12 (0.11.36 is taken),
         # so the extra is not part of 'test': CI keeps the Orbax release the checkpoint
         # tests run on, and the ONNX tests skip there, naming the extra; the StableHLO
-        # export and its README snippet need nothing more and always run.
-        'export': ['jax2onnx>=0.17,<0.18', 'onnx>=1.17', 'onnxruntime>=1.20'],
+        # export and its README snippet need nothing more and always run, and the
+        # PyTorch ones run with the test extra's torch. torch is here too so that this
+        # one extra writes every format; `.[torch]` writes its own without jax2onnx
+        # (and PyPI's default torch is the CUDA build, GBs: install a CPU wheel first
+        # where that matters).
+        'export': ['jax2onnx>=0.17,<0.18', 'onnx>=1.17', 'onnxruntime>=1.20', 'torch>=2.4'],
         'test': ['pytest>=8', 'torch==2.13.0', 'lpips==0.1.4'],
     },
 )
