@@ -12,7 +12,7 @@ existing name is kept unless --overwrite. Then ``--model=cpu_small`` works in
   python -m srgan_jax.export --model=cpu_small_gan --format=onnx --output=gan.onnx
 
 writes a shipped model (``--model``) or a run's generator (``--workdir``) as a file
-that another runtime runs (stablehlo, onnx, torch), verified there against
+that another runtime runs (stablehlo, onnx, litert, torch), verified there against
 JAX on two odd sizes, with a model card beside it (``gan.onnx.json``); see
 ``inference/exports.py``. An export that differs beyond its format's tolerance is
 deleted and the command exits 2.

@@ -196,10 +196,12 @@ def _upscale_by_taps(images: jax.Array, scale: int, axis: int) -> jax.Array:
   axis %= images.ndim
   length = images.shape[axis]
   # Symmetric padding (edge pixel repeated), as MATLAB's: [1, 0 | x | n-1, n-2]. By
-  # gathers: slicing a symbolic length would need it proven >= 2, which converters
-  # that drop jax.export's constraints (jax2onnx) cannot.
-  before = jnp.take(images, jnp.arange(TAP_RADIUS - 1, -1, -1), axis=axis)
-  after = jnp.take(images, jnp.arange(-1, -TAP_RADIUS - 1, -1), axis=axis)
+  # slices, which need the length proven >= TAP_RADIUS: the exporters are given
+  # that constraint (inference/exports.py). Not by gathers of those rows: the
+  # TFLite converter lacks the dynamic gather they become for symbolic sizes.
+  before = jax.lax.rev(jax.lax.slice_in_dim(images, 0, TAP_RADIUS, axis=axis), (axis,))
+  after = jax.lax.rev(jax.lax.slice_in_dim(images, length - TAP_RADIUS, length, axis=axis),
+                      (axis,))
   # lax, not jnp: jax2onnx replaces jnp.concatenate by one that loses symbolic sizes.
   padded = jax.lax.concatenate([before, images, after], axis)
   shifted = [jax.lax.slice_in_dim(padded, t, t + length, axis=axis)

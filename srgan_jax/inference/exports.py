@@ -16,6 +16,14 @@ constants inside the file. Formats:
   with dynamic batch, height and width, run by ``onnxruntime``. Chosen over the path
   through ``jax2tf`` and ``tf2onnx``, which needs TensorFlow and a converter pinned
   to it (a 500 MB dependency for one conversion).
+- ``litert``: ``jax2tf`` (the ``jax.export`` program inside a TF function, symbolic
+  sizes as ``stablehlo``), converted to a ``.tflite`` flatbuffer of TFLite builtin
+  ops by TensorFlow's ``TFLiteConverter`` (TensorFlow is already a dependency of the
+  package's tf.data input, so only the runtime is extra); run by LiteRT
+  (``ai_edge_litert``'s Interpreter, the successor of ``tf.lite.Interpreter``), any
+  batch, height and width through ``resize_tensor_input``. Chosen over ai-edge-torch
+  (the PyTorch twin converted), which needs torch and its own TensorFlow build
+  pinned to it.
 - ``torch``: ``torch.export`` (a ``.pt2`` archive: aten graph and weights) of the
   generator's PyTorch twin (``nn/torch_twin.py``, the benchmark's networks) with
   the Flax weights, dynamic batch, height and width (``torch.export.Dim``); run by
@@ -35,8 +43,8 @@ deleted and the command exits 2 naming the difference. The model card
 (``FILE.json``, `model_card`) holds the config, scale, input range, the scores the
 model was shipped with and the verification line.
 
-The packages of every format come with ``pip install -e ".[export]"``; torch alone
-with ``.[torch]`` (no jax2onnx, hence no older Orbax).
+The packages of every format come with ``pip install -e ".[export]"``; LiteRT's or
+torch alone with ``.[litert]`` or ``.[torch]`` (no jax2onnx, hence no older Orbax).
 Without them `ExportError` names the extra (`extra_hint`).
 """
 
@@ -56,23 +64,28 @@ from srgan_jax.nn import torch_twin
 from srgan_jax.runtime import errors
 from srgan_jax.runtime import paths
 
-FORMATS = ('stablehlo', 'onnx', 'torch')
+FORMATS = ('stablehlo', 'onnx', 'litert', 'torch')
 # Each format's file name suffix, as the README's snippets name the files
 # (torch.export.load warns of a name that does not end in .pt2, and loads it).
-SUFFIXES = {'stablehlo': '.stablehlo', 'onnx': '.onnx', 'torch': '.pt2'}
+SUFFIXES = {'stablehlo': '.stablehlo', 'onnx': '.onnx', 'litert': '.tflite', 'torch': '.pt2'}
 # Largest |difference| from JAX, in output units ([0, 1]), per format: stablehlo is the
 # same XLA program (float32 rounding of another fusion at most: 2.4e-7 measured on
-# cpu_small_gan); onnxruntime and torch compute the convolutions by their own kernels,
-# in another order (1.8e-6 and 2.3e-6 on cpu_small_gan). All far below half a grey
-# level (2e-3).
-TOLERANCES = {'stablehlo': 1e-5, 'onnx': 1e-4, 'torch': 1e-4}
+# cpu_small_gan); onnxruntime, LiteRT (XNNPACK) and torch compute the convolutions by
+# their own kernels, in another order (1.8e-6, 2.4e-6 and 2.3e-6 on cpu_small_gan).
+# All far below half a grey level (2e-3).
+TOLERANCES = {'stablehlo': 1e-5, 'onnx': 1e-4, 'litert': 1e-4, 'torch': 1e-4}
 # (batch, height, width) of the two verification inputs: odd sizes, two batch sizes.
 VERIFY_SIZES = ((2, 45, 67), (1, 96, 128))
 # The packages each format needs (import name -> pip name), and the smallest of
 # setup.py's extras that has them.
 _PACKAGES = {'stablehlo': {}, 'onnx': {'jax2onnx': 'jax2onnx', 'onnxruntime': 'onnxruntime'},
+             'litert': {'tensorflow': 'tensorflow-cpu', 'ai_edge_litert': 'ai-edge-litert'},
              'torch': {'torch': 'torch'}}
-_EXTRAS = {'stablehlo': 'export', 'onnx': 'export', 'torch': 'torch'}
+_EXTRAS = {'stablehlo': 'export', 'onnx': 'export', 'litert': 'litert', 'torch': 'torch'}
+# What every format's file takes: any batch, height and width, the sides at least 2
+# (the bicubic taps' mirrored borders, imaging/bicubic.py, slice 2 rows).
+_SYMBOLIC_SHAPE = 'b, h, w, 3'
+_CONSTRAINTS = ('h >= 2', 'w >= 2')
 
 
 class ExportError(errors.UserError):
@@ -112,7 +125,7 @@ def check_packages(fmt: str) -> None:
 def symbolic_input() -> jax.ShapeDtypeStruct:
   """Any batch, height and width (each at least 2, for the bicubic taps' mirrored
   borders)."""
-  shape = jax.export.symbolic_shape('b, h, w, 3', constraints=('h >= 2', 'w >= 2'))
+  shape = jax.export.symbolic_shape(_SYMBOLIC_SHAPE, constraints=_CONSTRAINTS)
   return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
@@ -123,16 +136,32 @@ def _write_stablehlo(model: Any, variables: Any, path: pathlib.Path) -> None:
 
 
 def _write_onnx(model: Any, variables: Any, path: pathlib.Path) -> None:
-  """jax2onnx with dynamic batch, height and width, one self-contained file (its own
-  symbolic sizes: it takes no constraints)."""
+  """jax2onnx with dynamic batch, height and width (`symbolic_input`, whose
+  constraints it keeps), one self-contained file."""
   import jax2onnx  # pylint: disable=g-import-not-at-top
   # It warns of shape helper values it leaves untyped; onnxruntime runs the file, and
   # `verify` checks what it computes.
   logging.getLogger('onnx_ir.serde').setLevel(logging.ERROR)
-  onnx_model = jax2onnx.to_onnx(unit_range_function(model, variables), [('B', 'H', 'W', 3)],
+  onnx_model = jax2onnx.to_onnx(unit_range_function(model, variables), [symbolic_input()],
                                 model_name='srgan_generator', input_names=['lr'],
                                 output_names=['sr'])
   path.write_bytes(onnx_model.SerializeToString())
+
+
+def _write_litert(model: Any, variables: Any, path: pathlib.Path) -> None:
+  """jax2tf of the function for `symbolic_input`'s sizes, converted by TFLiteConverter
+  to a .tflite whose input is [-1, -1, -1, 3]: builtin ops only (the converter's
+  default: an op LiteRT lacks fails the export rather than needing TensorFlow ops)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  # Not in the TF-free core.
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  function = jax2tf.convert(unit_range_function(model, variables), with_gradient=False,
+                            polymorphic_shapes=_SYMBOLIC_SHAPE,
+                            polymorphic_constraints=_CONSTRAINTS)
+  traced = tf.function(function, autograph=False,
+                       input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+      [traced.get_concrete_function()], traced)
+  path.write_bytes(converter.convert())
 
 
 def _write_torch(model: Any, variables: Any, path: pathlib.Path) -> None:
@@ -177,6 +206,22 @@ def _runner_onnx(path: pathlib.Path) -> tuple[Callable[[np.ndarray], np.ndarray]
   return (lambda x: session.run(None, {name: x})[0], f'onnxruntime {onnxruntime.__version__}')
 
 
+def _runner_litert(path: pathlib.Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+  import ai_edge_litert  # pylint: disable=g-import-not-at-top
+  from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+  model = litert.Interpreter(model_content=path.read_bytes())
+  [lr], [sr] = model.get_input_details(), model.get_output_details()
+
+  def run(x: np.ndarray) -> np.ndarray:
+    model.resize_tensor_input(lr['index'], x.shape)  # Its sizes are the input's.
+    model.allocate_tensors()
+    model.set_tensor(lr['index'], x)
+    model.invoke()
+    return model.get_tensor(sr['index'])
+
+  return run, f'LiteRT {ai_edge_litert.__version__}'
+
+
 def _runner_torch(path: pathlib.Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
   import torch  # pylint: disable=g-import-not-at-top
   module = torch.export.load(io.BytesIO(path.read_bytes())).module()
@@ -188,8 +233,10 @@ def _runner_torch(path: pathlib.Path) -> tuple[Callable[[np.ndarray], np.ndarray
   return run, f'torch {torch.__version__} (torch.export)'
 
 
-_WRITERS = {'stablehlo': _write_stablehlo, 'onnx': _write_onnx, 'torch': _write_torch}
-_RUNNERS = {'stablehlo': _runner_stablehlo, 'onnx': _runner_onnx, 'torch': _runner_torch}
+_WRITERS = {'stablehlo': _write_stablehlo, 'onnx': _write_onnx, 'litert': _write_litert,
+            'torch': _write_torch}
+_RUNNERS = {'stablehlo': _runner_stablehlo, 'onnx': _runner_onnx, 'litert': _runner_litert,
+            'torch': _runner_torch}
 
 
 def verification_inputs(sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES

@@ -112,7 +112,8 @@ def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
   assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize('fmt, extra', [('onnx', 'export'), ('torch', 'torch')])
+@pytest.mark.parametrize('fmt, extra', [('onnx', 'export'), ('litert', 'litert'),
+                                         ('torch', 'torch')])
 def test_missing_packages_name_the_extra(monkeypatch, fmt, extra):
   monkeypatch.setitem(exports._PACKAGES, fmt, {'no_such_module_x': 'no-such-package'})  # pylint: disable=protected-access
   with pytest.raises(exports.ExportError, match=rf'--format={fmt} needs no-such-package: '
