@@ -52,7 +52,12 @@ setuptools.setup(
         # For drivers from 525 to 579 (CUDA 12).
         'gpu-cuda12': ['jax[cuda12]>=0.7.1,<0.12'],
         'tpu': ['jax[tpu]>=0.7.1,<0.12'],
+        # The benchmark's PyTorch comparison and export --format=torch (its .pt2 files
+        # written, loaded and tested with torch 2.13.0).
         'torch': ['torch>=2.4'],
+        # export --format=litert: TensorFlow's TFLiteConverter (a core dependency above)
+        # writes the .tflite, LiteRT's runtime (a 22 MB wheel, tested with 2.3.0) runs it.
+        'litert': ['ai-edge-litert>=2.3,<3'],
         # 2.13.0 is pinned so that test machines take the local CPU wheel rather than
         # the newest CUDA build with several GB of dependencies.
         # lpips: the reference LPIPS that tests/unit/nn/lpips_test.py compares against (pure Python,
@@ -66,8 +71,13 @@ setuptools.setup(
         # jax2onnx's orbax-export holds orbax-checkpoint below 0.12 (0.11.36 is taken),
         # so the extra is not part of 'test': CI keeps the Orbax release the checkpoint
         # tests run on, and the ONNX tests skip there, naming the extra; the StableHLO
-        # export and its README snippet need nothing more and always run.
-        'export': ['jax2onnx>=0.17,<0.18', 'onnx>=1.17', 'onnxruntime>=1.20'],
-        'test': ['pytest>=8', 'torch==2.13.0', 'lpips==0.1.4'],
+        # export and its README snippet need nothing more and always run, and the
+        # PyTorch and LiteRT ones run with the test extra's torch and ai-edge-litert.
+        # LiteRT and torch are here too so that this one extra writes every format;
+        # `.[litert]` and `.[torch]` write theirs without jax2onnx (and PyPI's default
+        # torch is the CUDA build, GBs: install a CPU wheel first where that matters).
+        'export': ['jax2onnx>=0.17,<0.18', 'onnx>=1.17', 'onnxruntime>=1.20',
+                   'ai-edge-litert>=2.3,<3', 'torch>=2.4'],
+        'test': ['pytest>=8', 'torch==2.13.0', 'lpips==0.1.4', 'ai-edge-litert==2.3.0'],
     },
 )

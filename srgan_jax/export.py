@@ -12,8 +12,8 @@ existing name is kept unless --overwrite. Then ``--model=cpu_small`` works in
   python -m srgan_jax.export --model=cpu_small_gan --format=onnx --output=gan.onnx
 
 writes a shipped model (``--model``) or a run's generator (``--workdir``) as a file
-that another runtime runs (stablehlo, onnx), verified there against JAX on two odd
-sizes, with a model card beside it (``gan.onnx.json``); see
+that another runtime runs (stablehlo, onnx, litert, torch), verified there against
+JAX on two odd sizes, with a model card beside it (``gan.onnx.json``); see
 ``inference/exports.py``. An export that differs beyond its format's tolerance is
 deleted and the command exits 2.
 """
@@ -61,7 +61,7 @@ def _check_mode(options: Any) -> None:
     return
   flag_checks.check_flags(
       [('step', options.step, flag_checks.integer(minimum=0))],
-      not options.format and '--output needs --format (stablehlo or onnx)',
+      not options.format and f'--output needs --format ({", ".join(exports.FORMATS)})',
       not options.output and '--format needs --output=FILE',
       options.name and '--name ships a run; it does not go with --format',
       not (options.model or options.workdir) and '--format needs --model=NAME or --workdir',

@@ -173,17 +173,21 @@ def imresize_tf(image: Any, scale: float) -> Any:
 # alone. So the resize matrix is, away from the borders, a fixed 5-tap filter per
 # phase p, and at the borders the same filter over the mirrored image: rows of
 # `resize_matrix` fold mirrored taps onto the same pixels. This form needs no size,
-# for programs exported with symbolic sizes.
-_TAP_RADIUS = 2
+# for programs exported with symbolic sizes (and for the PyTorch twin, nn/torch_twin.py,
+# which computes the same sums).
+TAP_RADIUS = 2
 
 
 @functools.lru_cache(maxsize=8)
-def _phase_weights(scale: int) -> np.ndarray:
-  """``[scale, 2 * _TAP_RADIUS + 1]`` float64: phase p's weights of pixels k-2 .. k+2."""
-  offsets = np.arange(-_TAP_RADIUS, _TAP_RADIUS + 1, dtype=np.float64)
+def phase_weights(scale: int) -> np.ndarray:
+  """``[scale, 2 * TAP_RADIUS + 1]`` float64: phase p's weights of pixels k-2 .. k+2
+  (read-only: shared through the cache)."""
+  offsets = np.arange(-TAP_RADIUS, TAP_RADIUS + 1, dtype=np.float64)
   distance = (np.arange(scale)[:, None] + 0.5) / scale - 0.5 - offsets[None, :]
   weights = _cubic(np, distance)
-  return weights / weights.sum(axis=1, keepdims=True)  # As `_contributions` normalises.
+  weights = weights / weights.sum(axis=1, keepdims=True)  # As `_contributions` normalises.
+  weights.setflags(write=False)
+  return weights
 
 
 def _upscale_by_taps(images: jax.Array, scale: int, axis: int) -> jax.Array:
@@ -192,16 +196,18 @@ def _upscale_by_taps(images: jax.Array, scale: int, axis: int) -> jax.Array:
   axis %= images.ndim
   length = images.shape[axis]
   # Symmetric padding (edge pixel repeated), as MATLAB's: [1, 0 | x | n-1, n-2]. By
-  # gathers: slicing a symbolic length would need it proven >= 2, which converters
-  # that drop jax.export's constraints (jax2onnx) cannot.
-  before = jnp.take(images, jnp.arange(_TAP_RADIUS - 1, -1, -1), axis=axis)
-  after = jnp.take(images, jnp.arange(-1, -_TAP_RADIUS - 1, -1), axis=axis)
+  # slices, which need the length proven >= TAP_RADIUS: the exporters are given
+  # that constraint (inference/exports.py). Not by gathers of those rows: the
+  # TFLite converter lacks the dynamic gather they become for symbolic sizes.
+  before = jax.lax.rev(jax.lax.slice_in_dim(images, 0, TAP_RADIUS, axis=axis), (axis,))
+  after = jax.lax.rev(jax.lax.slice_in_dim(images, length - TAP_RADIUS, length, axis=axis),
+                      (axis,))
   # lax, not jnp: jax2onnx replaces jnp.concatenate by one that loses symbolic sizes.
   padded = jax.lax.concatenate([before, images, after], axis)
   shifted = [jax.lax.slice_in_dim(padded, t, t + length, axis=axis)
-             for t in range(2 * _TAP_RADIUS + 1)]
+             for t in range(2 * TAP_RADIUS + 1)]
   phases = [sum(float(w) * x for w, x in zip(weights, shifted))
-            for weights in _phase_weights(scale)]
+            for weights in phase_weights(scale)]
   interleaved = jax.lax.concatenate([jnp.expand_dims(phase, axis + 1) for phase in phases],
                                     axis + 1)  # [..., n, scale, ...]
   shape = images.shape[:axis] + (length * scale,) + images.shape[axis + 1:]

@@ -274,19 +274,23 @@ _YCBCR_601 = ((0.299, 0.587, 0.114),
               (0.5, -0.418688, -0.081312))
 
 
+def chroma_correction() -> jax.Array:
+  """The float32 ``[3, 3]`` RGB -> RGB map of `replace_chroma`: RGB(0, Cb, Cr) of an RGB
+  difference. A constant, computed while tracing: exporters (jax2onnx) lack the
+  in-graph inverse's linear solve; the PyTorch twin (nn/torch_twin.py) takes it too."""
+  with jax.ensure_compile_time_eval():
+    to_ycbcr = jnp.asarray(_YCBCR_601, jnp.float32)
+    chroma_only = to_ycbcr.at[0].set(0.0)  # Y difference dropped: the luma stays.
+    return jnp.linalg.inv(to_ycbcr) @ chroma_only
+
+
 def replace_chroma(image: jax.Array, chroma_source: jax.Array) -> jax.Array:
   """``image`` with its BT.601 luma kept and its chroma taken from ``chroma_source``.
 
   Both are RGB (``[..., 3]``, any common offset and scale). The conversion is linear,
   so the result is image + RGB(0, Cb_source - Cb_image, Cr_source - Cr_image).
   """
-  # A constant, computed while tracing: exporters (jax2onnx) lack the in-graph
-  # inverse's linear solve. The same JAX ops compute it, so the values are unchanged.
-  with jax.ensure_compile_time_eval():
-    to_ycbcr = jnp.asarray(_YCBCR_601, jnp.float32)
-    chroma_only = to_ycbcr.at[0].set(0.0)  # Y difference dropped: the luma stays.
-    correction = jnp.linalg.inv(to_ycbcr) @ chroma_only
-  return image + (chroma_source - image) @ correction.T
+  return image + (chroma_source - image) @ chroma_correction().T
 
 
 # Generator options that change what the output is made of but no parameter's

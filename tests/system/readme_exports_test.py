@@ -19,7 +19,8 @@ from srgan_jax.nn import upscalers
 pytestmark = pytest.mark.system
 
 README = pathlib.Path(__file__).resolve().parents[2] / 'README.md'
-SNIPPETS = {'onnx': 'onnxruntime.InferenceSession', 'stablehlo': 'jax.export.deserialize'}
+SNIPPETS = {'onnx': 'onnxruntime.InferenceSession', 'stablehlo': 'jax.export.deserialize',
+            'torch': 'torch.export.load'}
 
 
 def readme_snippet(marker: str) -> str:
@@ -35,10 +36,10 @@ def readme_snippet(marker: str) -> str:
 def test_readme_snippet_super_resolves_like_srgan_jax(tmp_path, fmt):
   missing = exports.missing_packages(fmt)
   if missing:
-    pytest.skip(f'{", ".join(missing)} not installed ({exports.EXTRA_HINT})')
+    pytest.skip(f'{", ".join(missing)} not installed ({exports.extra_hint(fmt)})')
   code = readme_snippet(SNIPPETS[fmt])
   model, variables, config = pretrained.load('cpu_small_gan')
-  exports.export(model, variables, config, fmt, str(tmp_path / f'cpu_small_gan.{fmt}'),
+  exports.export(model, variables, config, fmt, str(tmp_path / f'cpu_small_gan{exports.SUFFIXES[fmt]}'),
                  source='cpu_small_gan')
   photo = np.asarray(Image.open(os.path.join(skimage.data_dir, 'chelsea.png')))[90:131, 150:197]
   Image.fromarray(photo).save(tmp_path / 'photo.png')  # 47x41: odd sizes.

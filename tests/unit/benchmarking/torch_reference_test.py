@@ -1,17 +1,16 @@
-"""The PyTorch twin (torch_reference.py) does the same work as the JAX networks and steps."""
+"""The PyTorch train steps (torch_reference.py, over nn/torch_twin.py) do the same work as
+the JAX steps."""
 
 import functools
 import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from srgan_jax.benchmarking import torch_reference
 from srgan_jax.benchmarking import workloads
-from srgan_jax.nn import models
 from srgan_jax.runtime import sharding
 from srgan_jax.training import steps
 
@@ -109,20 +108,11 @@ def test_torch_inference_equals_flax():
   np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=1e-5)
 
 
-def test_pixel_shuffle_channel_order():
-  """torch's pixel_shuffle on reordered channels equals models.pixel_shuffle."""
-  import torch  # pylint: disable=g-import-not-at-top
-  x = np.random.default_rng(0).normal(size=(1, 3, 5, 12)).astype(np.float32)
-  expected = models.pixel_shuffle(jnp.asarray(x), 2)
-  reordered = x[..., torch_reference._crd_channel_order(12)]
-  actual = torch.nn.functional.pixel_shuffle(
-      torch.from_numpy(reordered).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).numpy()
-  np.testing.assert_array_equal(actual, expected)
-
-
 @pytest.mark.system
 def test_benchmark_imports_without_torch():
-  """torch is imported only by --compare=torch: the benchmark runs where it is absent."""
-  code = ('import sys, srgan_jax.benchmark, srgan_jax.benchmarking.torch_reference; '
+  """torch is imported only by --compare=torch and export --format=torch: the benchmark
+  and the other exports run where it is absent."""
+  code = ('import sys, srgan_jax.benchmark, srgan_jax.benchmarking.torch_reference, '
+          'srgan_jax.nn.torch_twin, srgan_jax.export; '
           'assert "torch" not in sys.modules, "torch imported"')
   subprocess.run([sys.executable, '-c', code], check=True)

@@ -1,5 +1,5 @@
-"""exports.py: generators written as StableHLO and ONNX files, run in their own runtimes
-on odd sizes and batches and compared with JAX; altered or cut files refused."""
+"""exports.py: generators written as StableHLO, ONNX and PyTorch files, run in their own
+runtimes on odd sizes and batches and compared with JAX; altered or cut files refused."""
 
 import json
 
@@ -20,7 +20,7 @@ SMALL_SIZES = ((2, 13, 11), (1, 7, 18))
 def _needs(fmt: str) -> None:
   missing = exports.missing_packages(fmt)
   if missing:
-    pytest.skip(f'{", ".join(missing)} not installed ({exports.EXTRA_HINT})')
+    pytest.skip(f'{", ".join(missing)} not installed ({exports.extra_hint(fmt)})')
 
 
 def _random_generator(**options):
@@ -53,7 +53,7 @@ def test_random_generator_export_runs_in_its_runtime_as_in_jax(tmp_path, fmt, op
   model, variables = _random_generator(**options)
   function = exports.unit_range_function(model, variables)
   path = tmp_path / f'g.{fmt}'
-  exports._WRITERS[fmt](function, path)  # pylint: disable=protected-access
+  exports._WRITERS[fmt](model, variables, path)  # pylint: disable=protected-access
   line = exports.verify(path, fmt, function, SMALL_SIZES)
   assert line.startswith('verified in ') and '11x13 and 18x7' in line
   # Independently of verify: the runtime's output against the model's own (other
@@ -93,10 +93,10 @@ def test_altered_or_truncated_export_is_refused(tmp_path, fmt):
   altered = jax.tree_util.tree_map(lambda x: x, variables)
   altered['params']['tail_conv']['bias'] = altered['params']['tail_conv']['bias'] + 1e-3
   path = tmp_path / 'altered'
-  exports._WRITERS[fmt](exports.unit_range_function(model, altered), path)  # pylint: disable=protected-access
+  exports._WRITERS[fmt](model, altered, path)  # pylint: disable=protected-access
   with pytest.raises(exports.ExportError, match=r'differs from JAX .* max \|difference\| [45]\.\de-04'):
     exports.verify(path, fmt, function, SMALL_SIZES)
-  exports._WRITERS[fmt](function, path)  # pylint: disable=protected-access
+  exports._WRITERS[fmt](model, variables, path)  # pylint: disable=protected-access
   path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])  # (Whole, it passes:
   # test_shipped_model_export_is_verified_with_its_card.)
   with pytest.raises(exports.ExportError, match='the .* runtime could not run the export'):
@@ -112,11 +112,13 @@ def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
   assert not list(tmp_path.iterdir())
 
 
-def test_missing_packages_name_the_extra(monkeypatch):
-  monkeypatch.setitem(exports._PACKAGES, 'onnx', {'no_such_module_x': 'no-such-package'})  # pylint: disable=protected-access
-  with pytest.raises(exports.ExportError, match=r'--format=onnx needs no-such-package: '
-                     r'pip install -e "\.\[export\]"'):
-    exports.check_packages('onnx')
+@pytest.mark.parametrize('fmt, extra', [('onnx', 'export'), ('litert', 'litert'),
+                                         ('torch', 'torch')])
+def test_missing_packages_name_the_extra(monkeypatch, fmt, extra):
+  monkeypatch.setitem(exports._PACKAGES, fmt, {'no_such_module_x': 'no-such-package'})  # pylint: disable=protected-access
+  with pytest.raises(exports.ExportError, match=rf'--format={fmt} needs no-such-package: '
+                     rf'pip install -e "\.\[{extra}\]"'):
+    exports.check_packages(fmt)
 
 
 def test_training_run_export_is_its_generator(tmp_path, tiny_run):
