@@ -9,7 +9,7 @@ Real JAX processes on this machine (gloo collectives), as in multihost_test:
   bucket's (a heartbeat file: the code a gs:// workdir runs) is killed with SIGKILL on
   both processes while checkpoint 4 is written and not yet renamed into place. The
   recreated VM's run then finds the lock of a process from before its last boot. The
-  workdir is resumed on 2, 4 and 1 processes (4 devices in all, each run on the same
+  workdir is resumed on 2 and on 1 processes (4 devices in all, each run on the same
   global batches); every run must take the lock over, resume from checkpoint 2 (the
   last finished one) and end with the same weights.
 """
@@ -42,8 +42,12 @@ from srgan_jax.training import workdir_lock
 # Runs commands in subprocesses: a system test (`pytest -m "not system"` skips it).
 pytestmark = pytest.mark.system
 
-DEVICES = 4  # In every run: 2 processes x 2, 4 x 1 or 1 x 4.
-RESUMED_ON = (2, 4, 1)  # Processes of the runs that resume the preempted workdir.
+DEVICES = 4  # In every run: 2 processes x 2 or 1 x 4.
+# Processes of the runs that resume the preempted workdir: as many as before, and
+# fewer (another device layout). More (4 x 1) took the lock over and restored by the
+# same code, at the cost of four more JAX processes in the suite; multihost_test
+# moves checkpoints between 1 and 2 processes both ways.
+RESUMED_ON = (2, 1)
 HUNG_SAVE = 4  # The checkpoint being written when every host is killed.
 # Gloo's fixed limit for connecting the processes of a group of devices is 30 s.
 SLOW_HOST_SECONDS = 35
@@ -157,7 +161,7 @@ def test_resumed_run_takes_the_lock_over_and_resumes_from_the_last_finished_chec
   assert not (run['workdir'] / workdir_lock.LOCK_NAME).exists()  # Released at the end.
 
 
-def test_runs_resumed_on_2_4_and_1_processes_end_with_identical_states(preempted):
+def test_runs_resumed_on_2_and_1_processes_end_with_identical_states(preempted):
   runs = [preempted['resumed'][processes] for processes in RESUMED_ON]
   for run in runs:  # Every host of a run holds the same replicated states.
     for other in run['states'][1:]:
