@@ -35,6 +35,8 @@ on the largest canvas (no buckets, no ``lax.switch``). The sizes are
 ``floor(crop x factor)`` and ``floor(crop / scale x factor)`` as in BasicSR; the
 coordinates map by in / out (``resize``'s ``size=`` convention), where
 ``scale_factor=`` would use the factor itself: a fraction of a pixel at most.
+Inside, the images are channel planes, ``[n, 3, h, w]`` (``_planar``): the HR crops
+are transposed once on the way in and the LR once on the way out.
 
 Where this differs from BasicSR, on purpose: every random choice is per image
 (BasicSR draws the resize factor and mode and the noise kind once per batch, and
@@ -106,6 +108,17 @@ class Settings:
                float(config['final_resize_first_probability']))
 
 
+def _planar(images: jax.Array) -> jax.Array:
+  """``[n, h, w, c]`` as ``[n, c, h, w]``, the layout the pipeline works in.
+
+  With a minor axis of 3 channels, XLA's CPU backend does not vectorize a fused
+  computation that broadcasts a per-image value or picks one channel (the noise, the
+  JPEG colour conversion); on channel planes the minor axis is a row. The blur's FFT
+  transforms the minor axes too.
+  """
+  return jnp.moveaxis(images, 3, 1)
+
+
 def _reflect_index(index: jax.Array, length: jax.Array) -> jax.Array:
   """torch's 'reflect' source of ``index`` for an axis of ``length`` (no edge repeat),
   periodic so that any offset is defined, even beyond a short image."""
@@ -115,31 +128,42 @@ def _reflect_index(index: jax.Array, length: jax.Array) -> jax.Array:
 
 
 def _gather(images: jax.Array, index: jax.Array) -> jax.Array:
-  """``images[i][index[i]][:, index[i]]``: rows and columns by per-image ``[n, k]`` indices."""
-  rows = jax.vmap(lambda image, ix: image[ix])(images, index)
-  return jax.vmap(lambda image, ix: image[:, ix])(rows, index)
+  """``images[i][:, index[i]][:, :, index[i]]``: rows and columns of planar ``[n, c, h,
+  w]`` images by per-image ``[n, k]`` indices."""
+  rows = jax.vmap(lambda image, ix: image[:, ix])(images, index)
+  return jax.vmap(lambda image, ix: image[:, :, ix])(rows, index)
 
 
 def _edge_filled(images: jax.Array, size: jax.Array) -> jax.Array:
-  """The canvas beyond each image's ``size`` refilled with its edge (as libjpeg pads)."""
-  positions = jnp.arange(images.shape[1])[None, :]
-  return _gather(images, jnp.minimum(positions, size[:, None] - 1))
+  """The canvas beyond each image's ``size`` refilled with its edge (as libjpeg pads).
+
+  Columns by a product with a 0/1 matrix (exact: one 1 per column), rows by a
+  gather. A gather would let XLA's CPU backend fuse whatever made ``images`` (the
+  noise) into it, where it is not vectorized; a dot over the minor axis takes its
+  operand as it lies, computed by a plain, vectorized loop.
+  """
+  canvas = images.shape[2]
+  source = jnp.minimum(jnp.arange(canvas)[None, :], size[:, None] - 1)  # [n, canvas]
+  select = (source[:, :, None] == jnp.arange(canvas)[None, None, :]).astype(images.dtype)
+  columns = jax.lax.dot_general(images, select, (((3,), (2,)), ((0,), (0,))),
+                                precision=jax.lax.Precision.HIGHEST)  # [n, c, h, canvas]
+  return jax.vmap(lambda image, ix: image[:, ix])(columns, source)
 
 
 def _blur(images: jax.Array, kernels: jax.Array, size: jax.Array) -> jax.Array:
   """``blur_kernels.blur`` of each image on its canvas, reflecting at its own border."""
   half = blur_kernels.KERNEL_SIZE // 2
-  positions = jnp.arange(-half, images.shape[1] + half)[None, :]
+  positions = jnp.arange(-half, images.shape[2] + half)[None, :]
   padded = _gather(images, _reflect_index(positions, size[:, None]))
-  return blur_kernels.blur(padded, kernels, padded=True)
+  return blur_kernels.blur(padded, kernels, padded=True, channels_first=True)
 
 
 def _resize(images: jax.Array, size: jax.Array, new_size: jax.Array, method: jax.Array,
             canvas: int) -> jax.Array:
   """Each image from its ``size`` to ``new_size`` (PyTorch's), onto a ``canvas`` side."""
-  matrices = jax.vmap(lambda a, b, m: resize.canvas_matrix(a, b, m, images.shape[1], canvas))(
+  matrices = jax.vmap(lambda a, b, m: resize.canvas_matrix(a, b, m, images.shape[2], canvas))(
       size, new_size, method)
-  return resize.apply_matrices(images, matrices, matrices)
+  return resize.apply_matrices(images, matrices, matrices, channels_first=True)
 
 
 def _kernels(key: jax.Array, n: int, order: Order, sizes: tuple[int, ...]) -> jax.Array:
@@ -169,7 +193,7 @@ def _blur_resize_noise(key: jax.Array, images: jax.Array, size: jax.Array, order
   images = _edge_filled(_resize(images, size, new_size, method, canvas), new_size)
   images = noise.random_noise(keys[5], images, order.gaussian_noise_probability,
                               order.noise_sigma, order.poisson_scale,
-                              order.grey_noise_probability)
+                              order.grey_noise_probability, channels_first=True)
   return images, new_size
 
 
@@ -198,8 +222,9 @@ def _final(key: jax.Array, images: jax.Array, size: jax.Array, settings: Setting
     return _blur(_resize(x, from_size, full, method, lr_size), kernels, full)
 
   # Both orders on every image (LR-sized, cheap), then one chosen per image.
-  resized_first = jpeg.jpeg(resize_and_filter(images, size), quality)
-  compressed_first = resize_and_filter(jpeg.jpeg(_edge_filled(images, size), quality), size)
+  resized_first = jpeg.jpeg(resize_and_filter(images, size), quality, channels_first=True)
+  compressed_first = resize_and_filter(
+      jpeg.jpeg(_edge_filled(images, size), quality, channels_first=True), size)
   first = jax.random.uniform(keys[5], (n,)) < settings.final_resize_first_probability
   return jnp.where(first[:, None, None, None], resized_first, compressed_first)
 
@@ -221,12 +246,13 @@ def degrade(key: jax.Array, hr: jax.Array, settings: Settings, scale: int) -> ja
   first, second = settings.first, settings.second
   keys = jax.random.split(key, 4)
   images, size = _blur_resize_noise(
-      keys[0], hr.astype(jnp.float32), jnp.full((n,), crop, jnp.int32), first, crop,
+      keys[0], _planar(hr.astype(jnp.float32)), jnp.full((n,), crop, jnp.int32), first, crop,
       max(crop, math.floor(crop * first.resize_range[1])), settings.kernel_sizes)
-  images = jpeg.jpeg(_edge_filled(images, size), _quality(keys[1], n, first))
+  images = jpeg.jpeg(_edge_filled(images, size), _quality(keys[1], n, first),
+                     channels_first=True)
   images, size = _blur_resize_noise(
       keys[2], images, size, second, lr_size,
       max(lr_size, math.floor(lr_size * second.resize_range[1])), settings.kernel_sizes)
   lr = _final(keys[3], images, size, settings, lr_size)
-  return jnp.clip(jnp.round(lr * 255.0), 0, 255) / 255.0
+  return jnp.moveaxis(jnp.clip(jnp.round(lr * 255.0), 0, 255) / 255.0, 1, 3)
 

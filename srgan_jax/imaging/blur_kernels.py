@@ -256,33 +256,59 @@ def random_mixed_kernel(
   return jnp.where(jax.random.uniform(keys[4]) < sinc_probability, sinc, kernel)
 
 
-def blur(images: jax.Array, kernels: jax.Array, padded: bool = False) -> jax.Array:
+def _fft_length(length: int) -> int:
+  """The least ``n >= length`` with no prime factor above 5 (a fast FFT length)."""
+  while True:
+    rest = length
+    for prime in (2, 3, 5):
+      while rest % prime == 0:
+        rest //= prime
+    if rest == 1:
+      return length
+    length += 1
+
+
+def blur(images: jax.Array, kernels: jax.Array, padded: bool = False,
+         channels_first: bool = False) -> jax.Array:
   """Filters each image with its own kernel, reflecting at the borders.
 
   Args:
-    images: float ``[n, h, w, c]``, ``h`` and ``w`` above 10.
+    images: float ``[n, h, w, c]`` (``[n, c, h, w]`` if ``channels_first``), ``h`` and
+      ``w`` above 10.
     kernels: ``[n, 21, 21]``, or ``[21, 21]`` for all.
     padded: ``images`` already carry their 10 border pixels on each side (padded by
       the caller, e.g. reflecting at a traced border): no padding here, and the
       result is 20 pixels shorter in height and width.
+    channels_first: the layout of ``images`` and the result.
 
   Returns:
-    ``[n, h, w, c]``: ``out[i, j] = sum kernel[a, b] image[i + a - 10, j + b - 10]``
-    (correlation, as BasicSR's ``filter2D``; the kernels here are point-symmetric,
-    so it is also convolution), with the image mirrored without repeating its edge
-    (``torch``'s 'reflect' padding, which BasicSR uses).
+    ``[n, h, w, c]`` (or ``[n, c, h, w]``): ``out[i, j] = sum kernel[a, b]
+    image[i + a - 10, j + b - 10]`` (correlation, as BasicSR's ``filter2D``; the
+    kernels here are point-symmetric, so it is also convolution), with the image
+    mirrored without repeating its edge (``torch``'s 'reflect' padding, which BasicSR
+    uses).
+
+  The correlation is computed by FFT, in float32, on the padded image: as a grouped
+  convolution with a kernel per image, XLA's CPU backend runs it tap by tap, many
+  times slower (notes/PERFORMANCE.md section 12). The FFT's correlation is circular,
+  over a length ``n >= h + 20``; output ``i`` reads padded rows ``i .. i + 20``, all
+  below ``h + 20``, so none wraps around and cropping to ``h`` leaves the plain
+  correlation, to float32 round-off (closer to a float64 reference than XLA's
+  convolution in float32 was).
   """
-  n, _, _, channels = images.shape
-  kernels = jnp.broadcast_to(kernels, (n, KERNEL_SIZE, KERNEL_SIZE)).astype(images.dtype)
+  if not channels_first:
+    # XLA's FFT transforms the innermost axes: channels first.
+    planes = blur(jnp.moveaxis(images, 3, 1), kernels, padded, channels_first=True)
+    return jnp.moveaxis(planes, 1, 3)
+  n = images.shape[0]
+  kernels = jnp.broadcast_to(kernels, (n, KERNEL_SIZE, KERNEL_SIZE)).astype(jnp.float32)
   half = KERNEL_SIZE // 2
   if not padded:
-    images = jnp.pad(images, ((0, 0), (half, half), (half, half), (0, 0)), mode='reflect')
-
-  def one(image, kernel):
-    # Depthwise: the same kernel for every channel.
-    weights = jnp.broadcast_to(kernel[:, :, None, None], (KERNEL_SIZE, KERNEL_SIZE, 1, channels))
-    return jax.lax.conv_general_dilated(
-        image[None], weights, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        feature_group_count=channels, precision=jax.lax.Precision.HIGHEST)[0]
-
-  return jax.vmap(one)(images, kernels)
+    images = jnp.pad(images, ((0, 0), (0, 0), (half, half), (half, half)), mode='reflect')
+  height, width = images.shape[2:]
+  lengths = (_fft_length(height), _fft_length(width))
+  spectra = jnp.fft.rfft2(images.astype(jnp.float32), s=lengths)
+  # Correlation is the product with the kernel's conjugate spectrum (kernel at the origin).
+  kernel_spectra = jnp.conj(jnp.fft.rfft2(kernels, s=lengths))
+  filtered = jnp.fft.irfft2(spectra * kernel_spectra[:, None], s=lengths)
+  return filtered[:, :, :height - 2 * half, :width - 2 * half].astype(images.dtype)

@@ -100,9 +100,9 @@ def quantization_tables(quality: jax.Array) -> tuple[jax.Array, jax.Array]:
   return scaled(LUMINANCE_TABLE), scaled(CHROMINANCE_TABLE)
 
 
-def rgb_to_ycbcr(rgb: jax.Array) -> jax.Array:
-  """libjpeg's RGB -> YCbCr (``jccolor.c``) of int32 samples 0..255, ``[..., 3]``."""
-  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+def rgb_to_ycbcr(rgb: jax.Array, axis: int = -1) -> jax.Array:
+  """libjpeg's RGB -> YCbCr (``jccolor.c``) of int32 samples 0..255, channels on ``axis``."""
+  r, g, b = (jnp.take(rgb, channel, axis=axis) for channel in range(3))
   offset = 128 << _SCALEBITS
   y = (_fix(0.299) * r + _fix(0.587) * g + _fix(0.114) * b + _ONE_HALF) >> _SCALEBITS
   # ONE_HALF - 1: libjpeg's bias keeps Cb and Cr of grey at exactly 128.
@@ -110,17 +110,19 @@ def rgb_to_ycbcr(rgb: jax.Array) -> jax.Array:
         ) >> _SCALEBITS
   cr = (_fix(0.5) * r - _fix(0.41869) * g - _fix(0.08131) * b + offset + _ONE_HALF - 1
         ) >> _SCALEBITS
-  return jnp.stack([y, cb, cr], axis=-1)
+  return jnp.stack([y, cb, cr], axis=axis)
 
 
-def ycbcr_to_rgb(ycc: jax.Array) -> jax.Array:
-  """libjpeg's YCbCr -> RGB (``jdcolor.c``) of int32 samples, clipped to 0..255."""
-  y, cb, cr = ycc[..., 0], ycc[..., 1] - 128, ycc[..., 2] - 128
+def ycbcr_to_rgb(ycc: jax.Array, axis: int = -1) -> jax.Array:
+  """libjpeg's YCbCr -> RGB (``jdcolor.c``) of int32 samples, clipped to 0..255,
+  channels on ``axis``."""
+  y, cb, cr = (jnp.take(ycc, channel, axis=axis) for channel in range(3))
+  cb, cr = cb - 128, cr - 128
   # jnp's >> on int32 is arithmetic, as libjpeg's RIGHT_SHIFT.
   r = y + ((_fix(1.402) * cr + _ONE_HALF) >> _SCALEBITS)
   g = y + ((-_fix(0.34414) * cb - _fix(0.71414) * cr + _ONE_HALF) >> _SCALEBITS)
   b = y + ((_fix(1.772) * cb + _ONE_HALF) >> _SCALEBITS)
-  return jnp.clip(jnp.stack([r, g, b], axis=-1), 0, 255)
+  return jnp.clip(jnp.stack([r, g, b], axis=axis), 0, 255)
 
 
 def _pad_edge(x: jax.Array, height: int, width: int) -> jax.Array:
@@ -189,48 +191,52 @@ def quantize_dequantize(samples: jax.Array, tables: jax.Array) -> jax.Array:
   return jnp.clip(restored, 0, 255).astype(jnp.int32).reshape(n, h, w)
 
 
-def _jpeg(images: jax.Array, quality: jax.Array) -> jax.Array:
-  n, height, width, _ = images.shape
+def _jpeg(images: jax.Array, quality: jax.Array, channels_first: bool) -> jax.Array:
+  axis = 1 if channels_first else 3
+  height, width = images.shape[2:] if channels_first else images.shape[1:3]
   padded_height, padded_width = -(-height // 16) * 16, -(-width // 16) * 16
   chroma_height, chroma_width = -(-height // 2), -(-width // 2)
   # The encoder receives 8-bit samples.
   rgb = jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0).astype(jnp.int32)
-  ycc = rgb_to_ycbcr(rgb)
+  ycc = rgb_to_ycbcr(rgb, axis)
   luminance_table, chrominance_table = quantization_tables(quality)
 
   luma = quantize_dequantize(
-      _pad_edge(ycc[..., 0], padded_height, padded_width), luminance_table)
+      _pad_edge(jnp.take(ycc, 0, axis=axis), padded_height, padded_width), luminance_table)
   luma = luma[:, :height, :width]
 
   chroma = []
   for channel in (1, 2):
     # As jcprepct.c: columns padded before subsampling, rows only to an even count;
     # the subsampled rows are then padded by replicating the last one.
-    full = _pad_edge(ycc[..., channel], 2 * chroma_height, padded_width)
+    full = _pad_edge(jnp.take(ycc, channel, axis=axis), 2 * chroma_height, padded_width)
     small = _pad_edge(downsample_420(full), padded_height // 2, padded_width // 2)
     small = quantize_dequantize(small, chrominance_table)
     # The decoder upsamples the chroma image proper, replicating its own border.
     small = small[:, :chroma_height, :chroma_width]
     chroma.append(upsample_420(small)[:, :height, :width])
 
-  decoded = ycbcr_to_rgb(jnp.stack([luma] + chroma, axis=-1))
+  decoded = ycbcr_to_rgb(jnp.stack([luma] + chroma, axis=axis), axis)
   return decoded.astype(jnp.float32) / 255.0
 
 
-_jpeg_jit = jax.jit(_jpeg)
+_jpeg_jit = jax.jit(_jpeg, static_argnums=2)
 
 
-def jpeg(images: jax.Array, quality: jax.Array | float) -> jax.Array:
+def jpeg(images: jax.Array, quality: jax.Array | float,
+         channels_first: bool = False) -> jax.Array:
   """JPEG-compresses and decodes a batch as Pillow (libjpeg) does at ``quality``.
 
   Args:
-    images: float ``[n, h, w, 3]`` RGB in [0, 1], any ``h`` and ``w`` (rounded to
-      8-bit samples first, as an encoder receives them).
+    images: float ``[n, h, w, 3]`` (``[n, 3, h, w]`` if ``channels_first``) RGB in
+      [0, 1], any ``h`` and ``w`` (rounded to 8-bit samples first, as an encoder
+      receives them).
     quality: one quality for all, or ``[n]`` per-image qualities in [1, 100]
       (integers: fractions are rounded); may be traced.
+    channels_first: the layout of ``images`` and the result.
 
   Returns:
-    float32 ``[n, h, w, 3]`` holding ``k / 255``: the decoded 8-bit image.
+    float32, the layout of ``images``, holding ``k / 255``: the decoded 8-bit image.
   """
   quality = jnp.broadcast_to(jnp.asarray(quality, jnp.float32), images.shape[:1])
-  return _jpeg_jit(jnp.asarray(images, jnp.float32), quality)
+  return _jpeg_jit(jnp.asarray(images, jnp.float32), quality, channels_first)

@@ -138,11 +138,16 @@ def resize(images: jax.Array, size: tuple[int, int], method: str | jax.Array,
   return apply_matrices(images, rows, cols)
 
 
-def apply_matrices(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
+def apply_matrices(images: jax.Array, rows: jax.Array, cols: jax.Array,
+                   channels_first: bool = False) -> jax.Array:
   """``rows[i] @ images[i] @ cols[i].T`` per image and channel: ``[n, h, w, c]`` and
-  ``[n, out_h, h]``, ``[n, out_w, w]`` matrices to ``[n, out_h, out_w, c]``."""
+  ``[n, out_h, h]``, ``[n, out_w, w]`` matrices to ``[n, out_h, out_w, c]`` (``[n, c,
+  h, w]`` to ``[n, c, out_h, out_w]`` if ``channels_first``)."""
   # Full float32 products: TPU/GPU default precision (bf16/tf32) would cost ~1e-3.
   highest = jax.lax.Precision.HIGHEST
+  if channels_first:
+    out = jnp.einsum('noh,nchw->ncow', rows, images, precision=highest)
+    return jnp.einsum('npw,ncow->ncop', cols, out, precision=highest)
   out = jnp.einsum('noh,nhwc->nowc', rows, images, precision=highest)
   return jnp.einsum('npw,nowc->nopc', cols, out, precision=highest)
 

@@ -1,10 +1,14 @@
-"""Tests for srgan_jax.imaging.noise: the statistics of the Gaussian and Poisson noise."""
+"""Tests for srgan_jax.imaging.noise: the statistics of the Gaussian and Poisson noise,
+and the Poisson sampler's distribution against SciPy's."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from scipy import special
+from scipy import stats
 
 from srgan_jax.imaging import noise
 
@@ -102,3 +106,53 @@ def test_random_noise_is_jittable_and_clipped():
   # Gaussian only at sigma 10: the std is 10 / 255.
   gaussian = draw(KEY, images, 1.0, (10.0, 10.0), (0.05, 3.0), 0.4)
   np.testing.assert_allclose(np.std(gaussian - images), 10 / 255, rtol=0.05)
+
+
+# Rates the exact search covers, and rates of the Cornish-Fisher quantile (10 and up).
+EXACT_RATES = (0.0, 0.05, 0.8, 3.2, 7.0, 9.99)
+APPROXIMATE_RATES = (10.0, 10.5, 16.0, 51.2, 204.8, 256.0)
+
+
+@functools.cache
+def _count_distributions(grid: int = 2**18) -> dict[float, np.ndarray]:
+  """The distribution of ``poisson_counts`` at each rate, exactly: its counts at
+  ``grid`` equally spaced uniforms (midpoints), the normal quantiles from SciPy."""
+  u = (np.arange(grid) + 0.5) / grid
+  z = special.ndtri(u)
+  rates = np.asarray(EXACT_RATES + APPROXIMATE_RATES, np.float32)[:, None]
+  counts = jax.jit(noise.poisson_counts)(
+      jnp.asarray(np.broadcast_to(u, (len(rates), grid)), jnp.float32),
+      jnp.asarray(np.broadcast_to(z, (len(rates), grid)), jnp.float32),
+      jnp.asarray(np.broadcast_to(rates, (len(rates), grid))))
+  counts = np.asarray(counts).astype(np.int64)
+  assert np.all(counts >= 0) and np.all(counts == np.asarray(counts, np.float32))
+  return {float(rate): np.bincount(row, minlength=600)[:600] / grid
+          for rate, row in zip(rates[:, 0], counts)}
+
+
+@pytest.mark.parametrize('rate', EXACT_RATES + APPROXIMATE_RATES)
+def test_poisson_counts_follow_the_poisson_distribution(rate):
+  """Total variation from SciPy's Poisson pmf: below rate 10 only what a grid of 2^18
+  uniforms resolves (exact inversion); from 10, within the Cornish-Fisher quantile's
+  0.21% (noise.poisson_counts' docstring), and its mean and variance as stated there."""
+  distribution = _count_distributions()[np.float32(rate).item()]
+  counts = np.arange(len(distribution))
+  pmf = stats.poisson.pmf(counts, np.float32(rate).item())
+  total_variation = 0.5 * np.abs(distribution - pmf).sum()
+  mean = np.sum(distribution * counts)
+  variance = np.sum(distribution * counts**2) - mean**2
+  if rate < noise.EXACT_BELOW:
+    assert total_variation < 1e-4, total_variation
+    assert abs(mean - rate) < 1e-3 and abs(variance - rate) < 2e-3 + 1e-3 * rate
+  else:
+    assert total_variation < 0.0025, total_variation
+    assert abs(mean - rate) < 1e-3 and 0 <= variance - rate < 0.09, (mean, variance)
+
+
+def test_random_noise_channels_first_is_the_same_noise():
+  """The Real-ESRGAN pipeline's layout (channel planes) draws the same noise."""
+  images = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (8, 12, 10, 3)), jnp.float32)
+  draw = jax.jit(noise.random_noise, static_argnums=(2, 3, 4, 5, 6))
+  interleaved = draw(KEY, images, 0.5, (1.0, 30.0), (0.05, 3.0), 0.4, False)
+  planar = draw(KEY, jnp.moveaxis(images, 3, 1), 0.5, (1.0, 30.0), (0.05, 3.0), 0.4, True)
+  np.testing.assert_array_equal(np.moveaxis(np.asarray(planar), 1, 3), interleaved)
