@@ -31,9 +31,9 @@ CHANCE_TOLERANCE = 0.05  # Relative, of CHANCE_LOSS.
 CHANCE_GAP = 0.02  # Most |D(real) - D(fake)| at chance.
 PATIENCE = 3  # Consecutive summaries.
 # Half as much again as the photograph's texture where it is flat: the bound issue 35
-# sets for a shipped GAN. Blur keeps cpu_small and bicubic below 1, while
-# cpu_small_gan's visible crosshatch is above 1.5 on Set5, Set14 and BSD100
-# (notes/CONFIG_RESULTS.md, "Texture where the photograph is flat").
+# sets for a shipped GAN. Blur keeps cpu_small and bicubic below 1, while the
+# visible crosshatch of the cpu_small_gan shipped before it was above 1.5 on Set5,
+# Set14 and BSD100 (notes/CONFIG_RESULTS.md, "Texture where the photograph is flat").
 FLAT_TEXTURE_LIMIT = 1.5
 
 
