@@ -5,6 +5,8 @@ The same narrow SRResNet, crops and schedule as ``cpu_small`` (configs/cpu_small
 the LR inputs are made on the device from each HR crop by Real-ESRGAN's second-order
 pipeline (``data.degradation='realesrgan'``, data/realesrgan.py, with the paper's
 ranges and probabilities from configs/default.py), which needs the device source.
+Not shipped yet: trained so, the network falls below bicubic on clean inputs
+(notes/CONFIG_RESULTS.md, "configs/cpu_small_real.py").
 
   python -m srgan_jax.main --config=configs/cpu_small_real.py --workdir=runs/cpu_small_real
   python -m srgan_jax.evaluate --workdir=runs/cpu_small_real --data=Set14 --degrade=jpeg:40
