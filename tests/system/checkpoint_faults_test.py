@@ -6,6 +6,7 @@ evaluate and super_resolve say what is wrong in one line, without the asyncio
 tracebacks Orbax's unfinished reads used to print after it.
 """
 
+import errno
 import logging
 import os
 import re
@@ -184,14 +185,19 @@ def _read_only(workdir):
 
 
 def _fill(workdir):
-  """The workdir's file system full: it lives on a small tmpfs; a file takes the rest."""
-  with open(workdir / 'filler', 'wb') as filler:
-    try:
-      while True:
-        filler.write(bytes(1 << 20))
-        filler.flush()
-    except OSError:
-      pass
+  """The workdir's file system full: it lives on a small tmpfs; a file takes the rest.
+
+  Unbuffered: a buffered file's close would flush what the full disk refused, and
+  raise again (CI failed so, depending on how much space the checkpoint had left)."""
+  descriptor = os.open(workdir / 'filler', os.O_WRONLY | os.O_CREAT, 0o644)
+  try:
+    while True:  # The last write that fits is partial; the one after it fails.
+      os.write(descriptor, bytes(1 << 20))
+  except OSError as error:
+    if error.errno != errno.ENOSPC:
+      raise
+  finally:
+    os.close(descriptor)
 
 
 @pytest.mark.parametrize('fault, message', [
