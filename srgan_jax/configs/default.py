@@ -29,6 +29,8 @@ def _realesrgan_order(*, blur_probability: float, blur_sigma: tuple[float, float
   order.plateau_beta = (1.0, 2.0)  # Plateau shape range.
   order.resize_probabilities = resize_probabilities  # Up, down, keep.
   order.resize_range = resize_range  # Factor: up in [1, max], down in [min, 1].
+  # Noise at all: Real-ESRGAN always adds it (off the paper when below 1).
+  order.noise_probability = 1.0
   order.gaussian_noise_probability = 0.5  # Gaussian noise, else Poisson.
   order.noise_sigma = noise_sigma  # Gaussian sigma range, grey levels (0..255).
   order.poisson_scale = poisson_scale  # Poisson strength range.
@@ -118,6 +120,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.realesrgan.final_sinc_probability = 0.8
   # Final: resize + sinc, then JPEG with this probability; else JPEG, then resize + sinc.
   config.data.realesrgan.final_resize_first_probability = 0.5
+  # Off the paper when above 0: this share of each batch (per image) gets the clean
+  # MATLAB-bicubic LR of data.degradation='bicubic' instead, so one network learns
+  # both clean and degraded inputs.
+  config.data.realesrgan.clean_probability = 0.0
 
   # Adam for both networks (paper Sec. 3.2): beta1 = 0.9.
   config.adam_b1 = 0.9
@@ -129,6 +135,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.srresnet.learning_rate = 1e-4
   # 'constant' (the paper) or 'cosine' (off the paper: decays to 0 at num_steps).
   config.srresnet.schedule = 'constant'
+  # Off the paper when set: start the SRResNet phase from a shipped model (a name) or
+  # another run's generator (a workdir), as a fine-tuning does; unset = random weights.
+  config.srresnet.init_from = config_dict.placeholder(str)
 
   # Phase 2, SRGAN: initialized from the SRResNet; 10^5 updates at lr 1e-4, then
   # 10^5 at 1e-5; D and G updated alternately (k = 1).

@@ -14,7 +14,8 @@ and the LR crop in register with it, one of the 8 symmetries of the square for
 both when ``augment`` is on (``symmetry.dihedral``, numbered as in the tf.data
 pipeline), LR scaled to [0, 1] and HR to [-1, 1]. With ``data.degradation =
 'realesrgan'`` the LR is instead made from the (augmented) HR crop in the same
-jitted function by ``realesrgan.degrade``, keyed by the step as the crops are. The
+jitted function by ``realesrgan.degrade``, keyed by the step as the crops are (a
+``clean_probability`` share of them keeps the bicubic LR, drawn per image). The
 host only dispatches it, so a training step never waits for the host.
 
 Determinism and resumption: every random choice of step ``s`` comes from
@@ -144,15 +145,20 @@ def _make_batch(hr_pages: jax.Array, hr_table: jax.Array, lr_pages: jax.Array,
   hr = _read_crops(hr_pages, hr_table, index, top * scale, left * scale, crop_size)
   if augment:
     hr = jax.vmap(_dihedral)(hr, which)
-  if realistic is None:
-    lr = _read_crops(lr_pages, lr_table, index, top, left, lr_size)
+  if realistic is None or realistic.clean_probability > 0:
+    bicubic_lr = _read_crops(lr_pages, lr_table, index, top, left, lr_size)
     if augment:
-      lr = jax.vmap(_dihedral)(lr, which)
-    lr = lr.astype(jnp.float32) / 255.0
-  else:
-    # A key of its own (the split above stays as it was: bicubic batches unchanged).
-    lr = realesrgan.degrade(jax.random.fold_in(step_key, 2), hr.astype(jnp.float32) / 255.0,
-                            realistic, scale)
+      bicubic_lr = jax.vmap(_dihedral)(bicubic_lr, which)
+    lr = bicubic_lr.astype(jnp.float32) / 255.0
+  if realistic is not None:
+    # Keys of their own (the split above stays as it was: bicubic batches unchanged).
+    degraded = realesrgan.degrade(jax.random.fold_in(step_key, 2),
+                                  hr.astype(jnp.float32) / 255.0, realistic, scale)
+    if realistic.clean_probability > 0:
+      clean = jax.random.uniform(jax.random.fold_in(step_key, 3),
+                                 (batch_size,)) < realistic.clean_probability
+      degraded = jnp.where(clean[:, None, None, None], lr, degraded)
+    lr = degraded
   # (hr - 127.5) / 127.5 maps 0 and 255 to exactly -1 and 1; XLA turns hr / 127.5 - 1
   # into a product with the reciprocal, which gives 1.0000001 for 255.
   return {'lr': lr, 'hr': (hr.astype(jnp.float32) - 127.5) / 127.5}

@@ -17,7 +17,10 @@ ICCVW 2021, section 3) feeds its network, in the order of BasicSR's
 
 Every range and probability is a field of ``config.data.realesrgan`` (its
 ``first`` and ``second`` orders share their field names); configs/default.py holds
-the paper's values. The building blocks are ``imaging/blur_kernels``, ``resize``,
+the paper's values. Two fields leave the paper when below 1 and above 0: each
+order's ``noise_probability`` (the paper always adds noise) and
+``clean_probability``, the share of a batch whose LR is the paper's MATLAB-bicubic
+one instead (``data/on_device`` chooses it; ``degrade`` makes the others). The building blocks are ``imaging/blur_kernels``, ``resize``,
 ``noise`` and ``jpeg``, each tested against its own reference.
 
 Static shapes, random sizes: after a random resize an image's side is data (a
@@ -77,6 +80,7 @@ class Order:
   plateau_beta: tuple[float, float]
   resize_probabilities: tuple[float, float, float]
   resize_range: tuple[float, float]
+  noise_probability: float
   gaussian_noise_probability: float
   noise_sigma: tuple[float, float]
   poisson_scale: tuple[float, float]
@@ -92,6 +96,7 @@ class Settings:
   kernel_sizes: tuple[int, ...]
   final_sinc_probability: float
   final_resize_first_probability: float
+  clean_probability: float
 
   @classmethod
   def from_config(cls, config: Any) -> 'Settings':
@@ -105,7 +110,8 @@ class Settings:
     low, high = (int(v) for v in config['kernel_size_range'])
     return cls(order(config['first']), order(config['second']),
                tuple(range(low, high + 1, 2)), float(config['final_sinc_probability']),
-               float(config['final_resize_first_probability']))
+               float(config['final_resize_first_probability']),
+               float(config['clean_probability']))
 
 
 def _planar(images: jax.Array) -> jax.Array:
@@ -191,10 +197,14 @@ def _blur_resize_noise(key: jax.Array, images: jax.Array, size: jax.Array, order
   new_size = jnp.clip(jnp.floor(base * factor).astype(jnp.int32), 1, canvas)
   method = jax.random.randint(keys[4], (n,), 0, len(resize.METHODS))
   images = _edge_filled(_resize(images, size, new_size, method, canvas), new_size)
-  images = noise.random_noise(keys[5], images, order.gaussian_noise_probability,
-                              order.noise_sigma, order.poisson_scale,
-                              order.grey_noise_probability, channels_first=True)
-  return images, new_size
+  noisy = noise.random_noise(keys[5], images, order.gaussian_noise_probability,
+                             order.noise_sigma, order.poisson_scale,
+                             order.grey_noise_probability, channels_first=True)
+  if order.noise_probability < 1:  # Static: the paper's 1 draws nothing more.
+    # A key of its own, so that the paper's draws are those of before this option.
+    noises = jax.random.uniform(jax.random.fold_in(key, 6), (n,)) < order.noise_probability
+    noisy = jnp.where(noises[:, None, None, None], noisy, images)
+  return noisy, new_size
 
 
 def _quality(key: jax.Array, n: int, order: Order) -> jax.Array:

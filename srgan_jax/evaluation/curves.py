@@ -143,15 +143,17 @@ def learning_curves(scalars: dict[str, Curve]) -> dict[str, dict[str, Curve]]:
 
 
 # The SRGAN phase's logged scalars drawn in the second row, by panel.
-GAN_LOSSES = ('content_loss', 'adversarial_loss')
+GAN_LOSSES = ('content_loss', 'adversarial_loss', 'ldl_loss')
 GAN_OUTPUTS = ('d_real', 'd_fake')
 
 
 def gan_curves(scalars: dict[str, Curve]) -> dict[str, Curve]:
   """The ``train/srgan/<name>`` curves of ``GAN_LOSSES + GAN_OUTPUTS`` that the run
-  logged, by name ({} for a run without an SRGAN phase)."""
+  logged, by name ({} for a run without an SRGAN phase). A loss logged as 0 throughout
+  is an option left off (ldl_loss without srgan.ldl_weight): not a curve."""
   return {name: scalars[f'train/srgan/{name}'] for name in GAN_LOSSES + GAN_OUTPUTS
-          if f'train/srgan/{name}' in scalars}
+          if f'train/srgan/{name}' in scalars
+          and (name in GAN_OUTPUTS or np.any(scalars[f'train/srgan/{name}'][1] != 0))}
 
 
 # The texture panel's curves: metric -> (legend suffix, line style).

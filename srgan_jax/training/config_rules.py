@@ -94,6 +94,7 @@ _REALESRGAN_ORDER_RULES: dict[str, flag_checks.Checker] = {
     'plateau_beta': _interval(1e-3),
     'resize_probabilities': _distribution(3),
     'resize_range': _interval(1e-3),
+    'noise_probability': _PROBABILITY,
     'gaussian_noise_probability': _PROBABILITY,
     'noise_sigma': _interval(0),
     'poisson_scale': _interval(0),
@@ -138,6 +139,7 @@ RULES: dict[str, flag_checks.Checker] = {
     'data.realesrgan.kernel_size_range': _odd_sizes,
     'data.realesrgan.final_sinc_probability': _PROBABILITY,
     'data.realesrgan.final_resize_first_probability': _PROBABILITY,
+    'data.realesrgan.clean_probability': _PROBABILITY,
     **{f'data.realesrgan.{order}.{name}': rule for order in ('first', 'second')
        for name, rule in _REALESRGAN_ORDER_RULES.items()},
     'adam_b1': flag_checks.number(minimum=0, below=1),
@@ -159,6 +161,7 @@ RULES: dict[str, flag_checks.Checker] = {
     'srgan.vgg_feature_scale': flag_checks.number(above=0),
     'srgan.vgg_weights': flag_checks.text(optional=True),
     'srgan.init_from': flag_checks.text(optional=True),
+    'srresnet.init_from': flag_checks.text(optional=True),
     'ema_decay': flag_checks.number(minimum=0, below=1),
     'steps_per_call': flag_checks.integer(minimum=1),
     'log_every_steps': flag_checks.integer(minimum=1),
@@ -318,10 +321,11 @@ def _relations(flat: Mapping[str, Any], device_count: int | None, process_count:
                       f'none at {weights}: run {vgg19.IMPORT_COMMAND}'
                       + (f' --output={weights}' if flat['srgan.vgg_weights'] else '')
                       + " (or set srgan.content_loss='mse')")
-  init_from = flat['srgan.init_from'] and model_reference.problem(
-      model_reference.from_init_from(flat['srgan.init_from']))
-  if init_from:
-    problems.append(f'srgan.init_from: {init_from}')
+  for field in ('srresnet.init_from', 'srgan.init_from'):
+    init_from = flat[field] and model_reference.problem(
+        model_reference.from_init_from(flat[field]))
+    if init_from:
+      problems.append(f'{field}: {init_from}')
   return problems
 
 
@@ -347,7 +351,7 @@ def validate(config: Mapping[str, Any], device_count: int | None = None,
     config: the training config (a ConfigDict, or nested dicts).
     device_count: the number of devices the batch is split over (checked when given).
     check_files: also check that the files training reads exist (local data
-      folders, VGG19 weights when the SRGAN phase needs them, srgan.init_from),
+      folders, VGG19 weights when the SRGAN phase needs them, the init_from fields),
       and that each host's share of local data folders fills a batch with
       images that fit the crop (read from image headers, not decoded).
     process_count: the number of hosts the images and the batch are split over.

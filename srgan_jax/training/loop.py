@@ -60,6 +60,27 @@ def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str]:
   return vgg19.load_params(config.srgan.vgg_weights)
 
 
+def generator_from(init_from: str, generator: steps.TrainState, field: str,
+                   config: ml_collections.ConfigDict,
+                   replicated: jax.sharding.NamedSharding) -> steps.TrainState:
+  """``generator`` with the weights of ``init_from`` (a workdir's latest checkpoint or
+  a shipped model's name; ``field`` is the config field that named it), replicated.
+
+  Raises:
+    checkpointing.CheckpointError: that generator's layout is not this config's.
+  """
+  _, variables, source_config = model_reference.load(model_reference.from_init_from(init_from))
+  if models.weight_layout(source_config) != models.weight_layout(config):
+    raise checkpointing.CheckpointError(
+        f'{field}={init_from} has generator {models.weight_layout(source_config)}, '
+        f'this config {models.weight_layout(config)}')
+  logging.info('Generator from %s (%s).', init_from, field)
+  # Every process read the same weights onto one of its own devices.
+  variables = sharding.replicate(variables, replicated)
+  return generator.replace(params=variables['params'],
+                           batch_stats=variables.get('batch_stats', {}))
+
+
 def initialize_srgan_generator(generator: steps.TrainState, config: ml_collections.ConfigDict,
                                replicated: jax.sharding.NamedSharding) -> steps.TrainState:
   """The generator the SRGAN phase starts from (paper: the trained SRResNet).
@@ -68,18 +89,9 @@ def initialize_srgan_generator(generator: steps.TrainState, config: ml_collectio
   or from the shipped model of that name; otherwise from this run's SRResNet phase.
   """
   if config.srgan.init_from:
-    _, variables, source_config = model_reference.load(
-        model_reference.from_init_from(config.srgan.init_from))
-    if models.weight_layout(source_config) != models.weight_layout(config):
-      raise checkpointing.CheckpointError(
-          f'srgan.init_from={config.srgan.init_from} has generator '
-          f'{models.weight_layout(source_config)}, this config '
-          f'{models.weight_layout(config)}')
-    # Every process read the same weights onto one of its own devices.
-    variables = sharding.replicate(variables, replicated)
-    generator = generator.replace(params=variables['params'],
-                                  batch_stats=variables.get('batch_stats', {}))
-  elif config.srresnet.num_steps == 0:
+    generator = generator_from(config.srgan.init_from, generator, 'srgan.init_from', config,
+                               replicated)
+  elif config.srresnet.num_steps == 0 and not config.srresnet.init_from:
     logging.warning('SRGAN phase starts from a random generator: the paper initializes '
                     'it from a trained SRResNet (set srgan.init_from).')
   return jax.jit(functools.partial(steps.start_srgan_phase, config=config),
@@ -158,7 +170,8 @@ class Progress:
 def restore_progress(config: ml_collections.ConfigDict, manager: Any,
                      replicated: jax.sharding.NamedSharding) -> Progress:
   """The states of the workdir's newest readable checkpoint (damaged newer ones are
-  moved aside, one line each), or fresh ones when it has none."""
+  moved aside, one line each), or fresh ones when it has none: the generator's from
+  srresnet.init_from when set (its optimizer's state fresh)."""
   # The states a run at ``step`` starts from: the phase fixes the optimizer (and a
   # restored state keeps the template's).
   fresh_states = lambda step: jax.jit(functools.partial(
@@ -166,6 +179,9 @@ def restore_progress(config: ml_collections.ConfigDict, manager: Any,
   start_step = manager.latest_step() or 0
   phase = phase_at(start_step, config)
   generator, discriminator = fresh_states(start_step)
+  if not start_step and config.srresnet.init_from:
+    generator = generator_from(config.srresnet.init_from, generator, 'srresnet.init_from',
+                               config, replicated)
   if start_step:
     generator, discriminator, record = checkpointing.restore_newest_readable(
         manager, fresh_states, config)

@@ -219,3 +219,48 @@ def test_resumed_run_equals_uninterrupted(run_root, tmp_path):
           for states in (uninterrupted, resumed))
   for x, y in zip(a, b):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+
+
+def test_noise_probability_leaves_that_share_without_noise():
+  """An order's noise_probability (off the paper below 1): on flat grey images with
+  no blur and no resize, the images left unchanged are the share drawn without noise,
+  1 - noise_probability
+  (any Gaussian or Poisson noise of sigma 20 changes a 32x32 image); at 1, none."""
+  images = jnp.full((256, 3, CROP, CROP), 0.5, jnp.float32)
+  size = jnp.full((256,), CROP, jnp.int32)
+  unchanged = {}
+  for probability in (1.0, 0.3):
+    order = SETTINGS.first.__class__(**{
+        **vars(SETTINGS.first), 'blur_probability': 0.0, 'resize_probabilities': (0, 0, 1),
+        'noise_sigma': (20.0, 20.0), 'poisson_scale': (3.0, 3.0),
+        'noise_probability': probability})
+    noisy, _ = realesrgan._blur_resize_noise(  # pylint: disable=protected-access
+        jax.random.key(0), images, size, order, CROP, CROP, SETTINGS.kernel_sizes)
+    unchanged[probability] = float(jnp.mean(jnp.all(noisy == images, axis=(1, 2, 3))))
+  assert unchanged[1.0] == 0
+  # 256 draws: unchanged 0.7 +- 0.09 (3 standard deviations).
+  assert abs(unchanged[0.3] - 0.7) < 0.09, unchanged
+
+
+def test_clean_probability_keeps_the_bicubic_lr_of_that_share(two_host_sources, monkeypatch):
+  """clean_probability (off the paper above 0): per image, the LR is either the
+  bicubic source's LR of that crop, bit for bit, or the degraded one, drawn per step.
+  The degradation is replaced by a constant, so the selection compiles in seconds."""
+  _, folder = two_host_sources
+  monkeypatch.setattr(realesrgan, 'degrade', lambda key, hr, settings, scale: jnp.full(
+      (hr.shape[0], hr.shape[1] // scale, hr.shape[2] // scale, 3), -1.0))
+  data = _source_config(folder, 'realesrgan')
+  data.realesrgan.clean_probability = 0.25
+  source = on_device.DeviceDataSource(data, scale=SCALE, seed=0)
+  clean = on_device.DeviceDataSource(_source_config(folder, 'bicubic'), scale=SCALE, seed=0)
+  kept = []
+  for step in range(12):
+    batch = _by_hr(jax.device_get(source.batch(step, BATCH)))
+    reference = _by_hr(jax.device_get(clean.batch(step, BATCH)))
+    assert batch.keys() == reference.keys()  # The same crops as the bicubic source's.
+    for hr, lr in batch.items():
+      degraded = bool(np.all(lr == -1.0))
+      assert degraded or np.array_equal(lr, reference[hr])
+      kept.append(not degraded)
+  # 96 draws of p = 0.25: 0.25 +- 0.13 (3 standard deviations; swapped, 0.75).
+  assert abs(np.mean(kept) - 0.25) < 0.13, np.mean(kept)

@@ -100,7 +100,7 @@ def test_plotting_leaves_tensorflow_out(tiny_run, tmp_path):
 
 @pytest.fixture(scope='module')
 def tiny_gan_run(tmp_path_factory):
-  """2 SRResNet then 4 SRGAN steps, logged every 2, NIQE and the texture ratios on
+  """2 SRResNet then 4 SRGAN steps with LDL, logged every 2, NIQE and the texture ratios on
   one 112x104 crop of a photograph with flat and textured regions."""
   from conftest import tiny_run_config, write_tiny_image_sets  # pylint: disable=g-import-not-at-top
   from srgan_jax.training import loop  # pylint: disable=g-import-not-at-top
@@ -112,8 +112,20 @@ def tiny_gan_run(tmp_path_factory):
   config.eval_every_steps = 2
   config.eval_folders = (str(root / 'bench'),)
   config.eval_metrics = ('niqe', 'flat_texture', 'textured_detail')
+  config.srgan.ldl_weight = 1.0  # Its loss is drawn too.
   loop.train_and_evaluate(config, str(root / 'workdir'))
   return root / 'workdir'
+
+
+def test_losses_of_options_left_off_are_not_curves():
+  """ldl_loss is logged as 0 when srgan.ldl_weight is 0: no line at 0 on a log axis."""
+  steps = np.array([2, 4])
+  scalars = {'train/srgan/content_loss': (steps, np.array([0.1, 0.2])),
+             'train/srgan/ldl_loss': (steps, np.zeros(2)),
+             'train/srgan/d_fake': (steps, np.zeros(2))}
+  assert set(curves.gan_curves(scalars)) == {'content_loss', 'd_fake'}
+  scalars['train/srgan/ldl_loss'] = (steps, np.array([0.0, 0.3]))
+  assert set(curves.gan_curves(scalars)) == {'content_loss', 'ldl_loss', 'd_fake'}
 
 
 def test_plot_draws_the_srgan_phase(tiny_gan_run, tmp_path):

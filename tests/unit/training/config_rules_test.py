@@ -113,6 +113,8 @@ def test_eval_metric_names_are_those_evaluation_knows():
     ('srgan.ldl_weight', 1.0, 'srgan.ldl_weight > 0 compares G with its EMA, which '
      'ema_decay=0 turns off'),
     ('discriminator.arch', 'patch', "discriminator.arch must be one of"),
+    ('srresnet.init_from', '/nonexistent/run',
+     'srresnet.init_from: no checkpoints in /nonexistent/run'),
 ])
 def test_config_rules_are_the_only_check_of_what_training_relies_on(field, value, expected):
   """The training library (steps, loop, input pipelines) no longer re-checks these:
@@ -163,6 +165,10 @@ def test_each_hosts_share_of_the_training_images_must_fill_its_batch(tmp_path):
      'data.realesrgan.kernel_size_range must be a (low, high) pair of odd sizes'),
     (lambda c: setattr(c.data.realesrgan.first, 'resize_range', (1.1, 1.5)),
      'data.realesrgan.first.resize_range must hold 1'),
+    (lambda c: setattr(c.data.realesrgan.second, 'noise_probability', 1.5),
+     'data.realesrgan.second.noise_probability must be <= 1'),
+    (lambda c: setattr(c.data.realesrgan, 'clean_probability', -0.1),
+     'data.realesrgan.clean_probability must be >= 0'),
 ])
 def test_realesrgan_fields_are_checked_in_one_line(change, expected):
   config = quickstart.get_config()

@@ -318,6 +318,21 @@ def test_srgan_phase_alone_starts_from_init_from(data_dirs, tmp_path, monkeypatc
   assert 'train/srgan/sr_beside_hr' in _event_tags(tmp_path / 'gan')
 
 
+def test_srresnet_phase_starts_from_init_from(data_dirs, tmp_path):
+  """srresnet.init_from: the SRResNet phase's first step starts from that generator
+  (a fine-tuning), not from random weights."""
+  source_dir = tmp_path / 'source'
+  loop.train_and_evaluate(tiny_run_config(data_dirs, srresnet_steps=2, srgan_steps=0),
+                          str(source_dir))
+  _, expected, _ = checkpointing.load_generator(str(source_dir), ema=False)
+  config = tiny_run_config(data_dirs, srresnet_steps=1, srgan_steps=0)
+  config.srresnet.learning_rate = 1e-30  # One step that cannot move the weights.
+  config.srresnet.init_from = str(source_dir)
+  generator, _ = loop.train_and_evaluate(config, str(tmp_path / 'tuned'))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(generator.params),
+               jax.device_get(expected['params']))
+
+
 def _event_tags(workdir: pathlib.Path) -> set[str]:
   """Every tag (scalars, images) in a run's TensorBoard event files."""
   from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
