@@ -19,12 +19,9 @@ import ml_collections
 from srgan_jax.configs import cpu_small
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """cpu_small's, from the shipped cpu_small, on the device source's degradations."""
-  config = cpu_small.get_config()
-  config.srresnet.init_from = 'cpu_small'  # A shipped model's name (or a workdir).
-  config.srresnet.num_steps = 10_000
-  config.srresnet.learning_rate = 5e-4  # Half cpu_small's: a fine-tuning, cosine to 0.
+def realistic_inputs(config: ml_collections.ConfigDict) -> None:
+  """The LR inputs of this config and cpu_small_real_gan.py: Real-ESRGAN's pipeline on
+  the device, milder than the paper's, a quarter of each batch clean."""
   config.data.source = 'device'
   config.data.degradation = 'realesrgan'
   realistic = config.data.realesrgan
@@ -38,4 +35,13 @@ def get_config() -> ml_collections.ConfigDict:
   realistic.final_sinc_probability = 0.0
   realistic.second.noise_sigma = (1.0, 15.0)  # The paper's: up to 25 grey levels.
   realistic.second.poisson_scale = (0.05, 1.5)  # The paper's: up to 2.5.
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """cpu_small's, from the shipped cpu_small, on the device source's degradations."""
+  config = cpu_small.get_config()
+  config.srresnet.init_from = 'cpu_small'  # A shipped model's name (or a workdir).
+  config.srresnet.num_steps = 10_000
+  config.srresnet.learning_rate = 5e-4  # Half cpu_small's: a fine-tuning, cosine to 0.
+  realistic_inputs(config)
   return config

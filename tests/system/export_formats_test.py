@@ -42,7 +42,7 @@ CASES = {
     'bicubic': (['--model=bicubic', '--format=stablehlo', '--output=OUT'],
                 r'--model=bicubic has no generator to export'),
     'unknown model': (['--model=nope', '--format=stablehlo', '--output=OUT'],
-                      r"unknown model 'nope'; shipped models: cpu_small, cpu_small_gan"),
+                      r"unknown model 'nope'; shipped models: cpu_small, cpu_small_gan, "),
 }
 
 

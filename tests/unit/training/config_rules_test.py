@@ -7,7 +7,9 @@ from PIL import Image
 import pytest
 
 from srgan_jax.configs import cpu_small
+from srgan_jax.configs import cpu_small_gan
 from srgan_jax.configs import cpu_small_real
+from srgan_jax.configs import cpu_small_real_gan
 from srgan_jax.configs import default
 from srgan_jax.configs import quickstart
 from srgan_jax.configs import x4
@@ -20,9 +22,11 @@ def test_every_default_field_has_a_rule():
   assert sorted(flat) == sorted(config_rules.RULES)
 
 
-@pytest.mark.parametrize('module, devices', [(default, 8), (quickstart, 1), (cpu_small, 1),
-                                             (cpu_small_real, 1), (x4, 8)],
-                         ids=['default', 'quickstart', 'cpu_small', 'cpu_small_real', 'x4'])
+@pytest.mark.parametrize('module, devices', [
+    (default, 8), (quickstart, 1), (cpu_small, 1), (cpu_small_gan, 1), (cpu_small_real, 1),
+    (cpu_small_real_gan, 1), (x4, 8)], ids=[
+        'default', 'quickstart', 'cpu_small', 'cpu_small_gan', 'cpu_small_real',
+        'cpu_small_real_gan', 'x4'])
 def test_shipped_configs_are_valid(module, devices, tmp_path):
   """On one device (the CPU configs: quickstart's batch is one crop per photograph)
   or eight (the accelerator configs)."""
