@@ -216,5 +216,6 @@ def _field(config, dotted: str):
 def test_documented_overrides_include_the_placeholder_fields():
   """vgg_weights, init_from and tfds_data_dir default to unset and still take a path."""
   overrides = ' '.join(_documented_overrides())
-  for field in ('srgan.init_from', 'srgan.vgg_weights', 'data.tfds_data_dir'):
+  for field in ('srgan.init_from', 'srresnet.init_from', 'srgan.vgg_weights',
+                'data.tfds_data_dir'):
     assert f'--config.{field}=' in overrides, field
