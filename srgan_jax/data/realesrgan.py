@@ -17,11 +17,12 @@ ICCVW 2021, section 3) feeds its network, in the order of BasicSR's
 
 Every range and probability is a field of ``config.data.realesrgan`` (its
 ``first`` and ``second`` orders share their field names); configs/default.py holds
-the paper's values. Two fields leave the paper when below 1 and above 0: each
-order's ``noise_probability`` (the paper always adds noise) and
-``clean_probability``, the share of a batch whose LR is the paper's MATLAB-bicubic
-one instead (``data/on_device`` chooses it; ``degrade`` makes the others). The building blocks are ``imaging/blur_kernels``, ``resize``,
-``noise`` and ``jpeg``, each tested against its own reference.
+the paper's values. Two fields leave the paper: each order's ``noise_probability``
+below 1 (the paper always adds noise), and ``clean_probability`` above 0, the share
+of a batch whose LR is the MATLAB-bicubic one instead (``data/on_device`` chooses
+it; ``degrade`` makes the others). The building blocks are
+``imaging/blur_kernels``, ``resize``, ``noise`` and ``jpeg``, each tested against
+its own reference.
 
 Static shapes, random sizes: after a random resize an image's side is data (a
 traced int per image), and it lies at the top-left of a static canvas as large as
