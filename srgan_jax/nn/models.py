@@ -294,7 +294,7 @@ def replace_chroma(image: jax.Array, chroma_source: jax.Array) -> jax.Array:
 
 
 # Generator options that change what the output is made of but no parameter's
-# meaning: a generator may start from weights trained without them (srgan.init_from).
+# meaning: a generator may start from weights trained without them (the init_from fields).
 OUTPUT_ONLY_OPTIONS = ('chroma_from_bicubic',)
 
 

@@ -11,7 +11,7 @@ A pretrained model is two files in ``srgan_jax/pretrained_models/``:
 
 ``python -m srgan_jax.export`` writes them from a training workdir
 (``inference/pretrained_export.py``); ``python -m srgan_jax.pretrained`` lists them;
-``--model=NAME`` in the commands and ``srgan.init_from=NAME`` name one, through
+``--model=NAME`` in the commands and the ``init_from=NAME`` fields name one, through
 ``training/model_reference.py``, the one place that tells a name from a workdir.
 $SRGAN_PRETRAINED_DIR points all of this at another folder (tests use that).
 

@@ -80,8 +80,8 @@ DATA_FLAG_HELP = ('a set name without "/" (Set5) is always $SRGAN_DATASETS/Set5,
 
 
 # The config fields that hold user paths, as (section, field); tuples of paths too.
-# (srgan.init_from, a pretrained model's name or a workdir, is resolved where it is
-# used: training/model_reference.py.)
+# (srresnet.init_from and srgan.init_from, a pretrained model's name or a workdir, are
+# resolved where they are used: training/model_reference.py.)
 CONFIG_PATH_FIELDS = (('data', 'folders'), ('data', 'tfds_data_dir'), (None, 'eval_folders'),
                       ('srgan', 'vgg_weights'))
 

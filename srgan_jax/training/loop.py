@@ -179,9 +179,6 @@ def restore_progress(config: ml_collections.ConfigDict, manager: Any,
   start_step = manager.latest_step() or 0
   phase = phase_at(start_step, config)
   generator, discriminator = fresh_states(start_step)
-  if not start_step and config.srresnet.init_from:
-    generator = generator_from(config.srresnet.init_from, generator, 'srresnet.init_from',
-                               config, replicated)
   if start_step:
     generator, discriminator, record = checkpointing.restore_newest_readable(
         manager, fresh_states, config)
@@ -189,6 +186,9 @@ def restore_progress(config: ml_collections.ConfigDict, manager: Any,
     logging.info('Resumed from %s at step %d.', manager.directory, start_step)
     if phase == steps.SRGAN and record['phase'] == steps.SRRESNET:  # Saved right at the switch.
       phase = steps.SRRESNET
+  elif config.srresnet.init_from:  # A fresh run only: a resumed one has its own weights.
+    generator = generator_from(config.srresnet.init_from, generator, 'srresnet.init_from',
+                               config, replicated)
   return Progress(start_step, phase, generator, discriminator,
                   steps.empty_metrics(phase, replicated))
 

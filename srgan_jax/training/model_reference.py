@@ -3,11 +3,11 @@ pretrained model shipped in the package (``nn/pretrained``), or a training workd
 
 Every place that takes a model by reference goes through here: the commands'
 ``--model`` / ``--workdir`` / ``--step`` / ``--ema`` flags (``from_flags``), and
-``srgan.init_from``, which takes a pretrained model's name or a workdir
-(``from_init_from``); ``load`` then reads the generator, and ``problem`` says in one
+``srresnet.init_from`` and ``srgan.init_from``, which take a pretrained model's name
+or a workdir (``from_init_from``); ``load`` then reads the generator, and ``problem`` says in one
 line why a reference names nothing, before anything is read.
 
-The rule for a text that may be a name or a path (``srgan.init_from``): a pretrained
+The rule for a text that may be a name or a path (the ``init_from`` fields): a pretrained
 model's name, unless a folder of that name is in the way (a folder wins); anything
 else is a workdir, made absolute where it enters (relative to where the command was
 started). Every host decides it from its own files, as it reads its own workdir.
@@ -74,9 +74,9 @@ def flag_problems(model: str, workdir: str | None, step: int | None) -> list[str
 
 
 def from_init_from(text: str) -> ModelReference:
-  """``srgan.init_from``: a pretrained model's name, unless a folder of that name is in
-  the way; else a workdir (its latest checkpoint, the raw weights: the SRGAN phase
-  continues training the generator, not its average)."""
+  """``srresnet.init_from`` or ``srgan.init_from``: a pretrained model's name, unless a
+  folder of that name is in the way; else a workdir (its latest checkpoint, the raw
+  weights: the phase continues training the generator, not its average)."""
   if text in pretrained.names() and not os.path.isdir(text):
     return ModelReference('pretrained', text, ema=False)
   return ModelReference('workdir', paths.absolute(text), ema=False)

@@ -224,8 +224,8 @@ def test_resumed_run_equals_uninterrupted(run_root, tmp_path):
 def test_noise_probability_leaves_that_share_without_noise():
   """An order's noise_probability (off the paper below 1): on flat grey images with
   no blur and no resize, the images left unchanged are the share drawn without noise,
-  1 - noise_probability
-  (any Gaussian or Poisson noise of sigma 20 changes a 32x32 image); at 1, none."""
+  1 - noise_probability (any Gaussian or Poisson noise of sigma 20 changes a 32x32
+  image); at 1, none."""
   images = jnp.full((256, 3, CROP, CROP), 0.5, jnp.float32)
   size = jnp.full((256,), CROP, jnp.int32)
   unchanged = {}
